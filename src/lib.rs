@@ -1,0 +1,1 @@
+//! coltrast: a content-hashed pipeline that fine-tunes a sentence encoder with ColTrast.
