@@ -1,1 +1,16 @@
-//! coltrast: a content-hashed pipeline that fine-tunes a sentence encoder with ColTrast.
+//! coltrast: a content-hashed pipeline that fine-tunes a sentence encoder with ColTrast (contrastive loss on
+//! pooled embeddings plus ColBERT-style late interaction) and serves retrieval over FAISS.
+//!
+//! Layout: [`settings`] resolves pipeline.toml once; [`engine`] runs the closed list of [`stages`] with
+//! content-hashed caching; [`app`] holds what the CLI commands do, so `main` only parses arguments.
+
+pub mod app;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod hash;
+pub mod settings;
+pub mod stages;
+pub mod table;
+
+pub use error::{Error, Result};

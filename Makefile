@@ -1,0 +1,44 @@
+# coltrast: the two commands a new user types are `make pipeline` and `make test`.
+# Both run `make setup` first when it has not been done (a stamp in the cache makes it a fast no-op).
+
+SHELL := /bin/bash
+export COLTRAST_CACHE ?= $(HOME)/.cache/coltrast
+export CARGO_TARGET_DIR ?= $(COLTRAST_CACHE)/target
+export LIBTORCH ?= $(COLTRAST_CACHE)/libtorch
+# libtorch_cpu needs libcudart/libcupti from the lean venv even on CPU; the rpath of torch's libs finds them.
+
+BIN := $(CARGO_TARGET_DIR)/release/coltrast
+SOURCES := $(shell find src -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock build.rs
+ARGS ?=
+
+.PHONY: setup pipeline test bench build status clean-artifacts
+
+## setup: system packages, lean libtorch, libonnxruntime and the base model, into $(COLTRAST_CACHE)
+setup:
+	@bash scripts/setup.sh
+
+## build: the release binary (only when sources changed)
+build: setup $(BIN)
+
+$(BIN): $(SOURCES)
+	cargo build --release --locked
+	@touch $@
+
+## pipeline: run every stage of pipeline.toml (cached stages are skipped)
+pipeline: setup $(BIN)
+	@$(BIN) run $(ARGS)
+
+## status: which stages are up to date, and why the others would run
+status: setup $(BIN)
+	@$(BIN) status
+
+## test: the whole test suite
+test: setup
+	cargo test --release --locked
+
+## bench: benchmarks (creates a separate Python venv for the baselines on first use)
+bench: setup $(BIN)
+	@bash bench/run.sh
+
+clean-artifacts:
+	rm -rf artifacts

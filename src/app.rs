@@ -1,0 +1,118 @@
+//! What each CLI command does, as library functions (the binary only parses arguments and prints).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::engine::{Freshness, Outcome, Pipeline, RunOptions, StageReport};
+use crate::error::{Error, Result};
+use crate::settings::{self, Resolved, Sources};
+use crate::stages;
+
+/// Settings sources common to every command.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    pub config: Option<PathBuf>,
+    pub sets: Vec<String>,
+}
+
+pub fn resolve(common: &Common) -> Result<Resolved> {
+    settings::resolve(&Sources::from_process(common.config.clone(), common.sets.clone()))
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+fn short(fp: &str) -> &str {
+    &fp[..fp.len().min(12)]
+}
+
+/// `coltrast run`: prints one line per stage (`cached` or `ran`, wall time, artifact dir) to stderr.
+pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
+    let resolved = resolve(common)?;
+    let s = &resolved.settings;
+    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let started = std::time::Instant::now();
+    let reports = pipeline.run(opts, |r| {
+        let what = match r.outcome {
+            Outcome::Cached => "cached",
+            Outcome::Ran => "ran",
+        };
+        eprintln!("{:<8} {:<6} {:>9}  {}", r.stage, what, human(r.wall), r.dir.display());
+    })?;
+    let ran = reports.iter().filter(|r| r.outcome == Outcome::Ran).count();
+    eprintln!("{} stages, {} ran, {} cached, {}", reports.len(), ran, reports.len() - ran, human(started.elapsed()));
+    Ok(reports)
+}
+
+/// `coltrast status`.
+pub fn status(common: &Common, out: &mut dyn Write) -> Result<bool> {
+    let resolved = resolve(common)?;
+    let s = &resolved.settings;
+    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let mut all_fresh = true;
+    for st in pipeline.status()? {
+        match st.freshness {
+            Freshness::UpToDate { fingerprint } => {
+                writeln!(out, "{:<8} up to date  {}", st.stage, short(&fingerprint)).map_err(pipe)?
+            }
+            Freshness::Stale { reasons } => {
+                all_fresh = false;
+                writeln!(out, "{:<8} will run", st.stage).map_err(pipe)?;
+                for r in reasons {
+                    writeln!(out, "         - {r}").map_err(pipe)?;
+                }
+            }
+        }
+    }
+    Ok(all_fresh)
+}
+
+/// `coltrast show STAGE`.
+pub fn show(common: &Common, stage: &str, out: &mut dyn Write) -> Result<()> {
+    let resolved = resolve(common)?;
+    let s = &resolved.settings;
+    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let (dir, m, current) = pipeline.show(stage)?;
+    writeln!(out, "stage:       {}", m.stage).map_err(pipe)?;
+    writeln!(out, "artifact:    {}", dir.display()).map_err(pipe)?;
+    writeln!(
+        out,
+        "state:       {}",
+        if current { "up to date with the current settings" } else { "last run (out of date with the current settings)" }
+    )
+    .map_err(pipe)?;
+    writeln!(out, "outputs:").map_err(pipe)?;
+    for o in &m.outputs {
+        let rows = o.rows.map(|r| format!("{r} rows, ")).unwrap_or_default();
+        writeln!(out, "  {}  ({rows}{} bytes)", dir.join(&o.path).display(), o.size).map_err(pipe)?;
+    }
+    writeln!(out, "manifest:").map_err(pipe)?;
+    let text = serde_json::to_string_pretty(&m).map_err(Error::internal)?;
+    writeln!(out, "{text}").map_err(pipe)?;
+    Ok(())
+}
+
+/// `coltrast gc`.
+pub fn gc(common: &Common, keep: usize, dry_run: bool, out: &mut dyn Write) -> Result<usize> {
+    let resolved = resolve(common)?;
+    let s = &resolved.settings;
+    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let removed = pipeline.gc(keep, dry_run)?;
+    for p in &removed {
+        writeln!(out, "{} {}", if dry_run { "would remove" } else { "removed" }, p.display()).map_err(pipe)?;
+    }
+    Ok(removed.len())
+}
+
+/// Stdout errors: a broken pipe ends the program quietly (the binary checks for it).
+fn pipe(e: std::io::Error) -> Error {
+    Error::io("<stdout>", e)
+}

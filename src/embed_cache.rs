@@ -1,0 +1,187 @@
+//! The sentence-embedding cache: embeddings keyed by (model hash, text hash), shared by every fingerprint of
+//! every stage that embeds with the same model. Changing a chunking threshold re-chunks without re-embedding
+//! a sentence; re-indexing after one README changes embeds only that README's new text.
+//!
+//! On disk: `artifacts/.cache/embeddings/<model-hash>/part-<hash>.parquet`, each with columns
+//! `text_hash` FixedSizeBinary(32) (blake3 of the exact text embedded) and `embedding`
+//! FixedSizeList<Float32, dim>. New entries are appended as a new part, written to a temporary name and
+//! renamed, so an interrupted run leaves either a whole part or none. A part that fails to read is reported
+//! and ignored (the cache is only an optimisation); `coltrast gc` does not touch the cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, FixedSizeBinaryArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::error::{Error, IoContext, Result};
+use crate::table;
+
+pub fn schema(dim: usize) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("text_hash", DataType::FixedSizeBinary(32), false),
+        Field::new("embedding", table::embedding_type(dim), false),
+    ]))
+}
+
+pub struct EmbeddingCache {
+    dir: PathBuf,
+    dim: usize,
+    index: HashMap<[u8; 32], usize>,
+    data: Vec<f32>,
+    pending: Vec<[u8; 32]>,
+    /// Texts embedded by the model (not found in the cache) since the cache was opened.
+    pub misses: usize,
+    /// Texts served from the cache since it was opened.
+    pub hits: usize,
+}
+
+fn key(text: &str) -> [u8; 32] {
+    *blake3::hash(text.as_bytes()).as_bytes()
+}
+
+impl EmbeddingCache {
+    /// Open (or create) the cache for one model under `cache_root` (the artifacts dir's `.cache`).
+    pub fn open(cache_root: &Path, model_hash: &str, dim: usize) -> Result<Self> {
+        let dir = cache_root.join("embeddings").join(&model_hash[..model_hash.len().min(32)]);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let mut cache =
+            EmbeddingCache { dir: dir.clone(), dim, index: HashMap::new(), data: Vec::new(), pending: vec![], misses: 0, hits: 0 };
+        let mut parts: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .at(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        parts.sort();
+        for part in parts {
+            if let Err(e) = cache.load_part(&part) {
+                tracing::warn!("ignoring unreadable embedding cache part: {e}");
+            }
+        }
+        Ok(cache)
+    }
+
+    fn load_part(&mut self, path: &Path) -> Result<()> {
+        let batch = table::read_parquet(path, "embedding-cache", &schema(self.dim))?;
+        let hashes = batch
+            .column_by_name("text_hash")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+            .ok_or_else(|| Error::internal("text_hash column"))?;
+        let (values, dim) = table::embedding_values(&batch, "embedding")?;
+        if dim != self.dim {
+            return Err(Error::internal(format!("{}: dim {dim}, expected {}", path.display(), self.dim)));
+        }
+        for i in 0..hashes.len() {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(hashes.value(i));
+            if !self.index.contains_key(&k) {
+                self.index.insert(k, self.data.len() / dim);
+                self.data.extend_from_slice(&values[i * dim..(i + 1) * dim]);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Embeddings of `texts` (flat, row-major, input order). Texts not in the cache go to `embed` (once each,
+    /// deduplicated) and are remembered.
+    pub fn embed<F>(&mut self, texts: &[&str], embed: F) -> Result<Vec<f32>>
+    where
+        F: FnOnce(&[&str]) -> Result<Vec<f32>>,
+    {
+        let keys: Vec<[u8; 32]> = texts.iter().map(|t| key(t)).collect();
+        let mut missing: Vec<&str> = Vec::new();
+        let mut missing_keys: Vec<[u8; 32]> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (t, k) in texts.iter().zip(&keys) {
+            if !self.index.contains_key(k) && seen.insert(*k) {
+                missing.push(t);
+                missing_keys.push(*k);
+            }
+        }
+        if !missing.is_empty() {
+            let fresh = embed(&missing)?;
+            if fresh.len() != missing.len() * self.dim {
+                return Err(Error::internal(format!(
+                    "encoder returned {} floats for {} texts of dim {}",
+                    fresh.len(),
+                    missing.len(),
+                    self.dim
+                )));
+            }
+            for (i, k) in missing_keys.iter().enumerate() {
+                self.index.insert(*k, self.data.len() / self.dim);
+                self.data.extend_from_slice(&fresh[i * self.dim..(i + 1) * self.dim]);
+                self.pending.push(*k);
+            }
+        }
+        self.misses += missing.len();
+        self.hits += texts.len() - missing.len();
+        let mut out = Vec::with_capacity(texts.len() * self.dim);
+        for k in &keys {
+            let row = self.index[k];
+            out.extend_from_slice(&self.data[row * self.dim..(row + 1) * self.dim]);
+        }
+        Ok(out)
+    }
+
+    /// Persist new entries as one new part (atomic rename).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut flat = Vec::with_capacity(self.pending.len() * self.dim);
+        let mut h = blake3::Hasher::new();
+        for k in &self.pending {
+            let row = self.index[k];
+            flat.extend_from_slice(&self.data[row * self.dim..(row + 1) * self.dim]);
+            h.update(k);
+        }
+        let name = format!("part-{}.parquet", &h.finalize().to_hex()[..16]);
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let hashes = FixedSizeBinaryArray::try_from_iter(self.pending.iter()).map_err(Error::internal)?;
+        let cols: Vec<ArrayRef> = vec![Arc::new(hashes), table::embedding_array(flat, self.dim)?];
+        table::write_parquet(&tmp, schema(self.dim), cols)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+        let dest = self.dir.join(name);
+        std::fs::rename(&tmp, &dest).at(&dest)?;
+        crate::fsutil::sync_dir(&self.dir);
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(texts: &[&str]) -> Result<Vec<f32>> {
+        Ok(texts.iter().flat_map(|t| vec![t.len() as f32, 1.0]).collect())
+    }
+
+    #[test]
+    fn caches_across_opens_and_counts_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = EmbeddingCache::open(dir.path(), "abc", 2).unwrap();
+        let v = c.embed(&["a", "bb", "a"], fake).unwrap();
+        assert_eq!(v, [1.0, 1.0, 2.0, 1.0, 1.0, 1.0]);
+        assert_eq!((c.misses, c.hits), (2, 1));
+        c.flush().unwrap();
+        let mut c = EmbeddingCache::open(dir.path(), "abc", 2).unwrap();
+        assert_eq!(c.len(), 2);
+        let v = c.embed(&["bb", "ccc"], fake).unwrap();
+        assert_eq!(v, [2.0, 1.0, 3.0, 1.0]);
+        assert_eq!(c.misses, 1);
+        // Another model hash is another cache.
+        let c2 = EmbeddingCache::open(dir.path(), "xyz", 2).unwrap();
+        assert!(c2.is_empty());
+    }
+}

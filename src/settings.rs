@@ -1,0 +1,620 @@
+//! pipeline.toml: every setting, its default and its meaning, resolved once.
+//!
+//! Layers, lowest precedence first: built-in defaults, the config file, `COLTRAST_*` environment variables,
+//! `--set section.key=value` on the command line. Each layer is checked on its own (unknown key, wrong type),
+//! so an error names the layer that is wrong: the file, the variable or the flag. Ranges are checked on the
+//! merged result, and the error names the layer that set the offending value.
+//!
+//! Environment variables: `COLTRAST_<SECTION>__<KEY>` (double underscore), e.g.
+//! `COLTRAST_INGEST__FORMAT=beir`, and `COLTRAST_ARTIFACTS_DIR` for the top-level key. Other `COLTRAST_*`
+//! variables (`COLTRAST_CACHE`, `COLTRAST_LOG`, ...) are not settings.
+//!
+//! Stages hash the sections they read (see [`crate::hash::StableHasher`]): `toml::Value`s are encoded with
+//! length prefixes and sorted keys, never through `Debug` or float formatting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The default cache of `make setup`: `$COLTRAST_CACHE`, else `~/.cache/coltrast`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("COLTRAST_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("coltrast")
+}
+
+/// All settings. Field docs are the reference; pipeline.toml repeats them with their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where stage outputs go, relative to the config file's directory. Default `"artifacts"`.
+    pub artifacts_dir: String,
+    pub model: ModelSettings,
+    pub ingest: IngestSettings,
+    pub chunk: ChunkSettings,
+    pub mine: MineSettings,
+    /// Directory that relative paths are resolved against: the config file's directory (not a setting).
+    #[serde(skip)]
+    pub root: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            artifacts_dir: "artifacts".into(),
+            model: ModelSettings::default(),
+            ingest: IngestSettings::default(),
+            chunk: ChunkSettings::default(),
+            mine: MineSettings::default(),
+            root: PathBuf::from("."),
+        }
+    }
+}
+
+/// `[model]`: the base model and the native runtimes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// Local directory of the base sentence-transformers model. Empty (default) means the copy that
+    /// `make setup` installs: `$COLTRAST_CACHE/models/all-MiniLM-L6-v2`.
+    pub base: String,
+    /// Path of libonnxruntime.so. Empty (default) means `$COLTRAST_CACHE/onnxruntime/libonnxruntime.so`.
+    pub ort_library: String,
+    /// Threads for the native engines; 0 (default) means one per core.
+    pub threads: i64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings { base: String::new(), ort_library: String::new(), threads: 0 }
+    }
+}
+
+/// What `ingest.path` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngestFormat {
+    /// Detect from the path: a `.json` file is seed-json; a folder with corpus.jsonl is beir; a folder of
+    /// `.md` files is markdown.
+    Auto,
+    SeedJson,
+    Markdown,
+    Beir,
+}
+
+impl IngestFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestFormat::Auto => "auto",
+            IngestFormat::SeedJson => "seed-json",
+            IngestFormat::Markdown => "markdown",
+            IngestFormat::Beir => "beir",
+        }
+    }
+}
+
+/// `[ingest]`: where the documents and Q&A pairs come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// A seed-format JSON file, a folder of Markdown files, or a BEIR folder. Default
+    /// `"data/ai_projects_dataset.json"` (the sample dataset).
+    pub path: String,
+    /// `"auto"` (default), `"seed-json"`, `"markdown"` or `"beir"`.
+    pub format: IngestFormat,
+    /// Markdown format only: the Q&A file (JSONL or CSV with project_id, question, answer[, context]).
+    /// Empty (default) means `qa.jsonl` or `qa.csv` inside the folder.
+    pub qa_path: String,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            path: "data/ai_projects_dataset.json".into(),
+            format: IngestFormat::Auto,
+            qa_path: String::new(),
+        }
+    }
+}
+
+/// How "similar to the chunk" is measured when merging sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChunkCompare {
+    /// Cosine to the previous sentence.
+    Previous,
+    /// Cosine to the running mean of the chunk's sentence embeddings.
+    Centroid,
+}
+
+/// How documents become chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChunkStrategy {
+    /// Sentence-embed and merge consecutive similar sentences.
+    Semantic,
+    /// One chunk per document (embedded up to max_tokens), for BEIR-style comparisons.
+    None,
+}
+
+/// `[chunk]`: sentence splitting and semantic chunking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunkSettings {
+    /// `"semantic"` (default) or `"none"` (each document whole).
+    pub strategy: ChunkStrategy,
+    /// Consecutive sentences merge while their cosine similarity stays >= this. In [-1, 1]. Default 0.7.
+    pub similarity_threshold: f64,
+    /// `"previous"` (to the previous sentence) or `"centroid"` (to the running chunk mean).
+    pub compare: ChunkCompare,
+    /// A chunk never exceeds this many tokens ([CLS] and [SEP] included). At most the model's
+    /// max_seq_length (256 for MiniLM). Default 256.
+    pub max_tokens: i64,
+    /// Sentences per encoder batch (speed only; not part of the cache key). Default 64.
+    pub batch_size: i64,
+}
+
+impl Default for ChunkSettings {
+    fn default() -> Self {
+        ChunkSettings {
+            strategy: ChunkStrategy::Semantic,
+            similarity_threshold: 0.7,
+            compare: ChunkCompare::Previous,
+            max_tokens: 256,
+            batch_size: 64,
+        }
+    }
+}
+
+/// `[mine]`: positive and hard-negative pairs for training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MineSettings {
+    /// The positive is the project's chunk most similar to question + answer, unless that similarity is
+    /// below this; then the answer text itself is the positive. In [-1, 1]. Default 0.6.
+    pub positive_threshold: f64,
+    /// Hard negatives per pair: the most similar chunks of *other* projects. Default 3.
+    pub num_negatives: i64,
+    /// Skip a candidate negative whose similarity to the query exceeds the positive's by more than this
+    /// (probably a false negative). Default 0.1.
+    pub false_negative_margin: f64,
+    /// How a training query is written. Placeholders: {question}, {title}, {project_id}. Default
+    /// "{question}" (see README: measured against "{title}: {question}").
+    pub query_template: String,
+    /// Fraction of projects held out for validation (project-wise split). In [0, 1). Default 0.2.
+    pub val_split: f64,
+    /// Seed of the split. Default 42.
+    pub seed: i64,
+    /// Texts per encoder batch (speed only; not part of the cache key). Default 64.
+    pub batch_size: i64,
+}
+
+impl Default for MineSettings {
+    fn default() -> Self {
+        MineSettings {
+            positive_threshold: 0.6,
+            num_negatives: 3,
+            false_negative_margin: 0.1,
+            query_template: "{question}".into(),
+            val_split: 0.2,
+            seed: 42,
+            batch_size: 64,
+        }
+    }
+}
+
+impl Settings {
+    /// A path setting resolved against the config file's directory.
+    pub fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    pub fn artifacts_path(&self) -> PathBuf {
+        self.resolve_path(&self.artifacts_dir)
+    }
+
+    pub fn base_model_dir(&self) -> PathBuf {
+        if self.model.base.is_empty() {
+            cache_dir().join("models").join("all-MiniLM-L6-v2")
+        } else {
+            self.resolve_path(&self.model.base)
+        }
+    }
+
+    pub fn ort_library_path(&self) -> PathBuf {
+        if self.model.ort_library.is_empty() {
+            cache_dir().join("onnxruntime").join("libonnxruntime.so")
+        } else {
+            self.resolve_path(&self.model.ort_library)
+        }
+    }
+
+    /// Range checks on the merged settings: `Err((key, expectation))`.
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.artifacts_dir.trim().is_empty() {
+            return Err(("artifacts_dir", "a non-empty path".into()));
+        }
+        if self.model.threads < 0 {
+            return Err(("model.threads", "an integer >= 0 (0 = one per core)".into()));
+        }
+        if self.ingest.path.trim().is_empty() {
+            return Err(("ingest.path", "a non-empty path".into()));
+        }
+        if !(-1.0..=1.0).contains(&self.chunk.similarity_threshold) {
+            return Err(("chunk.similarity_threshold", "a number in [-1, 1]".into()));
+        }
+        if self.chunk.max_tokens < 8 {
+            return Err(("chunk.max_tokens", "an integer >= 8 (and <= the model's max_seq_length)".into()));
+        }
+        if !(-1.0..=1.0).contains(&self.mine.positive_threshold) {
+            return Err(("mine.positive_threshold", "a number in [-1, 1]".into()));
+        }
+        if self.mine.num_negatives < 0 {
+            return Err(("mine.num_negatives", "an integer >= 0".into()));
+        }
+        if !(0.0..=2.0).contains(&self.mine.false_negative_margin) {
+            return Err(("mine.false_negative_margin", "a number in [0, 2]".into()));
+        }
+        if !self.mine.query_template.contains("{question}") {
+            return Err(("mine.query_template", "a template containing {question}".into()));
+        }
+        if !(0.0..1.0).contains(&self.mine.val_split) {
+            return Err(("mine.val_split", "a number in [0, 1)".into()));
+        }
+        if self.mine.batch_size < 1 {
+            return Err(("mine.batch_size", "an integer >= 1".into()));
+        }
+        if self.chunk.batch_size < 1 {
+            return Err(("chunk.batch_size", "an integer >= 1".into()));
+        }
+        Ok(())
+    }
+
+    /// One section as a `toml::Value`, for hashing and for manifests.
+    pub fn section(&self, name: &str) -> Result<toml::Value> {
+        let all = toml::Value::try_from(self).map_err(Error::internal)?;
+        all.get(name)
+            .cloned()
+            .ok_or_else(|| Error::internal(format!("no settings section [{name}]")))
+    }
+}
+
+/// Where the settings came from, for error messages and `coltrast status`.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub settings: Settings,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// For each dotted key set by a layer above the defaults: the name of that layer.
+    pub provenance: BTreeMap<String, String>,
+}
+
+/// Inputs to [`resolve`].
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config FILE`; `None` means `./pipeline.toml` if it exists, else defaults only.
+    pub config: Option<PathBuf>,
+    /// `(name, value)` pairs of the environment (all of them; non-settings are ignored).
+    pub env: Vec<(String, String)>,
+    /// `--set section.key=value`, in order.
+    pub sets: Vec<String>,
+}
+
+impl Sources {
+    pub fn from_process(config: Option<PathBuf>, sets: Vec<String>) -> Self {
+        Sources { config, env: std::env::vars().collect(), sets }
+    }
+}
+
+const NOT_SETTINGS: &[&str] = &["COLTRAST_CACHE", "COLTRAST_LOG", "COLTRAST_FAULT", "COLTRAST_BIN"];
+
+/// Resolve defaults < file < environment < `--set` into one [`Settings`].
+pub fn resolve(sources: &Sources) -> Result<Resolved> {
+    let defaults = toml::Value::try_from(Settings::default()).map_err(Error::internal)?;
+    let mut merged = defaults.as_table().cloned().unwrap_or_default();
+    let mut provenance = BTreeMap::new();
+
+    let config_file = match &sources.config {
+        Some(p) => {
+            if !p.is_file() {
+                return Err(Error::Usage(format!("{}: config file not found", p.display())));
+            }
+            Some(p.clone())
+        }
+        None => Some(PathBuf::from("pipeline.toml")).filter(|p| p.is_file()),
+    };
+    let root = config_file
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
+        .unwrap_or_else(|| PathBuf::from("."));
+
+    if let Some(path) = &config_file {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).at(path)?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(&text, s.start))
+                .unwrap_or((0, 0));
+            Error::config(&name, format!("line {line}, column {col}"), e.message().to_string())
+        })?;
+        check_layer(&name, &table)?;
+        record(&mut provenance, "", &table, &name);
+        deep_merge(&mut merged, table);
+    }
+
+    for (var, raw) in &sources.env {
+        let Some(rest) = var.strip_prefix("COLTRAST_") else { continue };
+        if NOT_SETTINGS.contains(&var.as_str()) || var.starts_with("COLTRAST_TEST_") {
+            continue;
+        }
+        let key = if let Some((section, key)) = rest.split_once("__") {
+            format!("{}.{}", section.to_ascii_lowercase(), key.to_ascii_lowercase())
+        } else if defaults.get(rest.to_ascii_lowercase()).is_some_and(|v| !v.is_table()) {
+            rest.to_ascii_lowercase()
+        } else {
+            continue;
+        };
+        let layer = format!("environment variable {var}");
+        let table = single_key_table(&layer, &defaults, &key, raw)?;
+        check_layer(&layer, &table)?;
+        provenance.insert(key, layer);
+        deep_merge(&mut merged, table);
+    }
+
+    for set in &sources.sets {
+        let layer = format!("--set {set}");
+        let Some((key, raw)) = set.split_once('=') else {
+            return Err(Error::config(&layer, set, "expected section.key=value"));
+        };
+        let key = key.trim();
+        let table = single_key_table(&layer, &defaults, key, raw.trim())?;
+        check_layer(&layer, &table)?;
+        provenance.insert(key.to_string(), layer);
+        deep_merge(&mut merged, table);
+    }
+
+    let mut settings: Settings = toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| Error::config("settings", "", e.message().to_string()))?;
+    settings.root = root;
+    if let Err((key, expected)) = settings.validate() {
+        let source = provenance.get(key).cloned().unwrap_or_else(|| "defaults".into());
+        let got = settings
+            .section(key.split('.').next().unwrap_or(key))
+            .ok()
+            .and_then(|v| key.split_once('.').and_then(|(_, k)| v.get(k).cloned()))
+            .or_else(|| toml::Value::try_from(&settings).ok().and_then(|v| v.get(key).cloned()))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        return Err(Error::config(source, key, format!("expected {expected}, got {got}")));
+    }
+    Ok(Resolved { settings, config_file, provenance })
+}
+
+/// Deserialize one layer on its own so that an unknown key or a wrong type names its exact path.
+fn check_layer(layer: &str, table: &toml::Table) -> Result<()> {
+    let value = toml::Value::Table(table.clone());
+    let result: std::result::Result<Settings, _> = serde_path_to_error::deserialize(value);
+    result.map(|_| ()).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.message().to_string();
+        let key = if path == "." { String::new() } else { path };
+        Error::config(layer, key, msg)
+    })
+}
+
+/// Build `{section = {key = value}}` from a dotted key and a raw string, typed by the default's type.
+fn single_key_table(layer: &str, defaults: &toml::Value, key: &str, raw: &str) -> Result<toml::Table> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cursor = defaults;
+    for (i, part) in parts.iter().enumerate() {
+        match cursor.get(*part) {
+            Some(next) => cursor = next,
+            None => {
+                let parent = parts[..i].join(".");
+                let known: Vec<String> = match cursor.as_table() {
+                    Some(t) => t.keys().cloned().collect(),
+                    None => vec![],
+                };
+                let where_ = if parent.is_empty() { "the top level".to_string() } else { format!("[{parent}]") };
+                return Err(Error::config(
+                    layer,
+                    key,
+                    format!("unknown key; {where_} has: {}", known.join(", ")),
+                ));
+            }
+        }
+    }
+    let value = match cursor {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.parse()
+                .map_err(|_| Error::config(layer, key, format!("expected an integer, got {raw:?}")))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.parse()
+                .map_err(|_| Error::config(layer, key, format!("expected a number, got {raw:?}")))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            raw.parse()
+                .map_err(|_| Error::config(layer, key, format!("expected true or false, got {raw:?}")))?,
+        ),
+        toml::Value::Table(_) => {
+            return Err(Error::config(layer, key, "is a section; set one of its keys"));
+        }
+        other => {
+            let text = format!("v = {raw}");
+            let parsed: toml::Table = toml::from_str(&text)
+                .map_err(|e| Error::config(layer, key, format!("expected {}: {}", other.type_str(), e.message())))?;
+            parsed.get("v").cloned().unwrap_or_else(|| other.clone())
+        }
+    };
+    let mut table = toml::Table::new();
+    let mut node = value;
+    for part in parts.iter().skip(1).rev() {
+        let mut t = toml::Table::new();
+        t.insert(part.to_string(), node);
+        node = toml::Value::Table(t);
+    }
+    table.insert(parts[0].to_string(), node);
+    Ok(table)
+}
+
+fn deep_merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn record(prov: &mut BTreeMap<String, String>, prefix: &str, table: &toml::Table, source: &str) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => record(prov, &key, t, source),
+            _ => {
+                prov.insert(key, source.to_string());
+            }
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Flatten a settings value into dotted keys, for diffs in `coltrast status`.
+pub fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("pipeline.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn sources(config: Option<PathBuf>, env: &[(&str, &str)], sets: &[&str]) -> Sources {
+        Sources {
+            config,
+            env: env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "[ingest]\nformat = \"beir\"\npath = \"a\"\n");
+        let r = resolve(&sources(Some(cfg.clone()), &[], &[])).unwrap();
+        assert_eq!(r.settings.ingest.format, IngestFormat::Beir);
+        assert_eq!(r.settings.ingest.path, "a");
+        assert_eq!(r.settings.artifacts_dir, "artifacts");
+        let r = resolve(&sources(Some(cfg.clone()), &[("COLTRAST_INGEST__PATH", "b")], &[])).unwrap();
+        assert_eq!(r.settings.ingest.path, "b");
+        assert_eq!(r.provenance["ingest.path"], "environment variable COLTRAST_INGEST__PATH");
+        let r = resolve(&sources(Some(cfg), &[("COLTRAST_INGEST__PATH", "b")], &["ingest.path=c"])).unwrap();
+        assert_eq!(r.settings.ingest.path, "c");
+        assert_eq!(r.settings.root, dir.path());
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "[ingest]\nformatt = \"beir\"\n");
+        let err = resolve(&sources(Some(cfg.clone()), &[], &[])).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: ingest", cfg.display())), "{err}");
+        assert!(err.contains("formatt"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_in_file_names_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "[model]\nthreads = \"four\"\n");
+        let err = resolve(&sources(Some(cfg), &[], &[])).unwrap_err().to_string();
+        assert!(err.contains("model.threads"), "{err}");
+        assert!(err.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_lists_choices() {
+        let err = resolve(&sources(None, &[], &["ingest.format=xml"])).unwrap_err().to_string();
+        assert!(err.contains("--set ingest.format=xml"), "{err}");
+        assert!(err.contains("beir"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_names_layer() {
+        let err = resolve(&sources(None, &[("COLTRAST_MODEL__THREADS", "-3")], &[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("environment variable COLTRAST_MODEL__THREADS: model.threads: expected"), "{msg}");
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn unknown_set_key_is_an_error() {
+        let err = resolve(&sources(None, &[], &["ingest.nope=1"])).unwrap_err().to_string();
+        assert!(err.contains("unknown key"), "{err}");
+        let err = resolve(&sources(None, &[("COLTRAST_NOPE__X", "1")], &[])).unwrap_err().to_string();
+        assert!(err.contains("COLTRAST_NOPE__X"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_error_has_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "[ingest]\npath = \n");
+        let err = resolve(&sources(Some(cfg), &[], &[])).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn threshold_out_of_range_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "[chunk]\nsimilarity_threshold = 1.5\n");
+        let err = resolve(&sources(Some(cfg.clone()), &[], &[])).unwrap_err().to_string();
+        assert_eq!(err, format!("{}: chunk.similarity_threshold: expected a number in [-1, 1], got 1.5", cfg.display()));
+        // an integer is accepted where a float is expected on the command line
+        let r = resolve(&sources(None, &[], &["chunk.similarity_threshold=1"])).unwrap();
+        assert_eq!(r.settings.chunk.similarity_threshold, 1.0);
+    }
+
+    #[test]
+    fn non_settings_env_vars_are_ignored() {
+        let r = resolve(&sources(None, &[("COLTRAST_CACHE", "/x"), ("COLTRAST_LOG", "debug")], &[])).unwrap();
+        assert_eq!(r.settings, Settings::default());
+    }
+}

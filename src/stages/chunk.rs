@@ -1,0 +1,617 @@
+//! # chunk: sentence-embed and semantic chunking
+//!
+//! **What.** Splits each project's document into sentences (Markdown-aware, see [`crate::text`]), embeds them
+//! with the base model, and merges consecutive sentences into chunks while they stay similar. Chunks are what
+//! the retriever indexes and what mining draws positives and negatives from.
+//!
+//! Merging (`chunk.strategy = "semantic"`), sentence by sentence in document order:
+//! - a heading starts a new chunk (unless the current chunk holds only headings), and the next sentence
+//!   always joins it, so a heading stays with the text under it;
+//! - otherwise a sentence joins the current chunk while its cosine similarity is >= `chunk.similarity_threshold`
+//!   to the previous sentence (`compare = "previous"`) or to the normalised mean of the chunk's sentences so far
+//!   (`compare = "centroid"`);
+//! - a chunk never exceeds `chunk.max_tokens` tokens ([CLS] and [SEP] included); a sentence longer than that on
+//!   its own is cut into token windows first (those pieces keep the plain text only).
+//!
+//! In "previous" mode the cuts for a threshold t are the heading cuts, the cuts where similarity < t, and the
+//! greedy token-cap cuts in between; raising t only adds cuts, so a higher threshold never gives fewer chunks.
+//! `chunk.strategy = "none"` keeps each document whole, as BEIR does (`title + " " + text` when the title is
+//! not already the document's first heading), embedded up to `max_tokens` tokens.
+//!
+//! **Inputs.** `ingest/projects.parquet`; the base model (its files are hashed into the cache key).
+//!
+//! **Outputs.**
+//! - `sentences.parquet`: `project_id` Utf8, `sentence_idx` Int64 (per project, from 0), `text` Utf8 (Markdown
+//!   kept), `n_tokens` Int64 (of the plain text, [CLS]/[SEP] included), `is_heading` Boolean, `embedding`
+//!   FixedSizeList<Float32, dim> (of the plain text). Empty with `strategy = "none"`.
+//! - `chunks.parquet`: `chunk_id` Utf8 (stable: blake3 of project id and chunk text, 16 hex digits), `project_id`
+//!   Utf8, `ordinal` Int64 (per project), `text` Utf8 (Markdown kept), `n_tokens` Int64, `first_sentence_idx`
+//!   Int64, `last_sentence_idx` Int64 (inclusive; -1 with `strategy = "none"`), `embedding` FixedSizeList<Float32,
+//!   dim> (of the Markdown-stripped chunk text).
+//!
+//! **Params.** `chunk.strategy`, `chunk.similarity_threshold`, `chunk.compare`, `chunk.max_tokens`
+//! (`chunk.batch_size` is speed only and not in the key).
+//!
+//! **Cache.** Sentence and chunk embeddings go through [`crate::embed_cache`], keyed by (model hash, text
+//! hash): changing only the threshold re-chunks without re-embedding one sentence. The manifest's stats say
+//! how many texts were embedded and how many came from the cache.
+//!
+//! **Example.** `coltrast run chunk --set chunk.similarity_threshold=0.8`
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::embed_cache::EmbeddingCache;
+use crate::encoder::Encoder;
+use crate::engine::{ExternalInput, Stage, StageContext};
+use crate::error::{Error, Result};
+use crate::settings::{ChunkCompare, ChunkStrategy, Settings};
+use crate::stages::ingest;
+use crate::table;
+use crate::text;
+
+pub const SENTENCES: &str = "sentences.parquet";
+pub const CHUNKS: &str = "chunks.parquet";
+
+pub fn sentences_schema(dim: usize) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("project_id", DataType::Utf8, false),
+        Field::new("sentence_idx", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("n_tokens", DataType::Int64, false),
+        Field::new("is_heading", DataType::Boolean, false),
+        Field::new("embedding", table::embedding_type(dim), false),
+    ]))
+}
+
+pub fn chunks_schema(dim: usize) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("chunk_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Utf8, false),
+        Field::new("ordinal", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("n_tokens", DataType::Int64, false),
+        Field::new("first_sentence_idx", DataType::Int64, false),
+        Field::new("last_sentence_idx", DataType::Int64, false),
+        Field::new("embedding", table::embedding_type(dim), false),
+    ]))
+}
+
+/// One chunk as later stages read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub chunk_id: String,
+    pub project_id: String,
+    pub ordinal: i64,
+    pub text: String,
+    pub n_tokens: i64,
+}
+
+/// Read chunks.parquet: the chunks and their embeddings (flat, row-major) and dim.
+pub fn read_chunks(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>, usize)> {
+    let path = dir.join(CHUNKS);
+    // The dim is not known before reading; check the non-embedding columns by name.
+    let probe = table::read_parquet(&path, "chunk", &Schema::new(vec![
+        Field::new("chunk_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Utf8, false),
+        Field::new("ordinal", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("n_tokens", DataType::Int64, false),
+    ]))?;
+    let (emb, dim) = table::embedding_values(&probe, "embedding")?;
+    let (ids, pids, texts) =
+        (table::str_col(&probe, "chunk_id")?, table::str_col(&probe, "project_id")?, table::str_col(&probe, "text")?);
+    let (ord, ntok) = (table::i64_col(&probe, "ordinal")?, table::i64_col(&probe, "n_tokens")?);
+    let chunks = (0..probe.num_rows())
+        .map(|i| Chunk {
+            chunk_id: ids.value(i).to_string(),
+            project_id: pids.value(i).to_string(),
+            ordinal: ord.value(i),
+            text: texts.value(i).to_string(),
+            n_tokens: ntok.value(i),
+        })
+        .collect();
+    Ok((chunks, emb, dim))
+}
+
+pub struct ChunkStage;
+
+/// Device for the encoder: CUDA when libtorch sees a GPU.
+pub fn device() -> tch::Device {
+    tch::Device::cuda_if_available()
+}
+
+/// Load the base model named by the settings, with a clear error when it is missing.
+pub fn load_base_encoder(s: &Settings) -> Result<Encoder> {
+    if s.model.threads > 0 {
+        crate::encoder::set_num_threads(s.model.threads as usize);
+    }
+    Encoder::load(&s.base_model_dir(), device()).map_err(Error::from)
+}
+
+impl Stage<Settings> for ChunkStage {
+    fn name(&self) -> &'static str {
+        "chunk"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["ingest"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, s: &Settings) -> Result<toml::Value> {
+        let mut t = s.section("chunk")?;
+        if let Some(t) = t.as_table_mut() {
+            t.remove("batch_size");
+        }
+        Ok(t)
+    }
+    fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
+        Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
+    }
+    fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
+        let s = ctx.config.chunk.clone();
+        let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
+        let encoder = load_base_encoder(ctx.config)?;
+        let max_tokens = s.max_tokens as usize;
+        if max_tokens > encoder.max_seq_length() {
+            return Err(Error::config(
+                "settings",
+                "chunk.max_tokens",
+                format!("expected at most the model's max_seq_length {}, got {max_tokens}", encoder.max_seq_length()),
+            ));
+        }
+        let dim = encoder.dim();
+        let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
+        let counter = TokenCounter::new(&encoder)?;
+        let out = match s.strategy {
+            ChunkStrategy::Semantic => {
+                semantic(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?
+            }
+            ChunkStrategy::None => whole_documents(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?,
+        };
+        cache.flush()?;
+        ctx.record_stat("texts_embedded", cache.misses as u64);
+        ctx.record_stat("texts_from_cache", cache.hits as u64);
+        ctx.record_stat("sentences", out.sentences.len() as u64);
+        ctx.record_stat("chunks", out.chunks.len() as u64);
+        tracing::info!(sentences = out.sentences.len(), chunks = out.chunks.len(), embedded = cache.misses, "chunked");
+        let n = write_sentences(&ctx.output(SENTENCES), &out.sentences, out.sentence_emb, dim)?;
+        ctx.record_rows(SENTENCES, n);
+        let n = write_chunks(&ctx.output(CHUNKS), &out.chunks, out.chunk_emb, dim)?;
+        ctx.record_rows(CHUNKS, n);
+        Ok(())
+    }
+}
+
+struct SentenceRow {
+    project_id: String,
+    idx: i64,
+    text: String,
+    plain: String,
+    n_tokens: i64,
+    heading: bool,
+    block: usize,
+    table_row: bool,
+    list_item: bool,
+}
+
+struct ChunkRow {
+    chunk_id: String,
+    project_id: String,
+    ordinal: i64,
+    text: String,
+    n_tokens: i64,
+    first: i64,
+    last: i64,
+}
+
+struct Output {
+    sentences: Vec<SentenceRow>,
+    sentence_emb: Vec<f32>,
+    chunks: Vec<ChunkRow>,
+    chunk_emb: Vec<f32>,
+}
+
+/// Counts tokens without truncation and cuts text into token windows.
+pub struct TokenCounter {
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl TokenCounter {
+    pub fn new(encoder: &Encoder) -> Result<Self> {
+        let mut tokenizer = encoder.tokenizer().clone();
+        tokenizer.with_truncation(None).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
+        tokenizer.with_padding(None);
+        Ok(TokenCounter { tokenizer })
+    }
+
+    /// Tokens of `text` without [CLS]/[SEP].
+    pub fn count(&self, text: &str) -> Result<usize> {
+        Ok(self.tokenizer.encode(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?.len())
+    }
+
+    /// Byte ranges of `text` holding at most `window` tokens each, covering all tokens in order.
+    pub fn windows(&self, text: &str, window: usize) -> Result<Vec<Range<usize>>> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
+        let offsets = enc.get_offsets();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < offsets.len() {
+            let j = (i + window).min(offsets.len());
+            let start = if out.is_empty() { 0 } else { offsets[i].0 };
+            let end = if j == offsets.len() { text.len() } else { offsets[j].0 };
+            out.push(start..end);
+            i = j;
+        }
+        Ok(out)
+    }
+}
+
+/// Chunk id: stable across runs, derived from the project and the chunk's text.
+pub fn chunk_id(project_id: &str, text: &str) -> String {
+    let mut h = crate::hash::StableHasher::new("coltrast-chunk-id");
+    h.str(project_id).str(text);
+    h.finish()[..16].to_string()
+}
+
+fn embed_all(encoder: &Encoder, cache: &mut EmbeddingCache, texts: &[&str], batch: usize, what: &str) -> Result<Vec<f32>> {
+    cache.embed(texts, |missing| {
+        let bar = crate::progress::bar(missing.len() as u64, what);
+        let mut out = Vec::with_capacity(missing.len() * encoder.dim());
+        for group in missing.chunks(1024) {
+            out.extend(encoder.embed(group, batch).map_err(Error::from)?.data);
+            bar.inc(group.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    })
+}
+
+fn semantic(
+    projects: &[ingest::Project],
+    encoder: &Encoder,
+    counter: &TokenCounter,
+    cache: &mut EmbeddingCache,
+    s: &crate::settings::ChunkSettings,
+    max_tokens: usize,
+) -> Result<Output> {
+    let budget = max_tokens - 2;
+    // 1. Split every document into sentences (cutting any sentence over the token budget into windows).
+    let mut sentences: Vec<SentenceRow> = Vec::new();
+    let mut spans: Vec<Range<usize>> = Vec::with_capacity(projects.len());
+    for p in projects {
+        let start = sentences.len();
+        let mut split = text::split_sentences(&p.text);
+        if ingest::first_heading(&p.text).is_none() && p.title != p.project_id && !p.title.is_empty() {
+            // A document without a heading of its own (BEIR): its title heads it.
+            let title = text::Sentence {
+                text: p.title.clone(),
+                plain: p.title.clone(),
+                kind: text::SentenceKind::Heading { level: 1 },
+                heading: true,
+                start: 0,
+                end: 0,
+                block: usize::MAX,
+            };
+            split.insert(0, title);
+        }
+        for sent in split {
+            let n = counter.count(&sent.plain)?;
+            let pieces: Vec<(String, String, usize)> = if n <= budget {
+                vec![(sent.text.clone(), sent.plain.clone(), n)]
+            } else {
+                counter
+                    .windows(&sent.plain, budget)?
+                    .into_iter()
+                    .map(|r| {
+                        let piece = sent.plain[r].trim().to_string();
+                        let n = counter.count(&piece)?;
+                        Ok((piece.clone(), piece, n))
+                    })
+                    .collect::<Result<_>>()?
+            };
+            for (text, plain, n) in pieces {
+                if plain.is_empty() {
+                    continue;
+                }
+                sentences.push(SentenceRow {
+                    project_id: p.project_id.clone(),
+                    idx: (sentences.len() - start) as i64,
+                    text,
+                    plain,
+                    n_tokens: n as i64 + 2,
+                    heading: sent.heading,
+                    block: sent.block,
+                    table_row: sent.kind == text::SentenceKind::TableRow,
+                    list_item: sent.kind == text::SentenceKind::ListItem,
+                });
+            }
+        }
+        spans.push(start..sentences.len());
+    }
+    // 2. Embed them (cached by text).
+    let plains: Vec<&str> = sentences.iter().map(|r| r.plain.as_str()).collect();
+    let batch = s.batch_size as usize;
+    let sentence_emb = embed_all(encoder, cache, &plains, batch, "embedding sentences")?;
+    let dim = encoder.dim();
+
+    // 3. Merge, per project.
+    let threshold = s.similarity_threshold as f32;
+    let mut chunks = Vec::new();
+    let mut chunk_plains: Vec<String> = Vec::new();
+    for (p, span) in projects.iter().zip(&spans) {
+        let rows = &sentences[span.clone()];
+        let info: Vec<SentenceInfo> =
+            rows.iter().map(|r| SentenceInfo { n_tokens: (r.n_tokens - 2) as usize, heading: r.heading }).collect();
+        let emb = &sentence_emb[span.start * dim..span.end * dim];
+        let mut seen_ids = std::collections::HashSet::new();
+        for (ordinal, range) in merge(&info, emb, dim, threshold, s.compare, max_tokens).into_iter().enumerate() {
+            let members = &rows[range.clone()];
+            let mut text = String::new();
+            for (k, r) in members.iter().enumerate() {
+                if k > 0 {
+                    let prev = &members[k - 1];
+                    text.push_str(if prev.block == r.block {
+                        if r.table_row { "\n" } else { " " }
+                    } else if prev.list_item && r.list_item {
+                        "\n"
+                    } else {
+                        "\n\n"
+                    });
+                }
+                text.push_str(&r.text);
+            }
+            let plain = members.iter().map(|r| r.plain.as_str()).collect::<Vec<_>>().join(" ");
+            let n_tokens = counter.count(&plain)? + 2;
+            let mut id = chunk_id(&p.project_id, &text);
+            if !seen_ids.insert(id.clone()) {
+                id = chunk_id(&p.project_id, &format!("{text}\u{0}{ordinal}"));
+                seen_ids.insert(id.clone());
+            }
+            chunks.push(ChunkRow {
+                chunk_id: id,
+                project_id: p.project_id.clone(),
+                ordinal: ordinal as i64,
+                text,
+                n_tokens: n_tokens as i64,
+                first: members[0].idx,
+                last: members[members.len() - 1].idx,
+            });
+            chunk_plains.push(plain);
+        }
+    }
+    let refs: Vec<&str> = chunk_plains.iter().map(|s| s.as_str()).collect();
+    let chunk_emb = embed_all(encoder, cache, &refs, batch, "embedding chunks")?;
+    Ok(Output { sentences, sentence_emb, chunks, chunk_emb })
+}
+
+fn whole_documents(
+    projects: &[ingest::Project],
+    encoder: &Encoder,
+    counter: &TokenCounter,
+    cache: &mut EmbeddingCache,
+    s: &crate::settings::ChunkSettings,
+    max_tokens: usize,
+) -> Result<Output> {
+    let mut chunks = Vec::new();
+    let mut embed_texts: Vec<String> = Vec::new();
+    for p in projects {
+        let titled = ingest::first_heading(&p.text).is_some() || p.title == p.project_id || p.title.is_empty();
+        let text = if titled { p.text.clone() } else { format!("{} {}", p.title, p.text) };
+        let n = counter.count(&text)?;
+        // The encoder truncates at max_seq_length itself; cut earlier only when max_tokens is smaller.
+        let embedded = if max_tokens < encoder.max_seq_length() && n > max_tokens - 2 {
+            let r = counter.windows(&text, max_tokens - 2)?.remove(0);
+            text[r].to_string()
+        } else {
+            text.clone()
+        };
+        chunks.push(ChunkRow {
+            chunk_id: chunk_id(&p.project_id, &text),
+            project_id: p.project_id.clone(),
+            ordinal: 0,
+            n_tokens: (n + 2).min(max_tokens) as i64,
+            text,
+            first: -1,
+            last: -1,
+        });
+        embed_texts.push(embedded);
+    }
+    let refs: Vec<&str> = embed_texts.iter().map(|s| s.as_str()).collect();
+    let chunk_emb = embed_all(encoder, cache, &refs, s.batch_size as usize, "embedding documents")?;
+    Ok(Output { sentences: vec![], sentence_emb: vec![], chunks, chunk_emb })
+}
+
+/// What merging needs to know of a sentence.
+#[derive(Debug, Clone, Copy)]
+pub struct SentenceInfo {
+    /// Tokens without [CLS]/[SEP].
+    pub n_tokens: usize,
+    pub heading: bool,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Group consecutive sentences into chunks; returns sentence index ranges. `emb` holds unit vectors.
+pub fn merge(
+    sents: &[SentenceInfo],
+    emb: &[f32],
+    dim: usize,
+    threshold: f32,
+    compare: ChunkCompare,
+    max_tokens: usize,
+) -> Vec<Range<usize>> {
+    let budget = max_tokens.saturating_sub(2);
+    let mut out = Vec::new();
+    if sents.is_empty() {
+        return out;
+    }
+    let row = |i: usize| &emb[i * dim..(i + 1) * dim];
+    let mut start = 0;
+    let mut tokens = sents[0].n_tokens;
+    let mut all_headings = sents[0].heading;
+    let mut centroid: Vec<f32> = row(0).to_vec();
+    for i in 1..sents.len() {
+        let s = sents[i];
+        let fits = tokens + s.n_tokens <= budget;
+        let join = if !fits {
+            false
+        } else if s.heading {
+            all_headings // consecutive headings stay together
+        } else if all_headings {
+            true // a heading keeps the text under it
+        } else {
+            let sim = match compare {
+                ChunkCompare::Previous => dot(row(i), row(i - 1)),
+                ChunkCompare::Centroid => {
+                    let norm = dot(&centroid, &centroid).sqrt().max(1e-12);
+                    dot(row(i), &centroid) / norm
+                }
+            };
+            sim >= threshold
+        };
+        if join {
+            tokens += s.n_tokens;
+            all_headings &= s.heading;
+            for (c, x) in centroid.iter_mut().zip(row(i)) {
+                *c += x;
+            }
+        } else {
+            out.push(start..i);
+            start = i;
+            tokens = s.n_tokens;
+            all_headings = s.heading;
+            centroid = row(i).to_vec();
+        }
+    }
+    out.push(start..sents.len());
+    out
+}
+
+fn write_sentences(path: &Path, rows: &[SentenceRow], emb: Vec<f32>, dim: usize) -> Result<u64> {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.project_id.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.idx))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.text.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n_tokens))),
+        Arc::new(BooleanArray::from(rows.iter().map(|r| r.heading).collect::<Vec<_>>())),
+        table::embedding_array(emb, dim)?,
+    ];
+    table::write_parquet(path, sentences_schema(dim), cols)
+}
+
+fn write_chunks(path: &Path, rows: &[ChunkRow], emb: Vec<f32>, dim: usize) -> Result<u64> {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.chunk_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.project_id.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.ordinal))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.text.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n_tokens))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.first))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.last))),
+        table::embedding_array(emb, dim)?,
+    ];
+    table::write_parquet(path, chunks_schema(dim), cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit vectors in 2-D at the given angles (degrees).
+    fn vecs(angles: &[f32]) -> Vec<f32> {
+        angles.iter().flat_map(|a| [a.to_radians().cos(), a.to_radians().sin()]).collect()
+    }
+
+    fn info(n: usize) -> Vec<SentenceInfo> {
+        vec![SentenceInfo { n_tokens: 10, heading: false }; n]
+    }
+
+    #[test]
+    fn previous_mode_cuts_where_similarity_drops() {
+        // cos(10°)=0.98, cos(80°)=0.17
+        let emb = vecs(&[0.0, 10.0, 90.0, 100.0]);
+        let r = merge(&info(4), &emb, 2, 0.7, ChunkCompare::Previous, 256);
+        assert_eq!(r, vec![0..2, 2..4]);
+        // threshold -1 merges everything, 1.0 splits everything not identical
+        assert_eq!(merge(&info(4), &emb, 2, -1.0, ChunkCompare::Previous, 256), vec![0..4]);
+        assert_eq!(merge(&info(4), &emb, 2, 1.0, ChunkCompare::Previous, 256).len(), 4);
+    }
+
+    #[test]
+    fn centroid_mode_compares_to_running_mean() {
+        // Drifting slowly: each step 30° from the previous (cos 0.87 >= 0.8), but the third is 60° from the
+        // centroid direction of the first two (15°): cos(45°)=0.71 < 0.8.
+        let emb = vecs(&[0.0, 30.0, 60.0]);
+        assert_eq!(merge(&info(3), &emb, 2, 0.8, ChunkCompare::Previous, 256), vec![0..3]);
+        assert_eq!(merge(&info(3), &emb, 2, 0.8, ChunkCompare::Centroid, 256), vec![0..2, 2..3]);
+    }
+
+    #[test]
+    fn higher_threshold_never_gives_fewer_chunks_in_previous_mode() {
+        // A pseudo-random walk of angles with headings and varied lengths.
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f32 / (1u64 << 31) as f32
+        };
+        let mut angles = vec![0.0f32];
+        let mut sents = vec![SentenceInfo { n_tokens: 5, heading: true }];
+        for i in 1..200 {
+            let a = angles[i - 1] + (next() - 0.5) * 120.0;
+            angles.push(a);
+            sents.push(SentenceInfo { n_tokens: 1 + (next() * 60.0) as usize, heading: next() < 0.08 });
+        }
+        let emb = vecs(&angles);
+        let mut last = 0;
+        for t in (-10..=10).map(|k| k as f32 / 10.0) {
+            let n = merge(&sents, &emb, 2, t, ChunkCompare::Previous, 128).len();
+            assert!(n >= last, "threshold {t}: {n} chunks < {last}");
+            last = n;
+        }
+    }
+
+    #[test]
+    fn token_cap_is_never_exceeded() {
+        let emb = vecs(&[0.0; 10]);
+        let sents: Vec<SentenceInfo> = (0..10).map(|i| SentenceInfo { n_tokens: 20 + i, heading: false }).collect();
+        let r = merge(&sents, &emb, 2, -1.0, ChunkCompare::Previous, 64);
+        for range in &r {
+            let total: usize = sents[range.clone()].iter().map(|s| s.n_tokens).sum::<usize>() + 2;
+            assert!(total <= 64, "{range:?}: {total}");
+        }
+        assert!(r.len() >= 4);
+    }
+
+    #[test]
+    fn headings_start_chunks_and_keep_their_text() {
+        let emb = vecs(&[0.0, 0.0, 90.0, 0.0, 0.0]);
+        let mut sents = info(5);
+        sents[0].heading = true;
+        sents[3].heading = true;
+        // sentence 2 is orthogonal to the heading (0°) but a heading keeps the text under it, and the
+        // similar sentence 3 is a heading, so it starts a new chunk anyway.
+        let r = merge(&sents, &emb, 2, 0.7, ChunkCompare::Previous, 256);
+        assert_eq!(r, vec![0..2, 2..3, 3..5]);
+        // Two headings in a row stay together with the text below them.
+        let mut sents = info(3);
+        sents[0].heading = true;
+        sents[1].heading = true;
+        let emb = vecs(&[0.0, 90.0, 180.0]);
+        assert_eq!(merge(&sents, &emb, 2, 0.7, ChunkCompare::Previous, 256), vec![0..3]);
+    }
+
+    #[test]
+    fn chunk_ids_are_stable_and_project_scoped() {
+        assert_eq!(chunk_id("a", "text"), chunk_id("a", "text"));
+        assert_ne!(chunk_id("a", "text"), chunk_id("b", "text"));
+        assert_eq!(chunk_id("a", "text").len(), 16);
+    }
+}

@@ -1,0 +1,563 @@
+//! # mine: positive and hard-negative pairs
+//!
+//! **What.** Turns each Q&A into a training pair: a query, one positive text and a few hard negatives.
+//!
+//! - **Query.** `mine.query_template` applied to the question (`{question}`, `{title}`, `{project_id}`).
+//! - **Positive.** With an answer: embed `question + " " + answer` and take the most similar chunk of the same
+//!   project; if that similarity is below `mine.positive_threshold`, the answer text itself is the positive
+//!   (`positive_source = "answer"`). Without an answer (BEIR): the labelled document's chunk most similar to
+//!   the question.
+//! - **Hard negatives.** The `mine.num_negatives` chunks of *other* projects most similar to the query,
+//!   skipping any whose similarity exceeds the positive's by more than `mine.false_negative_margin` (likely
+//!   false negatives) and any whose text equals the positive's.
+//! - **Split.** Inputs with qrels splits (BEIR `qrels/{train,dev,test}.tsv`) keep them. Otherwise the split is
+//!   project-wise: `round(val_split × projects)` projects (at least one, and at least one left for training
+//!   when there are two or more) are drawn with a seeded shuffle and all their pairs are `val`; no project has
+//!   text on both sides. The sizes are logged and recorded in the manifest.
+//! - All similarities are cosines of base-model embeddings (the same cache as the chunk stage).
+//!
+//! **Inputs.** `ingest/qa.parquet`, `ingest/projects.parquet`, `chunk/chunks.parquet`; the base model.
+//!
+//! **Outputs.** `pairs.parquet`: `qa_id` Utf8, `project_id` Utf8, `split` Utf8, `query` Utf8, `positive_text`
+//! Utf8, `positive_chunk_id` Utf8 nullable, `positive_source` Utf8 ("chunk" | "answer"), `positive_score`
+//! Float32 (cosine of query and positive), `negative_chunk_ids` List<Utf8>, `negative_texts` List<Utf8>,
+//! `negative_scores` List<Float32> (cosines to the query, descending).
+//!
+//! **Params.** `mine.positive_threshold`, `mine.num_negatives`, `mine.false_negative_margin`,
+//! `mine.query_template`, `mine.val_split`, `mine.seed` (`mine.batch_size` is speed only).
+//!
+//! **Example.** `coltrast run mine --set mine.num_negatives=5`
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float32Array, Float32Builder, ListArray, ListBuilder, StringArray, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use rayon::prelude::*;
+
+use crate::embed_cache::EmbeddingCache;
+use crate::engine::{ExternalInput, Stage, StageContext};
+use crate::error::{Error, Result};
+use crate::settings::{MineSettings, Settings};
+use crate::stages::{chunk, ingest};
+use crate::table;
+
+pub const PAIRS: &str = "pairs.parquet";
+
+pub fn pairs_schema() -> Arc<Schema> {
+    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
+    Arc::new(Schema::new(vec![
+        Field::new("qa_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Utf8, false),
+        Field::new("split", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("positive_text", DataType::Utf8, false),
+        Field::new("positive_chunk_id", DataType::Utf8, true),
+        Field::new("positive_source", DataType::Utf8, false),
+        Field::new("positive_score", DataType::Float32, false),
+        Field::new("negative_chunk_ids", list(DataType::Utf8), false),
+        Field::new("negative_texts", list(DataType::Utf8), false),
+        Field::new("negative_scores", list(DataType::Float32), false),
+    ]))
+}
+
+/// One mined pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    pub qa_id: String,
+    pub project_id: String,
+    pub split: String,
+    pub query: String,
+    pub positive_text: String,
+    pub positive_chunk_id: Option<String>,
+    pub positive_source: String,
+    pub positive_score: f32,
+    pub negative_chunk_ids: Vec<String>,
+    pub negative_texts: Vec<String>,
+    pub negative_scores: Vec<f32>,
+}
+
+pub struct Mine;
+
+impl Stage<Settings> for Mine {
+    fn name(&self) -> &'static str {
+        "mine"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["ingest", "chunk"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, s: &Settings) -> Result<toml::Value> {
+        let mut t = s.section("mine")?;
+        if let Some(t) = t.as_table_mut() {
+            t.remove("batch_size");
+        }
+        Ok(t)
+    }
+    fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
+        Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
+    }
+    fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
+        let s = ctx.config.mine.clone();
+        let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
+        let (chunks, chunk_emb, dim) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
+        let encoder = chunk::load_base_encoder(ctx.config)?;
+        if encoder.dim() != dim {
+            return Err(Error::internal(format!("chunk embeddings have dim {dim}, the model {}", encoder.dim())));
+        }
+        let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
+        let batch = s.batch_size as usize;
+        let mut embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
+            cache.embed(texts, |missing| {
+                let bar = crate::progress::bar(missing.len() as u64, what);
+                let mut out = Vec::with_capacity(missing.len() * dim);
+                for group in missing.chunks(1024) {
+                    out.extend(encoder.embed(group, batch).map_err(Error::from)?.data);
+                    bar.inc(group.len() as u64);
+                }
+                bar.finish_and_clear();
+                Ok(out)
+            })
+        };
+        let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &mut embed)?;
+        cache.flush()?;
+        for (k, v) in &mined.stats {
+            ctx.record_stat(k, v.clone());
+        }
+        let n = write_pairs(&ctx.output(PAIRS), &mined.pairs)?;
+        ctx.record_rows(PAIRS, n);
+        Ok(())
+    }
+}
+
+pub struct Mined {
+    pub pairs: Vec<Pair>,
+    pub stats: BTreeMap<String, serde_json::Value>,
+}
+
+/// Apply the query template.
+pub fn render_query(template: &str, question: &str, title: &str, project_id: &str) -> String {
+    template.replace("{title}", title).replace("{project_id}", project_id).replace("{question}", question)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// SplitMix64, for a seeded, platform-independent shuffle.
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Project ids held out for validation: a seeded shuffle of the sorted ids, the first `round(frac × n)`.
+pub fn val_projects(ids: &BTreeSet<String>, frac: f64, seed: u64) -> BTreeSet<String> {
+    let mut v: Vec<&String> = ids.iter().collect();
+    let mut rng = SplitMix(seed);
+    for i in (1..v.len()).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    let n = v.len();
+    let mut k = (frac * n as f64).round() as usize;
+    if frac > 0.0 && n >= 2 {
+        k = k.clamp(1, n - 1);
+    }
+    v.into_iter().take(k).cloned().collect()
+}
+
+/// The mining itself, on embeddings from `embed` (texts → flat unit vectors).
+pub fn mine(
+    ds: &ingest::Dataset,
+    chunks: &[chunk::Chunk],
+    chunk_emb: &[f32],
+    dim: usize,
+    s: &MineSettings,
+    embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
+) -> Result<Mined> {
+    let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
+    let mut by_project: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in chunks.iter().enumerate() {
+        by_project.entry(c.project_id.as_str()).or_default().push(i);
+    }
+    let queries: Vec<String> = ds
+        .qa
+        .iter()
+        .map(|q| render_query(&s.query_template, &q.question, titles.get(q.project_id.as_str()).copied().unwrap_or(""), &q.project_id))
+        .collect();
+    // Texts that pick the positive: question + answer, or the question alone without an answer.
+    let pickers: Vec<String> = ds
+        .qa
+        .iter()
+        .map(|q| match &q.answer {
+            Some(a) if !a.trim().is_empty() => format!("{} {}", q.question, a),
+            _ => q.question.clone(),
+        })
+        .collect();
+    let answers: Vec<&str> = ds.qa.iter().map(|q| q.answer.as_deref().unwrap_or("")).collect();
+    let qrefs: Vec<&str> = queries.iter().map(|s| s.as_str()).collect();
+    let prefs: Vec<&str> = pickers.iter().map(|s| s.as_str()).collect();
+    let query_emb = embed(&qrefs, "embedding queries")?;
+    let picker_emb = embed(&prefs, "embedding question+answer")?;
+    let with_answer: Vec<usize> = (0..ds.qa.len()).filter(|&i| !answers[i].trim().is_empty()).collect();
+    let arefs: Vec<&str> = with_answer.iter().map(|&i| answers[i]).collect();
+    let answer_emb_flat = if arefs.is_empty() { vec![] } else { embed(&arefs, "embedding answers")? };
+    let answer_row: HashMap<usize, usize> = with_answer.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+
+    let has_qrels_split = !ds.qa.is_empty() && ds.qa.iter().all(|q| q.split.is_some());
+    let project_ids: BTreeSet<String> = ds.projects.iter().map(|p| p.project_id.clone()).collect();
+    let val = if has_qrels_split { BTreeSet::new() } else { val_projects(&project_ids, s.val_split, s.seed as u64) };
+
+    let row = |flat: &[f32], i: usize| -> Vec<f32> { flat[i * dim..(i + 1) * dim].to_vec() };
+    let pairs: Vec<Result<Pair>> = ds
+        .qa
+        .par_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let qv = &query_emb[i * dim..(i + 1) * dim];
+            let pv = &picker_emb[i * dim..(i + 1) * dim];
+            let own = by_project.get(q.project_id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
+            let best = own
+                .iter()
+                .map(|&c| (c, dot(pv, &chunk_emb[c * dim..(c + 1) * dim])))
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+            let has_answer = answer_row.contains_key(&i);
+            let (positive_text, positive_chunk_id, source, pos_vec) = match (best, has_answer) {
+                (Some((c, sim)), true) if sim as f64 >= s.positive_threshold => {
+                    (chunks[c].text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
+                }
+                (_, true) => (answers[i].to_string(), None, "answer", row(&answer_emb_flat, answer_row[&i])),
+                (Some((c, _)), false) => {
+                    (chunks[c].text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
+                }
+                (None, false) => {
+                    return Err(Error::data(
+                        "ingest/qa.parquet",
+                        format!("qa {}", q.qa_id),
+                        format!("project {:?} has no chunks and the Q&A has no answer to use as positive", q.project_id),
+                    ))
+                }
+            };
+            let positive_score = dot(qv, &pos_vec);
+            let mut cands: Vec<(usize, f32)> = chunks
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.project_id != q.project_id)
+                .map(|(c, _)| (c, dot(qv, &chunk_emb[c * dim..(c + 1) * dim])))
+                .collect();
+            cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut neg = Vec::new();
+            for (c, sim) in cands {
+                if neg.len() >= s.num_negatives as usize {
+                    break;
+                }
+                if sim as f64 > positive_score as f64 + s.false_negative_margin || chunks[c].text == positive_text {
+                    continue;
+                }
+                neg.push((c, sim));
+            }
+            let split = match &q.split {
+                Some(sp) if has_qrels_split => sp.clone(),
+                _ if val.contains(&q.project_id) => "val".to_string(),
+                _ => "train".to_string(),
+            };
+            Ok(Pair {
+                qa_id: q.qa_id.clone(),
+                project_id: q.project_id.clone(),
+                split,
+                query: queries[i].clone(),
+                positive_text,
+                positive_chunk_id,
+                positive_source: source.to_string(),
+                positive_score,
+                negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
+                negative_texts: neg.iter().map(|(c, _)| chunks[*c].text.clone()).collect(),
+                negative_scores: neg.iter().map(|(_, s)| *s).collect(),
+            })
+        })
+        .collect();
+    let pairs: Vec<Pair> = pairs.into_iter().collect::<Result<_>>()?;
+
+    // How well the base model already finds the right project for each query (used to choose the template).
+    let mut top1_project = 0usize;
+    let mut mrr_project = 0f64;
+    for (i, q) in ds.qa.iter().enumerate() {
+        let qv = &query_emb[i * dim..(i + 1) * dim];
+        let mut scores: Vec<(f32, &str)> = chunks
+            .iter()
+            .enumerate()
+            .map(|(c, ch)| (dot(qv, &chunk_emb[c * dim..(c + 1) * dim]), ch.project_id.as_str()))
+            .collect();
+        scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if let Some(rank) = scores.iter().position(|(_, p)| *p == q.project_id) {
+            if rank == 0 {
+                top1_project += 1;
+            }
+            mrr_project += 1.0 / (rank as f64 + 1.0);
+        }
+    }
+    let mut stats = BTreeMap::new();
+    let mut count = |k: &str, v: usize| {
+        stats.insert(k.to_string(), serde_json::Value::from(v as u64));
+    };
+    let mut by_split: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
+    for p in &pairs {
+        let e = by_split.entry(p.split.as_str()).or_default();
+        e.0 += 1;
+        e.1.insert(p.project_id.as_str());
+    }
+    for (split, (n, projects)) in &by_split {
+        count(&format!("{split}_pairs"), *n);
+        count(&format!("{split}_projects"), projects.len());
+        tracing::info!(split, pairs = n, projects = projects.len(), "split");
+    }
+    count("positives_from_chunks", pairs.iter().filter(|p| p.positive_source == "chunk").count());
+    count("positives_from_answers", pairs.iter().filter(|p| p.positive_source == "answer").count());
+    if !ds.qa.is_empty() {
+        let n = ds.qa.len() as f64;
+        stats.insert("base_query_top1_project".into(), serde_json::json!(top1_project as f64 / n));
+        stats.insert("base_query_mrr_project".into(), serde_json::json!(mrr_project / n));
+    }
+    Ok(Mined { pairs, stats })
+}
+
+fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<u64> {
+    let s = |f: fn(&Pair) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(pairs.iter().map(f))) };
+    let mut ids = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
+    let mut texts = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
+    let mut scores =
+        ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+    for p in pairs {
+        for v in &p.negative_chunk_ids {
+            ids.values().append_value(v);
+        }
+        ids.append(true);
+        for v in &p.negative_texts {
+            texts.values().append_value(v);
+        }
+        texts.append(true);
+        for v in &p.negative_scores {
+            scores.values().append_value(*v);
+        }
+        scores.append(true);
+    }
+    table::write_parquet(
+        path,
+        pairs_schema(),
+        vec![
+            s(|p| &p.qa_id),
+            s(|p| &p.project_id),
+            s(|p| &p.split),
+            s(|p| &p.query),
+            s(|p| &p.positive_text),
+            Arc::new(StringArray::from_iter(pairs.iter().map(|p| p.positive_chunk_id.as_deref()))),
+            s(|p| &p.positive_source),
+            Arc::new(Float32Array::from_iter_values(pairs.iter().map(|p| p.positive_score))),
+            Arc::new(ids.finish()),
+            Arc::new(texts.finish()),
+            Arc::new(scores.finish()),
+        ],
+    )
+}
+
+/// Read pairs.parquet back (for training and evaluation).
+pub fn read_pairs(dir: &Path) -> Result<Vec<Pair>> {
+    let path = dir.join(PAIRS);
+    let b = table::read_parquet(&path, "mine", &pairs_schema())?;
+    let col = |n: &str| table::str_col(&b, n);
+    let (qa, pid, split, query, ptext, pcid, psrc) = (
+        col("qa_id")?,
+        col("project_id")?,
+        col("split")?,
+        col("query")?,
+        col("positive_text")?,
+        col("positive_chunk_id")?,
+        col("positive_source")?,
+    );
+    let pscore = b
+        .column_by_name("positive_score")
+        .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
+        .ok_or_else(|| Error::internal("positive_score"))?;
+    let list = |n: &str| {
+        b.column_by_name(n)
+            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+            .ok_or_else(|| Error::internal(format!("{n} is not a list")))
+    };
+    let (nid, ntext, nscore) = (list("negative_chunk_ids")?, list("negative_texts")?, list("negative_scores")?);
+    let strings = |l: &ListArray, i: usize| -> Vec<String> {
+        let v = l.value(i);
+        let a = v.as_any().downcast_ref::<StringArray>().map(|a| (0..a.len()).map(|k| a.value(k).to_string()).collect());
+        a.unwrap_or_default()
+    };
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let sv = nscore.value(i);
+        let scores = sv.as_any().downcast_ref::<Float32Array>().map(|a| a.values().to_vec()).unwrap_or_default();
+        out.push(Pair {
+            qa_id: qa.value(i).to_string(),
+            project_id: pid.value(i).to_string(),
+            split: split.value(i).to_string(),
+            query: query.value(i).to_string(),
+            positive_text: ptext.value(i).to_string(),
+            positive_chunk_id: table::opt_str(pcid, i).map(String::from),
+            positive_source: psrc.value(i).to_string(),
+            positive_score: pscore.value(i),
+            negative_chunk_ids: strings(nid, i),
+            negative_texts: strings(ntext, i),
+            negative_scores: scores,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::ingest::{Dataset, Project, Qa};
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    /// A fake embedder: each text maps to a fixed direction by keyword, so similarities are known.
+    fn fake_embed(texts: &[&str], _: &str) -> Result<Vec<f32>> {
+        Ok(texts
+            .iter()
+            .flat_map(|t| {
+                let t = t.to_lowercase();
+                let mut v = [0.01f32, 0.01, 0.01, 0.01];
+                if t.contains("xray") {
+                    v[0] += 1.0;
+                }
+                if t.contains("review") {
+                    v[1] += 1.0;
+                }
+                if t.contains("trading") {
+                    v[2] += 1.0;
+                }
+                if t.contains("zebra") {
+                    v[3] += 1.0;
+                }
+                unit(&v)
+            })
+            .collect())
+    }
+
+    fn dataset() -> (Dataset, Vec<chunk::Chunk>, Vec<f32>) {
+        let projects = ["med", "nlp", "rl"]
+            .iter()
+            .map(|id| Project { project_id: id.to_string(), title: id.to_uppercase(), text: String::new(), source: String::new() })
+            .collect();
+        let qa = vec![
+            Qa { qa_id: "med/0".into(), project_id: "med".into(), question: "Which xray data?".into(), answer: Some("xray images".into()), context: None, split: None },
+            // The answer matches nothing in its project's chunks: falls back to the answer.
+            Qa { qa_id: "med/1".into(), project_id: "med".into(), question: "Which animal?".into(), answer: Some("a zebra".into()), context: None, split: None },
+            Qa { qa_id: "nlp/0".into(), project_id: "nlp".into(), question: "What reviews?".into(), answer: Some("review texts".into()), context: None, split: None },
+            Qa { qa_id: "rl/0".into(), project_id: "rl".into(), question: "What trading?".into(), answer: Some("crypto trading".into()), context: None, split: None },
+        ];
+        let texts = [
+            ("med", "xray chunk"),
+            ("med", "xray duplicate chunk"),
+            ("nlp", "review chunk"),
+            ("nlp", "xray in a review chunk"),
+            ("rl", "trading chunk"),
+            ("rl", "xray chunk"), // same text as med's positive: never a negative for it
+        ];
+        let chunks: Vec<chunk::Chunk> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, (p, t))| chunk::Chunk {
+                chunk_id: format!("c{i}"),
+                project_id: p.to_string(),
+                ordinal: i as i64,
+                text: t.to_string(),
+                n_tokens: 4,
+            })
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();
+        let emb = fake_embed(&refs, "").unwrap();
+        (Dataset { projects, qa }, chunks, emb)
+    }
+
+    fn settings() -> MineSettings {
+        MineSettings { num_negatives: 2, false_negative_margin: 0.5, val_split: 0.0, ..MineSettings::default() }
+    }
+
+    #[test]
+    fn positives_negatives_and_answer_fallback() {
+        let (ds, chunks, emb) = dataset();
+        let m = mine(&ds, &chunks, &emb, 4, &settings(), &mut fake_embed).unwrap();
+        let p = &m.pairs[0];
+        assert_eq!(p.positive_source, "chunk");
+        assert_eq!(p.positive_chunk_id.as_deref(), Some("c0"));
+        // "xray chunk" in rl has the positive's exact text: skipped, never a negative.
+        assert!(!p.negative_chunk_ids.contains(&"c5".to_string()), "{:?}", p.negative_chunk_ids);
+        let p = &m.pairs[1];
+        assert_eq!(p.positive_source, "answer");
+        assert_eq!(p.positive_text, "a zebra");
+        assert_eq!(p.positive_chunk_id, None);
+        assert_eq!(m.stats["positives_from_answers"], 1);
+        for (p, q) in m.pairs.iter().zip(&ds.qa) {
+            for id in &p.negative_chunk_ids {
+                let c = chunks.iter().find(|c| &c.chunk_id == id).unwrap();
+                assert_ne!(c.project_id, q.project_id, "negative from the same project");
+            }
+            assert!(p.negative_scores.windows(2).all(|w| w[0] >= w[1]));
+        }
+    }
+
+    #[test]
+    fn false_negative_margin_skips_too_similar_chunks() {
+        let (ds, chunks, emb) = dataset();
+        // With margin 0, a negative may not be more similar to the query than the positive is.
+        let s = MineSettings { false_negative_margin: 0.0, ..settings() };
+        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        for p in &m.pairs {
+            for sc in &p.negative_scores {
+                assert!(*sc <= p.positive_score + 1e-6, "{p:?}");
+            }
+        }
+        // c3 ("xray in a review chunk") is close to med/0's query; with margin 0 it stays below the positive.
+        let generous = mine(&ds, &chunks, &emb, 4, &settings(), &mut fake_embed).unwrap();
+        assert!(generous.pairs[0].negative_chunk_ids.contains(&"c3".to_string()));
+    }
+
+    #[test]
+    fn project_wise_split_has_no_project_on_both_sides() {
+        let ids: BTreeSet<String> = (0..50).map(|i| format!("p{i}")).collect();
+        let val = val_projects(&ids, 0.2, 42);
+        assert_eq!(val.len(), 10);
+        assert_eq!(val, val_projects(&ids, 0.2, 42), "deterministic");
+        assert_ne!(val, val_projects(&ids, 0.2, 43), "seeded");
+        let three: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(val_projects(&three, 0.2, 1).len(), 1);
+
+        let (ds, chunks, emb) = dataset();
+        let s = MineSettings { val_split: 0.34, ..settings() };
+        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        let mut sides: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for p in &m.pairs {
+            sides.entry(p.project_id.as_str()).or_default().insert(p.split.as_str());
+        }
+        assert!(sides.values().all(|s| s.len() == 1), "{sides:?}");
+        assert!(m.pairs.iter().any(|p| p.split == "val") && m.pairs.iter().any(|p| p.split == "train"));
+    }
+
+    #[test]
+    fn query_template() {
+        assert_eq!(render_query("{title}: {question}", "What?", "Med", "med"), "Med: What?");
+        assert_eq!(render_query("{question}", "What?", "Med", "med"), "What?");
+    }
+}

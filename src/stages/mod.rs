@@ -1,0 +1,15 @@
+//! The closed list of stages, in pipeline order: ingest → chunk → mine → train → export → index → eval.
+//! Stages not built yet are absent. Adding one is one visible edit here.
+
+use crate::engine::Stage;
+use crate::settings::Settings;
+
+pub mod ingest;
+
+/// Every stage of the pipeline, in order; each one's upstream comes before it.
+pub static STAGES: &[&dyn Stage<Settings>] = &[&ingest::Ingest];
+
+/// The stages as a Vec, for [`crate::engine::Pipeline::new`].
+pub fn all() -> Vec<&'static dyn Stage<Settings>> {
+    STAGES.to_vec()
+}
