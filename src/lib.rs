@@ -1,1 +1,3 @@
 //! coltrast: a content-hashed pipeline that fine-tunes a sentence encoder with ColTrast.
+
+pub mod text;
