@@ -3,6 +3,7 @@
 //!
 //! Layout: [`settings`] resolves pipeline.toml once; [`engine`] runs the closed list of [`stages`] with
 //! content-hashed caching; [`app`] holds what the CLI commands do, so `main` only parses arguments.
+//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training.
 
 pub mod app;
 pub mod engine;
@@ -12,5 +13,6 @@ pub mod hash;
 pub mod settings;
 pub mod stages;
 pub mod table;
+pub mod text;
 
 pub use error::{Error, Result};
