@@ -410,10 +410,18 @@ fn check_layer(layer: &str, table: &toml::Table) -> Result<()> {
     result.map(|_| ()).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let msg = inner.message().to_string();
+        let msg = humanize(inner.message());
         let key = if path == "." { String::new() } else { path };
         Error::config(layer, key, msg)
     })
+}
+
+/// serde's type names in words a user of pipeline.toml knows.
+fn humanize(msg: &str) -> String {
+    msg.replace("expected i64", "expected an integer")
+        .replace("expected f64", "expected a number")
+        .replace("expected a boolean", "expected true or false")
+        .replace("expected a string", "expected a string (in quotes)")
 }
 
 /// Build `{section = {key = value}}` from a dotted key and a raw string, typed by the default's type.

@@ -18,7 +18,6 @@ fn props() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_created_by(format!("coltrast {}", env!("CARGO_PKG_VERSION")))
-        .set_max_row_group_size(64 * 1024)
         .build()
 }
 

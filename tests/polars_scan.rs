@@ -21,7 +21,8 @@ fn ingest_artifacts_scan_in_polars() {
         .collect()
         .unwrap();
     assert_eq!(projects.height(), 3);
-    let titles: Vec<Option<&str>> = projects.column("title").unwrap().str().unwrap().into_iter().collect();
+    let t = projects.column("title").unwrap().str().unwrap();
+    let titles: Vec<Option<&str>> = (0..t.len()).map(|i| t.get(i)).collect();
     assert_eq!(titles, [Some("Project 0"), Some("Project 1"), Some("Project 2")]);
     assert_eq!(projects.column("n_chars").unwrap().dtype(), &DataType::Int64);
 
@@ -34,6 +35,7 @@ fn ingest_artifacts_scan_in_polars() {
         .collect()
         .unwrap();
     assert_eq!(per_project.height(), 3);
-    let n: Vec<Option<u32>> = per_project.column("n").unwrap().u32().unwrap().into_iter().collect();
+    let c = per_project.column("n").unwrap().u32().unwrap();
+    let n: Vec<Option<u32>> = (0..c.len()).map(|i| c.get(i)).collect();
     assert_eq!(n, [Some(1), Some(1), Some(1)]);
 }

@@ -175,6 +175,7 @@ impl Stage<Settings> for ChunkStage {
             ChunkStrategy::None => whole_documents(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?,
         };
         cache.flush()?;
+        ctx.record_stat("sentences_embedded", out.sentences_embedded as u64);
         ctx.record_stat("texts_embedded", cache.misses as u64);
         ctx.record_stat("texts_from_cache", cache.hits as u64);
         ctx.record_stat("sentences", out.sentences.len() as u64);
@@ -211,6 +212,8 @@ struct ChunkRow {
 }
 
 struct Output {
+    /// Sentences the model had to embed (not in the cache).
+    sentences_embedded: usize,
     sentences: Vec<SentenceRow>,
     sentence_emb: Vec<f32>,
     chunks: Vec<ChunkRow>,
@@ -337,7 +340,9 @@ fn semantic(
     // 2. Embed them (cached by text).
     let plains: Vec<&str> = sentences.iter().map(|r| r.plain.as_str()).collect();
     let batch = s.batch_size as usize;
+    let before = cache.misses;
     let sentence_emb = embed_all(encoder, cache, &plains, batch, "embedding sentences")?;
+    let sentences_embedded = cache.misses - before;
     let dim = encoder.dim();
 
     // 3. Merge, per project.
@@ -387,7 +392,7 @@ fn semantic(
     }
     let refs: Vec<&str> = chunk_plains.iter().map(|s| s.as_str()).collect();
     let chunk_emb = embed_all(encoder, cache, &refs, batch, "embedding chunks")?;
-    Ok(Output { sentences, sentence_emb, chunks, chunk_emb })
+    Ok(Output { sentences_embedded, sentences, sentence_emb, chunks, chunk_emb })
 }
 
 fn whole_documents(
@@ -424,7 +429,7 @@ fn whole_documents(
     }
     let refs: Vec<&str> = embed_texts.iter().map(|s| s.as_str()).collect();
     let chunk_emb = embed_all(encoder, cache, &refs, s.batch_size as usize, "embedding documents")?;
-    Ok(Output { sentences: vec![], sentence_emb: vec![], chunks, chunk_emb })
+    Ok(Output { sentences_embedded: 0, sentences: vec![], sentence_emb: vec![], chunks, chunk_emb })
 }
 
 /// What merging needs to know of a sentence.

@@ -659,17 +659,17 @@ mod tests {
             std::fs::write(&p, json).unwrap();
             load(&p, IngestFormat::Auto, None).unwrap_err().to_string()
         };
-        let e = case(r#"{"projects":[{"project_id":"a","readme_content":"# A","qa_pairs":[{"answer":"x"}]}]}"#);
+        let e = case(r##"{"projects":[{"project_id":"a","readme_content":"# A","qa_pairs":[{"answer":"x"}]}]}"##);
         assert!(e.ends_with("x.json: projects[0].qa_pairs[0]: missing field \"question\""), "{e}");
-        let e = case(r#"{"projects":[{"project_id":7,"readme_content":"# A"}]}"#);
+        let e = case(r##"{"projects":[{"project_id":7,"readme_content":"# A"}]}"##);
         assert!(e.ends_with("projects[0].project_id: expected a string, got a number"), "{e}");
         let e = case("{\"projects\": [\n  {\"project_id\": }\n]}");
         assert!(e.contains("malformed JSON at line 2, column"), "{e}");
-        let e = case(r#"{"projects":[{"project_id":"a","readme_content":"x"},{"project_id":"a","readme_content":"y"}]}"#);
+        let e = case(r##"{"projects":[{"project_id":"a","readme_content":"x"},{"project_id":"a","readme_content":"y"}]}"##);
         assert!(e.contains("projects[1].project_id: duplicate project_id \"a\" (first in projects[0])"), "{e}");
-        let e = case(r#"{"projects":[{"project_id":"a","readme_content":"x","qa_pairs":[{"question":"  ","answer":"y"}]}]}"#);
+        let e = case(r##"{"projects":[{"project_id":"a","readme_content":"x","qa_pairs":[{"question":"  ","answer":"y"}]}]}"##);
         assert!(e.contains("projects[0].qa_pairs[0].question: empty question"), "{e}");
-        let e = case(r#"{"projects":[]}"#);
+        let e = case(r##"{"projects":[]}"##);
         assert!(e.contains("empty dataset"), "{e}");
     }
 

@@ -1,0 +1,86 @@
+//! End to end on the real MiniLM and the sample dataset: ingest → chunk → mine, the embedding cache, and the
+//! properties of mined pairs.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::*;
+
+fn sample_toml() -> String {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
+    format!("[ingest]\npath = \"{}\"\n", data.display())
+}
+
+fn manifest(p: &Project, stage: &str) -> serde_json::Value {
+    let dir = trusted_dirs(&p.path().join("artifacts"), stage);
+    let latest = std::fs::read_to_string(p.path().join("artifacts").join(stage).join("latest")).unwrap();
+    let dir = dir.iter().find(|d| d.ends_with(latest.trim())).unwrap();
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn sample_runs_through_mine_and_threshold_change_reembeds_no_sentence() {
+    let p = Project::new(&sample_toml());
+    let out = p.run(&["run", "mine"]).ok();
+    assert_eq!(out.stages(), ["ingest ran", "chunk ran", "mine ran"]);
+    let chunk = manifest(&p, "chunk");
+    let n_sent = chunk["stats"]["sentences"].as_u64().unwrap();
+    assert!(n_sent > 50, "{chunk}");
+    assert_eq!(chunk["stats"]["sentences_embedded"].as_u64().unwrap() > 0, true);
+
+    // Only the threshold changes: chunk and later rerun, ingest stays cached, no sentence is re-embedded.
+    let out = p.run(&["run", "mine", "--set", "chunk.similarity_threshold=0.8"]).ok();
+    let stages = out.stages();
+    assert_eq!(stages[0], "ingest cached");
+    assert_eq!(stages[1], "chunk ran");
+    let chunk2 = manifest(&p, "chunk");
+    assert_eq!(chunk2["stats"]["sentences_embedded"], 0, "{chunk2}");
+    assert!(chunk2["stats"]["chunks"].as_u64() >= chunk["stats"]["chunks"].as_u64(), "higher threshold, fewer chunks?");
+
+    // Mined pairs: negatives from other projects only; no project on both sides of the split.
+    let dir = trusted_dirs(&p.path().join("artifacts"), "mine");
+    let pairs = coltrast::stages::mine::read_pairs(&dir[0]).unwrap();
+    assert_eq!(pairs.len(), 18);
+    let (chunks, _, dim) = coltrast::stages::chunk::read_chunks(
+        trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dim, 384);
+    let project_of: BTreeMap<&str, &str> = chunks.iter().map(|c| (c.chunk_id.as_str(), c.project_id.as_str())).collect();
+    let mut sides: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for pair in &pairs {
+        sides.entry(pair.project_id.as_str()).or_default().insert(pair.split.as_str());
+        assert_eq!(pair.negative_chunk_ids.len(), 3, "{pair:?}");
+        for id in &pair.negative_chunk_ids {
+            if let Some(proj) = project_of.get(id.as_str()) {
+                assert_ne!(*proj, pair.project_id);
+            }
+        }
+        assert!(pair.positive_source == "chunk" || pair.positive_source == "answer");
+        assert_eq!(pair.positive_source == "chunk", pair.positive_chunk_id.is_some());
+    }
+    assert!(sides.values().all(|s| s.len() == 1), "{sides:?}");
+    assert!(sides.values().any(|s| s.contains("val")));
+
+    // Every chunk respects the token cap.
+    for c in &chunks {
+        assert!(c.n_tokens <= 256, "{c:?}");
+    }
+}
+
+#[test]
+fn token_cap_setting_is_respected() {
+    let p = Project::new(&sample_toml());
+    p.run(&["run", "chunk", "--set", "chunk.max_tokens=48"]).ok();
+    let (chunks, _, _) =
+        coltrast::stages::chunk::read_chunks(trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap()).unwrap();
+    assert!(chunks.len() > 20);
+    for c in &chunks {
+        assert!(c.n_tokens <= 48, "{} tokens: {}", c.n_tokens, c.text);
+    }
+    let out = p.run(&["run", "chunk", "--set", "chunk.max_tokens=512"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr().contains("chunk.max_tokens: expected at most the model's max_seq_length 256"), "{}", out.stderr());
+}
