@@ -1,1 +1,2 @@
 //! coltrast: a content-hashed pipeline that fine-tunes a sentence encoder with ColTrast.
+pub mod encoder;
