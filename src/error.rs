@@ -75,3 +75,21 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| Error::io(path, e))
     }
 }
+
+impl From<crate::encoder::EncoderError> for Error {
+    fn from(e: crate::encoder::EncoderError) -> Self {
+        use crate::encoder::EncoderError as E;
+        match e {
+            // The user can fix these: a missing or incomplete model dir, a bad config file.
+            E::MissingModelDir { .. }
+            | E::NotDownloadable { .. }
+            | E::MissingFile { .. }
+            | E::Config { .. }
+            | E::Unsupported { .. }
+            | E::TokenizerLoad { .. }
+            | E::Weights { .. } => Error::Usage(e.to_string()),
+            E::Io { path, source } => Error::Io { path, source },
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}

@@ -6,10 +6,13 @@
 //! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training.
 
 pub mod app;
+pub mod embed_cache;
+pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
+pub mod progress;
 pub mod settings;
 pub mod stages;
 pub mod table;

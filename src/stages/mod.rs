@@ -4,10 +4,12 @@
 use crate::engine::Stage;
 use crate::settings::Settings;
 
+pub mod chunk;
 pub mod ingest;
+pub mod mine;
 
 /// Every stage of the pipeline, in order; each one's upstream comes before it.
-pub static STAGES: &[&dyn Stage<Settings>] = &[&ingest::Ingest];
+pub static STAGES: &[&dyn Stage<Settings>] = &[&ingest::Ingest, &chunk::ChunkStage, &mine::Mine];
 
 /// The stages as a Vec, for [`crate::engine::Pipeline::new`].
 pub fn all() -> Vec<&'static dyn Stage<Settings>> {
