@@ -46,7 +46,9 @@ pub(crate) fn tokenize(s: &str) -> Vec<Token> {
         let found = match b[i] {
             b'\\' => escape(s, i),
             b'`' => Some(code_span(s, i)),
-            b'!' if b.get(i + 1) == Some(&b'[') => link(s, i + 1).map(|(text, end)| (TokenKind::Link(text), end)),
+            b'!' if b.get(i + 1) == Some(&b'[') => {
+                link(s, i + 1).map(|(text, end)| (TokenKind::Link(text), end))
+            }
             b'[' => link(s, i).map(|(text, end)| (TokenKind::Link(text), end)),
             b'<' => angle(s, i),
             b'*' | b'_' | b'~' => delimiter_run(s, i),
@@ -56,7 +58,10 @@ pub(crate) fn tokenize(s: &str) -> Vec<Token> {
         match found {
             Some((kind, end)) => {
                 if text_start < i {
-                    out.push(Token { span: text_start..i, kind: TokenKind::Text });
+                    out.push(Token {
+                        span: text_start..i,
+                        kind: TokenKind::Text,
+                    });
                 }
                 out.push(Token { span: i..end, kind });
                 i = end;
@@ -66,7 +71,10 @@ pub(crate) fn tokenize(s: &str) -> Vec<Token> {
         }
     }
     if text_start < b.len() {
-        out.push(Token { span: text_start..b.len(), kind: TokenKind::Text });
+        out.push(Token {
+            span: text_start..b.len(),
+            kind: TokenKind::Text,
+        });
     }
     out
 }
@@ -104,7 +112,10 @@ pub(crate) fn protected_spans(s: &str) -> Vec<Range<usize>> {
         .filter(|t| {
             matches!(
                 t.kind,
-                TokenKind::Code(_) | TokenKind::Link(_) | TokenKind::Autolink(_) | TokenKind::Html { .. }
+                TokenKind::Code(_)
+                    | TokenKind::Link(_)
+                    | TokenKind::Autolink(_)
+                    | TokenKind::Html { .. }
             )
         })
         .map(|t| t.span)
@@ -125,7 +136,8 @@ pub(crate) fn collapse_whitespace(s: &str) -> String {
 
 fn escape(s: &str, i: usize) -> Option<(TokenKind, usize)> {
     let next = *s.as_bytes().get(i + 1)?;
-    next.is_ascii_punctuation().then(|| (TokenKind::Char(next as char), i + 2))
+    next.is_ascii_punctuation()
+        .then(|| (TokenKind::Char(next as char), i + 2))
 }
 
 fn run_len(b: &[u8], i: usize, c: u8) -> usize {
@@ -145,7 +157,11 @@ fn code_span(s: &str, i: usize) -> (TokenKind, usize) {
                 let mut content = i + n..j;
                 // CommonMark strips one space on each side when both are present (`` ` a ` `` is "a").
                 let inner = &s[content.clone()];
-                if inner.len() >= 2 && inner.starts_with(' ') && inner.ends_with(' ') && !inner.trim().is_empty() {
+                if inner.len() >= 2
+                    && inner.starts_with(' ')
+                    && inner.ends_with(' ')
+                    && !inner.trim().is_empty()
+                {
                     content = content.start + 1..content.end - 1;
                 }
                 return (TokenKind::Code(content), j + m);
@@ -196,20 +212,21 @@ fn link(s: &str, i: usize) -> Option<(Range<usize>, usize)> {
     }
 }
 
-/// HTML elements that READMEs use; other `<name …>` text (`Vec<String>`, `x<y and z>w`) stays literal.
-/// The `bool` says whether dropping the tag must leave a space so the words around it stay apart.
-const HTML_TAGS: &[(&str, bool)] = &[
-    ("a", false), ("abbr", false), ("address", true), ("article", true), ("aside", true), ("b", false),
-    ("blockquote", true), ("br", true), ("center", true), ("cite", false), ("code", false), ("dd", true),
-    ("del", false), ("details", true), ("div", true), ("dl", true), ("dt", true), ("em", false),
-    ("figcaption", true), ("figure", true), ("font", false), ("footer", true), ("h1", true), ("h2", true),
-    ("h3", true), ("h4", true), ("h5", true), ("h6", true), ("header", true), ("hr", true), ("i", false),
-    ("img", true), ("ins", false), ("kbd", false), ("li", true), ("main", true), ("mark", false), ("nav", true),
-    ("ol", true), ("p", true), ("picture", true), ("pre", true), ("q", false), ("s", false), ("samp", false),
-    ("section", true), ("small", false), ("source", true), ("span", false), ("strike", false), ("strong", false),
-    ("sub", false), ("summary", true), ("sup", false), ("table", true), ("tbody", true), ("td", true),
-    ("tfoot", true), ("th", true), ("thead", true), ("tr", true), ("tt", false), ("u", false), ("ul", true),
-    ("var", false), ("video", true),
+/// HTML elements that READMEs use and that separate words: dropping them leaves a space.
+#[rustfmt::skip]
+const BLOCK_TAGS: &[&str] = &[
+    "address", "article", "aside", "blockquote", "br", "center", "dd", "details", "div", "dl", "dt",
+    "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "img", "li",
+    "main", "nav", "ol", "p", "picture", "pre", "section", "source", "summary", "table", "tbody", "td",
+    "tfoot", "th", "thead", "tr", "ul", "video",
+];
+
+/// HTML elements that READMEs use inside running text: dropping them leaves nothing.
+/// Any other `<name …>` (`Vec<String>`, `x<y and z>w`) stays literal text.
+#[rustfmt::skip]
+const INLINE_TAGS: &[&str] = &[
+    "a", "abbr", "b", "cite", "code", "del", "em", "font", "i", "ins", "kbd", "mark", "q", "s", "samp",
+    "small", "span", "strike", "strong", "sub", "sup", "tt", "u", "var",
 ];
 
 /// `<…>` at `i`: an autolink, an HTML comment or an HTML tag; anything else is a literal `<`.
@@ -227,7 +244,9 @@ fn angle(s: &str, i: usize) -> Option<(TokenKind, usize)> {
                 let scheme = &inner[..colon];
                 (2..=32).contains(&scheme.len())
                     && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
             });
             let email_ok = inner.contains('@') && !inner.starts_with('@') && !inner.ends_with('@');
             if scheme_ok || email_ok {
@@ -239,7 +258,7 @@ fn angle(s: &str, i: usize) -> Option<(TokenKind, usize)> {
 }
 
 /// An HTML open or close tag at `i` (`<name attr="v" flag>`, `</name>`, `<br/>`) of a known element
-/// ([`HTML_TAGS`]) with well-formed attributes, so prose such as `Vec<String>` stays literal. Quoted
+/// ([`BLOCK_TAGS`], [`INLINE_TAGS`]) with well-formed attributes, so prose such as `Vec<String>` stays literal. Quoted
 /// attribute values may contain `>`.
 fn html_tag(s: &str, i: usize) -> Option<(TokenKind, usize)> {
     let b = s.as_bytes();
@@ -256,7 +275,13 @@ fn html_tag(s: &str, i: usize) -> Option<(TokenKind, usize)> {
         j += 1;
     }
     let name = s[name_start..j].to_ascii_lowercase();
-    let &(_, breaks) = HTML_TAGS.iter().find(|(tag, _)| *tag == name)?;
+    let breaks = if BLOCK_TAGS.contains(&name.as_str()) {
+        true
+    } else if INLINE_TAGS.contains(&name.as_str()) {
+        false
+    } else {
+        return None;
+    };
     let skip_ws = |mut k: usize| {
         while k < b.len() && b[k].is_ascii_whitespace() {
             k += 1;
@@ -268,8 +293,13 @@ fn html_tag(s: &str, i: usize) -> Option<(TokenKind, usize)> {
         j = skip_ws(j);
         match b.get(j)? {
             b'>' => return Some((TokenKind::Html { breaks }, j + 1)),
-            b'/' if b.get(j + 1) == Some(&b'>') => return Some((TokenKind::Html { breaks }, j + 2)),
-            c if !closing && j > before_ws && (c.is_ascii_alphabetic() || *c == b'_' || *c == b':') => {
+            b'/' if b.get(j + 1) == Some(&b'>') => {
+                return Some((TokenKind::Html { breaks }, j + 2))
+            }
+            c if !closing
+                && j > before_ws
+                && (c.is_ascii_alphabetic() || *c == b'_' || *c == b':') =>
+            {
                 while j < b.len() && (b[j].is_ascii_alphanumeric() || b"_.:-".contains(&b[j])) {
                     j += 1;
                 }
@@ -283,7 +313,10 @@ fn html_tag(s: &str, i: usize) -> Option<(TokenKind, usize)> {
                         }
                         _ => {
                             let v = j;
-                            while j < b.len() && !b[j].is_ascii_whitespace() && !b"\"'=<>`".contains(&b[j]) {
+                            while j < b.len()
+                                && !b[j].is_ascii_whitespace()
+                                && !b"\"'=<>`".contains(&b[j])
+                            {
                                 j += 1;
                             }
                             if j == v {
@@ -385,8 +418,14 @@ mod tests {
 
     #[test]
     fn links_images_and_nesting() {
-        assert_eq!(strip_inline("see [the docs](https://x.io/a_(b).html) here"), "see the docs here");
-        assert_eq!(strip_inline("![logo alt](img/logo.png \"title\")"), "logo alt");
+        assert_eq!(
+            strip_inline("see [the docs](https://x.io/a_(b).html) here"),
+            "see the docs here"
+        );
+        assert_eq!(
+            strip_inline("![logo alt](img/logo.png \"title\")"),
+            "logo alt"
+        );
         assert_eq!(strip_inline("[![CI](badge.svg)](https://ci)"), "CI");
         assert_eq!(strip_inline("[**bold link**][ref]"), "bold link");
         // Not links: kept literally.
@@ -399,21 +438,42 @@ mod tests {
         assert_eq!(strip_inline("a<br>b"), "a b");
         assert_eq!(strip_inline("<b>bold</b>."), "bold.");
         assert_eq!(strip_inline("x <!-- hidden --> y"), "x y");
-        assert_eq!(strip_inline("<https://example.com/a?b=1>"), "https://example.com/a?b=1");
-        assert_eq!(strip_inline("mail <dev@example.org>"), "mail dev@example.org");
+        assert_eq!(
+            strip_inline("<https://example.com/a?b=1>"),
+            "https://example.com/a?b=1"
+        );
+        assert_eq!(
+            strip_inline("mail <dev@example.org>"),
+            "mail dev@example.org"
+        );
         assert_eq!(strip_inline("1 < 2 and 3 > 2"), "1 < 2 and 3 > 2");
-        assert_eq!(strip_inline("x<y and z>w, Vec<String>, Option<T>"), "x<y and z>w, Vec<String>, Option<T>");
+        assert_eq!(
+            strip_inline("x<y and z>w, Vec<String>, Option<T>"),
+            "x<y and z>w, Vec<String>, Option<T>"
+        );
         assert_eq!(strip_inline("<b x y>"), "");
         assert_eq!(strip_inline("<b x=>"), "<b x=>");
-        assert_eq!(strip_inline("<img src=\"a.png\" alt='x > y' width=200/>logo"), "logo");
+        assert_eq!(
+            strip_inline("<img src=\"a.png\" alt='x > y' width=200/>logo"),
+            "logo"
+        );
         assert_eq!(strip_inline("<p align=\"center\">Hi</p>"), "Hi");
-        assert_eq!(strip_inline("R&amp;D &lt;tag&gt; &#233;t&#xE9; AT&T"), "R&D <tag> été AT&T");
+        assert_eq!(
+            strip_inline("R&amp;D &lt;tag&gt; &#233;t&#xE9; AT&T"),
+            "R&D <tag> été AT&T"
+        );
     }
 
     #[test]
     fn emphasis_rules() {
-        assert_eq!(strip_inline("**bold** and *it* and __b__ and _i_"), "bold and it and b and i");
-        assert_eq!(strip_inline("snake_case_name and __init__"), "snake_case_name and init");
+        assert_eq!(
+            strip_inline("**bold** and *it* and __b__ and _i_"),
+            "bold and it and b and i"
+        );
+        assert_eq!(
+            strip_inline("snake_case_name and __init__"),
+            "snake_case_name and init"
+        );
         assert_eq!(strip_inline("2 * 3 = 6 and 5*3"), "2 * 3 = 6 and 5*3");
         assert_eq!(strip_inline("~~old~~ new ~5 GB"), "old new ~5 GB");
         assert_eq!(strip_inline("\\*literal\\* \\_x\\_"), "*literal* _x_");

@@ -81,7 +81,9 @@ pub use segment::{ABBREVIATIONS, NUMBERED_ABBREVIATIONS};
 #[serde(rename_all = "snake_case")]
 pub enum SentenceKind {
     /// An ATX (`#`…`######`) or setext heading, level 1–6.
-    Heading { level: u8 },
+    Heading {
+        level: u8,
+    },
     Paragraph,
     ListItem,
     /// Text inside a blockquote.
@@ -118,17 +120,35 @@ pub fn split_sentences(markdown: &str) -> Vec<Sentence> {
         let mut push = |text: String, plain: String, kind: SentenceKind, span: Range<usize>| {
             if !plain.is_empty() {
                 let heading = matches!(kind, SentenceKind::Heading { .. });
-                out.push(Sentence { text, plain, kind, heading, start: span.start, end: span.end, block: block_index });
+                out.push(Sentence {
+                    text,
+                    plain,
+                    kind,
+                    heading,
+                    start: span.start,
+                    end: span.end,
+                    block: block_index,
+                });
             }
         };
         match b.kind {
             BlockKind::Code => {
-                push(markdown[b.span.clone()].to_string(), code_plain(markdown, &b), SentenceKind::Code, b.span.clone());
+                push(
+                    markdown[b.span.clone()].to_string(),
+                    code_plain(markdown, &b),
+                    SentenceKind::Code,
+                    b.span.clone(),
+                );
             }
             BlockKind::Table => {
                 for row in &b.lines {
                     let text = &markdown[row.clone()];
-                    push(text.to_string(), table_row_plain(text), SentenceKind::TableRow, row.clone());
+                    push(
+                        text.to_string(),
+                        table_row_plain(text),
+                        SentenceKind::TableRow,
+                        row.clone(),
+                    );
                 }
             }
             BlockKind::Heading(level) => {
@@ -151,7 +171,10 @@ pub fn split_sentences(markdown: &str) -> Vec<Sentence> {
                 }
                 let joined = Joined::new(markdown, &b.lines);
                 let protected = inline::protected_spans(&joined.text);
-                for (k, r) in segment::sentence_ranges(&joined.text, &protected).into_iter().enumerate() {
+                for (k, r) in segment::sentence_ranges(&joined.text, &protected)
+                    .into_iter()
+                    .enumerate()
+                {
                     let body = &joined.text[r.clone()];
                     let plain = inline::strip_inline(body);
                     let (text, start) = if k == 0 {
@@ -178,7 +201,11 @@ pub fn strip_markdown(s: &str) -> String {
         let plain = match b.kind {
             BlockKind::Code => code_plain(s, &b),
             BlockKind::Table => {
-                let rows: Vec<String> = b.lines.iter().map(|r| table_row_plain(&s[r.clone()])).collect();
+                let rows: Vec<String> = b
+                    .lines
+                    .iter()
+                    .map(|r| table_row_plain(&s[r.clone()]))
+                    .collect();
                 inline::collapse_whitespace(&rows.join(" "))
             }
             _ => inline::strip_inline(&Joined::new(s, &b.lines).text),
@@ -269,6 +296,10 @@ fn table_row_plain(row: &str) -> String {
         i += 1;
     }
     cells.push(&row[cell_start.min(row.len())..]);
-    let stripped: Vec<String> = cells.into_iter().map(inline::strip_inline).filter(|c| !c.is_empty()).collect();
+    let stripped: Vec<String> = cells
+        .into_iter()
+        .map(inline::strip_inline)
+        .filter(|c| !c.is_empty())
+        .collect();
     stripped.join(" | ")
 }
