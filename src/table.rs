@@ -38,15 +38,14 @@ pub fn write_parquet(path: &Path, schema: Arc<Schema>, columns: Vec<ArrayRef>) -
 pub fn read_parquet(path: &Path, stage: &str, expected: &Schema) -> Result<RecordBatch> {
     let corrupt = |m: String| Error::Corrupt { path: path.to_path_buf(), stage: stage.to_string(), message: m };
     let file = fs::File::open(path).at(path)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?
-        .build()
-        .map_err(|e| corrupt(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+    let schema = builder.schema().clone();
+    let reader = builder.build().map_err(|e| corrupt(e.to_string()))?;
     let mut batches = Vec::new();
     for b in reader {
         batches.push(b.map_err(|e| corrupt(e.to_string()))?);
     }
-    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(expected.clone()));
     for f in expected.fields() {
         let got = schema.field_with_name(f.name()).map_err(|_| corrupt(format!("missing column {:?}", f.name())))?;
         if got.data_type() != f.data_type() {
@@ -54,7 +53,7 @@ pub fn read_parquet(path: &Path, stage: &str, expected: &Schema) -> Result<Recor
         }
     }
     if batches.is_empty() {
-        return Ok(RecordBatch::new_empty(Arc::new(expected.clone())));
+        return Ok(RecordBatch::new_empty(schema));
     }
     arrow::compute::concat_batches(&schema, &batches).map_err(|e| corrupt(e.to_string()))
 }

@@ -14,21 +14,21 @@ const TOML: &str = "[ingest]\npath = \"data.json\"\n";
 fn run_then_cached_then_rerun_on_change() {
     let p = Project::new(TOML);
     p.write("data.json", seed_json(3));
-    let out = p.run(&["run"]).ok();
+    let out = p.run(&["run", "ingest"]).ok();
     assert_eq!(out.stages(), ["ingest ran"]);
-    let out = p.run(&["run"]).ok();
+    let out = p.run(&["run", "ingest"]).ok();
     assert_eq!(out.stages(), ["ingest cached"]);
     let st = p.run(&["status"]).ok().stdout();
     assert!(st.starts_with("ingest   up to date"), "{st}");
     // The same bytes under another path: still cached (content, not path, is the key).
     std::fs::rename(p.path().join("data.json"), p.path().join("moved.json")).unwrap();
-    let out = p.run(&["run", "--set", "ingest.path=moved.json"]).ok();
+    let out = p.run(&["run", "ingest", "--set", "ingest.path=moved.json"]).ok();
     assert_eq!(out.stages(), ["ingest cached"]);
     // Changed content: reruns, and status says why before it does.
     p.write("moved.json", seed_json(4));
     let st = p.run(&["status", "--set", "ingest.path=moved.json"]).ok().stdout();
     assert!(st.contains("input dataset") && st.contains("changed"), "{st}");
-    let out = p.run(&["run", "--set", "ingest.path=moved.json"]).ok();
+    let out = p.run(&["run", "ingest", "--set", "ingest.path=moved.json"]).ok();
     assert_eq!(out.stages(), ["ingest ran"]);
     let show = p.run(&["show", "ingest", "--set", "ingest.path=moved.json"]).ok().stdout();
     assert!(show.contains("projects.parquet  (4 rows"), "{show}");
@@ -39,14 +39,14 @@ fn run_then_cached_then_rerun_on_change() {
 fn setting_change_is_explained_by_status() {
     let p = Project::new(TOML);
     p.write("data.json", seed_json(2));
-    p.run(&["run"]).ok();
+    p.run(&["run", "ingest"]).ok();
     let st = p.run(&["status", "--set", "ingest.format=seed-json"]).ok().stdout();
     assert!(st.contains("setting format: \"auto\" -> \"seed-json\""), "{st}");
 }
 
 /// Start `coltrast run` paused at a fault point; returns once it is there.
 fn start_paused(p: &Project, point: &str, extra: &[&str]) -> std::process::Child {
-    let mut args = vec!["run"];
+    let mut args = vec!["run", "ingest"];
     args.extend_from_slice(extra);
     let mut child = p
         .cmd(&args)
@@ -81,14 +81,14 @@ fn kill_9_leaves_nothing_trusted_and_rerun_matches_clean_run() {
         assert!(trusted_dirs(&arts, "ingest").is_empty(), "{point}: an interrupted run left a trusted dir");
         let st = p.run(&["status"]).ok().stdout();
         assert!(st.contains("ingest   will run"), "{st}");
-        let out = p.run(&["run"]).ok();
+        let out = p.run(&["run", "ingest"]).ok();
         assert_eq!(out.stages(), ["ingest ran"], "{point}");
         let dirs = trusted_dirs(&arts, "ingest");
         assert_eq!(dirs.len(), 1);
 
         let clean = Project::new(TOML);
         clean.write("data.json", seed_json(5));
-        clean.run(&["run"]).ok();
+        clean.run(&["run", "ingest"]).ok();
         let clean_dirs = trusted_dirs(&clean.path().join("artifacts"), "ingest");
         assert_eq!(dirs[0].file_name(), clean_dirs[0].file_name(), "same fingerprint");
         assert_eq!(tree_bytes(&dirs[0]), tree_bytes(&clean_dirs[0]), "{point}: same bytes as an uninterrupted run");
@@ -101,12 +101,12 @@ fn second_run_waits_for_the_lock_or_refuses() {
     p.write("data.json", seed_json(3));
     let mut holder = start_paused(&p, "ingest:before-manifest", &[]);
     // --no-wait refuses cleanly.
-    let out = p.run(&["run", "--no-wait"]);
+    let out = p.run(&["run", "ingest", "--no-wait"]);
     assert_eq!(out.code(), 1, "{}", out.stderr());
     assert!(out.stderr().contains("locked by another coltrast run"), "{}", out.stderr());
     assert_eq!(out.stderr().lines().count(), 1, "{}", out.stderr());
     // Without it, the second run waits, and finishes once the first one is gone.
-    let waiter = p.cmd(&["run"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let waiter = p.cmd(&["run", "ingest"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(700));
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -115,7 +115,7 @@ fn second_run_waits_for_the_lock_or_refuses() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("waiting for another run"), "{err}");
     assert_eq!(trusted_dirs(&p.path().join("artifacts"), "ingest").len(), 1);
-    p.run(&["run", "--verify"]).ok();
+    p.run(&["run", "ingest", "--verify"]).ok();
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn concurrent_runs_do_not_corrupt() {
     let p = Project::new(TOML);
     p.write("data.json", seed_json(50));
     let children: Vec<_> = (0..4)
-        .map(|_| p.cmd(&["run"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap())
+        .map(|_| p.cmd(&["run", "ingest"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap())
         .collect();
     let mut ran = 0;
     for c in children {
@@ -133,7 +133,7 @@ fn concurrent_runs_do_not_corrupt() {
         ran += err.lines().filter(|l| l.starts_with("ingest") && l.contains(" ran ")).count();
     }
     assert_eq!(ran, 1, "exactly one run should have done the work");
-    let out = p.run(&["run", "--verify"]).ok();
+    let out = p.run(&["run", "ingest", "--verify"]).ok();
     assert_eq!(out.stages(), ["ingest cached"]);
 }
 
@@ -141,14 +141,14 @@ fn concurrent_runs_do_not_corrupt() {
 fn verify_catches_tampering_via_cli() {
     let p = Project::new(TOML);
     p.write("data.json", seed_json(3));
-    p.run(&["run"]).ok();
+    p.run(&["run", "ingest"]).ok();
     let dir = &trusted_dirs(&p.path().join("artifacts"), "ingest")[0];
     let f = dir.join("qa.parquet");
     let mut bytes = std::fs::read(&f).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&f, bytes).unwrap();
-    let out = p.run(&["run", "--verify"]);
+    let out = p.run(&["run", "ingest", "--verify"]);
     assert_eq!(out.code(), 1);
     let err = out.stderr();
     assert_eq!(err.lines().filter(|l| l.starts_with("coltrast:")).count(), 1, "{err}");
@@ -159,9 +159,9 @@ fn verify_catches_tampering_via_cli() {
 fn gc_removes_unreachable_artifacts() {
     let p = Project::new(TOML);
     p.write("data.json", seed_json(2));
-    p.run(&["run"]).ok();
+    p.run(&["run", "ingest"]).ok();
     p.write("data.json", seed_json(3));
-    p.run(&["run"]).ok();
+    p.run(&["run", "ingest"]).ok();
     let arts = p.path().join("artifacts");
     assert_eq!(trusted_dirs(&arts, "ingest").len(), 2);
     let out = p.run(&["gc", "--keep", "1", "--dry-run"]).ok().stdout();
@@ -169,7 +169,7 @@ fn gc_removes_unreachable_artifacts() {
     let out = p.run(&["gc"]).ok().stdout();
     assert!(out.starts_with("removed "), "{out}");
     assert_eq!(trusted_dirs(&arts, "ingest").len(), 1);
-    assert_eq!(p.run(&["run"]).ok().stages(), ["ingest cached"]);
+    assert_eq!(p.run(&["run", "ingest"]).ok().stages(), ["ingest cached"]);
 }
 
 /// Every bad input gets one line naming file, record and field, and exit 1.
@@ -203,7 +203,7 @@ fn bad_inputs_get_one_line_and_exit_1() {
     for (what, bytes, expected) in cases {
         let p = Project::new(TOML);
         p.write("data.json", bytes);
-        let out = p.run(&["run"]);
+        let out = p.run(&["run", "ingest"]);
         assert_eq!(out.code(), 1, "{what}: {}", out.stderr());
         let err = out.stderr();
         let lines: Vec<&str> = err.lines().collect();
@@ -215,7 +215,7 @@ fn bad_inputs_get_one_line_and_exit_1() {
     let p = Project::new("[ingest]\npath = \"docs\"\n");
     p.write("docs/alpha.md", "# Alpha\ntext");
     p.write("docs/qa.csv", "project_id,question,answer\nbeta,What?,x\n");
-    let out = p.run(&["run"]);
+    let out = p.run(&["run", "ingest"]);
     assert_eq!(out.code(), 1);
     assert!(out.stderr().contains("project_id \"beta\" names an unknown project"), "{}", out.stderr());
 }
@@ -224,7 +224,7 @@ fn bad_inputs_get_one_line_and_exit_1() {
 fn empty_readme_is_a_warning_and_kept() {
     let p = Project::new(TOML);
     p.write("data.json", r#"{"projects":[{"project_id":"a","readme_content":"","qa_pairs":[]}]}"#);
-    let out = p.run(&["run"]).ok();
+    let out = p.run(&["run", "ingest"]).ok();
     assert!(out.stderr().contains("empty README"), "{}", out.stderr());
     let show = p.run(&["show", "ingest"]).ok().stdout();
     assert!(show.contains("projects.parquet  (1 rows"), "{show}");
@@ -270,7 +270,7 @@ fn cli_usage_errors_exit_1_and_help_exits_0() {
 #[test]
 fn missing_dataset_is_a_user_error() {
     let p = Project::new("[ingest]\npath = \"nope.json\"\n");
-    let out = p.run(&["run"]);
+    let out = p.run(&["run", "ingest"]);
     assert_eq!(out.code(), 1);
     assert!(out.stderr().contains("nope.json: dataset not found"), "{}", out.stderr());
 }
@@ -283,7 +283,7 @@ fn boolq_ingests_when_shared_data_is_present() {
     };
     let boolq = shared.join("data/boolq");
     let p = Project::new(&format!("[ingest]\npath = \"{}\"\n", boolq.display()));
-    p.run(&["run"]).ok();
+    p.run(&["run", "ingest"]).ok();
     let show = p.run(&["show", "ingest"]).ok().stdout();
     assert!(show.contains("projects.parquet  (2939 rows"), "{show}");
     assert!(show.contains("qa.parquet  (3270 rows"), "{show}");

@@ -10,7 +10,7 @@ use polars::prelude::*;
 fn ingest_artifacts_scan_in_polars() {
     let p = Project::new("[ingest]\npath = \"data.json\"\n");
     p.write("data.json", seed_json(3));
-    p.run(&["run"]).ok();
+    p.run(&["run", "ingest"]).ok();
     let dir = trusted_dirs(&p.path().join("artifacts"), "ingest").remove(0);
 
     let path = PlRefPath::new(dir.join("projects.parquet").to_str().unwrap());
