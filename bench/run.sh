@@ -22,3 +22,6 @@ if want encoder; then
     python3 bench/encoder.py | tee bench/results/encoder.md
   fi
 fi
+if want chunking; then
+  python3 bench/chunking.py | tee bench/results/chunking.md
+fi
