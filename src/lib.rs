@@ -3,13 +3,16 @@
 //!
 //! Layout: [`settings`] resolves pipeline.toml once; [`engine`] runs the closed list of [`stages`] with
 //! content-hashed caching; [`app`] holds what the CLI commands do, so `main` only parses arguments.
-//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training.
+//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training;
+//! [`onnx`] exports the trained model to ONNX and [`embed`] (ONNX Runtime) embeds for index and queries.
 
 pub mod app;
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
+pub mod onnx;
 pub mod settings;
 pub mod stages;
 pub mod table;
