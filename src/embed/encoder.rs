@@ -1,4 +1,23 @@
 //! [`OrtEncoder`]: tokenise, batch by a padded-token budget, run the exported model in ONNX Runtime.
+//!
+//! What: texts → token ids (parallel, truncated at `max_seq_length`) → sorted by length, longest first →
+//! batches whose `size × longest` stays within the token budget → padded int64 inputs → one ONNX Runtime
+//! run per batch → rows scattered back to input order.
+//!
+//! Inputs: an ONNX directory (`onnx_model.json`, the model file, `tokenizer.json`), the ONNX Runtime
+//! library path and [`EncoderOptions`].
+//!
+//! Outputs: [`Embeddings`], [`TokenRows`], or raw [`OutputTensor`]s from [`OrtEncoder::run_batch`].
+//!
+//! Example:
+//! ```no_run
+//! use coltrast::embed::{EncoderOptions, OrtEncoder};
+//! let opts = EncoderOptions { intra_threads: 2, max_batch_tokens: 4096, ..Default::default() };
+//! let enc = OrtEncoder::load_with("onnx".as_ref(), "/cache/libonnxruntime.so".as_ref(), opts)?;
+//! let tokens = enc.embed_tokens(&["late interaction"])?;
+//! assert_eq!(tokens[0].ids.len(), tokens[0].len());
+//! # Ok::<(), coltrast::Error>(())
+//! ```
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -13,6 +32,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use super::runtime::{environment, ort_err};
 use crate::error::{Error, Result};
 use crate::onnx::{OnnxModelInfo, ATTENTION_MASK, INPUT_IDS, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS, TOKEN_TYPE_IDS};
+use crate::settings::Settings;
 
 /// Tuning of an [`OrtEncoder`]. Speed only: results do not depend on it (beyond float rounding).
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +116,12 @@ pub struct OrtEncoder {
     opts: EncoderOptions,
 }
 
+// Index and query code shares one encoder across threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<OrtEncoder>();
+};
+
 /// Consecutive ranges over items sorted by decreasing length: each range's `len × first length` stays
 /// within `max_tokens` (a single over-long item still gets its own batch) and holds at most `max_batch`.
 pub fn plan_batches(sorted_lens: &[usize], max_tokens: usize, max_batch: usize) -> Vec<Range<usize>> {
@@ -114,6 +140,12 @@ impl OrtEncoder {
     /// Load `onnx_dir` (written by [`crate::onnx::export_sentence_model`]) with default batching.
     pub fn load(onnx_dir: &Path, ort_library: &Path, intra_threads: usize) -> Result<OrtEncoder> {
         Self::load_with(onnx_dir, ort_library, EncoderOptions { intra_threads, ..EncoderOptions::default() })
+    }
+
+    /// Load with the library path and thread count of the settings (`model.ort_library`, `model.threads`).
+    pub fn from_settings(onnx_dir: &Path, settings: &Settings) -> Result<OrtEncoder> {
+        let threads = usize::try_from(settings.model.threads).unwrap_or(0);
+        Self::load(onnx_dir, &settings.ort_library_path(), threads)
     }
 
     pub fn load_with(onnx_dir: &Path, ort_library: &Path, opts: EncoderOptions) -> Result<OrtEncoder> {
@@ -317,11 +349,10 @@ impl OrtEncoder {
             .map_err(|e| ort_err(&format!("running {}", self.dir.display()), e))?;
         let mut out = Vec::with_capacity(outputs.len());
         for name in outputs {
-            let value = result
-                .get(*name)
-                .ok_or_else(|| Error::Internal(format!("ONNX Runtime: no output {name:?} from {}", self.dir.display())))?;
-            let (shape, data) =
-                value.try_extract_tensor::<f32>().map_err(|e| ort_err(&format!("output {name}"), e))?;
+            let value = result.get(*name).ok_or_else(|| {
+                Error::Internal(format!("ONNX Runtime: no output {name:?} from {}", self.dir.display()))
+            })?;
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| ort_err(&format!("output {name}"), e))?;
             out.push(OutputTensor {
                 name: name.to_string(),
                 shape: shape.iter().map(|&d| d as usize).collect(),

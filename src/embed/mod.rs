@@ -31,7 +31,7 @@ mod encoder;
 pub mod parity;
 pub mod runtime;
 
-pub use encoder::{plan_batches, EncoderOptions, Embeddings, OrtEncoder, OutputTensor, TokenRows};
+pub use encoder::{plan_batches, Embeddings, EncoderOptions, OrtEncoder, OutputTensor, TokenRows};
 pub use parity::{cosine, max_abs_diff, ParityCase, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
 
 #[cfg(test)]

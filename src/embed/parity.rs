@@ -1,5 +1,21 @@
 //! Parity between the exported ONNX model and a reference (tch, sentence-transformers): max abs diff and
 //! cosine per sentence.
+//!
+//! What: the export stage embeds [`PARITY_SENTENCES`] with tch and with the exported model and fails when
+//! the max abs diff exceeds [`PARITY_TOLERANCE`] (1e-4).
+//!
+//! Inputs: texts, the ONNX embeddings (or an [`OrtEncoder`] to make them) and one reference vector per text.
+//! Outputs: a [`ParityReport`] (per sentence and overall max abs diff and cosine; `Serialize`, for reports).
+//!
+//! Example:
+//! ```
+//! use coltrast::embed::{Embeddings, ParityReport, PARITY_TOLERANCE};
+//! let onnx = Embeddings { dim: 2, data: vec![0.6, 0.8] };
+//! let tch = vec![vec![0.6, 0.80001]];
+//! let r = ParityReport::compare(&["hello"], &onnx, &tch)?;
+//! r.check(PARITY_TOLERANCE)?;
+//! # Ok::<(), coltrast::Error>(())
+//! ```
 
 use serde::Serialize;
 

@@ -53,11 +53,7 @@ pub fn environment(lib: &Path) -> Result<Environment> {
     if let Some((loaded, env)) = slot.as_ref() {
         let same = std::fs::canonicalize(lib).ok() == std::fs::canonicalize(loaded).ok();
         if !same {
-            tracing::warn!(
-                "ONNX Runtime is already loaded from {}; ignoring {}",
-                loaded.display(),
-                lib.display()
-            );
+            tracing::warn!("ONNX Runtime is already loaded from {}; ignoring {}", loaded.display(), lib.display());
         }
         return Ok(env.clone());
     }

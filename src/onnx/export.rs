@@ -67,7 +67,7 @@ pub struct ExportOptions {
 }
 
 /// What was written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExportInfo {
     pub onnx_path: PathBuf,
     pub info_path: PathBuf,
@@ -280,7 +280,8 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
         &[c.max_position_embeddings, h],
         m.position_embeddings.clone(),
     );
-    let ttype = g.weight("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], m.token_type_embeddings.clone());
+    let ttype =
+        g.weight("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], m.token_type_embeddings.clone());
     let we = g.op("Gather", &[&word, INPUT_IDS], vec![attr_i("axis", 0)], "emb.word");
     let seq = g.op("Shape", &[INPUT_IDS], vec![attr_i("start", 1), attr_i("end", 2)], "emb.seq_len");
     let zero = g.const_i64(&[1], &[0]);
@@ -371,7 +372,11 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
         .map(|n| ValueInfoProto::tensor(n, data_type::INT64, &bs()))
         .collect();
     let mut outputs = vec![
-        ValueInfoProto::tensor(SENTENCE_EMBEDDING, data_type::FLOAT, &["batch".into(), (m.embedding_dim() as i64).into()]),
+        ValueInfoProto::tensor(
+            SENTENCE_EMBEDDING,
+            data_type::FLOAT,
+            &["batch".into(), (m.embedding_dim() as i64).into()],
+        ),
         ValueInfoProto::tensor(
             TOKEN_EMBEDDINGS,
             data_type::FLOAT,

@@ -37,6 +37,6 @@ pub use export::{
 pub use model_dir::{BertConfig, SentenceModel};
 
 #[cfg(test)]
-pub(crate) mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;

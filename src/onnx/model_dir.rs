@@ -78,7 +78,10 @@ impl BertConfig {
         if c.hidden_size == 0 || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
             return bad(
                 "hidden_size",
-                format!("{} is not a positive multiple of num_attention_heads {}", c.hidden_size, c.num_attention_heads),
+                format!(
+                    "{} is not a positive multiple of num_attention_heads {}",
+                    c.hidden_size, c.num_attention_heads
+                ),
             );
         }
         if c.hidden_act != "gelu" {
@@ -303,13 +306,15 @@ impl SentenceModel {
             )));
         }
         let w = Weights::open(&st_file)?;
-        let p = if !w.contains("embeddings.word_embeddings.weight") && w.contains("bert.embeddings.word_embeddings.weight")
+        let p = if !w.contains("embeddings.word_embeddings.weight")
+            && w.contains("bert.embeddings.word_embeddings.weight")
         {
             "bert."
         } else {
             ""
         };
-        let word_embeddings = w.f32_shaped(&format!("{p}embeddings.word_embeddings.weight"), &[config.vocab_size, h])?;
+        let word_embeddings =
+            w.f32_shaped(&format!("{p}embeddings.word_embeddings.weight"), &[config.vocab_size, h])?;
         let position_embeddings =
             w.f32_shaped(&format!("{p}embeddings.position_embeddings.weight"), &[config.max_position_embeddings, h])?;
         let token_type_embeddings =
@@ -342,7 +347,11 @@ impl SentenceModel {
             let hw = Weights::open(&head_path)?;
             let (shape, weight) = hw.f32("weight")?;
             if shape.len() != 2 || shape[1] != h || shape[0] == 0 {
-                return Err(Error::data(&head_path, "tensor \"weight\"", format!("shape {shape:?}, expected [T, {h}]")));
+                return Err(Error::data(
+                    &head_path,
+                    "tensor \"weight\"",
+                    format!("shape {shape:?}, expected [T, {h}]"),
+                ));
             }
             let t = shape[0];
             let bias = hw.f32_shaped("bias", &[t])?;
@@ -386,7 +395,10 @@ impl SentenceModel {
         let cfg_path = dense_dir.join("config.json");
         if !cfg_path.is_file() {
             if listed {
-                return Err(Error::Usage(format!("{}: missing (modules.json lists a Dense module)", cfg_path.display())));
+                return Err(Error::Usage(format!(
+                    "{}: missing (modules.json lists a Dense module)",
+                    cfg_path.display()
+                )));
             }
             return Ok(None);
         }

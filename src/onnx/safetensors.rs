@@ -85,11 +85,10 @@ impl Weights {
         let mut len8 = [0u8; 8];
         len8.copy_from_slice(&bytes[..8]);
         let n = u64::from_le_bytes(len8);
-        let data_start = 8u64
-            .checked_add(n)
-            .filter(|&e| e <= bytes.len() as u64)
-            .ok_or_else(|| bad(format!("header length {n} runs past the end of the file ({} bytes)", bytes.len())))?
-            as usize;
+        let data_start =
+            8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
+                bad(format!("header length {n} runs past the end of the file ({} bytes)", bytes.len()))
+            })? as usize;
         let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..data_start])
             .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
         let data_len = bytes.len() - data_start;
@@ -163,10 +162,9 @@ impl Weights {
                 .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
                 .collect(),
             "F16" => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            "BF16" => raw
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                .collect(),
+            "BF16" => {
+                raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+            }
             other => {
                 return Err(Error::data(
                     &self.path,

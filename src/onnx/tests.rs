@@ -177,7 +177,10 @@ fn tch_reference(dir: &Path, ids: &[Vec<u32>], dense: bool, head: bool) -> Refer
             let v = heads(lin(&x, &format!("{p}.attention.self.value")));
             let probs = (q.matmul(&k.transpose(1, 2)) / (dh as f64).sqrt()).softmax(-1, Kind::Float);
             let ctx = probs.matmul(&v).permute([1, 0, 2]).reshape([l, h]);
-            let a = ln(&(lin(&ctx, &format!("{p}.attention.output.dense")) + &x), &format!("{p}.attention.output.LayerNorm"));
+            let a = ln(
+                &(lin(&ctx, &format!("{p}.attention.output.dense")) + &x),
+                &format!("{p}.attention.output.LayerNorm"),
+            );
             let i = lin(&a, &format!("{p}.intermediate.dense")).gelu("none");
             x = ln(&(lin(&i, &format!("{p}.output.dense")) + &a), &format!("{p}.output.LayerNorm"));
         }
@@ -478,7 +481,8 @@ fn measure_boolq_throughput() {
         })
         .collect();
     let tmp = tempfile::tempdir().unwrap();
-    let onnx_dir = tmp.path().join("onnx");
+    // COLTRAST_BENCH_OUT keeps the exported directory for inspection
+    let onnx_dir = std::env::var_os("COLTRAST_BENCH_OUT").map_or_else(|| tmp.path().join("onnx"), Into::into);
     let t0 = std::time::Instant::now();
     export_sentence_model(&model, &onnx_dir.join("model.onnx")).unwrap();
     let export_s = t0.elapsed().as_secs_f64();

@@ -94,7 +94,8 @@ fn tiny_tokenizer_json(vocab: &[String]) -> serde_json::Value {
         serde_json::json!({"id": id(t), "content": t, "single_word": false, "lstrip": false, "rstrip": false,
                            "normalized": false, "special": true})
     };
-    let added: Vec<serde_json::Value> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|t| special(t)).collect();
+    let added: Vec<serde_json::Value> =
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|t| special(t)).collect();
     serde_json::json!({
         "version": "1.0",
         "truncation": {"max_length": 8, "strategy": "LongestFirst", "stride": 0},
@@ -140,7 +141,10 @@ pub fn write_tiny_model(dir: &Path, dense: bool, token_head: bool, seed: u64) {
             "vocab_size": v, "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute"
         }),
     );
-    write_json(&dir.join("sentence_bert_config.json"), &serde_json::json!({"max_seq_length": TINY_MAX_SEQ, "do_lower_case": false}));
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        &serde_json::json!({"max_seq_length": TINY_MAX_SEQ, "do_lower_case": false}),
+    );
     write_json(
         &dir.join("1_Pooling/config.json"),
         &serde_json::json!({"word_embedding_dimension": h, "pooling_mode_cls_token": false,
@@ -152,7 +156,9 @@ pub fn write_tiny_model(dir: &Path, dense: bool, token_head: bool, seed: u64) {
         serde_json::json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
     ];
     if dense {
-        modules.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}));
+        modules.push(
+            serde_json::json!({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}),
+        );
     }
     modules.push(serde_json::json!({"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}));
     write_json(&dir.join("modules.json"), &serde_json::Value::Array(modules));
