@@ -147,7 +147,7 @@ struct Reference {
 }
 
 /// The model computed with plain tch ops, one unpadded sequence at a time, from the safetensors files.
-fn tch_reference(dir: &Path, ids: &[Vec<u32>], dense: bool, head: bool) -> Reference {
+fn tch_reference(dir: &Path, ids: &[Vec<u32>], dense: bool, tanh: bool, head: bool) -> Reference {
     use tch::{Kind, Tensor};
     let load = |p: &Path| -> HashMap<String, Tensor> { Tensor::read_safetensors(p).unwrap().into_iter().collect() };
     let w = load(&dir.join("model.safetensors"));
@@ -187,6 +187,9 @@ fn tch_reference(dir: &Path, ids: &[Vec<u32>], dense: bool, head: bool) -> Refer
         let mut pooled = x.mean_dim(Some([0i64].as_slice()), false, Kind::Float);
         if let Some(dw) = &dense_w {
             pooled = pooled.matmul(&dw["linear.weight"].tr()) + &dw["linear.bias"];
+            if tanh {
+                pooled = pooled.tanh();
+            }
         }
         let sent = &pooled / pooled.norm().clamp_min(1e-12);
         let tok = match &head_w {
@@ -202,12 +205,17 @@ fn tch_reference(dir: &Path, ids: &[Vec<u32>], dense: bool, head: bool) -> Refer
     r
 }
 
-fn check_tiny_against_tch(dense: bool, head: bool) {
-    let test = format!("tiny_model_matches_tch(dense={dense}, head={head})");
+fn check_tiny_against_tch(dense: bool, tanh: bool, head: bool) {
+    let test = format!("tiny_model_matches_tch(dense={dense}, tanh={tanh}, head={head})");
     let Some(lib) = ort_lib(&test) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("model");
     write_tiny_model(&src, dense, head, 42);
+    if tanh {
+        let cfg = std::fs::read_to_string(src.join("2_Dense/config.json")).unwrap();
+        let cfg = cfg.replace("torch.nn.modules.linear.Identity", "torch.nn.modules.activation.Tanh");
+        std::fs::write(src.join("2_Dense/config.json"), cfg).unwrap();
+    }
     let onnx_dir = tmp.path().join("onnx");
     export_sentence_model_with(&src, &onnx_dir.join("model.onnx"), &ExportOptions { last_hidden_state: true }).unwrap();
     // a small token budget forces several batches with different padding
@@ -221,7 +229,7 @@ fn check_tiny_against_tch(dense: bool, head: bool) {
     assert_eq!(ids[4].len(), TINY_MAX_SEQ, "truncated at max_seq_length, not tokenizer.json's 8");
     assert!(ids.iter().all(|s| s[0] == 2 && *s.last().unwrap() == 3), "[CLS] ... [SEP]");
     assert!(ids[5].contains(&1), "unknown words map to [UNK]");
-    let r = tch_reference(&src, &ids, dense, head);
+    let r = tch_reference(&src, &ids, dense, tanh, head);
 
     let emb = enc.embed(TEXTS).unwrap();
     assert_eq!((emb.len(), emb.dim), (TEXTS.len(), d));
@@ -256,12 +264,42 @@ fn check_tiny_against_tch(dense: bool, head: bool) {
 
 #[test]
 fn tiny_model_with_dense_and_token_head_matches_tch() {
-    check_tiny_against_tch(true, true);
+    check_tiny_against_tch(true, false, true);
 }
 
 #[test]
 fn tiny_model_without_heads_matches_tch() {
-    check_tiny_against_tch(false, false);
+    check_tiny_against_tch(false, false, false);
+}
+
+#[test]
+fn tiny_model_with_tanh_dense_matches_tch() {
+    check_tiny_against_tch(true, true, false);
+}
+
+#[test]
+fn bert_prefixed_keys_export_the_same_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain");
+    write_tiny_model(&plain, true, true, 11);
+    let prefixed = tmp.path().join("prefixed");
+    write_tiny_model(&prefixed, true, true, 11);
+    let w = super::safetensors::Weights::open(&plain.join("model.safetensors")).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = w
+        .names()
+        .map(|n| {
+            let (shape, data) = w.f32(n).unwrap();
+            (format!("bert.{n}"), shape, data)
+        })
+        .collect();
+    let refs: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())).collect();
+    super::safetensors::write_f32(&prefixed.join("model.safetensors"), &refs).unwrap();
+    export_sentence_model(&plain, &tmp.path().join("a/model.onnx")).unwrap();
+    export_sentence_model(&prefixed, &tmp.path().join("b/model.onnx")).unwrap();
+    let a = std::fs::read(tmp.path().join("a/model.onnx")).unwrap();
+    let b = std::fs::read(tmp.path().join("b/model.onnx")).unwrap();
+    assert!(a == b, "same weights under a `bert.` prefix must give the same ONNX bytes");
 }
 
 struct Case {
