@@ -3,7 +3,9 @@
 //!
 //! Layout: [`settings`] resolves pipeline.toml once; [`engine`] runs the closed list of [`stages`] with
 //! content-hashed caching; [`app`] holds what the CLI commands do, so `main` only parses arguments.
-//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training.
+//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training; [`index`]
+//! (FAISS) for vector search. [`late`] stores token embeddings and reranks by MaxSim; [`metrics`] scores
+//! ranked lists.
 
 pub mod app;
 pub mod embed_cache;
@@ -12,6 +14,9 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
+pub mod index;
+pub mod late;
+pub mod metrics;
 pub mod progress;
 pub mod settings;
 pub mod stages;
