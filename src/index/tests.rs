@@ -53,6 +53,12 @@ fn self_recall(index: &VectorIndex, data: &[f32], nq: usize, id_of: impl Fn(usiz
 }
 
 #[test]
+fn vector_index_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<VectorIndex>();
+}
+
+#[test]
 fn each_factory_finds_stored_vectors() {
     let data = random_unit(N, DIM, 7);
     for factory in FACTORIES {
@@ -289,7 +295,16 @@ path, qpath, dim, k = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4
 index = faiss.read_index(path)
 q = np.fromfile(qpath, dtype="<f4").reshape(-1, dim)
 D, I = index.search(q, k)
-print(json.dumps({"ntotal": int(index.ntotal), "d": int(index.d), "metric": int(index.metric_type), "ids": I.tolist(), "scores": D.tolist()}))
+params = {}
+try:
+    params["nprobe"] = int(faiss.extract_index_ivf(index).nprobe)
+except Exception:
+    pass
+try:
+    params["efSearch"] = int(faiss.downcast_index(index).hnsw.efSearch)
+except Exception:
+    pass
+print(json.dumps({"ntotal": int(index.ntotal), "d": int(index.d), "metric": int(index.metric_type), "ids": I.tolist(), "scores": D.tolist(), "params": params}))
 "#;
     for factory in FACTORIES {
         let index = VectorIndex::build(factory, DIM, &data, None).unwrap();
@@ -307,6 +322,12 @@ print(json.dumps({"ntotal": int(index.ntotal), "d": int(index.d), "metric": int(
         assert_eq!(v["ntotal"], N as u64);
         assert_eq!(v["d"], DIM as u64);
         assert_eq!(v["metric"], 0, "METRIC_INNER_PRODUCT is 0");
+        // The search parameters coltrast set are in the file.
+        match factory {
+            "HNSW32" => assert_eq!(v["params"]["efSearch"], 64, "{}", v["params"]),
+            "IVF4,Flat" => assert_eq!(v["params"]["nprobe"], 4, "nprobe 8 clamped to nlist: {}", v["params"]),
+            _ => {}
+        }
         let ours = index.search(&queries, 5).unwrap();
         for (q, hits) in ours.iter().enumerate() {
             let py_ids: Vec<i64> = v["ids"][q].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
