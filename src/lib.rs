@@ -6,6 +6,9 @@
 //! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training, [`onnx`]
 //! (ONNX graph export written in Rust) and [`embed`] (ort) for indexing and queries.
 //! [`onnx`] exports the trained model to ONNX and [`embed`] (ONNX Runtime) embeds for index and queries.
+//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training; [`index`]
+//! (FAISS) for vector search. [`late`] stores token embeddings and reranks by MaxSim; [`metrics`] scores
+//! ranked lists.
 
 pub mod app;
 pub mod embed;
@@ -15,6 +18,9 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
+pub mod index;
+pub mod late;
+pub mod metrics;
 pub mod onnx;
 pub mod progress;
 pub mod settings;
