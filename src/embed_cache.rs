@@ -87,6 +87,11 @@ impl EmbeddingCache {
         self.index.len()
     }
 
+    /// Whether `text` has a cached embedding.
+    pub fn contains(&self, text: &str) -> bool {
+        self.index.contains_key(&key(text))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
@@ -159,6 +164,110 @@ impl EmbeddingCache {
     }
 }
 
+/// Token embeddings (variable length, stored as f16) keyed by (model hash, text hash), beside the
+/// sentence-embedding cache: `artifacts/.cache/tokens/<model-hash>/part-<hash>.parquet` with columns
+/// `text_hash` FixedSizeBinary(32), `n_tokens` Int32, `tokens` Binary (little-endian f16, `n_tokens × dim`).
+pub struct TokenCache {
+    dir: PathBuf,
+    dim: usize,
+    map: HashMap<[u8; 32], Vec<u16>>,
+    pending: Vec<[u8; 32]>,
+}
+
+pub fn token_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("text_hash", DataType::FixedSizeBinary(32), false),
+        Field::new("n_tokens", DataType::Int32, false),
+        Field::new("tokens", DataType::Binary, false),
+    ]))
+}
+
+impl TokenCache {
+    pub fn open(cache_root: &Path, model_hash: &str, dim: usize) -> Result<Self> {
+        let dir = cache_root.join("tokens").join(&model_hash[..model_hash.len().min(32)]);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let mut c = TokenCache { dir: dir.clone(), dim, map: HashMap::new(), pending: vec![] };
+        let mut parts: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .at(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        parts.sort();
+        for part in parts {
+            if let Err(e) = c.load_part(&part) {
+                tracing::warn!("ignoring unreadable token cache part: {e}");
+            }
+        }
+        Ok(c)
+    }
+
+    fn load_part(&mut self, path: &Path) -> Result<()> {
+        use arrow::array::{BinaryArray, Int32Array};
+        let b = table::read_parquet(path, "token-cache", &token_schema())?;
+        let hashes = b.column(0).as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| Error::internal("text_hash"))?;
+        let ns = b.column(1).as_any().downcast_ref::<Int32Array>().ok_or_else(|| Error::internal("n_tokens"))?;
+        let data = b.column(2).as_any().downcast_ref::<BinaryArray>().ok_or_else(|| Error::internal("tokens"))?;
+        for i in 0..b.num_rows() {
+            let bytes = data.value(i);
+            if bytes.len() != ns.value(i) as usize * self.dim * 2 {
+                return Err(Error::internal(format!("{}: row {i}: wrong token byte count", path.display())));
+            }
+            let mut k = [0u8; 32];
+            k.copy_from_slice(hashes.value(i));
+            self.map.insert(k, bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect());
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, text: &str) -> bool {
+        self.map.contains_key(&key(text))
+    }
+
+    /// Token vectors of `text` as f32 (row-major `n × dim`), if cached.
+    pub fn get(&self, text: &str) -> Option<Vec<f32>> {
+        self.map.get(&key(text)).map(|v| v.iter().map(|b| half::f16::from_bits(*b).to_f32()).collect())
+    }
+
+    pub fn insert(&mut self, text: &str, tokens: &[f32]) {
+        let k = key(text);
+        if !self.map.contains_key(&k) {
+            self.map.insert(k, tokens.iter().map(|x| half::f16::from_f32(*x).to_bits()).collect());
+            self.pending.push(k);
+        }
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        use arrow::array::{BinaryArray, Int32Array};
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut h = blake3::Hasher::new();
+        let mut ns = Vec::new();
+        let mut blobs: Vec<Vec<u8>> = Vec::new();
+        for k in &self.pending {
+            h.update(k);
+            let v = &self.map[k];
+            ns.push((v.len() / self.dim) as i32);
+            blobs.push(v.iter().flat_map(|b| b.to_le_bytes()).collect());
+        }
+        let name = format!("part-{}.parquet", &h.finalize().to_hex()[..16]);
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let hashes = FixedSizeBinaryArray::try_from_iter(self.pending.iter()).map_err(Error::internal)?;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(hashes),
+            Arc::new(Int32Array::from(ns)),
+            Arc::new(BinaryArray::from_iter_values(blobs.iter())),
+        ];
+        table::write_parquet(&tmp, token_schema(), cols)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+        let dest = self.dir.join(name);
+        std::fs::rename(&tmp, &dest).at(&dest)?;
+        crate::fsutil::sync_dir(&self.dir);
+        self.pending.clear();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +292,18 @@ mod tests {
         // Another model hash is another cache.
         let c2 = EmbeddingCache::open(dir.path(), "xyz", 2).unwrap();
         assert!(c2.is_empty());
+    }
+
+    #[test]
+    fn token_cache_round_trips_in_f16() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = TokenCache::open(dir.path(), "m", 2).unwrap();
+        c.insert("a", &[0.5, -0.25, 1.0, 0.1]);
+        c.flush().unwrap();
+        let c = TokenCache::open(dir.path(), "m", 2).unwrap();
+        let v = c.get("a").unwrap();
+        assert_eq!(v.len(), 4);
+        assert!((v[3] - 0.1).abs() < 1e-3 && v[0] == 0.5);
+        assert!(c.get("b").is_none());
     }
 }

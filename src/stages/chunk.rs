@@ -26,8 +26,9 @@
 //!   FixedSizeList<Float32, dim> (of the plain text). Empty with `strategy = "none"`.
 //! - `chunks.parquet`: `chunk_id` Utf8 (stable: blake3 of project id and chunk text, 16 hex digits), `project_id`
 //!   Utf8, `ordinal` Int64 (per project), `text` Utf8 (Markdown kept), `n_tokens` Int64, `first_sentence_idx`
-//!   Int64, `last_sentence_idx` Int64 (inclusive; -1 with `strategy = "none"`), `embedding` FixedSizeList<Float32,
-//!   dim> (of the Markdown-stripped chunk text).
+//!   Int64, `last_sentence_idx` Int64 (inclusive; -1 with `strategy = "none"`), `embed_text` Utf8 (exactly what
+//!   was embedded: the Markdown-stripped text, or the titled document with `strategy = "none"`), `embedding`
+//!   FixedSizeList<Float32, dim>.
 //!
 //! **Params.** `chunk.strategy`, `chunk.similarity_threshold`, `chunk.compare`, `chunk.max_tokens`
 //! (`chunk.batch_size` is speed only and not in the key).
@@ -77,6 +78,7 @@ pub fn chunks_schema(dim: usize) -> Arc<Schema> {
         Field::new("n_tokens", DataType::Int64, false),
         Field::new("first_sentence_idx", DataType::Int64, false),
         Field::new("last_sentence_idx", DataType::Int64, false),
+        Field::new("embed_text", DataType::Utf8, false),
         Field::new("embedding", table::embedding_type(dim), false),
     ]))
 }
@@ -89,6 +91,8 @@ pub struct Chunk {
     pub ordinal: i64,
     pub text: String,
     pub n_tokens: i64,
+    /// The exact text that was embedded (Markdown stripped; for `strategy = "none"` the titled document).
+    pub embed_text: String,
 }
 
 /// Read chunks.parquet: the chunks and their embeddings (flat, row-major) and dim.
@@ -101,11 +105,13 @@ pub fn read_chunks(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>, usize)> {
         Field::new("ordinal", DataType::Int64, false),
         Field::new("text", DataType::Utf8, false),
         Field::new("n_tokens", DataType::Int64, false),
+        Field::new("embed_text", DataType::Utf8, false),
     ]))?;
     let (emb, dim) = table::embedding_values(&probe, "embedding")?;
     let (ids, pids, texts) =
         (table::str_col(&probe, "chunk_id")?, table::str_col(&probe, "project_id")?, table::str_col(&probe, "text")?);
     let (ord, ntok) = (table::i64_col(&probe, "ordinal")?, table::i64_col(&probe, "n_tokens")?);
+    let etext = table::str_col(&probe, "embed_text")?;
     let chunks = (0..probe.num_rows())
         .map(|i| Chunk {
             chunk_id: ids.value(i).to_string(),
@@ -113,6 +119,7 @@ pub fn read_chunks(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>, usize)> {
             ordinal: ord.value(i),
             text: texts.value(i).to_string(),
             n_tokens: ntok.value(i),
+            embed_text: etext.value(i).to_string(),
         })
         .collect();
     Ok((chunks, emb, dim))
@@ -141,7 +148,7 @@ impl Stage<Settings> for ChunkStage {
         &["ingest"]
     }
     fn code_version(&self) -> u32 {
-        1
+        2
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = s.section("chunk")?;
@@ -209,6 +216,7 @@ struct ChunkRow {
     n_tokens: i64,
     first: i64,
     last: i64,
+    embed_text: String,
 }
 
 struct Output {
@@ -386,6 +394,7 @@ fn semantic(
                 n_tokens: n_tokens as i64,
                 first: members[0].idx,
                 last: members[members.len() - 1].idx,
+                embed_text: plain.clone(),
             });
             chunk_plains.push(plain);
         }
@@ -424,6 +433,7 @@ fn whole_documents(
             text,
             first: -1,
             last: -1,
+            embed_text: embedded.clone(),
         });
         embed_texts.push(embedded);
     }
@@ -521,6 +531,7 @@ fn write_chunks(path: &Path, rows: &[ChunkRow], emb: Vec<f32>, dim: usize) -> Re
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n_tokens))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.first))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.last))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.embed_text.as_str()))),
         table::embedding_array(emb, dim)?,
     ];
     table::write_parquet(path, chunks_schema(dim), cols)

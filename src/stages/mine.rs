@@ -494,6 +494,7 @@ mod tests {
                 ordinal: i as i64,
                 text: t.to_string(),
                 n_tokens: 4,
+                embed_text: t.to_string(),
             })
             .collect();
         let refs: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();

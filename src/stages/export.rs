@@ -1,0 +1,125 @@
+//! # export: the trained model (and the base model) as ONNX, built in Rust
+//!
+//! **What.** Builds the ONNX graph (opset 17) of the fine-tuned model from its weights with [`crate::onnx`] —
+//! no Python, no tracing — and of the base model, which eval compares against. Then runs each exported graph
+//! in ONNX Runtime on fixed sentences and compares it with libtorch: the stage fails if the max absolute
+//! difference of the sentence embeddings (and, for the fine-tuned model, the token embeddings) exceeds 1e-4.
+//!
+//! **Inputs.** `train/model/` (a sentence-transformers dir with the ColTrast heads); the base model.
+//!
+//! **Outputs.** `coltrast/` and `base/`, each with `model.onnx` (inputs `input_ids`, `attention_mask`,
+//! `token_type_ids`: int64 [batch, seq], dynamic; outputs `sentence_embedding` [batch, D] pooled, projected
+//! and L2-normalised, `token_embeddings` [batch, seq, T] token head, L2-normalised per token; for the base
+//! model, which has no token head, the normalised last hidden state), the tokenizer files and
+//! `onnx_model.json` (inputs, outputs, dims, max_seq_length, opset). `parity.json`: the parity reports.
+//!
+//! **Params.** `export.model` (`"coltrast"` or `"base"`): which of the two the index stage and the query
+//! commands serve.
+//!
+//! **Example.** `coltrast run export && python -c "import onnxruntime as o; o.InferenceSession('…/coltrast/model.onnx')"`
+
+use std::path::Path;
+
+use crate::embed::{max_abs_diff, OrtEncoder, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
+use crate::engine::{ExternalInput, Stage, StageContext};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+use crate::stages::train;
+
+pub const FINETUNED: &str = "coltrast";
+pub const BASE: &str = "base";
+pub const MODEL_FILE: &str = "model.onnx";
+
+pub struct Export;
+
+impl Stage<Settings> for Export {
+    fn name(&self) -> &'static str {
+        "export"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["train"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, _s: &Settings) -> Result<toml::Value> {
+        // export.model only picks what is served; both models are always exported.
+        Ok(toml::Value::Table(toml::Table::new()))
+    }
+    fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
+        Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
+    }
+    fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
+        let s = ctx.config;
+        let trained = ctx.upstream_dir("train")?.join(train::MODEL_DIR);
+        let out_ft = ctx.output(FINETUNED);
+        let out_base = ctx.output(BASE);
+        let info_ft = crate::onnx::export_sentence_model(&trained, &out_ft.join(MODEL_FILE))?;
+        let info_base = crate::onnx::export_sentence_model(&s.base_model_dir(), &out_base.join(MODEL_FILE))?;
+        ctx.record_stat("embedding_dim", info_ft.embedding_dim as u64);
+        ctx.record_stat("token_dim", info_ft.token_dim as u64);
+
+        // Parity: ort against libtorch on fixed sentences.
+        let device = tch::Device::Cpu;
+        let (model, _meta) = crate::train::export::load_model_dir(&trained, device)?;
+        let ft = OrtEncoder::from_settings(&out_ft, s)?;
+        let reference = tensor_rows(&model.embed(PARITY_SENTENCES, 8)?)?;
+        let pooled = ft.parity(PARITY_SENTENCES, &reference)?;
+        let tokens = token_parity(&model, &ft)?;
+        let base_enc = crate::encoder::Encoder::load(&s.base_model_dir(), device).map_err(Error::from)?;
+        let base_ref = base_enc.embed(PARITY_SENTENCES, 8).map_err(Error::from)?;
+        let base_rows: Vec<Vec<f32>> = base_ref.rows().map(|r| r.to_vec()).collect();
+        let base = OrtEncoder::from_settings(&out_base, s)?.parity(PARITY_SENTENCES, &base_rows)?;
+        write_parity(&ctx.output("parity.json"), &pooled, tokens, &base)?;
+        ctx.record_stat("parity_max_abs_diff_coltrast", pooled.max_abs_diff as f64);
+        ctx.record_stat("parity_max_abs_diff_tokens", tokens as f64);
+        ctx.record_stat("parity_max_abs_diff_base", base.max_abs_diff as f64);
+        pooled.check(PARITY_TOLERANCE)?;
+        base.check(PARITY_TOLERANCE)?;
+        if tokens > PARITY_TOLERANCE {
+            return Err(Error::Internal(format!(
+                "ONNX parity failed: token embeddings differ from libtorch by {tokens:.3e} > {PARITY_TOLERANCE:.0e}"
+            )));
+        }
+        tracing::info!(pooled = pooled.max_abs_diff, tokens, base = base.max_abs_diff, "ONNX parity");
+        Ok(())
+    }
+}
+
+fn tensor_rows(t: &tch::Tensor) -> Result<Vec<Vec<f32>>> {
+    let t = t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+    let dims = t.size();
+    let (n, d) = (dims[0] as usize, dims[1] as usize);
+    let flat: Vec<f32> = Vec::<f32>::try_from(t.view([-1])).map_err(|e| Error::internal(format!("tensor: {e}")))?;
+    Ok((0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect())
+}
+
+/// Max abs difference between tch's and ort's token embeddings (real tokens only).
+fn token_parity(model: &crate::train::model::ColTrastModel, ort: &OrtEncoder) -> Result<f32> {
+    let got = ort.embed_tokens(PARITY_SENTENCES)?;
+    let mut worst = 0f32;
+    let _guard = tch::no_grad_guard();
+    for (i, text) in PARITY_SENTENCES.iter().enumerate() {
+        let batch = model.encoder().batch(&[text]).map_err(Error::from)?;
+        let enc = model.encode(&batch, false);
+        let n = got[i].len() as i64;
+        let rows = enc.tokens.get(0).narrow(0, 0, n).to_device(tch::Device::Cpu).contiguous();
+        let flat: Vec<f32> = Vec::<f32>::try_from(rows.view([-1])).map_err(|e| Error::internal(format!("tensor: {e}")))?;
+        worst = worst.max(max_abs_diff(&flat, &got[i].data));
+    }
+    Ok(worst)
+}
+
+fn write_parity(path: &Path, pooled: &ParityReport, tokens: f32, base: &ParityReport) -> Result<()> {
+    let v = serde_json::json!({"tolerance": PARITY_TOLERANCE, "coltrast_sentence": pooled, "coltrast_tokens_max_abs_diff": tokens, "base_sentence": base});
+    let bytes = serde_json::to_vec_pretty(&v).map_err(Error::internal)?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// The ONNX dir the index and the queries serve, per `export.model`.
+pub fn served_dir(export_dir: &Path, s: &Settings) -> std::path::PathBuf {
+    export_dir.join(match s.export.model {
+        crate::settings::ServedModel::Coltrast => FINETUNED,
+        crate::settings::ServedModel::Base => BASE,
+    })
+}

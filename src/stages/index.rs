@@ -1,0 +1,157 @@
+//! # index: ONNX Runtime embeddings and a FAISS index of the chunks
+//!
+//! **What.** Embeds every chunk's `embed_text` with the served ONNX model (`export.model`) through ONNX
+//! Runtime ([`crate::embed`]), builds a FAISS index from `index.factory` ([`crate::index`]), and stores each
+//! chunk's token embeddings for late-interaction reranking ([`crate::late`]).
+//!
+//! **Embedding cache.** Sentence and token embeddings are cached by (ONNX model hash, text hash) under
+//! `artifacts/.cache/`, so re-indexing after one README changes embeds only that README's changed chunks
+//! (the manifest's `texts_embedded` says how many).
+//!
+//! **Inputs.** `chunk/chunks.parquet`; `export/<model>/model.onnx`.
+//!
+//! **Outputs.**
+//! - `chunk_embeddings.parquet`: `chunk_id` Utf8, `project_id` Utf8, `embedding` FixedSizeList<Float32, D>.
+//!   Row i is FAISS id i (and row i of `chunks.parquet`).
+//! - `index.faiss`: inner product over unit vectors (cosine). "Flat" (exact, default), "HNSW32", "IVF{n},Flat"
+//!   (trained on the embeddings; needs at least n chunks) and other FAISS factory strings.
+//! - `tokens/`: `token_embeddings.f16` (little-endian binary16, each chunk's token vectors back to back,
+//!   `[CLS]`/`[SEP]` included, padding excluded), `token_offsets.parquet` (`chunk_row` Int64, `offset` Int64 in
+//!   tokens, `n_tokens` Int32) and `token_embeddings.json` (`dim`, `dtype`, counts).
+//! - `index.json`: the served model, factory, dims and count.
+//!
+//! **Params.** `index.factory`, `export.model` (`index.rerank_depth` is used by queries and eval, not here).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::embed::OrtEncoder;
+use crate::embed_cache::{EmbeddingCache, TokenCache};
+use crate::engine::{ExternalInput, Stage, StageContext};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+use crate::stages::{chunk, export};
+use crate::table;
+
+pub const EMBEDDINGS: &str = "chunk_embeddings.parquet";
+pub const FAISS: &str = "index.faiss";
+pub const TOKENS: &str = "tokens";
+pub const INFO: &str = "index.json";
+
+pub fn embeddings_schema(dim: usize) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("chunk_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Utf8, false),
+        Field::new("embedding", table::embedding_type(dim), false),
+    ]))
+}
+
+pub struct IndexStage;
+
+/// The blake3 of the served model.onnx, from the export manifest.
+pub fn served_model_hash(ctx: &StageContext<'_, Settings>) -> Result<String> {
+    let served = export::served_dir(std::path::Path::new(""), ctx.config);
+    let rel = format!("{}/{}", served.display(), export::MODEL_FILE);
+    let m = ctx.upstream_manifest("export")?;
+    m.output(&rel)
+        .map(|o| o.blake3.clone())
+        .ok_or_else(|| Error::internal(format!("export manifest has no {rel}")))
+}
+
+/// Embed `texts` with `enc`, through both caches; returns (flat sentence embeddings, per-text token rows).
+pub fn embed_cached(
+    enc: &OrtEncoder,
+    emb_cache: &mut EmbeddingCache,
+    tok_cache: &mut TokenCache,
+    texts: &[&str],
+    what: &str,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let mut missing: Vec<&str> = texts.iter().copied().filter(|t| !emb_cache.contains(t) || !tok_cache.contains(t)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        let bar = crate::progress::bar(missing.len() as u64, what);
+        for group in missing.chunks(256) {
+            let (e, toks) = enc.embed_both(group)?;
+            emb_cache.embed(group, |_| Ok(e.data.clone()))?;
+            for (t, rows) in group.iter().zip(&toks) {
+                tok_cache.insert(t, &rows.data);
+            }
+            bar.inc(group.len() as u64);
+        }
+        bar.finish_and_clear();
+    }
+    let flat = emb_cache.embed(texts, |m| Err(Error::internal(format!("{} texts missing from the cache", m.len()))))?;
+    let tokens = texts
+        .iter()
+        .map(|t| tok_cache.get(t).ok_or_else(|| Error::internal("token cache miss after embedding")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((flat, tokens))
+}
+
+impl Stage<Settings> for IndexStage {
+    fn name(&self) -> &'static str {
+        "index"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["chunk", "export"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, s: &Settings) -> Result<toml::Value> {
+        let mut t = toml::Table::new();
+        t.insert("factory".into(), s.index.factory.clone().into());
+        t.insert("model".into(), s.export.model.as_str().into());
+        Ok(toml::Value::Table(t))
+    }
+    fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
+        Ok(vec![])
+    }
+    fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
+        let s = ctx.config;
+        let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
+        let onnx_dir = export::served_dir(ctx.upstream_dir("export")?, s);
+        let info = crate::onnx::OnnxModelInfo::read(&onnx_dir)?;
+        let enc = OrtEncoder::from_settings(&onnx_dir, s)?;
+        let hash = served_model_hash(ctx)?;
+        let mut emb_cache = EmbeddingCache::open(ctx.cache_root(), &format!("onnx-{hash}"), info.embedding_dim)?;
+        let mut tok_cache = TokenCache::open(ctx.cache_root(), &format!("onnx-{hash}"), info.token_dim)?;
+        let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
+        let before = emb_cache.misses;
+        let (flat, tokens) = embed_cached(&enc, &mut emb_cache, &mut tok_cache, &texts, "embedding chunks (ort)")?;
+        let embedded = emb_cache.misses - before;
+        emb_cache.flush()?;
+        tok_cache.flush()?;
+        ctx.record_stat("texts_embedded", embedded as u64);
+        ctx.record_stat("texts_from_cache", (texts.len() - embedded) as u64);
+        tracing::info!(chunks = chunks.len(), embedded, "indexing");
+
+        let dim = info.embedding_dim;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(chunks.iter().map(|c| c.chunk_id.as_str()))),
+            Arc::new(StringArray::from_iter_values(chunks.iter().map(|c| c.project_id.as_str()))),
+            table::embedding_array(flat.clone(), dim)?,
+        ];
+        let n = table::write_parquet(&ctx.output(EMBEDDINGS), embeddings_schema(dim), cols)?;
+        ctx.record_rows(EMBEDDINGS, n);
+        let index = crate::index::VectorIndex::build(&s.index.factory, dim, &flat, None)?;
+        index.write(&ctx.output(FAISS))?;
+        let mut writer = crate::late::TokenStoreWriter::create(&ctx.output(TOKENS), info.token_dim)?;
+        for (row, t) in tokens.iter().enumerate() {
+            if !t.is_empty() {
+                writer.add(row as i64, t)?;
+            }
+        }
+        writer.finish()?;
+        let meta = serde_json::json!({
+            "model": s.export.model.as_str(), "factory": s.index.factory, "embedding_dim": dim,
+            "token_dim": info.token_dim, "count": chunks.len(), "onnx_blake3": hash,
+        });
+        let p = ctx.output(INFO);
+        std::fs::write(&p, serde_json::to_vec_pretty(&meta).map_err(Error::internal)?).map_err(|e| Error::io(&p, e))?;
+        Ok(())
+    }
+}
