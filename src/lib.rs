@@ -3,7 +3,8 @@
 //!
 //! Layout: [`settings`] resolves pipeline.toml once; [`engine`] runs the closed list of [`stages`] with
 //! content-hashed caching; [`app`] holds what the CLI commands do, so `main` only parses arguments.
-//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training.
+//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training; [`train`] holds
+//! the ColTrast model, loss and training loop.
 
 pub mod app;
 pub mod embed_cache;
@@ -17,5 +18,6 @@ pub mod settings;
 pub mod stages;
 pub mod table;
 pub mod text;
+pub mod train;
 
 pub use error::{Error, Result};
