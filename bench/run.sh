@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark, each against its baseline in the same run. Results go to bench/results/.
 # Python appears here only to race the Python baselines (and to time commands); the pipeline never calls it.
+# BENCH=noop,encoder,... selects sections (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/results
-BIN="${CARGO_TARGET_DIR:-$HOME/.cache/coltrast/target}/release/coltrast"
-export BIN
-python3 bench/noop.py "${BENCH_REPEATS:-15}" | tee bench/results/noop.md
+CACHE="${COLTRAST_CACHE:-$HOME/.cache/coltrast}"
+export BIN="${CARGO_TARGET_DIR:-$CACHE/target}/release/coltrast"
+export MODEL_DIR="$CACHE/models/all-MiniLM-L6-v2"
+export BOOLQ="${BOOLQ:-$(cd .. && pwd)/shared/data/boolq}"
+want() { [[ -z "${BENCH:-}" || ",$BENCH," == *",$1,"* ]]; }
+
+if want noop; then
+  python3 bench/noop.py "${BENCH_REPEATS:-15}" | tee bench/results/noop.md
+fi
+if want encoder; then
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping encoder: BoolQ not found at $BOOLQ (set BOOLQ=...)"; else
+    cargo build --release --locked --example embed_bench -q
+    export EXAMPLE="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/embed_bench"
+    export BENCH_PY="$(bash bench/venv.sh)"
+    python3 bench/encoder.py | tee bench/results/encoder.md
+  fi
+fi
+if want chunking; then
+  python3 bench/chunking.py | tee bench/results/chunking.md
+fi

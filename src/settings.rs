@@ -28,6 +28,29 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("coltrast")
 }
 
+/// The Hugging Face hub cache directory, as huggingface_hub and the hf-hub crate lay it out.
+pub fn hf_hub_cache() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("HF_HUB_CACHE").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("HF_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface").join("hub"))
+}
+
+/// The snapshot dir of `owner/name` in a hub cache (`models--owner--name/snapshots/<refs/main>`), if present.
+pub fn hf_snapshot(hub: &Path, id: &str) -> Option<PathBuf> {
+    let (owner, name) = id.split_once('/')?;
+    if owner.is_empty() || name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let repo = hub.join(format!("models--{owner}--{name}"));
+    let rev = std::fs::read_to_string(repo.join("refs").join("main")).ok()?;
+    let snap = repo.join("snapshots").join(rev.trim());
+    snap.is_dir().then_some(snap)
+}
+
 /// All settings. Field docs are the reference; pipeline.toml repeats them with their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -305,12 +328,21 @@ impl Settings {
         self.resolve_path(&self.artifacts_dir)
     }
 
+    /// The base model's directory: `model.base` as a local path, or, for a Hugging Face id such as
+    /// `sentence-transformers/all-MiniLM-L6-v2` that is not a local path, its snapshot in the Hugging Face
+    /// hub cache (`$HF_HUB_CACHE`, `$HF_HOME/hub` or `~/.cache/huggingface/hub`) when one is there. Nothing is
+    /// downloaded; a missing model is reported by the encoder with a pointer to `make setup`.
     pub fn base_model_dir(&self) -> PathBuf {
         if self.model.base.is_empty() {
-            cache_dir().join("models").join("all-MiniLM-L6-v2")
-        } else {
-            self.resolve_path(&self.model.base)
+            return cache_dir().join("models").join("all-MiniLM-L6-v2");
         }
+        let local = self.resolve_path(&self.model.base);
+        if local.exists() {
+            return local;
+        }
+        hf_hub_cache()
+            .and_then(|hub| hf_snapshot(&hub, &self.model.base))
+            .unwrap_or(local)
     }
 
     pub fn ort_library_path(&self) -> PathBuf {
@@ -748,6 +780,21 @@ mod tests {
         // an integer is accepted where a float is expected on the command line
         let r = resolve(&sources(None, &[], &["chunk.similarity_threshold=1"])).unwrap();
         assert_eq!(r.settings.chunk.similarity_threshold, 1.0);
+    }
+
+    #[test]
+    fn hf_ids_resolve_through_the_hub_cache() {
+        let hub = tempfile::tempdir().unwrap();
+        let repo = hub.path().join("models--sentence-transformers--all-MiniLM-L6-v2");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        assert_eq!(
+            hf_snapshot(hub.path(), "sentence-transformers/all-MiniLM-L6-v2"),
+            Some(repo.join("snapshots/abc123"))
+        );
+        assert_eq!(hf_snapshot(hub.path(), "other/model"), None);
+        assert_eq!(hf_snapshot(hub.path(), "not-an-id"), None);
     }
 
     #[test]

@@ -290,23 +290,30 @@ pub fn mine(
     let pairs: Vec<Pair> = pairs.into_iter().collect::<Result<_>>()?;
 
     // How well the base model already finds the right project for each query (used to choose the template).
-    let mut top1_project = 0usize;
-    let mut mrr_project = 0f64;
-    for (i, q) in ds.qa.iter().enumerate() {
-        let qv = &query_emb[i * dim..(i + 1) * dim];
-        let mut scores: Vec<(f32, &str)> = chunks
-            .iter()
-            .enumerate()
-            .map(|(c, ch)| (dot(qv, &chunk_emb[c * dim..(c + 1) * dim]), ch.project_id.as_str()))
-            .collect();
-        scores.sort_by(|a, b| b.0.total_cmp(&a.0));
-        if let Some(rank) = scores.iter().position(|(_, p)| *p == q.project_id) {
-            if rank == 0 {
-                top1_project += 1;
-            }
-            mrr_project += 1.0 / (rank as f64 + 1.0);
-        }
-    }
+    let chunk_row: HashMap<&str, usize> = chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
+    // Per query: (rank of the first chunk of its project, rank of its positive chunk if it has one).
+    let ranks: Vec<(Option<usize>, Option<Option<usize>>)> = ds
+        .qa
+        .par_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let qv = &query_emb[i * dim..(i + 1) * dim];
+            let mut scores: Vec<(f32, usize)> =
+                (0..chunks.len()).map(|c| (dot(qv, &chunk_emb[c * dim..(c + 1) * dim]), c)).collect();
+            scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let project_rank = scores.iter().position(|(_, c)| chunks[*c].project_id == q.project_id);
+            let chunk_rank = pairs[i]
+                .positive_chunk_id
+                .as_deref()
+                .and_then(|id| chunk_row.get(id))
+                .map(|pos| scores.iter().position(|(_, c)| c == pos));
+            (project_rank, chunk_rank)
+        })
+        .collect();
+    let top1_project = ranks.iter().filter(|r| r.0 == Some(0)).count();
+    let mrr_project: f64 = ranks.iter().filter_map(|r| r.0).map(|k| 1.0 / (k as f64 + 1.0)).sum();
+    let n_chunk_pos = ranks.iter().filter(|r| r.1.is_some()).count();
+    let mrr_chunk: f64 = ranks.iter().filter_map(|r| r.1.flatten()).map(|k| 1.0 / (k as f64 + 1.0)).sum();
     let mut stats = BTreeMap::new();
     let mut count = |k: &str, v: usize| {
         stats.insert(k.to_string(), serde_json::Value::from(v as u64));
@@ -328,6 +335,9 @@ pub fn mine(
         let n = ds.qa.len() as f64;
         stats.insert("base_query_top1_project".into(), serde_json::json!(top1_project as f64 / n));
         stats.insert("base_query_mrr_project".into(), serde_json::json!(mrr_project / n));
+        if n_chunk_pos > 0 {
+            stats.insert("base_query_mrr_positive_chunk".into(), serde_json::json!(mrr_chunk / n_chunk_pos as f64));
+        }
     }
     Ok(Mined { pairs, stats })
 }

@@ -1,0 +1,38 @@
+//! The ONNX Runtime seam: the only place that calls `ort`. Index and query commands embed through
+//! [`OrtEncoder`].
+//!
+//! What: loads a directory written by [`crate::onnx::export_sentence_model`] (`model.onnx`,
+//! `tokenizer.json`, `onnx_model.json`), tokenises in parallel (truncating at the model's
+//! `max_seq_length`, ignoring any truncation/padding stored in tokenizer.json), sorts texts by length,
+//! pads each batch to its longest member and sizes batches by a padded-token budget
+//! ([`EncoderOptions::max_batch_tokens`], default 8192).
+//!
+//! Inputs: the ONNX directory, the path of libonnxruntime.so (`Settings::ort_library_path()`), the number
+//! of intra-op threads (0 = one per core). A missing or unloadable library is an [`crate::Error::Usage`]
+//! that says to run `make setup`, never a panic.
+//!
+//! Outputs: [`Embeddings`] (L2-normalised sentence vectors, input order) and [`TokenRows`] (per text, its
+//! unpadded, per-token L2-normalised token vectors and ids, [CLS]/[SEP] included). [`parity`] compares
+//! the model with reference vectors ([`max_abs_diff`], [`ParityReport`]).
+//!
+//! Example:
+//! ```no_run
+//! use coltrast::embed::OrtEncoder;
+//! use std::path::Path;
+//! let enc = OrtEncoder::load(Path::new("artifacts/export/abc/onnx"), Path::new("/cache/libonnxruntime.so"), 0)?;
+//! let e = enc.embed(&["what is coltrast?", "a retrieval tool"])?;
+//! assert_eq!(e.len(), 2);
+//! let sim: f32 = e.row(0).iter().zip(e.row(1)).map(|(a, b)| a * b).sum();
+//! # let _ = sim;
+//! # Ok::<(), coltrast::Error>(())
+//! ```
+
+mod encoder;
+pub mod parity;
+pub mod runtime;
+
+pub use encoder::{plan_batches, Embeddings, EncoderOptions, OrtEncoder, OutputTensor, TokenRows};
+pub use parity::{cosine, max_abs_diff, ParityCase, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
+
+#[cfg(test)]
+mod tests;

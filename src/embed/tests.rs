@@ -1,0 +1,111 @@
+use super::*;
+use crate::onnx::testutil::{ort_lib, write_tiny_model};
+
+#[test]
+fn batches_respect_the_token_budget() {
+    // lengths sorted longest first
+    let lens = [256, 200, 40, 40, 30, 10, 10, 3];
+    let b = plan_batches(&lens, 512, 256);
+    assert_eq!(b, vec![0..2, 2..8]);
+    for r in &b {
+        assert!(r.len() * lens[r.start] <= 512 || r.len() == 1);
+    }
+    // an item longer than the budget still gets a batch of its own
+    assert_eq!(plan_batches(&[300, 5], 100, 8), vec![0..1, 1..2]);
+    // the batch-size cap
+    assert_eq!(plan_batches(&[2; 7], 1000, 3), vec![0..3, 3..6, 6..7]);
+    assert!(plan_batches(&[], 100, 8).is_empty());
+    // everything is covered exactly once
+    let lens: Vec<usize> = (1..=100).rev().collect();
+    let b = plan_batches(&lens, 8192, 256);
+    assert_eq!(b.iter().map(|r| r.len()).sum::<usize>(), 100);
+    assert!(b.windows(2).all(|w| w[0].end == w[1].start));
+}
+
+#[test]
+fn diff_and_cosine() {
+    assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 1.0]), 1.0);
+    assert_eq!(max_abs_diff(&[1.0], &[1.0, 2.0]), f32::INFINITY);
+    assert_eq!(max_abs_diff(&[f32::NAN], &[0.0]), f32::INFINITY);
+    assert_eq!(max_abs_diff(&[], &[]), 0.0);
+    assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+    assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+}
+
+#[test]
+fn parity_report_names_the_worst_sentence() {
+    let got = Embeddings { dim: 2, data: vec![1.0, 0.0, 0.0, 1.0] };
+    let reference = vec![vec![1.0, 0.0], vec![0.0, 0.999]];
+    let r = ParityReport::compare(&["good", "off"], &got, &reference).unwrap();
+    assert!((r.max_abs_diff - 0.001).abs() < 1e-6);
+    assert!(r.min_cosine > 0.9999);
+    assert!(r.passes(1e-2));
+    let e = r.check(PARITY_TOLERANCE).unwrap_err().to_string();
+    assert!(e.contains("\"off\"") && e.contains("max abs diff"), "{e}");
+    assert!(ParityReport::compare(&["x"], &got, &reference).is_err());
+}
+
+#[test]
+fn embeddings_rows() {
+    let e = Embeddings { dim: 3, data: (0..6).map(|x| x as f32).collect() };
+    assert_eq!(e.len(), 2);
+    assert_eq!(e.row(1), &[3.0, 4.0, 5.0]);
+    assert_eq!(e.rows().count(), 2);
+    assert!(Embeddings { dim: 3, data: vec![] }.is_empty());
+}
+
+#[test]
+fn missing_ort_library_is_a_clear_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("no-such-dir").join("libonnxruntime.so");
+    let e = OrtEncoder::load(tmp.path(), &lib, 1).err().expect("must fail");
+    let msg = e.to_string();
+    assert!(msg.contains("libonnxruntime.so") && msg.contains("make setup"), "{msg}");
+    assert!(msg.contains("no-such-dir"), "the message names the path: {msg}");
+    assert_eq!(e.exit_code(), 1);
+    // a directory is not a library either
+    let e = runtime::environment(tmp.path()).err().expect("must fail").to_string();
+    assert!(e.contains("make setup"), "{e}");
+}
+
+#[test]
+fn missing_onnx_dir_or_bad_model_is_an_error_with_the_path() {
+    let Some(lib) = ort_lib("missing_onnx_dir_or_bad_model_is_an_error_with_the_path") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let e = OrtEncoder::load(&tmp.path().join("nothing"), &lib, 1).err().expect("must fail").to_string();
+    assert!(e.contains("nothing") && e.contains("onnx_model.json"), "{e}");
+
+    // a model file that is not ONNX
+    let src = tmp.path().join("model");
+    write_tiny_model(&src, false, false, 5);
+    let onnx = tmp.path().join("onnx");
+    crate::onnx::export_sentence_model(&src, &onnx.join("model.onnx")).unwrap();
+    std::fs::write(onnx.join("model.onnx"), b"garbage").unwrap();
+    let e = OrtEncoder::load(&onnx, &lib, 1).err().expect("must fail").to_string();
+    assert!(e.contains(&onnx.join("model.onnx").display().to_string()), "{e}");
+}
+
+#[test]
+fn encoder_reports_dims_and_handles_odd_inputs() {
+    let Some(lib) = ort_lib("encoder_reports_dims_and_handles_odd_inputs") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    write_tiny_model(&src, true, false, 9);
+    let onnx = tmp.path().join("onnx");
+    crate::onnx::export_sentence_model(&src, &onnx.join("model.onnx")).unwrap();
+    let enc = OrtEncoder::load(&onnx, &lib, 1).unwrap();
+    assert_eq!((enc.dim(), enc.token_dim(), enc.max_seq_length()), (16, 32, 24));
+    // empty text → [CLS] [SEP]; whitespace-only likewise
+    let e = enc.embed(&["", "   ", "the model"]).unwrap();
+    assert_eq!(e.len(), 3);
+    for r in e.rows() {
+        let n: f32 = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-5 && r.iter().all(|x| x.is_finite()));
+    }
+    assert!(max_abs_diff(e.row(0), e.row(1)) < 1e-6);
+    let t = enc.embed_tokens(&[""]).unwrap();
+    assert_eq!(t[0].ids.len(), 2);
+    assert!(enc.run_batch(&[], &["sentence_embedding"]).is_err());
+    let too_long = vec![5u32; 25];
+    assert!(enc.run_batch(&[&too_long], &["sentence_embedding"]).is_err());
+}

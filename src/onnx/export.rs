@@ -1,0 +1,412 @@
+//! Building the ONNX graph of a sentence model and writing the ONNX directory.
+//!
+//! What: BERT embeddings (word + position + token type, LayerNormalization), N encoder layers (Q/K/V
+//! MatMul+Add, multi-head scaled dot-product attention with an additive mask `(1 - mask) * -1e9`, Softmax,
+//! output dense + residual + LayerNormalization, intermediate dense + exact GELU
+//! `0.5·x·(1 + erf(x/√2))`, output dense + residual + LayerNormalization), then:
+//! - `sentence_embedding` = L2-normalise([Dense](mean-pool(hidden, attention_mask))), always normalised
+//!   (coltrast scores by inner product; a modules.json without Normalize only gets a warning);
+//! - `token_embeddings` = per-token L2-normalise(token_head(hidden)) or, **without a token head (the base
+//!   model), the last hidden state itself, L2-normalised per token** (dim = hidden_size). Padded positions
+//!   are computed too; callers drop them using the attention mask.
+//!
+//! The 1/√d_head attention scale is folded into the query weights and bias. Position ids are the first
+//! `sequence` rows of the position table (`Shape(input_ids)[1]` → `Slice`), so sequences must be at most
+//! `max_position_embeddings` long (the encoder truncates at `max_seq_length`). Opset 17, IR version 8,
+//! float32 initializers.
+//!
+//! Inputs: a model directory (see [`super::model_dir`]) and the path of the `.onnx` file to write.
+//! Graph inputs `input_ids`, `attention_mask`, `token_type_ids`: int64 `[batch, sequence]`.
+//!
+//! Outputs: next to the `.onnx` file (written atomically), copies of the tokenizer files and
+//! `onnx_model.json` ([`OnnxModelInfo`]); an [`ExportInfo`] summary.
+//!
+//! Example:
+//! ```no_run
+//! use std::path::Path;
+//! let info = coltrast::onnx::export_sentence_model(Path::new("models/all-MiniLM-L6-v2"), Path::new("out/model.onnx"))?;
+//! println!("{} dims, {} token dims", info.embedding_dim, info.token_dim);
+//! # Ok::<(), coltrast::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::graph::{attr_f, attr_i, attr_ints, GraphBuilder};
+use super::model_dir::{DenseActivation, LayerNorm, Linear, SentenceModel};
+use super::proto::{data_type, Dim, ModelProto, OperatorSetIdProto, StringStringEntryProto, ValueInfoProto};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::write_atomic;
+
+pub const OPSET: i64 = 17;
+pub const IR_VERSION: i64 = 8;
+pub const INPUT_IDS: &str = "input_ids";
+pub const ATTENTION_MASK: &str = "attention_mask";
+pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+pub const SENTENCE_EMBEDDING: &str = "sentence_embedding";
+pub const TOKEN_EMBEDDINGS: &str = "token_embeddings";
+/// Only in exports with [`ExportOptions::last_hidden_state`]: the raw (un-normalised) encoder output.
+pub const LAST_HIDDEN_STATE: &str = "last_hidden_state";
+pub const INFO_FILE: &str = "onnx_model.json";
+pub const INFO_FORMAT: u32 = 1;
+/// Tokenizer files copied next to the model when present (tokenizer.json is required).
+pub const TOKENIZER_FILES: &[&str] =
+    &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json"];
+
+/// Additive attention bias for masked positions (exp underflows to exactly 0 in f32).
+const MASK_NEG: f32 = -1e9;
+const POOL_EPS: f32 = 1e-9;
+const NORM_EPS: f32 = 1e-12;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Add a third output, `last_hidden_state` [batch, sequence, hidden] (tests and parity checks).
+    pub last_hidden_state: bool,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportInfo {
+    pub onnx_path: PathBuf,
+    pub info_path: PathBuf,
+    pub embedding_dim: usize,
+    pub token_dim: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub max_seq_length: usize,
+    pub opset: i64,
+    pub has_dense: bool,
+    pub has_token_head: bool,
+    pub outputs: Vec<String>,
+    pub onnx_bytes: u64,
+    pub node_count: usize,
+}
+
+/// One declared graph input or output in `onnx_model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    /// "int64" or "float32".
+    pub dtype: String,
+    /// Sizes (numbers) and symbolic dims (strings: "batch", "sequence").
+    pub shape: Vec<serde_json::Value>,
+}
+
+/// `onnx_model.json`: what the ONNX directory holds, read by [`crate::embed::OrtEncoder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnnxModelInfo {
+    pub format: u32,
+    /// The model file name, relative to this file's directory.
+    pub model_file: String,
+    pub opset: i64,
+    pub ir_version: i64,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub embedding_dim: usize,
+    pub token_dim: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub max_seq_length: usize,
+    pub pooling: String,
+    pub sentence_normalized: bool,
+    pub dense: bool,
+    /// false: `token_embeddings` is the per-token L2-normalised last hidden state.
+    pub token_head: bool,
+    pub tokenizer_files: Vec<String>,
+}
+
+impl OnnxModelInfo {
+    pub fn read(dir: &Path) -> Result<OnnxModelInfo> {
+        let path = dir.join(INFO_FILE);
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        let info: OnnxModelInfo =
+            serde_json::from_str(&text).map_err(|e| Error::data(&path, "(root)", e.to_string()))?;
+        if info.format != INFO_FORMAT {
+            return Err(Error::data(&path, "format", format!("{}, expected {INFO_FORMAT}", info.format)));
+        }
+        Ok(info)
+    }
+
+    pub fn has_output(&self, name: &str) -> bool {
+        self.outputs.iter().any(|o| o.name == name)
+    }
+}
+
+/// Export with default options (no debug outputs).
+pub fn export_sentence_model(model_dir: &Path, out_path: &Path) -> Result<ExportInfo> {
+    export_sentence_model_with(model_dir, out_path, &ExportOptions::default())
+}
+
+pub fn export_sentence_model_with(model_dir: &Path, out_path: &Path, opts: &ExportOptions) -> Result<ExportInfo> {
+    let model = SentenceModel::load(model_dir)?;
+    let tok = model_dir.join("tokenizer.json");
+    if !tok.is_file() {
+        return Err(Error::Usage(format!("{}: missing; the ONNX directory needs the tokenizer", tok.display())));
+    }
+    if !model.declares_normalize {
+        tracing::warn!(
+            "{}: modules.json has no Normalize module; the exported sentence_embedding is L2-normalised anyway",
+            model_dir.display()
+        );
+    }
+    let out_dir = match out_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = out_path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| Error::Usage(format!("{}: not a file path", out_path.display())))?;
+    std::fs::create_dir_all(&out_dir).at(&out_dir)?;
+
+    let (proto, node_count) = build_model(&model, opts);
+    let bytes = proto.encode_to_vec();
+    write_atomic(out_path, &bytes)?;
+
+    let mut copied = Vec::new();
+    for name in TOKENIZER_FILES {
+        let src = model_dir.join(name);
+        if src.is_file() {
+            let data = std::fs::read(&src).at(&src)?;
+            write_atomic(&out_dir.join(name), &data)?;
+            copied.push(name.to_string());
+        }
+    }
+
+    let d = model.embedding_dim();
+    let t = model.token_dim();
+    let h = model.config.hidden_size;
+    let spec = |name: &str, dtype: &str, shape: Vec<serde_json::Value>| TensorSpec {
+        name: name.into(),
+        dtype: dtype.into(),
+        shape,
+    };
+    let bs = || vec![serde_json::json!("batch"), serde_json::json!("sequence")];
+    let mut outputs = vec![
+        spec(SENTENCE_EMBEDDING, "float32", vec!["batch".into(), d.into()]),
+        spec(TOKEN_EMBEDDINGS, "float32", vec!["batch".into(), "sequence".into(), t.into()]),
+    ];
+    if opts.last_hidden_state {
+        outputs.push(spec(LAST_HIDDEN_STATE, "float32", vec!["batch".into(), "sequence".into(), h.into()]));
+    }
+    let info = OnnxModelInfo {
+        format: INFO_FORMAT,
+        model_file: file_name,
+        opset: OPSET,
+        ir_version: IR_VERSION,
+        inputs: [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS].iter().map(|n| spec(n, "int64", bs())).collect(),
+        outputs: outputs.clone(),
+        embedding_dim: d,
+        token_dim: t,
+        hidden_size: h,
+        num_layers: model.config.num_hidden_layers,
+        max_seq_length: model.max_seq_length,
+        pooling: "mean".into(),
+        sentence_normalized: true,
+        dense: model.dense.is_some(),
+        token_head: model.token_head.is_some(),
+        tokenizer_files: copied,
+    };
+    let info_path = out_dir.join(INFO_FILE);
+    let json = serde_json::to_vec_pretty(&info).map_err(Error::internal)?;
+    write_atomic(&info_path, &json)?;
+
+    Ok(ExportInfo {
+        onnx_path: out_path.to_path_buf(),
+        info_path,
+        embedding_dim: d,
+        token_dim: t,
+        hidden_size: h,
+        num_layers: model.config.num_hidden_layers,
+        max_seq_length: model.max_seq_length,
+        opset: OPSET,
+        has_dense: model.dense.is_some(),
+        has_token_head: model.token_head.is_some(),
+        outputs: outputs.into_iter().map(|o| o.name).collect(),
+        onnx_bytes: bytes.len() as u64,
+        node_count,
+    })
+}
+
+/// `x @ W^T + b` with W in HF layout (`scale` multiplies weight and bias).
+fn linear(g: &mut GraphBuilder, x: &str, lin: &Linear, hint: &str, scale: f32) -> String {
+    let mut wt = lin.weight_t();
+    let mut b = lin.bias.clone();
+    if scale != 1.0 {
+        wt.iter_mut().for_each(|v| *v *= scale);
+        b.iter_mut().for_each(|v| *v *= scale);
+    }
+    let w = g.weight(&format!("{hint}.weight_t"), &[lin.in_features, lin.out_features], wt);
+    let bias = g.weight(&format!("{hint}.bias"), &[lin.out_features], b);
+    let mm = g.op("MatMul", &[x, &w], vec![], &format!("{hint}.matmul"));
+    g.op("Add", &[&mm, &bias], vec![], hint)
+}
+
+fn layer_norm(g: &mut GraphBuilder, x: &str, ln: &LayerNorm, eps: f32, hint: &str) -> String {
+    let n = ln.gamma.len();
+    let gamma = g.weight(&format!("{hint}.weight"), &[n], ln.gamma.clone());
+    let beta = g.weight(&format!("{hint}.bias"), &[n], ln.beta.clone());
+    g.op("LayerNormalization", &[x, &gamma, &beta], vec![attr_i("axis", -1), attr_f("epsilon", eps)], hint)
+}
+
+/// `x / max(||x||_2, 1e-12)` over the last axis (torch.nn.functional.normalize).
+fn l2_normalize_into(g: &mut GraphBuilder, x: &str, out: &str) {
+    let last = g.const_i64(&[1], &[-1]);
+    let sq = g.op("Mul", &[x, x], vec![], &format!("{out}.sq"));
+    let ss = g.op("ReduceSum", &[&sq, &last], vec![attr_i("keepdims", 1)], &format!("{out}.sumsq"));
+    let norm = g.op("Sqrt", &[&ss], vec![], &format!("{out}.norm"));
+    let eps = g.scalar(NORM_EPS);
+    let norm = g.op("Max", &[&norm, &eps], vec![], &format!("{out}.norm_clamped"));
+    g.op_into("Div", &[x, &norm], vec![], out);
+}
+
+fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
+    let c = &m.config;
+    let h = c.hidden_size;
+    let nh = c.num_attention_heads as i64;
+    let dh = c.head_dim();
+    let eps = c.layer_norm_eps as f32;
+    let mut g = GraphBuilder::new();
+    for n in [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS, LAST_HIDDEN_STATE] {
+        g.reserve(n);
+    }
+
+    // --- embeddings
+    let word = g.weight("embeddings.word_embeddings.weight", &[c.vocab_size, h], m.word_embeddings.clone());
+    let pos = g.weight(
+        "embeddings.position_embeddings.weight",
+        &[c.max_position_embeddings, h],
+        m.position_embeddings.clone(),
+    );
+    let ttype =
+        g.weight("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], m.token_type_embeddings.clone());
+    let we = g.op("Gather", &[&word, INPUT_IDS], vec![attr_i("axis", 0)], "emb.word");
+    let seq = g.op("Shape", &[INPUT_IDS], vec![attr_i("start", 1), attr_i("end", 2)], "emb.seq_len");
+    let zero = g.const_i64(&[1], &[0]);
+    let pe = g.op("Slice", &[&pos, &zero, &seq, &zero], vec![], "emb.position");
+    let te = g.op("Gather", &[&ttype, TOKEN_TYPE_IDS], vec![attr_i("axis", 0)], "emb.token_type");
+    let s1 = g.op("Add", &[&we, &te], vec![], "emb.sum1");
+    let s2 = g.op("Add", &[&s1, &pe], vec![], "emb.sum");
+    let mut x = layer_norm(&mut g, &s2, &m.embeddings_norm, eps, "emb.norm");
+
+    // --- attention mask → additive bias [batch, 1, 1, sequence]; float mask [batch, sequence]
+    let mask_f = g.op("Cast", &[ATTENTION_MASK], vec![attr_i("to", data_type::FLOAT as i64)], "mask.f");
+    let axes12 = g.const_i64(&[2], &[1, 2]);
+    let m4 = g.op("Unsqueeze", &[&mask_f, &axes12], vec![], "mask.b11s");
+    let one = g.scalar(1.0);
+    let inv = g.op("Sub", &[&one, &m4], vec![], "mask.inv");
+    let neg = g.scalar(MASK_NEG);
+    let mask_bias = g.op("Mul", &[&inv, &neg], vec![], "mask.bias");
+
+    // --- encoder layers
+    let split_heads = g.const_i64(&[4], &[0, 0, nh, dh as i64]);
+    let merge_heads = g.const_i64(&[3], &[0, 0, h as i64]);
+    let scale = 1.0 / (dh as f32).sqrt();
+    let sqrt2 = g.scalar(std::f32::consts::SQRT_2);
+    let half = g.scalar(0.5);
+    for (l, layer) in m.layers.iter().enumerate() {
+        let p = format!("l{l}");
+        let q = linear(&mut g, &x, &layer.query, &format!("{p}.q"), scale);
+        let k = linear(&mut g, &x, &layer.key, &format!("{p}.k"), 1.0);
+        let v = linear(&mut g, &x, &layer.value, &format!("{p}.v"), 1.0);
+        let q = g.op("Reshape", &[&q, &split_heads], vec![], &format!("{p}.q_heads"));
+        let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.q_t"));
+        let k = g.op("Reshape", &[&k, &split_heads], vec![], &format!("{p}.k_heads"));
+        let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 3, 1])], &format!("{p}.k_t"));
+        let v = g.op("Reshape", &[&v, &split_heads], vec![], &format!("{p}.v_heads"));
+        let v = g.op("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.v_t"));
+        let scores = g.op("MatMul", &[&q, &k], vec![], &format!("{p}.scores"));
+        let scores = g.op("Add", &[&scores, &mask_bias], vec![], &format!("{p}.scores_masked"));
+        let probs = g.op("Softmax", &[&scores], vec![attr_i("axis", -1)], &format!("{p}.probs"));
+        let ctx = g.op("MatMul", &[&probs, &v], vec![], &format!("{p}.ctx"));
+        let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.ctx_t"));
+        let ctx = g.op("Reshape", &[&ctx, &merge_heads], vec![], &format!("{p}.ctx_merged"));
+        let a = linear(&mut g, &ctx, &layer.attn_out, &format!("{p}.attn_out"), 1.0);
+        let a = g.op("Add", &[&a, &x], vec![], &format!("{p}.attn_residual"));
+        let h1 = layer_norm(&mut g, &a, &layer.attn_norm, eps, &format!("{p}.attn_norm"));
+        let i = linear(&mut g, &h1, &layer.intermediate, &format!("{p}.inter"), 1.0);
+        // exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))
+        let d = g.op("Div", &[&i, &sqrt2], vec![], &format!("{p}.gelu_div"));
+        let e = g.op("Erf", &[&d], vec![], &format!("{p}.gelu_erf"));
+        let e1 = g.op("Add", &[&e, &one], vec![], &format!("{p}.gelu_add"));
+        let xe = g.op("Mul", &[&i, &e1], vec![], &format!("{p}.gelu_mul"));
+        let act = g.op("Mul", &[&xe, &half], vec![], &format!("{p}.gelu"));
+        let o = linear(&mut g, &act, &layer.output, &format!("{p}.out"), 1.0);
+        let o = g.op("Add", &[&o, &h1], vec![], &format!("{p}.out_residual"));
+        x = layer_norm(&mut g, &o, &layer.out_norm, eps, &format!("{p}.out_norm"));
+    }
+    if opts.last_hidden_state {
+        g.op_into("Identity", &[&x], vec![], LAST_HIDDEN_STATE);
+    }
+
+    // --- mean pooling over the attention mask
+    let axis2 = g.const_i64(&[1], &[2]);
+    let axis1 = g.const_i64(&[1], &[1]);
+    let m3 = g.op("Unsqueeze", &[&mask_f, &axis2], vec![], "pool.mask");
+    let masked = g.op("Mul", &[&x, &m3], vec![], "pool.masked");
+    let summed = g.op("ReduceSum", &[&masked, &axis1], vec![attr_i("keepdims", 0)], "pool.sum");
+    let count = g.op("ReduceSum", &[&m3, &axis1], vec![attr_i("keepdims", 0)], "pool.count");
+    let pool_eps = g.scalar(POOL_EPS);
+    let count = g.op("Max", &[&count, &pool_eps], vec![], "pool.count_clamped");
+    let mut pooled = g.op("Div", &[&summed, &count], vec![], "pool.mean");
+    if let Some(dense) = &m.dense {
+        pooled = linear(&mut g, &pooled, &dense.linear, "dense", 1.0);
+        if dense.activation == DenseActivation::Tanh {
+            pooled = g.op("Tanh", &[&pooled], vec![], "dense.tanh");
+        }
+    }
+    l2_normalize_into(&mut g, &pooled, SENTENCE_EMBEDDING);
+
+    // --- token output
+    let tok = match &m.token_head {
+        Some(head) => linear(&mut g, &x, head, "token_head", 1.0),
+        None => x.clone(),
+    };
+    l2_normalize_into(&mut g, &tok, TOKEN_EMBEDDINGS);
+
+    let bs = || vec![Dim::from("batch"), Dim::from("sequence")];
+    let inputs = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS]
+        .iter()
+        .map(|n| ValueInfoProto::tensor(n, data_type::INT64, &bs()))
+        .collect();
+    let mut outputs = vec![
+        ValueInfoProto::tensor(
+            SENTENCE_EMBEDDING,
+            data_type::FLOAT,
+            &["batch".into(), (m.embedding_dim() as i64).into()],
+        ),
+        ValueInfoProto::tensor(
+            TOKEN_EMBEDDINGS,
+            data_type::FLOAT,
+            &["batch".into(), "sequence".into(), (m.token_dim() as i64).into()],
+        ),
+    ];
+    if opts.last_hidden_state {
+        outputs.push(ValueInfoProto::tensor(
+            LAST_HIDDEN_STATE,
+            data_type::FLOAT,
+            &["batch".into(), "sequence".into(), (h as i64).into()],
+        ));
+    }
+    let node_count = g.node_count();
+    let graph = g.finish("coltrast_sentence_model", inputs, outputs);
+    let meta = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
+    let proto = ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        producer_name: "coltrast".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        metadata_props: vec![
+            meta("embedding_dim", m.embedding_dim().to_string()),
+            meta("token_dim", m.token_dim().to_string()),
+            meta("max_seq_length", m.max_seq_length.to_string()),
+            meta("pooling", "mean".into()),
+            meta("token_head", m.token_head.is_some().to_string()),
+        ],
+        ..Default::default()
+    };
+    (proto, node_count)
+}

@@ -1,0 +1,445 @@
+//! Reading a sentence-transformers model directory (the contract between training and export).
+//!
+//! What: `Transformer → Pooling(mean) → [Dense] → Normalize`, plus coltrast's optional token head.
+//!
+//! Inputs (a directory):
+//! - `config.json` (HF BERT config) and `model.safetensors` (HF BERT keys, no `bert.` prefix; a `bert.`
+//!   prefix is accepted too);
+//! - `sentence_bert_config.json` (`max_seq_length`; default: `max_position_embeddings`);
+//! - `modules.json` (optional; locates the Pooling / Dense modules; without it `1_Pooling` and, when
+//!   present, `2_Dense` are used; with it, a Dense module is used only when listed);
+//! - `1_Pooling/config.json` (optional; must be mean pooling when present);
+//! - `2_Dense/config.json` + `2_Dense/model.safetensors` (optional; `linear.weight` [D, H], `linear.bias`
+//!   [D]; activation Identity or Tanh);
+//! - `coltrast_token_head.safetensors` (optional; `weight` [T, H], `bias` [T]) and `coltrast.json`
+//!   (`embedding_dim`, `token_dim`, checked against the weights when present).
+//!
+//! Outputs: [`SentenceModel`], the config plus all weights as f32, HF `[out, in]` layout.
+//!
+//! Example:
+//! ```no_run
+//! let m = coltrast::onnx::SentenceModel::load(std::path::Path::new("models/all-MiniLM-L6-v2"))?;
+//! assert_eq!(m.config.hidden_size, 384);
+//! # Ok::<(), coltrast::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::safetensors::Weights;
+use crate::error::{Error, IoContext, Result};
+
+/// The fields of an HF BERT `config.json` that the graph needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_pos_type")]
+    pub position_embedding_type: String,
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_pos_type() -> String {
+    "absolute".into()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        Error::data(path, if at == "." { "(root)".to_string() } else { at }, e.inner().to_string())
+    })
+}
+
+impl BertConfig {
+    pub fn from_file(path: &Path) -> Result<BertConfig> {
+        let c: BertConfig = read_json(path)?;
+        let bad = |k: &str, m: String| Err(Error::data(path, k, m));
+        if c.hidden_size == 0 || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+            return bad(
+                "hidden_size",
+                format!(
+                    "{} is not a positive multiple of num_attention_heads {}",
+                    c.hidden_size, c.num_attention_heads
+                ),
+            );
+        }
+        if c.hidden_act != "gelu" {
+            return bad("hidden_act", format!("{:?} is not supported (only exact \"gelu\")", c.hidden_act));
+        }
+        if c.position_embedding_type != "absolute" {
+            return bad(
+                "position_embedding_type",
+                format!("{:?} is not supported (only \"absolute\")", c.position_embedding_type),
+            );
+        }
+        if c.num_hidden_layers == 0 || c.vocab_size == 0 || c.max_position_embeddings == 0 || c.type_vocab_size == 0 {
+            return bad("num_hidden_layers", "layers, vocab, positions and token types must be positive".into());
+        }
+        Ok(c)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// A linear layer in HF layout: `weight` is `[out, in]` row-major.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub out_features: usize,
+    pub in_features: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Linear {
+    fn load(w: &Weights, prefix: &str, out_f: usize, in_f: usize) -> Result<Linear> {
+        Ok(Linear {
+            out_features: out_f,
+            in_features: in_f,
+            weight: w.f32_shaped(&format!("{prefix}.weight"), &[out_f, in_f])?,
+            bias: w.f32_shaped(&format!("{prefix}.bias"), &[out_f])?,
+        })
+    }
+
+    /// The weight transposed to `[in, out]` (what ONNX `MatMul(x, W)` needs).
+    pub fn weight_t(&self) -> Vec<f32> {
+        let mut t = vec![0f32; self.weight.len()];
+        for o in 0..self.out_features {
+            for i in 0..self.in_features {
+                t[i * self.out_features + o] = self.weight[o * self.in_features + i];
+            }
+        }
+        t
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+impl LayerNorm {
+    fn load(w: &Weights, prefix: &str, h: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            gamma: w.f32_shaped(&format!("{prefix}.weight"), &[h])?,
+            beta: w.f32_shaped(&format!("{prefix}.bias"), &[h])?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub attn_out: Linear,
+    pub attn_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub out_norm: LayerNorm,
+}
+
+/// Activation of the optional Dense module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseActivation {
+    Identity,
+    Tanh,
+}
+
+#[derive(Debug, Clone)]
+pub struct DenseHead {
+    pub linear: Linear,
+    pub activation: DenseActivation,
+}
+
+/// A whole sentence model, weights in memory.
+#[derive(Debug, Clone)]
+pub struct SentenceModel {
+    pub dir: PathBuf,
+    pub config: BertConfig,
+    pub max_seq_length: usize,
+    pub word_embeddings: Vec<f32>,
+    pub position_embeddings: Vec<f32>,
+    pub token_type_embeddings: Vec<f32>,
+    pub embeddings_norm: LayerNorm,
+    pub layers: Vec<EncoderLayer>,
+    pub dense: Option<DenseHead>,
+    pub token_head: Option<Linear>,
+    /// Whether modules.json lists a Normalize module (the export normalises either way; see
+    /// [`super::export`]).
+    pub declares_normalize: bool,
+}
+
+#[derive(Deserialize)]
+struct StConfig {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct DenseConfig {
+    in_features: usize,
+    out_features: usize,
+    #[serde(default = "yes")]
+    bias: bool,
+    #[serde(default = "default_dense_act")]
+    activation_function: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_dense_act() -> String {
+    "torch.nn.modules.activation.Tanh".into()
+}
+
+#[derive(Deserialize)]
+struct ColtrastJson {
+    embedding_dim: Option<usize>,
+    token_dim: Option<usize>,
+}
+
+impl SentenceModel {
+    pub fn load(dir: &Path) -> Result<SentenceModel> {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!("{}: model directory not found", dir.display())));
+        }
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let h = config.hidden_size;
+
+        // modules.json: where the Pooling and Dense modules live
+        // (without modules.json: 1_Pooling and 2_Dense when present; with it: only what it lists)
+        let mut pooling_dir = dir.join("1_Pooling");
+        let mut dense_dir = Some(dir.join("2_Dense"));
+        let mut declares_normalize = true;
+        let modules_path = dir.join("modules.json");
+        if modules_path.is_file() {
+            let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
+            declares_normalize = modules.iter().any(|m| m.kind.ends_with("Normalize"));
+            dense_dir = None;
+            for m in &modules {
+                if m.kind.ends_with("Pooling") && !m.path.is_empty() {
+                    pooling_dir = dir.join(&m.path);
+                } else if m.kind.ends_with("Dense") {
+                    if m.path.is_empty() {
+                        return Err(Error::data(&modules_path, "path", "the Dense module has no path"));
+                    }
+                    dense_dir = Some(dir.join(&m.path));
+                }
+            }
+        }
+
+        let pool_cfg = pooling_dir.join("config.json");
+        if pool_cfg.is_file() {
+            let p: PoolingConfig = read_json(&pool_cfg)?;
+            if !p.pooling_mode_mean_tokens
+                || p.pooling_mode_cls_token
+                || p.pooling_mode_max_tokens
+                || p.pooling_mode_mean_sqrt_len_tokens
+            {
+                return Err(Error::data(&pool_cfg, "pooling_mode_mean_tokens", "only mean pooling is supported"));
+            }
+        }
+
+        let st_path = dir.join("sentence_bert_config.json");
+        let max_seq_length = if st_path.is_file() {
+            let st: StConfig = read_json(&st_path)?;
+            st.max_seq_length.unwrap_or(config.max_position_embeddings)
+        } else {
+            config.max_position_embeddings
+        };
+        if max_seq_length == 0 || max_seq_length > config.max_position_embeddings {
+            return Err(Error::data(
+                &st_path,
+                "max_seq_length",
+                format!("{max_seq_length} must be in 1..={} (max_position_embeddings)", config.max_position_embeddings),
+            ));
+        }
+
+        let st_file = dir.join("model.safetensors");
+        if !st_file.is_file() {
+            return Err(Error::Usage(format!(
+                "{}: missing; the exporter reads safetensors weights only",
+                st_file.display()
+            )));
+        }
+        let w = Weights::open(&st_file)?;
+        let p = if !w.contains("embeddings.word_embeddings.weight")
+            && w.contains("bert.embeddings.word_embeddings.weight")
+        {
+            "bert."
+        } else {
+            ""
+        };
+        let word_embeddings =
+            w.f32_shaped(&format!("{p}embeddings.word_embeddings.weight"), &[config.vocab_size, h])?;
+        let position_embeddings =
+            w.f32_shaped(&format!("{p}embeddings.position_embeddings.weight"), &[config.max_position_embeddings, h])?;
+        let token_type_embeddings =
+            w.f32_shaped(&format!("{p}embeddings.token_type_embeddings.weight"), &[config.type_vocab_size, h])?;
+        let embeddings_norm = LayerNorm::load(&w, &format!("{p}embeddings.LayerNorm"), h)?;
+        let inter = config.intermediate_size;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let b = format!("{p}encoder.layer.{l}");
+            layers.push(EncoderLayer {
+                query: Linear::load(&w, &format!("{b}.attention.self.query"), h, h)?,
+                key: Linear::load(&w, &format!("{b}.attention.self.key"), h, h)?,
+                value: Linear::load(&w, &format!("{b}.attention.self.value"), h, h)?,
+                attn_out: Linear::load(&w, &format!("{b}.attention.output.dense"), h, h)?,
+                attn_norm: LayerNorm::load(&w, &format!("{b}.attention.output.LayerNorm"), h)?,
+                intermediate: Linear::load(&w, &format!("{b}.intermediate.dense"), inter, h)?,
+                output: Linear::load(&w, &format!("{b}.output.dense"), h, inter)?,
+                out_norm: LayerNorm::load(&w, &format!("{b}.output.LayerNorm"), h)?,
+            });
+        }
+        drop(w);
+
+        let dense = match &dense_dir {
+            Some(d) => Self::load_dense(d, h, modules_path.is_file())?,
+            None => None,
+        };
+
+        let head_path = dir.join("coltrast_token_head.safetensors");
+        let token_head = if head_path.is_file() {
+            let hw = Weights::open(&head_path)?;
+            let (shape, weight) = hw.f32("weight")?;
+            if shape.len() != 2 || shape[1] != h || shape[0] == 0 {
+                return Err(Error::data(
+                    &head_path,
+                    "tensor \"weight\"",
+                    format!("shape {shape:?}, expected [T, {h}]"),
+                ));
+            }
+            let t = shape[0];
+            let bias = hw.f32_shaped("bias", &[t])?;
+            Some(Linear { out_features: t, in_features: h, weight, bias })
+        } else {
+            None
+        };
+
+        let model = SentenceModel {
+            dir: dir.to_path_buf(),
+            config,
+            max_seq_length,
+            word_embeddings,
+            position_embeddings,
+            token_type_embeddings,
+            embeddings_norm,
+            layers,
+            dense,
+            token_head,
+            declares_normalize,
+        };
+
+        let cj = dir.join("coltrast.json");
+        if cj.is_file() {
+            let c: ColtrastJson = read_json(&cj)?;
+            if let Some(d) = c.embedding_dim.filter(|&d| d != model.embedding_dim()) {
+                return Err(Error::data(
+                    &cj,
+                    "embedding_dim",
+                    format!("{d}, but the weights give {}", model.embedding_dim()),
+                ));
+            }
+            if let Some(t) = c.token_dim.filter(|&t| t != model.token_dim()) {
+                return Err(Error::data(&cj, "token_dim", format!("{t}, but the weights give {}", model.token_dim())));
+            }
+        }
+        Ok(model)
+    }
+
+    fn load_dense(dense_dir: &Path, h: usize, listed: bool) -> Result<Option<DenseHead>> {
+        let cfg_path = dense_dir.join("config.json");
+        if !cfg_path.is_file() {
+            if listed {
+                return Err(Error::Usage(format!(
+                    "{}: missing (modules.json lists a Dense module)",
+                    cfg_path.display()
+                )));
+            }
+            return Ok(None);
+        }
+        let c: DenseConfig = read_json(&cfg_path)?;
+        if c.in_features != h {
+            return Err(Error::data(&cfg_path, "in_features", format!("{}, expected hidden_size {h}", c.in_features)));
+        }
+        if c.out_features == 0 {
+            return Err(Error::data(&cfg_path, "out_features", "must be positive"));
+        }
+        let activation = match c.activation_function.rsplit('.').next().unwrap_or("") {
+            "Identity" => DenseActivation::Identity,
+            "Tanh" => DenseActivation::Tanh,
+            _ => {
+                return Err(Error::data(
+                    &cfg_path,
+                    "activation_function",
+                    format!("{:?} is not supported (Identity or Tanh)", c.activation_function),
+                ))
+            }
+        };
+        let wpath = dense_dir.join("model.safetensors");
+        if !wpath.is_file() {
+            return Err(Error::Usage(format!("{}: missing (2_Dense has a config.json)", wpath.display())));
+        }
+        let w = Weights::open(&wpath)?;
+        let weight = w.f32_shaped("linear.weight", &[c.out_features, h])?;
+        let bias = if c.bias { w.f32_shaped("linear.bias", &[c.out_features])? } else { vec![0.0; c.out_features] };
+        Ok(Some(DenseHead {
+            linear: Linear { out_features: c.out_features, in_features: h, weight, bias },
+            activation,
+        }))
+    }
+
+    /// Width of `sentence_embedding`: the Dense head's `out_features`, else `hidden_size`.
+    pub fn embedding_dim(&self) -> usize {
+        self.dense.as_ref().map_or(self.config.hidden_size, |d| d.linear.out_features)
+    }
+
+    /// Width of `token_embeddings`: the token head's `T`, else `hidden_size`.
+    pub fn token_dim(&self) -> usize {
+        self.token_head.as_ref().map_or(self.config.hidden_size, |t| t.out_features)
+    }
+}
