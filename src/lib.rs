@@ -3,10 +3,10 @@
 //!
 //! Layout: [`settings`] resolves pipeline.toml once; [`engine`] runs the closed list of [`stages`] with
 //! content-hashed caching; [`app`] holds what the CLI commands do, so `main` only parses arguments.
-//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training; [`onnx`]
-//! exports to ONNX (graph written in Rust) and [`embed`] (ONNX Runtime) embeds for index and queries;
-//! [`index`] (FAISS) searches vectors. [`late`] stores token embeddings and reranks by MaxSim; [`metrics`]
-//! scores ranked lists.
+//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training ([`train`]
+//! holds the ColTrast model, loss and loop); [`onnx`] exports to ONNX (graph written in Rust) and [`embed`]
+//! (ONNX Runtime) embeds for index and queries; [`index`] (FAISS) searches vectors. [`late`] stores token
+//! embeddings and reranks by MaxSim; [`metrics`] scores ranked lists.
 
 pub mod app;
 pub mod embed;
@@ -25,5 +25,6 @@ pub mod settings;
 pub mod stages;
 pub mod table;
 pub mod text;
+pub mod train;
 
 pub use error::{Error, Result};

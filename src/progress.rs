@@ -11,3 +11,14 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb.set_message(what.to_string());
     pb
 }
+
+/// The training bar: epoch, step, the latest losses and steps per second.
+pub fn train_bar(total_steps: u64) -> ProgressBar {
+    let pb = ProgressBar::new(total_steps);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>11} [{bar:30}] step {pos}/{len} {msg} {per_sec} eta {eta}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}

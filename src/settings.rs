@@ -61,6 +61,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub chunk: ChunkSettings,
     pub mine: MineSettings,
+    pub train: TrainSettings,
     /// Directory that relative paths are resolved against: the config file's directory (not a setting).
     #[serde(skip)]
     pub root: PathBuf,
@@ -74,6 +75,7 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             chunk: ChunkSettings::default(),
             mine: MineSettings::default(),
+            train: TrainSettings::default(),
             root: PathBuf::from("."),
         }
     }
@@ -231,6 +233,86 @@ impl Default for MineSettings {
     }
 }
 
+/// Where training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainDevice {
+    /// CUDA when libtorch sees a GPU, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl TrainDevice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainDevice::Auto => "auto",
+            TrainDevice::Cpu => "cpu",
+            TrainDevice::Cuda => "cuda",
+        }
+    }
+}
+
+/// `[train]`: ColTrast fine-tuning (contrastive loss on pooled embeddings + late-interaction loss on token
+/// embeddings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// Passes over the training pairs (at most; early stopping may end sooner). Default 10.
+    pub epochs: i64,
+    /// Training pairs per step (each brings its positive and its hard negatives). Default 8.
+    pub batch_size: i64,
+    /// Peak learning rate of AdamW. Default 2e-5.
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay (not applied to biases, LayerNorms and the MaxSim scale/shift).
+    /// Default 0.01.
+    pub weight_decay: f64,
+    /// Fraction of all steps spent in linear warm-up; the learning rate then decays linearly to 0. In [0, 1].
+    /// Default 0.1.
+    pub warmup_ratio: f64,
+    /// Gradients are clipped to this global L2 norm; 0 turns clipping off. Default 1.0.
+    pub max_grad_norm: f64,
+    /// Temperature of the contrastive (InfoNCE) loss: cosine similarities are divided by it. Default 0.05.
+    pub temperature: f64,
+    /// Weight of the contrastive loss in the total. Default 0.5.
+    pub contrastive_weight: f64,
+    /// Weight of the late-interaction (MaxSim + binary cross-entropy) loss in the total. Default 0.5.
+    pub late_interaction_weight: f64,
+    /// Width of the pooled embedding (the Dense head's output). 0 (default) = the model's hidden size, where
+    /// the head starts as the identity; smaller widths start from the base embeddings' principal directions.
+    pub embedding_dim: i64,
+    /// Width of the per-token embeddings of the late-interaction head. Default 128 (as ColBERT).
+    pub token_dim: i64,
+    /// Stop after this many epochs in a row without a lower validation loss; 0 = never stop early. The best
+    /// epoch's weights are the output either way. Default 2.
+    pub patience: i64,
+    /// Seed of the shuffling, dropout and the token head's initial weights. Default 42.
+    pub seed: i64,
+    /// `"auto"` (default: CUDA when libtorch sees a GPU), `"cpu"` or `"cuda"`.
+    pub device: TrainDevice,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            epochs: 10,
+            batch_size: 8,
+            learning_rate: 2e-5,
+            weight_decay: 0.01,
+            warmup_ratio: 0.1,
+            max_grad_norm: 1.0,
+            temperature: 0.05,
+            contrastive_weight: 0.5,
+            late_interaction_weight: 0.5,
+            embedding_dim: 0,
+            token_dim: 128,
+            patience: 2,
+            seed: 42,
+            device: TrainDevice::Auto,
+        }
+    }
+}
+
 impl Settings {
     /// A path setting resolved against the config file's directory.
     pub fn resolve_path(&self, p: &str) -> PathBuf {
@@ -308,6 +390,54 @@ impl Settings {
         }
         if self.chunk.batch_size < 1 {
             return Err(("chunk.batch_size", "an integer >= 1".into()));
+        }
+        self.validate_train()
+    }
+
+    fn validate_train(&self) -> std::result::Result<(), (&'static str, String)> {
+        let t = &self.train;
+        let finite_pos = |x: f64| x.is_finite() && x > 0.0;
+        if t.epochs < 1 {
+            return Err(("train.epochs", "an integer >= 1".into()));
+        }
+        if t.batch_size < 1 {
+            return Err(("train.batch_size", "an integer >= 1".into()));
+        }
+        if !finite_pos(t.learning_rate) || t.learning_rate > 1.0 {
+            return Err(("train.learning_rate", "a number in (0, 1]".into()));
+        }
+        if !(0.0..=1.0).contains(&t.weight_decay) {
+            return Err(("train.weight_decay", "a number in [0, 1]".into()));
+        }
+        if !(0.0..=1.0).contains(&t.warmup_ratio) {
+            return Err(("train.warmup_ratio", "a number in [0, 1]".into()));
+        }
+        if !(t.max_grad_norm.is_finite() && t.max_grad_norm >= 0.0) {
+            return Err(("train.max_grad_norm", "a number >= 0 (0 = no clipping)".into()));
+        }
+        if !finite_pos(t.temperature) || t.temperature > 10.0 {
+            return Err(("train.temperature", "a number in (0, 10]".into()));
+        }
+        if !(t.contrastive_weight.is_finite() && t.contrastive_weight >= 0.0) {
+            return Err(("train.contrastive_weight", "a number >= 0".into()));
+        }
+        if !(t.late_interaction_weight.is_finite() && t.late_interaction_weight >= 0.0) {
+            return Err(("train.late_interaction_weight", "a number >= 0".into()));
+        }
+        if t.contrastive_weight + t.late_interaction_weight <= 0.0 {
+            return Err(("train.late_interaction_weight", "a positive weight for at least one of the two losses".into()));
+        }
+        if t.embedding_dim < 0 {
+            return Err(("train.embedding_dim", "an integer >= 0 (0 = the model's hidden size)".into()));
+        }
+        if t.token_dim < 1 {
+            return Err(("train.token_dim", "an integer >= 1".into()));
+        }
+        if t.patience < 0 {
+            return Err(("train.patience", "an integer >= 0 (0 = no early stopping)".into()));
+        }
+        if t.seed < 0 {
+            return Err(("train.seed", "an integer >= 0".into()));
         }
         Ok(())
     }

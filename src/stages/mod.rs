@@ -7,9 +7,10 @@ use crate::settings::Settings;
 pub mod chunk;
 pub mod ingest;
 pub mod mine;
+pub mod train;
 
 /// Every stage of the pipeline, in order; each one's upstream comes before it.
-pub static STAGES: &[&dyn Stage<Settings>] = &[&ingest::Ingest, &chunk::ChunkStage, &mine::Mine];
+pub static STAGES: &[&dyn Stage<Settings>] = &[&ingest::Ingest, &chunk::ChunkStage, &mine::Mine, &train::Train];
 
 /// The stages as a Vec, for [`crate::engine::Pipeline::new`].
 pub fn all() -> Vec<&'static dyn Stage<Settings>> {

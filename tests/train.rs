@@ -1,0 +1,558 @@
+//! The train stage and the ColTrast library: step 0 equals the base model, gradients reach the encoder,
+//! resume after kill -9, determinism and early stopping (on a tiny random BERT written as a real model dir,
+//! so the whole pipeline runs in seconds), and the sample dataset with the real MiniLM, checked against
+//! sentence-transformers when Python has it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use coltrast::encoder::{toy_tokenizer, BertConfig, Encoder};
+use coltrast::train::{self, export, ColTrastModel, Example, TrainConfig};
+use common::*;
+use tch::Device;
+
+/// libtorch's dropout (and tch's initialisation of fresh variables, even before they are overwritten) draw
+/// from one process-wide generator: every in-process use of libtorch here takes this lock, so that a
+/// training run that must be reproducible never shares the generator with another test's thread.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A tiny model and dataset
+
+const TOPICS: &[(&str, &str, &[&str])] = &[
+    (
+        "alpha",
+        "Alpha",
+        &[
+            "Alpha detects tumors in chest scans with a residual network.",
+            "The scans come from three hospitals and are labelled by radiologists.",
+            "Training uses augmented images and a weighted loss.",
+            "Alpha reaches high recall on the test hospitals.",
+            "The model runs on one GPU in under a second per scan.",
+        ],
+    ),
+    (
+        "beta",
+        "Beta",
+        &[
+            "Beta classifies customer reviews as positive or negative.",
+            "It fine-tunes a transformer on product reviews from an online store.",
+            "Reviews are cleaned and split into sentences first.",
+            "Beta reports accuracy and a confusion matrix per category.",
+            "A small web service answers requests with the predicted sentiment.",
+        ],
+    ),
+    (
+        "gamma",
+        "Gamma",
+        &[
+            "Gamma trades crypto coins with a reinforcement learning agent.",
+            "The agent observes prices and order books every minute.",
+            "Rewards are profits minus trading fees.",
+            "Gamma was backtested on two years of market data.",
+            "Risk limits stop the agent when losses grow too large.",
+        ],
+    ),
+];
+
+const QA: &[(&str, &str, &str)] = &[
+    ("alpha", "What does Alpha detect?", "Tumors in chest scans."),
+    ("alpha", "Where do the scans come from?", "Three hospitals."),
+    ("alpha", "Which loss does training use?", "A weighted loss."),
+    ("alpha", "How fast is the model?", "Under a second per scan."),
+    ("beta", "What does Beta classify?", "Customer reviews."),
+    ("beta", "Which model does Beta fine-tune?", "A transformer."),
+    ("beta", "What does Beta report?", "Accuracy and a confusion matrix."),
+    ("beta", "How are requests answered?", "By a small web service."),
+    ("gamma", "What does Gamma trade?", "Crypto coins."),
+    ("gamma", "What does the agent observe?", "Prices and order books."),
+    ("gamma", "What are the rewards?", "Profits minus trading fees."),
+    ("gamma", "What stops the agent?", "Risk limits."),
+];
+
+fn tiny_dataset() -> String {
+    let projects: Vec<serde_json::Value> = TOPICS
+        .iter()
+        .map(|(id, title, sentences)| {
+            let qa: Vec<serde_json::Value> = QA
+                .iter()
+                .filter(|(p, _, _)| p == id)
+                .map(|(_, q, a)| serde_json::json!({"question": q, "answer": a, "context": ""}))
+                .collect();
+            serde_json::json!({
+                "project_id": id,
+                "readme_content": format!("# {title}\n\n{}", sentences.join(" ")),
+                "qa_pairs": qa,
+            })
+        })
+        .collect();
+    serde_json::json!({ "projects": projects }).to_string()
+}
+
+fn tiny_vocab() -> Vec<String> {
+    let mut words = std::collections::BTreeSet::new();
+    let text = format!("{}", tiny_dataset());
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        if !w.is_empty() {
+            words.insert(w.to_lowercase());
+        }
+    }
+    for p in [".", "?", ",", "#", ":", "-"] {
+        words.insert(p.to_string());
+    }
+    words.into_iter().collect()
+}
+
+/// A tiny random BERT (2 layers, hidden 32) saved as a sentence-transformers model dir.
+fn write_tiny_model(dir: &Path) {
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    let vocab = tiny_vocab();
+    let refs: Vec<&str> = vocab.iter().map(|s| s.as_str()).collect();
+    let tokenizer = toy_tokenizer(&refs).unwrap();
+    let n = tokenizer.get_vocab_size(true) as i64;
+    let config = BertConfig::tiny(n);
+    let mut cfg = serde_json::to_value(&config).unwrap();
+    cfg["model_type"] = "bert".into();
+    cfg["architectures"] = serde_json::json!(["BertModel"]);
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+    let enc = Encoder::random(config, tokenizer, 64, Device::Cpu, 11).unwrap();
+    let mut vars: Vec<(String, tch::Tensor)> = enc.var_store().variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    export::write_safetensors(&dir.join("model.safetensors"), &vars).unwrap();
+    std::fs::write(dir.join("sentence_bert_config.json"), r#"{"max_seq_length": 64, "do_lower_case": false}"#).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 32, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false, "pooling_mode_mean_sqrt_len_tokens": false}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},{"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},{"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
+    )
+    .unwrap();
+}
+
+/// A project dir with the tiny dataset and model; `extra` is appended to pipeline.toml's [train].
+fn tiny_project(train: &str) -> Project {
+    let p = Project::new(&format!(
+        "[model]\nbase = \"tiny-model\"\nthreads = 1\n[ingest]\npath = \"data.json\"\n[chunk]\nmax_tokens = 64\n\
+         [train]\ndevice = \"cpu\"\nbatch_size = 2\n{train}\n"
+    ));
+    p.write("data.json", tiny_dataset());
+    {
+        let _rng = rng_lock();
+        write_tiny_model(&p.path().join("tiny-model"));
+    }
+    p
+}
+
+fn train_dir(p: &Project) -> PathBuf {
+    let dirs = trusted_dirs(&p.path().join("artifacts"), "train");
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn tiny_encoder() -> (tempfile::TempDir, Encoder) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path());
+    let enc = Encoder::load(dir.path(), Device::Cpu).unwrap();
+    (dir, enc)
+}
+
+fn tiny_examples() -> Vec<Example> {
+    QA.iter()
+        .enumerate()
+        .map(|(i, (p, q, a))| {
+            let others: Vec<String> =
+                TOPICS.iter().filter(|t| t.0 != *p).map(|t| t.2[i % 5].to_string()).collect();
+            Example { qa_id: format!("{p}/{i}"), query: q.to_string(), positive: a.to_string(), negatives: others }
+        })
+        .collect()
+}
+
+fn config() -> TrainConfig {
+    TrainConfig::from(&coltrast::settings::TrainSettings { batch_size: 4, ..Default::default() })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Library level
+
+
+#[test]
+fn step_0_embeds_exactly_as_the_base_model() {
+    let _rng = rng_lock();
+    let dir = coltrast::settings::cache_dir().join("models/all-MiniLM-L6-v2");
+    let (enc, base) = if dir.join("model.safetensors").is_file() {
+        (Encoder::load(&dir, Device::Cpu).unwrap(), Encoder::load(&dir, Device::Cpu).unwrap())
+    } else {
+        eprintln!("SKIP real model: {} missing (make setup); using the tiny model", dir.display());
+        (tiny_encoder().1, tiny_encoder().1)
+    };
+    let texts = ["What AI model is used for medical diagnosis?", "ResNet-50 on chest X-rays.", "a"];
+    let want = base.embed(&texts, 8).unwrap();
+    let model = ColTrastModel::new(enc, base.dim(), 128, 42, &[]).unwrap();
+    let got = train::tensor_rows(&model.embed(&texts, 8).unwrap()).unwrap();
+    for (i, row) in got.iter().enumerate() {
+        let diff = row.iter().zip(want.row(i)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-6, "text {i}: max abs diff {diff}");
+    }
+    // A wider head ([I; 0]) gives the same cosines.
+    let wide = ColTrastModel::new(tiny_encoder().1, 40, 8, 1, &[]).unwrap();
+    let (_, tiny_base) = tiny_encoder();
+    let w = train::tensor_rows(&wide.embed(&texts, 8).unwrap()).unwrap();
+    let b = tiny_base.embed(&texts, 8).unwrap();
+    for (i, row) in w.iter().enumerate() {
+        assert_eq!(row.len(), 40);
+        let diff = row[..32].iter().zip(b.row(i)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-6 && row[32..].iter().all(|x| *x == 0.0));
+    }
+}
+
+#[test]
+fn gradients_reach_the_encoder_from_both_losses() {
+    let _rng = rng_lock();
+    let examples = tiny_examples();
+    let refs: Vec<&Example> = examples.iter().take(4).collect();
+    for (wc, wl) in [(1.0, 0.0), (0.0, 1.0)] {
+        let (_d, enc) = tiny_encoder();
+        let model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
+        let texts = train::Texts::new(&model, &[&examples]).unwrap();
+        let cfg = TrainConfig { contrastive_weight: wc, late_interaction_weight: wl, ..config() };
+        let loss = train::batch_loss(&model, &texts, &refs, &cfg, true).unwrap();
+        loss.total.backward();
+        let grad_norm = |name: &str| {
+            let (_, t) = model.named_parameters().into_iter().find(|(n, _)| n == name).unwrap();
+            let g = t.grad();
+            if g.defined() { g.norm().double_value(&[]) } else { 0.0 }
+        };
+        for name in [
+            "encoder.embeddings.word_embeddings.weight",
+            "encoder.encoder.layer.0.attention.self.query.weight",
+            "encoder.encoder.layer.1.output.dense.weight",
+        ] {
+            assert!(grad_norm(name) > 0.0, "no gradient on {name} with weights ({wc}, {wl})");
+        }
+        let (dense, head) = (grad_norm("dense.linear.weight"), grad_norm("token_head.weight"));
+        if wc > 0.0 {
+            assert!(dense > 0.0 && head == 0.0, "contrastive only: dense {dense}, token head {head}");
+        } else {
+            assert!(dense == 0.0 && head > 0.0, "late only: dense {dense}, token head {head}");
+        }
+    }
+}
+
+#[test]
+fn dropout_only_in_training_mode() {
+    let _rng = rng_lock();
+    let (_d, enc) = tiny_encoder();
+    let model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
+    let examples = tiny_examples();
+    let texts = train::Texts::new(&model, &[&examples]).unwrap();
+    let b = texts.batch(&[examples[0].query.as_str(), examples[1].query.as_str()], Device::Cpu).unwrap();
+    let same = |x: &tch::Tensor, y: &tch::Tensor| (x - y).abs().max().double_value(&[]) == 0.0;
+    let _g = tch::no_grad_guard();
+    assert!(same(&model.encode(&b, false).pooled, &model.encode(&b, false).pooled));
+    assert!(!same(&model.encode(&b, true).pooled, &model.encode(&b, true).pooled));
+}
+
+#[test]
+fn library_resume_matches_an_uninterrupted_run() {
+    let _rng = rng_lock();
+    // Train 3 epochs; separately train 2, then resume to 3 from the same work dir: identical weights.
+    let examples = tiny_examples();
+    let (tr, val) = examples.split_at(8);
+    let cfg = TrainConfig { epochs: 3, patience: 0, learning_rate: 1e-3, ..config() };
+    let run = |work: &Path, epochs: u64| {
+        let (_d, enc) = tiny_encoder();
+        let mut model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
+        let c = TrainConfig { epochs, ..cfg.clone() };
+        let out = train::train(&c, &mut model, tr, val, work, &train::Hooks::default()).unwrap();
+        (model.snapshot(), out)
+    };
+    let a = tempfile::tempdir().unwrap();
+    let (full, out_full) = run(a.path(), 3);
+    let b = tempfile::tempdir().unwrap();
+    // A first process stopped after epoch 2 of a 3-epoch run: simulate it with a fault hook that panics.
+    {
+        let (_d, enc) = tiny_encoder();
+        let mut model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
+        let stop = |p: &str| {
+            if p == "epoch-2" {
+                panic!("interrupted");
+            }
+        };
+        let hooks = train::Hooks { fault_point: &stop, progress: false };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train::train(&cfg, &mut model, tr, val, b.path(), &hooks)
+        }));
+        assert!(r.is_err());
+    }
+    let (resumed, out_resumed) = run(b.path(), 3);
+    assert_eq!(out_resumed.resumed_after, Some(2));
+    assert_eq!(out_full.log, out_resumed.log);
+    assert_eq!(out_full.best_epoch, out_resumed.best_epoch);
+    for ((n1, t1), (n2, t2)) in full.iter().zip(&resumed) {
+        assert_eq!(n1, n2);
+        assert!(t1.equal(t2), "{n1} differs after resume");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Through the binary, on the tiny model
+
+/// Start `coltrast run train` paused at a fault point.
+fn start_paused(p: &Project, point: &str) -> std::process::Child {
+    let mut child = p
+        .cmd(&["run", "train"])
+        .env("COLTRAST_TEST_FAULT", point)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "fault point {point} never reached");
+        match lines.next() {
+            Some(Ok(l)) if l.contains("fault point") => break,
+            Some(_) => continue,
+            None => panic!("process ended before reaching {point}"),
+        }
+    }
+    child
+}
+
+const RESUME_TOML: &str = "epochs = 4\npatience = 0\nlearning_rate = 0.001";
+
+#[test]
+fn kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run() {
+    let clean = tiny_project(RESUME_TOML);
+    clean.run(&["run", "train"]).ok();
+    let clean_dir = train_dir(&clean);
+    // Determinism: a second project with the same fingerprint gets the same bytes.
+    let again = tiny_project(RESUME_TOML);
+    again.run(&["run", "train"]).ok();
+    assert_eq!(train_dir(&again).file_name(), clean_dir.file_name());
+    assert_eq!(tree_bytes(&train_dir(&again)), tree_bytes(&clean_dir), "same fingerprint, different bytes");
+
+    // 4 training pairs per epoch / batch 2... the tiny split has 8 train pairs: 4 steps per epoch.
+    // step-11 is inside epoch 3 (epochs 1-2 committed), epoch-2 right after a commit, before-manifest after
+    // training ended.
+    for (point, resumed_after) in
+        [("train:step-11", Some(2)), ("train:epoch-2", Some(2)), ("train:before-manifest", Some(4))]
+    {
+        let p = tiny_project(RESUME_TOML);
+        let mut child = start_paused(&p, point);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(trusted_dirs(&p.path().join("artifacts"), "train").is_empty(), "{point}");
+        let out = p.run(&["run", "train", "-v"]).ok();
+        let err = out.stderr();
+        if let Some(e) = resumed_after {
+            assert!(err.contains(&format!("resuming after epoch {e}")), "{point}: {err}");
+        }
+        let dir = train_dir(&p);
+        assert_eq!(dir.file_name(), clean_dir.file_name());
+        assert_eq!(tree_bytes(&dir), tree_bytes(&clean_dir), "{point}: resumed run differs from a clean run");
+        // The scratch dir is gone after success.
+        let work: Vec<_> = std::fs::read_dir(p.path().join("artifacts/train"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".work-"))
+            .collect();
+        assert!(work.is_empty(), "{point}: work dir left behind");
+    }
+}
+
+#[test]
+fn early_stopping_outputs_the_best_epoch() {
+    // A high learning rate makes the tiny model overfit quickly; patience 2 then stops training.
+    let p = tiny_project("epochs = 12\npatience = 2\nlearning_rate = 0.003\nwarmup_ratio = 0.0");
+    p.run(&["run", "train"]).ok();
+    let dir = train_dir(&p);
+    let m = manifest(&dir);
+    let log = coltrast::stages::train::read_log(&dir).unwrap();
+    let val: Vec<&train::LogRow> = log.iter().filter(|r| r.split == "val" && r.epoch > 0).collect();
+    let best = val.iter().min_by(|a, b| a.loss.total_cmp(&b.loss)).unwrap();
+    assert_eq!(m["stats"]["best_epoch"], best.epoch, "{m}");
+    let run = m["stats"]["epochs_run"].as_u64().unwrap();
+    assert_eq!(m["stats"]["stopped_early"], true, "the test needs a run that stops early: {:?}", val);
+    assert_eq!(run, best.epoch + 2, "stops after patience epochs without improvement");
+    assert!(val.iter().all(|r| r.epoch <= run));
+
+    // The output model is the best epoch's: its validation loss is the logged best.
+    let _rng = rng_lock();
+    let (model, meta) = export::load_model_dir(&dir.join("model"), Device::Cpu).unwrap();
+    assert_eq!(meta.maxsim_scale, 10.0);
+    let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&p.path().join("artifacts"), "mine")[0]).unwrap();
+    let (tr, va, _) = coltrast::stages::train::split_pairs(&pairs);
+    let settings = coltrast::settings::TrainSettings { batch_size: 2, ..Default::default() };
+    let cfg = TrainConfig::from(&settings);
+    let texts = train::Texts::new(&model, &[&tr, &va]).unwrap();
+    let (loss, _, _) = train::evaluate(&model, &texts, &va, &cfg).unwrap();
+    assert!((loss - best.loss).abs() < 1e-5, "output model val loss {loss}, best logged {}", best.loss);
+}
+
+#[test]
+fn outputs_and_log_schema() {
+    let p = tiny_project("epochs = 2");
+    p.run(&["run", "train"]).ok();
+    let dir = train_dir(&p);
+    for f in [
+        "train_log.parquet",
+        "training_curves.png",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/modules.json",
+        "model/sentence_bert_config.json",
+        "model/1_Pooling/config.json",
+        "model/2_Dense/config.json",
+        "model/2_Dense/model.safetensors",
+        "model/coltrast_token_head.safetensors",
+        "model/coltrast.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    assert!(dir.join("model/3_Normalize").is_dir());
+    let modules: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("model/modules.json")).unwrap()).unwrap();
+    let paths: Vec<&str> = modules.as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["", "1_Pooling", "2_Dense", "3_Normalize"]);
+    let dense = tch::Tensor::read_safetensors(dir.join("model/2_Dense/model.safetensors")).unwrap();
+    let mut names: Vec<(&str, Vec<i64>)> = dense.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
+    names.sort();
+    assert_eq!(names, [("linear.bias", vec![32]), ("linear.weight", vec![32, 32])]);
+    let head = tch::Tensor::read_safetensors(dir.join("model/coltrast_token_head.safetensors")).unwrap();
+    let mut names: Vec<(&str, Vec<i64>)> = head.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
+    names.sort();
+    assert_eq!(names, [("bias", vec![128]), ("weight", vec![128, 32])]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("model/coltrast.json")).unwrap()).unwrap();
+    for k in ["embedding_dim", "token_dim", "temperature", "contrastive_weight", "late_interaction_weight", "base_model_blake3", "maxsim_scale", "maxsim_shift"] {
+        assert!(meta.get(k).is_some(), "coltrast.json lacks {k}: {meta}");
+    }
+    let log = coltrast::stages::train::read_log(&dir).unwrap();
+    let steps = log.iter().filter(|r| r.split == "train").count();
+    assert_eq!(steps, 8, "2 epochs x 4 steps");
+    assert_eq!(log.iter().filter(|r| r.split == "val").count(), 3, "epochs 0, 1, 2");
+    assert!(log.iter().filter(|r| r.split == "train").all(|r| r.lr.is_some() && r.grad_norm.is_some()));
+    let m = manifest(&dir);
+    assert_eq!(m["outputs"].as_array().unwrap().iter().find(|o| o["path"] == "train_log.parquet").unwrap()["rows"], 11);
+    let png = std::fs::read(dir.join("training_curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // A setting changes only train; `status` says which.
+    let st = p.run(&["status", "--set", "train.temperature=0.1"]).ok().stdout();
+    assert!(st.contains("setting temperature: 0.05 -> 0.1"), "{st}");
+    assert!(st.contains("mine     up to date"), "{st}");
+}
+
+#[test]
+fn bad_train_settings_are_one_line_errors() {
+    let p = Project::new("");
+    for (set, expected) in [
+        ("train.epochs=0", "train.epochs: expected an integer >= 1"),
+        ("train.temperature=0", "train.temperature: expected a number in (0, 10]"),
+        ("train.device=tpu", "unknown variant `tpu`"),
+        ("train.token_dim=0", "train.token_dim: expected an integer >= 1"),
+    ] {
+        let out = p.run(&["status", "--set", set]);
+        assert_eq!(out.code(), 1, "{set}: {}", out.stderr());
+        assert!(out.stderr().contains(expected), "{set}: {}", out.stderr());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The sample dataset with the real model
+
+/// A Python that can import sentence_transformers: $COLTRAST_PYTHON, the bench venv, or python3.
+fn python_with_sentence_transformers() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("COLTRAST_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(coltrast::settings::cache_dir().join("bench-venv/bin/python"));
+    candidates.push(PathBuf::from("python3"));
+    candidates.into_iter().find(|py| {
+        std::process::Command::new(py)
+            .args(["-c", "import sentence_transformers"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn sample_trains_and_sentence_transformers_loads_the_model_dir() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
+    let p = Project::new(&format!("[ingest]\npath = \"{}\"\n[train]\nepochs = 2\ndevice = \"cpu\"\n", data.display()));
+    let out = p.run(&["run", "train"]).ok();
+    assert_eq!(out.stages(), ["ingest ran", "chunk ran", "mine ran", "train ran"]);
+    let dir = train_dir(&p);
+    let m = manifest(&dir);
+    assert_eq!(m["stats"]["train_pairs"], 12);
+    assert_eq!(m["stats"]["val_pairs"], 6);
+    for k in ["val_pairwise_acc_base", "val_pairwise_acc_trained", "val_top1_base", "val_top1_trained"] {
+        assert!(m["stats"][k].is_number(), "{k} missing: {m}");
+    }
+    let log = coltrast::stages::train::read_log(&dir).unwrap();
+    let mean = |e: u64| {
+        let v: Vec<f64> = log.iter().filter(|r| r.split == "train" && r.epoch == e).map(|r| r.loss).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(mean(2) < mean(1), "train loss did not fall: {} -> {}", mean(1), mean(2));
+
+    let Some(python) = python_with_sentence_transformers() else {
+        eprintln!("SKIP: no Python with sentence-transformers (set COLTRAST_PYTHON or run `make bench` once); the model dir was not loaded by sentence-transformers");
+        return;
+    };
+    let texts = [
+        "What AI model is used for medical diagnosis?",
+        "The system uses a convolutional neural network trained on chest X-rays.",
+        "How does the trading bot manage risk?",
+        "short",
+    ];
+    let ours = {
+        let _rng = rng_lock();
+        let (model, _) = export::load_model_dir(&dir.join("model"), Device::Cpu).unwrap();
+        train::tensor_rows(&model.embed(&texts, 4).unwrap()).unwrap()
+    };
+    let script = r#"
+import json, sys
+from sentence_transformers import SentenceTransformer
+m = SentenceTransformer(sys.argv[1], device="cpu")
+texts = json.loads(sys.argv[2])
+print(json.dumps(m.encode(texts, batch_size=4).tolist()))
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, dir.join("model").to_str().unwrap(), &serde_json::to_string(&texts).unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sentence-transformers failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let theirs: Vec<Vec<f32>> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a.len(), b.len());
+        let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+            / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt());
+        assert!(cos >= 0.9999, "text {i}: cos {cos} between ours and sentence-transformers'");
+    }
+    eprintln!("sentence-transformers ({}) agrees with ours on {} texts", python.display(), texts.len());
+}
