@@ -49,6 +49,11 @@ pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
     })?;
     let ran = reports.iter().filter(|r| r.outcome == Outcome::Ran).count();
     eprintln!("{} stages, {} ran, {} cached, {}", reports.len(), ran, reports.len() - ran, human(started.elapsed()));
+    if let Some(eval) = reports.iter().find(|r| r.stage == "eval") {
+        if let Ok(md) = std::fs::read_to_string(eval.dir.join(crate::stages::eval::REPORT)) {
+            println!("{md}");
+        }
+    }
     Ok(reports)
 }
 

@@ -62,6 +62,9 @@ pub struct Settings {
     pub chunk: ChunkSettings,
     pub mine: MineSettings,
     pub train: TrainSettings,
+    pub export: ExportSettings,
+    pub index: IndexSettings,
+    pub eval: EvalSettings,
     /// Directory that relative paths are resolved against: the config file's directory (not a setting).
     #[serde(skip)]
     pub root: PathBuf,
@@ -76,6 +79,9 @@ impl Default for Settings {
             chunk: ChunkSettings::default(),
             mine: MineSettings::default(),
             train: TrainSettings::default(),
+            export: ExportSettings::default(),
+            index: IndexSettings::default(),
+            eval: EvalSettings::default(),
             root: PathBuf::from("."),
         }
     }
@@ -313,6 +319,69 @@ impl Default for TrainSettings {
     }
 }
 
+/// Which exported model the index and the query commands serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServedModel {
+    /// The fine-tuned ColTrast model.
+    Coltrast,
+    /// The base model (for comparison).
+    Base,
+}
+
+impl ServedModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServedModel::Coltrast => "coltrast",
+            ServedModel::Base => "base",
+        }
+    }
+}
+
+/// `[export]`: ONNX export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSettings {
+    /// `"coltrast"` (default) or `"base"`: the model the index and the queries serve. Both are exported.
+    pub model: ServedModel,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings { model: ServedModel::Coltrast }
+    }
+}
+
+/// `[index]`: the FAISS index and reranking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexSettings {
+    /// FAISS factory string, inner-product metric: "Flat" (default, exact), "HNSW32", "IVF{n},Flat", ...
+    pub factory: String,
+    /// `--rerank` and eval's coltrast+rerank re-score this many top hits by MaxSim. Default 50.
+    pub rerank_depth: i64,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings { factory: "Flat".into(), rerank_depth: 50 }
+    }
+}
+
+/// `[eval]`: evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSettings {
+    /// Which pairs to evaluate: "auto" (default: BEIR test, else val, else dev), "all", or a split name.
+    pub split: String,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        EvalSettings { split: "auto".into() }
+    }
+}
+
 impl Settings {
     /// A path setting resolved against the config file's directory.
     pub fn resolve_path(&self, p: &str) -> PathBuf {
@@ -387,6 +456,15 @@ impl Settings {
         }
         if self.mine.batch_size < 1 {
             return Err(("mine.batch_size", "an integer >= 1".into()));
+        }
+        if self.index.factory.trim().is_empty() {
+            return Err(("index.factory", "a FAISS factory string such as \"Flat\"".into()));
+        }
+        if self.index.rerank_depth < 1 {
+            return Err(("index.rerank_depth", "an integer >= 1".into()));
+        }
+        if self.eval.split.trim().is_empty() {
+            return Err(("eval.split", "\"auto\", \"all\" or a split name".into()));
         }
         if self.chunk.batch_size < 1 {
             return Err(("chunk.batch_size", "an integer >= 1".into()));

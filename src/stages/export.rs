@@ -55,7 +55,7 @@ impl Stage<Settings> for Export {
         let out_ft = ctx.output(FINETUNED);
         let out_base = ctx.output(BASE);
         let info_ft = crate::onnx::export_sentence_model(&trained, &out_ft.join(MODEL_FILE))?;
-        let info_base = crate::onnx::export_sentence_model(&s.base_model_dir(), &out_base.join(MODEL_FILE))?;
+        crate::onnx::export_sentence_model(&s.base_model_dir(), &out_base.join(MODEL_FILE))?;
         ctx.record_stat("embedding_dim", info_ft.embedding_dim as u64);
         ctx.record_stat("token_dim", info_ft.token_dim as u64);
 
