@@ -121,3 +121,86 @@ pub fn gc(common: &Common, keep: usize, dry_run: bool, out: &mut dyn Write) -> R
 fn pipe(e: std::io::Error) -> Error {
     Error::io("<stdout>", e)
 }
+
+/// Options shared by the query commands.
+#[derive(Debug, Clone)]
+pub struct QueryOpts {
+    pub k: usize,
+    pub json: bool,
+    pub rerank: bool,
+    pub project: Option<String>,
+}
+
+fn one_line(text: &str, width: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= width {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(width).collect::<String>())
+    }
+}
+
+fn json_out(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(Error::internal)?;
+    writeln!(out, "{text}").map_err(pipe)
+}
+
+/// `coltrast search`.
+pub fn search(common: &Common, query: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let searcher = crate::query::Searcher::open(&s)?;
+    let hits = searcher.search(query, o.k, o.project.as_deref(), o.rerank)?;
+    if o.json {
+        return json_out(out, &serde_json::json!({ "query": query, "chunks": hits }));
+    }
+    for (i, h) in hits.iter().enumerate() {
+        writeln!(out, "{:>2}. {:.3}  [{}]  {}", i + 1, h.score, h.project_id, one_line(&h.text, 110)).map_err(pipe)?;
+    }
+    Ok(())
+}
+
+/// `coltrast ask`.
+pub fn ask(common: &Common, question: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let searcher = crate::query::Searcher::open(&s)?;
+    let a = searcher.ask(question, o.k, o.rerank)?;
+    if o.json {
+        return json_out(out, &a);
+    }
+    writeln!(out, "project:    {}", a.top_project).map_err(pipe)?;
+    writeln!(out, "confidence: {:.2}", a.confidence).map_err(pipe)?;
+    for (i, h) in a.chunks.iter().enumerate() {
+        writeln!(out, "\n[{}] {:.3}\n{}", i + 1, h.score, h.text.trim()).map_err(pipe)?;
+    }
+    Ok(())
+}
+
+/// `coltrast explore`.
+pub fn explore(common: &Common, keywords: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let searcher = crate::query::Searcher::open(&s)?;
+    let e = searcher.explore(keywords, o.project.as_deref(), o.rerank)?;
+    if o.json {
+        return json_out(out, &e);
+    }
+    writeln!(out, "project: {}", e.project_id).map_err(pipe)?;
+    for c in e.categories.iter().take(o.k.max(1).max(crate::query::CATEGORIES.len())) {
+        writeln!(out, "{:<12} {:.3}  {}", c.category, c.score, one_line(&c.text, 100)).map_err(pipe)?;
+    }
+    Ok(())
+}
+
+/// `coltrast compare`.
+pub fn compare(common: &Common, query: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let searcher = crate::query::Searcher::open(&s)?;
+    let r = searcher.compare(query, o.k, o.rerank)?;
+    if o.json {
+        return json_out(out, &serde_json::json!({ "query": query, "projects": r }));
+    }
+    for p in &r {
+        writeln!(out, "{:.3}  {}  ({} hits)\n       {}", p.relevance, p.project_id, p.hits, one_line(&p.best.text, 100))
+            .map_err(pipe)?;
+    }
+    Ok(())
+}

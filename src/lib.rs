@@ -21,6 +21,7 @@ pub mod late;
 pub mod metrics;
 pub mod onnx;
 pub mod progress;
+pub mod query;
 pub mod settings;
 pub mod stages;
 pub mod table;

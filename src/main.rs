@@ -64,6 +64,39 @@ enum Command {
         /// The stage, e.g. ingest.
         stage: String,
     },
+    /// Top chunks for a query, with project, score and text.
+    ///
+    /// Example: coltrast search "which model is used for X-rays" -k 5 --rerank
+    Search {
+        query: String,
+        #[command(flatten)]
+        q: QueryArgs,
+        /// Only this project's chunks.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// The most likely project for a question, a confidence, and its best chunks as answer context.
+    Ask {
+        question: String,
+        #[command(flatten)]
+        q: QueryArgs,
+    },
+    /// For one project, the best chunk per category (name, objective, model, data source, data size,
+    /// lessons, performance, framework).
+    Explore {
+        keywords: String,
+        #[command(flatten)]
+        q: QueryArgs,
+        /// The project to explore [default: the best match for the keywords].
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Results grouped by project: each project's best chunk and its relevance.
+    Compare {
+        query: String,
+        #[command(flatten)]
+        q: QueryArgs,
+    },
     /// Remove artifact dirs not reachable from the current settings, and leftovers of interrupted runs.
     Gc {
         /// Also keep this many of the newest unreachable artifacts per stage.
@@ -73,6 +106,23 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct QueryArgs {
+    /// How many results [default: 5; ask: 3 chunks].
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Re-score the top index.rerank_depth hits by late-interaction MaxSim.
+    #[arg(long)]
+    rerank: bool,
+}
+
+fn qopts(q: QueryArgs, project: Option<String>, default_k: usize) -> app::QueryOpts {
+    app::QueryOpts { k: q.k.unwrap_or(default_k), json: q.json, rerank: q.rerank, project }
 }
 
 fn init_logging(verbose: u8) {
@@ -112,6 +162,10 @@ fn main() -> ExitCode {
         }
         Command::Status => app::status(&common, &mut stdout).map(|_| ()),
         Command::Show { stage } => app::show(&common, &stage, &mut stdout),
+        Command::Search { query, q, project } => app::search(&common, &query, &qopts(q, project, 5), &mut stdout),
+        Command::Ask { question, q } => app::ask(&common, &question, &qopts(q, None, 3), &mut stdout),
+        Command::Explore { keywords, q, project } => app::explore(&common, &keywords, &qopts(q, project, 8), &mut stdout),
+        Command::Compare { query, q } => app::compare(&common, &query, &qopts(q, None, 5), &mut stdout),
         Command::Gc { keep, dry_run } => app::gc(&common, keep, dry_run, &mut stdout).map(|_| ()),
     };
     match result {
