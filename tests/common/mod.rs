@@ -1,6 +1,8 @@
 //! Helpers for integration tests that run the real `coltrast` binary, each in its own temp dir.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

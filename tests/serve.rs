@@ -1,0 +1,129 @@
+//! export → index → eval and the query commands: on a tiny random model (seconds) for the mechanics, and on
+//! the real MiniLM with the sample dataset for the answers the pipeline must give.
+
+mod common;
+
+use std::path::Path;
+
+use common::tiny::*;
+use common::*;
+
+fn manifest_of(p: &Project, stage: &str) -> serde_json::Value {
+    let arts = p.path().join("artifacts");
+    let latest = std::fs::read_to_string(arts.join(stage).join("latest")).unwrap();
+    serde_json::from_slice(&std::fs::read(arts.join(stage).join(latest.trim()).join("manifest.json")).unwrap()).unwrap()
+}
+
+fn json(out: &Out) -> serde_json::Value {
+    serde_json::from_str(&out.stdout()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout()))
+}
+
+#[test]
+fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
+    // Serve the base model so that the ONNX model (and so the embedding cache key) stays the same when the
+    // training data changes.
+    let p = tiny_project("epochs = 2");
+    // Every sentence its own chunk (threshold 1), so that one README has several chunks.
+    let mut toml = std::fs::read_to_string(p.path().join("pipeline.toml")).unwrap();
+    toml = toml.replace("[chunk]\n", "[chunk]\nsimilarity_threshold = 1.0\n");
+    p.write("pipeline.toml", toml);
+    let base = ["--set", "export.model=base"];
+    let out = p.run(&["run", base[0], base[1]]).ok();
+    assert_eq!(
+        out.stages(),
+        ["ingest ran", "chunk ran", "mine ran", "train ran", "export ran", "index ran", "eval ran"]
+    );
+    assert!(out.stdout().contains("| document | coltrast+rerank |"), "{}", out.stdout());
+    let first = manifest_of(&p, "index");
+    let total = first["stats"]["texts_embedded"].as_u64().unwrap();
+    assert!(total > 9, "{first}");
+    let parity = manifest_of(&p, "export");
+    assert!(parity["stats"]["parity_max_abs_diff_coltrast"].as_f64().unwrap() <= 1e-4);
+
+    // One README changes (one sentence appended): only that project's new chunks are embedded again.
+    let mut data: serde_json::Value = serde_json::from_str(&tiny_dataset()).unwrap();
+    let readme = data["projects"][1]["readme_content"].as_str().unwrap().to_string();
+    data["projects"][1]["readme_content"] = format!("{readme}\n\nBeta also ships a dashboard.").into();
+    p.write("data.json", data.to_string());
+    let out = p.run(&["run", base[0], base[1]]).ok();
+    assert!(out.stages().contains(&"index ran".to_string()), "{:?}", out.stages());
+    let second = manifest_of(&p, "index");
+    let embedded = second["stats"]["texts_embedded"].as_u64().unwrap();
+    let chunks_total = embedded + second["stats"]["texts_from_cache"].as_u64().unwrap();
+    assert_eq!(embedded, 1, "re-embedded {embedded} of {chunks_total} chunks");
+    assert_eq!(chunks_total, total + 1);
+
+    // Query commands on the same artifacts.
+    let out = p.run(&["search", "What does Alpha detect?", "-k", "3", "--json", base[0], base[1]]).ok();
+    let v = json(&out);
+    assert_eq!(v["chunks"].as_array().unwrap().len(), 3);
+    let out = p.run(&["ask", "What does Alpha detect?", "--json", base[0], base[1]]).ok();
+    let v = json(&out);
+    assert!(v["top_project"].is_string() && v["confidence"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["chunks"].as_array().unwrap().len() <= 3);
+    for c in v["chunks"].as_array().unwrap() {
+        assert_eq!(c["project_id"], v["top_project"]);
+    }
+    let out = p.run(&["search", "scans", "--project", "gamma", "--json", base[0], base[1]]).ok();
+    assert!(json(&out)["chunks"].as_array().unwrap().iter().all(|c| c["project_id"] == "gamma"));
+    let out = p.run(&["search", "scans", "--project", "nope", base[0], base[1]]);
+    assert_eq!(out.code(), 1);
+    let out = p.run(&["compare", "training data", "--json", base[0], base[1]]).ok();
+    let projects = json(&out)["projects"].as_array().unwrap().clone();
+    assert_eq!(projects.len(), 3);
+    assert!(projects.windows(2).all(|w| w[0]["relevance"].as_f64() >= w[1]["relevance"].as_f64()));
+    let out = p.run(&["explore", "Gamma trading", "--project", "gamma", "--json", base[0], base[1]]).ok();
+    assert_eq!(json(&out)["categories"].as_array().unwrap().len(), 8);
+
+    // --rerank reorders only within the top index.rerank_depth.
+    let depth = ["--set", "index.rerank_depth=3"];
+    let plain = json(&p.run(&["search", "Who labels the scans?", "-k", "12", "--json", base[0], base[1], depth[0], depth[1]]).ok());
+    let rr = json(&p.run(&["search", "Who labels the scans?", "-k", "12", "--json", "--rerank", base[0], base[1], depth[0], depth[1]]).ok());
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["chunks"].as_array().unwrap().iter().map(|c| c["chunk_id"].as_str().unwrap().to_string()).collect()
+    };
+    let (a, b) = (ids(&plain), ids(&rr));
+    assert_eq!(a[3..], b[3..], "beyond the rerank depth the order is unchanged");
+    let (mut ha, mut hb) = (a[..3].to_vec(), b[..3].to_vec());
+    ha.sort();
+    hb.sort();
+    assert_eq!(ha, hb, "the top 3 are the same chunks, possibly reordered");
+}
+
+#[test]
+fn index_factories_hnsw_and_ivf_work_through_the_stage() {
+    let p = tiny_project("epochs = 1");
+    for factory in ["HNSW32", "IVF2,Flat"] {
+        let set = format!("index.factory={factory}");
+        let out = p.run(&["run", "index", "--set", &set]).ok();
+        assert!(out.stages().contains(&"index ran".to_string()), "{factory}");
+        let v = json(&p.run(&["search", "scans", "-k", "2", "--json", "--set", &set]).ok());
+        assert_eq!(v["chunks"].as_array().unwrap().len(), 2, "{factory}");
+    }
+    let out = p.run(&["run", "index", "--set", "index.factory=IVF100000,Flat"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    assert!(out.stderr().contains("index.factory"), "{}", out.stderr());
+}
+
+/// The full pipeline on the real MiniLM and the sample: the four example questions get the right project.
+#[test]
+fn sample_answers_the_four_example_questions() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
+    let p = Project::new(&format!("[ingest]\npath = \"{}\"\n", data.display()));
+    let out = p.run(&["run"]).ok();
+    assert!(out.stdout().contains("| chunk | coltrast |"), "{}", out.stdout());
+    let cases = [
+        ("What AI model is used for medical diagnosis?", "medical-image-diagnosis", Some("ResNet-50")),
+        ("What is the data size for sentiment analysis?", "customer-sentiment-nlp", Some("500,000")),
+        ("What are the lessons learned from the trading bot?", "rl-trading-bot", None),
+        ("Which project uses reinforcement learning?", "rl-trading-bot", None),
+    ];
+    for (q, project, needle) in cases {
+        let v = json(&p.run(&["ask", q, "--json"]).ok());
+        assert_eq!(v["top_project"], project, "{q}: {v}");
+        if let Some(n) = needle {
+            let texts: String = v["chunks"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+            assert!(texts.contains(n), "{q}: {n} not in the answer context: {texts}");
+        }
+    }
+}
