@@ -204,3 +204,10 @@ pub fn compare(common: &Common, query: &str, o: &QueryOpts, out: &mut dyn Write)
     }
     Ok(())
 }
+
+/// `coltrast report`.
+pub fn report(common: &Common, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let text = crate::report::report(&s)?;
+    write!(out, "{text}").map_err(pipe)
+}

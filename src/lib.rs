@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod onnx;
 pub mod progress;
 pub mod query;
+pub mod report;
 pub mod settings;
 pub mod stages;
 pub mod table;

@@ -97,6 +97,9 @@ enum Command {
         #[command(flatten)]
         q: QueryArgs,
     },
+    /// Analytics over the current artifacts (polars): chunks per project, chunk lengths, positive sources,
+    /// negatives per query, training's best epoch, eval by system and level.
+    Report,
     /// Remove artifact dirs not reachable from the current settings, and leftovers of interrupted runs.
     Gc {
         /// Also keep this many of the newest unreachable artifacts per stage.
@@ -166,6 +169,7 @@ fn main() -> ExitCode {
         Command::Ask { question, q } => app::ask(&common, &question, &qopts(q, None, 3), &mut stdout),
         Command::Explore { keywords, q, project } => app::explore(&common, &keywords, &qopts(q, project, 8), &mut stdout),
         Command::Compare { query, q } => app::compare(&common, &query, &qopts(q, None, 5), &mut stdout),
+        Command::Report => app::report(&common, &mut stdout),
         Command::Gc { keep, dry_run } => app::gc(&common, keep, dry_run, &mut stdout).map(|_| ()),
     };
     match result {
