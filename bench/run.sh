@@ -25,3 +25,11 @@ fi
 if want chunking; then
   python3 bench/chunking.py | tee bench/results/chunking.md
 fi
+if want serve; then
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping serve: BoolQ not found at $BOOLQ"; else
+    cargo build --release --locked --example serve_bench -q
+    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
+    export BENCH_PY="$(bash bench/venv.sh)"
+    python3 bench/serve.py | tee bench/results/serve.md
+  fi
+fi

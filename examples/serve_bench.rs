@@ -1,0 +1,101 @@
+//! Benchmark helper for `make bench` (issue 5): ONNX Runtime embedding throughput and query latency.
+//!
+//! `serve_bench embed CORPUS.jsonl MODEL_DIR OUT.f32 N REPEATS` — exports MODEL_DIR to ONNX (Rust graph),
+//! embeds the first N passages as `title + " " + text` with ort, prints a JSON line and writes the vectors
+//! (row-major f32, little-endian) so the Python side can compare them with sentence-transformers.
+//!
+//! `serve_bench latency CORPUS.jsonl QUERIES.jsonl MODEL_DIR SYNTHETIC_N` — one process: load model, embed
+//! the corpus, build a Flat index (and a second one padded with SYNTHETIC_N random unit vectors), then time
+//! 300 single queries (encode + search, k=10) against each; prints p50/p95 as JSON lines.
+
+use std::io::{BufRead, Write};
+use std::time::Instant;
+
+use coltrast::embed::OrtEncoder;
+use coltrast::index::VectorIndex;
+
+fn lines(path: &str, n: usize, f: impl Fn(&serde_json::Value) -> String) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(std::fs::File::open(path)?).lines().take(n) {
+        out.push(f(&serde_json::from_str(&line?)?));
+    }
+    Ok(out)
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    let settings = coltrast::settings::Settings::default();
+    let tmp = tempfile::tempdir()?;
+    let doc = |v: &serde_json::Value| format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or(""));
+    match a.get(1).map(|s| s.as_str()) {
+        Some("embed") => {
+            let (corpus, model, out) = (&a[2], &a[3], &a[4]);
+            let (n, repeats): (usize, usize) = (a[5].parse()?, a[6].parse()?);
+            coltrast::onnx::export_sentence_model(model.as_ref(), &tmp.path().join("model.onnx"))?;
+            let enc = OrtEncoder::from_settings(tmp.path(), &settings)?;
+            let texts = lines(corpus, n, doc)?;
+            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            enc.embed(&refs[..8.min(refs.len())])?;
+            let mut times = Vec::new();
+            let mut last = None;
+            for _ in 0..repeats {
+                let t = Instant::now();
+                last = Some(enc.embed(&refs)?);
+                times.push(t.elapsed().as_secs_f64());
+            }
+            let e = last.expect("repeats >= 1");
+            let mut f = std::io::BufWriter::new(std::fs::File::create(out)?);
+            for x in &e.data {
+                f.write_all(&x.to_le_bytes())?;
+            }
+            let med = pct(times.clone(), 0.5);
+            println!("{}", serde_json::json!({"system": "coltrast-ort", "passages": refs.len(), "seconds": times, "median_s": med, "per_s": refs.len() as f64 / med}));
+        }
+        Some("latency") => {
+            let (corpus, queries, model) = (&a[2], &a[3], &a[4]);
+            let synthetic: usize = a[5].parse()?;
+            coltrast::onnx::export_sentence_model(model.as_ref(), &tmp.path().join("model.onnx"))?;
+            let t0 = Instant::now();
+            let enc = OrtEncoder::from_settings(tmp.path(), &settings)?;
+            let load_s = t0.elapsed().as_secs_f64();
+            let texts = lines(corpus, usize::MAX, doc)?;
+            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            let docs = enc.embed(&refs)?;
+            let qs = lines(queries, 300, |v| v["text"].as_str().unwrap_or("").to_string())?;
+            let boolq = VectorIndex::build("Flat", docs.dim, &docs.data, None)?;
+            // 100k: the BoolQ vectors plus seeded random unit vectors.
+            let mut big = docs.data.clone();
+            let mut state = 7u64;
+            while big.len() < synthetic * docs.dim {
+                let mut v: Vec<f32> = (0..docs.dim)
+                    .map(|_| {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                    })
+                    .collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+                big.extend(v);
+            }
+            let large = VectorIndex::build("Flat", docs.dim, &big, None)?;
+            for (name, index) in [("boolq", &boolq), ("synthetic", &large)] {
+                let mut lat = Vec::new();
+                for q in &qs {
+                    let t = Instant::now();
+                    let e = enc.embed(&[q.as_str()])?;
+                    let hits = index.search(&e.data, 10)?;
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    anyhow::ensure!(!hits[0].is_empty());
+                }
+                println!("{}", serde_json::json!({"index": name, "vectors": index.len(), "queries": lat.len(), "p50_ms": pct(lat.clone(), 0.5), "p95_ms": pct(lat, 0.95), "model_load_s": load_s}));
+            }
+        }
+        _ => anyhow::bail!("usage: serve_bench embed|latency ..."),
+    }
+    Ok(())
+}
