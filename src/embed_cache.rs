@@ -25,6 +25,17 @@ pub fn schema(dim: usize) -> Arc<Schema> {
     ]))
 }
 
+/// The finished parts of a cache dir (`*.parquet`, not the hidden temporaries), sorted.
+fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    parts.sort();
+    Ok(parts)
+}
+
 pub struct EmbeddingCache {
     dir: PathBuf,
     dim: usize,
@@ -48,12 +59,7 @@ impl EmbeddingCache {
         std::fs::create_dir_all(&dir).at(&dir)?;
         let mut cache =
             EmbeddingCache { dir: dir.clone(), dim, index: HashMap::new(), data: Vec::new(), pending: vec![], misses: 0, hits: 0 };
-        let mut parts: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .at(&dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        parts.sort();
+        let parts = list_parts(&dir)?;
         for part in parts {
             if let Err(e) = cache.load_part(&part) {
                 tracing::warn!("ignoring unreadable embedding cache part: {e}");
@@ -187,12 +193,7 @@ impl TokenCache {
         let dir = cache_root.join("tokens").join(&model_hash[..model_hash.len().min(32)]);
         std::fs::create_dir_all(&dir).at(&dir)?;
         let mut c = TokenCache { dir: dir.clone(), dim, map: HashMap::new(), pending: vec![] };
-        let mut parts: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .at(&dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        parts.sort();
+        let parts = list_parts(&dir)?;
         for part in parts {
             if let Err(e) = c.load_part(&part) {
                 tracing::warn!("ignoring unreadable token cache part: {e}");

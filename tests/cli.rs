@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -44,29 +43,10 @@ fn setting_change_is_explained_by_status() {
     assert!(st.contains("setting format: \"auto\" -> \"seed-json\""), "{st}");
 }
 
-/// Start `coltrast run` paused at a fault point; returns once it is there.
-fn start_paused(p: &Project, point: &str, extra: &[&str]) -> std::process::Child {
+fn start_paused_ingest(p: &Project, point: &str, extra: &[&str]) -> std::process::Child {
     let mut args = vec!["run", "ingest"];
     args.extend_from_slice(extra);
-    let mut child = p
-        .cmd(&args)
-        .env("COLTRAST_TEST_FAULT", point)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "fault point {point} never reached");
-        match lines.next() {
-            Some(Ok(l)) if l.contains("fault point") => break,
-            Some(_) => continue,
-            None => panic!("process ended before reaching {point}"),
-        }
-    }
-    child
+    start_paused(p, &args, point)
 }
 
 #[test]
@@ -74,7 +54,7 @@ fn kill_9_leaves_nothing_trusted_and_rerun_matches_clean_run() {
     for point in ["ingest:between-tables", "ingest:before-manifest"] {
         let p = Project::new(TOML);
         p.write("data.json", seed_json(5));
-        let mut child = start_paused(&p, point, &[]);
+        let mut child = start_paused_ingest(&p, point, &[]);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let arts = p.path().join("artifacts");
@@ -99,7 +79,7 @@ fn kill_9_leaves_nothing_trusted_and_rerun_matches_clean_run() {
 fn second_run_waits_for_the_lock_or_refuses() {
     let p = Project::new(TOML);
     p.write("data.json", seed_json(3));
-    let mut holder = start_paused(&p, "ingest:before-manifest", &[]);
+    let mut holder = start_paused_ingest(&p, "ingest:before-manifest", &[]);
     // --no-wait refuses cleanly.
     let out = p.run(&["run", "ingest", "--no-wait"]);
     assert_eq!(out.code(), 1, "{}", out.stderr());

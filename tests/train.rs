@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use coltrast::encoder::Encoder;
 use coltrast::train::{self, export, ColTrastModel, Example, TrainConfig};
@@ -174,27 +172,8 @@ fn library_resume_matches_an_uninterrupted_run() {
 // ---------------------------------------------------------------------------------------------------------
 // Through the binary, on the tiny model
 
-/// Start `coltrast run train` paused at a fault point.
-fn start_paused(p: &Project, point: &str) -> std::process::Child {
-    let mut child = p
-        .cmd(&["run", "train"])
-        .env("COLTRAST_TEST_FAULT", point)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "fault point {point} never reached");
-        match lines.next() {
-            Some(Ok(l)) if l.contains("fault point") => break,
-            Some(_) => continue,
-            None => panic!("process ended before reaching {point}"),
-        }
-    }
-    child
+fn start_paused_train(p: &Project, point: &str) -> std::process::Child {
+    start_paused(p, &["run", "train"], point)
 }
 
 const RESUME_TOML: &str = "epochs = 4\npatience = 0\nlearning_rate = 0.001";
@@ -217,7 +196,7 @@ fn kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run() {
         [("train:step-11", Some(2)), ("train:epoch-2", Some(2)), ("train:before-manifest", Some(4))]
     {
         let p = tiny_project(RESUME_TOML);
-        let mut child = start_paused(&p, point);
+        let mut child = start_paused_train(&p, point);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         assert!(trusted_dirs(&p.path().join("artifacts"), "train").is_empty(), "{point}");

@@ -51,31 +51,8 @@ impl Default for EncoderOptions {
     }
 }
 
-/// Sentence embeddings, row-major `[n, dim]`, in input order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Embeddings {
-    pub dim: usize,
-    pub data: Vec<f32>,
-}
-
-impl Embeddings {
-    pub fn len(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.data.len() / self.dim
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
-        self.data.chunks_exact(self.dim.max(1))
-    }
-}
+/// Sentence embeddings, row-major `[n, dim]`, in input order (the same type the tch encoder returns).
+pub use crate::encoder::Embeddings;
 
 /// One text's token embeddings: every real token ([CLS] and [SEP] included, padding excluded), row-major
 /// `[ids.len(), dim]`, each row L2-normalised.

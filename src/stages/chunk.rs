@@ -270,7 +270,8 @@ pub fn chunk_id(project_id: &str, text: &str) -> String {
     h.finish()[..16].to_string()
 }
 
-fn embed_all(encoder: &Encoder, cache: &mut EmbeddingCache, texts: &[&str], batch: usize, what: &str) -> Result<Vec<f32>> {
+/// Embed `texts` through the cache with the tch encoder, with a progress bar for the texts not cached.
+pub fn embed_all(encoder: &Encoder, cache: &mut EmbeddingCache, texts: &[&str], batch: usize, what: &str) -> Result<Vec<f32>> {
     cache.embed(texts, |missing| {
         let bar = crate::progress::bar(missing.len() as u64, what);
         let mut out = Vec::with_capacity(missing.len() * encoder.dim());

@@ -112,18 +112,8 @@ impl Stage<Settings> for Mine {
         }
         let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
         let batch = s.batch_size as usize;
-        let mut embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
-            cache.embed(texts, |missing| {
-                let bar = crate::progress::bar(missing.len() as u64, what);
-                let mut out = Vec::with_capacity(missing.len() * dim);
-                for group in missing.chunks(1024) {
-                    out.extend(encoder.embed(group, batch).map_err(Error::from)?.data);
-                    bar.inc(group.len() as u64);
-                }
-                bar.finish_and_clear();
-                Ok(out)
-            })
-        };
+        let mut embed =
+            |texts: &[&str], what: &str| -> Result<Vec<f32>> { chunk::embed_all(&encoder, &mut cache, texts, batch, what) };
         let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &mut embed)?;
         cache.flush()?;
         for (k, v) in &mined.stats {

@@ -76,6 +76,32 @@ impl Out {
     }
 }
 
+/// Start `coltrast <args>` with `COLTRAST_TEST_FAULT=<point>` and return once it has reached that fault point
+/// (it then waits to be killed).
+pub fn start_paused(p: &Project, args: &[&str], point: &str) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let mut child = p
+        .cmd(args)
+        .env("COLTRAST_TEST_FAULT", point)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "fault point {point} never reached");
+        match lines.next() {
+            Some(Ok(l)) if l.contains("fault point") => break,
+            Some(_) => continue,
+            None => panic!("process ended before reaching {point}"),
+        }
+    }
+    child
+}
+
 /// A small valid seed-format dataset with `n` projects.
 pub fn seed_json(n: usize) -> String {
     let projects: Vec<String> = (0..n)
