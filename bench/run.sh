@@ -25,3 +25,9 @@ fi
 if want chunking; then
   python3 bench/chunking.py | tee bench/results/chunking.md
 fi
+if want train; then
+  cargo build --release --locked --example train_step_bench -q
+  export TRAIN_EXAMPLE="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/train_step_bench"
+  export BENCH_PY="$(bash bench/venv.sh)"
+  python3 bench/train.py | tee bench/results/train.md
+fi

@@ -11,7 +11,7 @@ use coltrast::Error;
 
 /// Fine-tune a sentence encoder with ColTrast and serve fast retrieval, as a content-hashed pipeline.
 ///
-/// Stages (in order): ingest, chunk, mine. Each writes Parquet and a manifest under
+/// Stages (in order): ingest, chunk, mine, train. Each writes Parquet and a manifest under
 /// artifacts/<stage>/<fingerprint>/ and reruns only when its code, settings or inputs change.
 ///
 /// Settings come from pipeline.toml, overridden by COLTRAST_<SECTION>__<KEY> environment variables,
