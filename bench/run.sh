@@ -33,3 +33,9 @@ if want serve; then
     python3 bench/serve.py | tee bench/results/serve.md
   fi
 fi
+if want train; then
+  cargo build --release --locked --example train_step_bench -q
+  export TRAIN_EXAMPLE="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/train_step_bench"
+  export BENCH_PY="$(bash bench/venv.sh)"
+  python3 bench/train.py | tee bench/results/train.md
+fi

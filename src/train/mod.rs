@@ -135,7 +135,10 @@ pub struct Hooks<'a> {
 
 impl Default for Hooks<'_> {
     fn default() -> Self {
-        Hooks { fault_point: &|_| {}, progress: false }
+        Hooks {
+            fault_point: &|_| {},
+            progress: false,
+        }
     }
 }
 
@@ -158,14 +161,21 @@ impl Texts {
         let list: Vec<&str> = all.into_iter().collect();
         let toks = model.encoder().tokenize(&list).map_err(Error::from)?;
         let tokens = list.iter().map(|s| s.to_string()).zip(toks).collect();
-        Ok(Texts { tokens, pad_id: model.encoder().config().pad_token_id })
+        Ok(Texts {
+            tokens,
+            pad_id: model.encoder().config().pad_token_id,
+        })
     }
 
     /// A padded batch of known texts on `device`.
     pub fn batch(&self, texts: &[&str], device: tch::Device) -> Result<Batch> {
         let items: Vec<&TokenizedText> = texts
             .iter()
-            .map(|t| self.tokens.get(*t).ok_or_else(|| Error::internal("text was not tokenised")))
+            .map(|t| {
+                self.tokens
+                    .get(*t)
+                    .ok_or_else(|| Error::internal("text was not tokenised"))
+            })
             .collect::<Result<_>>()?;
         Ok(pad_batch(&items, self.pad_id, device))
     }
@@ -184,7 +194,13 @@ pub struct BatchLoss {
 
 /// Encodes a batch (queries in one pass, its distinct documents in another, each padded to its longest
 /// text) and computes the ColTrast loss. Dropout is on when `train`.
-pub fn batch_loss(model: &ColTrastModel, texts: &Texts, batch: &[&Example], cfg: &TrainConfig, train: bool) -> Result<BatchLoss> {
+pub fn batch_loss(
+    model: &ColTrastModel,
+    texts: &Texts,
+    batch: &[&Example],
+    cfg: &TrainConfig,
+    train: bool,
+) -> Result<BatchLoss> {
     let plan = BatchPlan::new(batch);
     let device = model.device();
     let queries: Vec<&str> = batch.iter().map(|e| e.query.as_str()).collect();
@@ -192,7 +208,9 @@ pub fn batch_loss(model: &ColTrastModel, texts: &Texts, batch: &[&Example], cfg:
     let q = model.encode(&texts.batch(&queries, device)?, train);
     let d = model.encode(&texts.batch(&docs, device)?, train);
     let n_docs = docs.len() as i64;
-    let candidates = Tensor::from_slice(&plan.candidates).view([batch.len() as i64, n_docs]).to_device(device);
+    let candidates = Tensor::from_slice(&plan.candidates)
+        .view([batch.len() as i64, n_docs])
+        .to_device(device);
     let labels = Tensor::from_slice(&plan.labels).to_device(device);
     let contrastive = loss::info_nce(&q.pooled, &d.pooled, &candidates, &labels, cfg.temperature);
     let qi = Tensor::from_slice(&plan.late_query).to_device(device);
@@ -204,18 +222,32 @@ pub fn batch_loss(model: &ColTrastModel, texts: &Texts, batch: &[&Example], cfg:
     if tracing::enabled!(tracing::Level::DEBUG) {
         let s = Vec::<f32>::try_from(scores.detach().to_device(tch::Device::Cpu)).unwrap_or_default();
         let mean = |label: f32| {
-            let v: Vec<f32> = s.iter().zip(&plan.late_label).filter(|(_, l)| **l == label).map(|(x, _)| *x).collect();
+            let v: Vec<f32> = s
+                .iter()
+                .zip(&plan.late_label)
+                .filter(|(_, l)| **l == label)
+                .map(|(x, _)| *x)
+                .collect();
             v.iter().sum::<f32>() / v.len().max(1) as f32
         };
         tracing::debug!(positive = mean(1.0), negative = mean(0.0), "mean MaxSim score");
     }
     let total = &contrastive * cfg.contrastive_weight + &late * cfg.late_interaction_weight;
-    Ok(BatchLoss { total, contrastive, late })
+    Ok(BatchLoss {
+        total,
+        contrastive,
+        late,
+    })
 }
 
 /// Mean losses over `examples` in evaluation mode (no dropout, no gradients), batches of `batch_size` in
 /// the given order, weighted by batch size: `(total, contrastive, late)`.
-pub fn evaluate(model: &ColTrastModel, texts: &Texts, examples: &[Example], cfg: &TrainConfig) -> Result<(f64, f64, f64)> {
+pub fn evaluate(
+    model: &ColTrastModel,
+    texts: &Texts,
+    examples: &[Example],
+    cfg: &TrainConfig,
+) -> Result<(f64, f64, f64)> {
     let _guard = tch::no_grad_guard();
     let (mut t, mut c, mut l, mut n) = (0.0, 0.0, 0.0, 0usize);
     for chunk in examples.chunks(cfg.batch_size) {
@@ -320,7 +352,10 @@ fn checkpoint_key(cfg: &TrainConfig, train: &[Example], val: &[Example], model: 
     for (tag, set) in [("train", train), ("val", val)] {
         h.update(tag.as_bytes());
         for e in set {
-            for s in std::iter::once(&e.qa_id).chain([&e.query, &e.positive]).chain(e.negatives.iter()) {
+            for s in std::iter::once(&e.qa_id)
+                .chain([&e.query, &e.positive])
+                .chain(e.negatives.iter())
+            {
                 h.update(&(s.len() as u64).to_le_bytes());
                 h.update(s.as_bytes());
             }
@@ -349,7 +384,9 @@ pub fn train(
     hooks: &Hooks,
 ) -> Result<TrainOutcome> {
     if train.is_empty() {
-        return Err(Error::Usage("no training pairs: the mine stage produced no pairs with split \"train\"".into()));
+        return Err(Error::Usage(
+            "no training pairs: the mine stage produced no pairs with split \"train\"".into(),
+        ));
     }
     std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
     let texts = Texts::new(model, &[train, val])?;
@@ -399,7 +436,6 @@ pub fn train(
     } else {
         None
     };
-    let started = Instant::now();
     let mut steps_here = 0u64;
     let mut step_time = 0f64;
     let mut epoch = start_epoch;
@@ -411,11 +447,8 @@ pub fn train(
             let t0 = Instant::now();
             let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
             let lr = schedule.lr(global_step);
-            opt.zero_grad();
             let b = batch_loss(model, &texts, &batch, cfg, true)?;
-            b.total.backward();
-            let grad_norm = opt.clip_grad_norm(cfg.max_grad_norm);
-            opt.step(lr);
+            let grad_norm = opt.backward_step(&b.total, lr, cfg.max_grad_norm);
             global_step += 1;
             let row = LogRow {
                 epoch,
@@ -489,16 +522,21 @@ pub fn train(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let epochs_run = log.iter().filter(|r| r.split == "train").map(|r| r.epoch).max().unwrap_or(0);
+    let epochs_run = log
+        .iter()
+        .filter(|r| r.split == "train")
+        .map(|r| r.epoch)
+        .max()
+        .unwrap_or(0);
     let best_epoch = early.best_epoch.unwrap_or(epochs_run);
-    // The best epoch's weights become the model (its state file is kept by every commit).
-    let last = checkpoint::load(work_dir, &key).map(|(ck, _)| ck.epoch).unwrap_or(epochs_run);
+    // The model holds the last committed epoch's weights; the best epoch's replace them (its state file is
+    // kept by every commit).
+    let last = epoch - 1;
     if best_epoch != last {
         let path = work_dir.join(checkpoint::state_file_name(best_epoch));
         let state = checkpoint::read_tensors(&path)?;
         model.load_parameters(&state, &path.display().to_string())?;
     }
-    let _ = started;
     Ok(TrainOutcome {
         best_val_loss: early.best_loss,
         best_epoch,
@@ -506,7 +544,11 @@ pub fn train(
         stopped_early: stopped,
         steps: global_step,
         resumed_after,
-        steps_per_s: if step_time > 0.0 { steps_here as f64 / step_time } else { 0.0 },
+        steps_per_s: if step_time > 0.0 {
+            steps_here as f64 / step_time
+        } else {
+            0.0
+        },
         log,
     })
 }

@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 /// AdamW as `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments, no amsgrad):
 /// `p ← p·(1 − lr·wd)`, `m ← β1·m + (1 − β1)·g`, `v ← β2·v + (1 − β2)·g²`,
 /// `p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)`.
+///
+/// Gradients are taken with [`AdamW::gradients`] (autograd's `grad`, nothing accumulated in `.grad`, so
+/// nothing to zero), the global norm is clipped by scaling inside the update, and on the CPU the whole update
+/// is one fused pass over each parameter (read p, g, m, v; write p, m, v) instead of a chain of tensor ops.
 pub struct AdamW {
     params: Vec<Slot>,
     /// Updates done so far (t).
@@ -33,6 +37,80 @@ pub fn decays(name: &str) -> bool {
     !(name.ends_with("bias") || name.contains("LayerNorm"))
 }
 
+/// The factor `torch.nn.utils.clip_grad_norm_` scales gradients by: `max_norm / (norm + 1e-6)` when the
+/// norm exceeds `max_norm > 0`, else 1.
+pub fn clip_coef(norm: f64, max_norm: f64) -> f64 {
+    if max_norm > 0.0 && norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    }
+}
+
+/// Global L2 norm of gradients (undefined ones skipped).
+pub fn global_norm(grads: &[Tensor]) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let norms: Vec<Tensor> = grads
+        .iter()
+        .filter(|g| g.defined())
+        .map(|g| g.to_kind(Kind::Float).norm().reshape([1]))
+        .collect();
+    if norms.is_empty() {
+        return 0.0;
+    }
+    Tensor::cat(&norms, 0).norm().double_value(&[])
+}
+
+/// Hyper-parameters of one update.
+#[derive(Clone, Copy)]
+struct Update {
+    decay: f32,
+    beta1: f32,
+    beta2: f32,
+    /// `1 − β1`, `1 − β2`, computed in f64 (in f32 `1 − 0.999` loses four digits).
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    scale: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+}
+
+/// The fused CPU update of one parameter (contiguous float32 slices of equal length).
+fn fused_cpu(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], u: Update) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    p.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| {
+            for i in 0..p.len() {
+                let gi = g[i] * u.scale;
+                let mi = u.beta1 * m[i] + u.one_minus_beta1 * gi;
+                let vi = u.beta2 * v[i] + u.one_minus_beta2 * gi * gi;
+                m[i] = mi;
+                v[i] = vi;
+                p[i] = p[i] * u.decay - u.step_size * mi / (vi.sqrt() / u.bc2_sqrt + u.eps);
+            }
+        });
+}
+
+/// A mutable float32 view of a contiguous CPU tensor.
+///
+/// Safety: the caller must hold no other view of the same memory while the slice lives.
+unsafe fn cpu_slice<'a>(t: &Tensor) -> Option<&'a mut [f32]> {
+    if !t.defined() || t.device() != tch::Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
+        return None;
+    }
+    let n = t.numel();
+    let ptr = t.data_ptr() as *mut f32;
+    if n == 0 || ptr.is_null() {
+        return None;
+    }
+    Some(std::slice::from_raw_parts_mut(ptr, n))
+}
+
 impl AdamW {
     /// β1 0.9, β2 0.999, ε 1e-8 (PyTorch's defaults).
     pub fn new(named: Vec<(String, Tensor)>, weight_decay: f64) -> AdamW {
@@ -41,70 +119,86 @@ impl AdamW {
             .map(|(name, param)| {
                 let m = param.zeros_like().detach();
                 let v = param.zeros_like().detach();
-                Slot { decay: decays(&name), name, param, m, v }
+                Slot {
+                    decay: decays(&name),
+                    name,
+                    param,
+                    m,
+                    v,
+                }
             })
             .collect();
-        AdamW { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
-    }
-
-    /// Clears every gradient.
-    pub fn zero_grad(&mut self) {
-        for s in &mut self.params {
-            let mut g = s.param.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
+        AdamW {
+            params,
+            step: 0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
         }
     }
 
-    /// Global L2 norm of all gradients (before clipping); when `max_norm > 0` and the norm exceeds it, every
-    /// gradient is scaled by `max_norm / (norm + 1e-6)`, as `torch.nn.utils.clip_grad_norm_`.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
-        let _guard = tch::no_grad_guard();
-        let norms: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|s| s.param.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.to_kind(Kind::Float).norm().reshape([1]))
-            .collect();
-        if norms.is_empty() {
-            return 0.0;
-        }
-        let total = Tensor::cat(&norms, 0).norm().double_value(&[]);
-        if max_norm > 0.0 && total > max_norm {
-            let coef = max_norm / (total + 1e-6);
-            for s in &self.params {
-                let mut g = s.param.grad();
-                if g.defined() {
-                    let _ = g.g_mul_scalar_(coef);
-                }
-            }
-        }
-        total
+    /// Gradients of `loss` for every parameter, in order (undefined for parameters it does not use),
+    /// without touching `.grad`.
+    pub fn gradients(&self, loss: &Tensor) -> Vec<Tensor> {
+        let params: Vec<&Tensor> = self.params.iter().map(|s| &s.param).collect();
+        Tensor::run_backward(&[loss], &params, false, false)
     }
 
-    /// One update with learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    /// Backward pass, clipping to `max_norm` (0 = none) and one update with learning rate `lr`. Returns the
+    /// gradients' global norm before clipping.
+    pub fn backward_step(&mut self, loss: &Tensor, lr: f64, max_norm: f64) -> f64 {
+        let grads = self.gradients(loss);
+        let norm = global_norm(&grads);
+        self.apply(&grads, clip_coef(norm, max_norm), lr);
+        norm
+    }
+
+    /// One update from `grads` (one per parameter, in order) scaled by `scale`.
+    pub fn apply(&mut self, grads: &[Tensor], scale: f64, lr: f64) {
         let _guard = tch::no_grad_guard();
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
-        for s in &mut self.params {
-            let g = s.param.grad();
+        for (s, g) in self.params.iter_mut().zip(grads) {
             if !g.defined() {
                 continue;
             }
-            if s.decay && self.weight_decay > 0.0 {
-                let _ = s.param.g_mul_scalar_(1.0 - lr * self.weight_decay);
+            let decay = if s.decay { 1.0 - lr * self.weight_decay } else { 1.0 };
+            let g = if g.is_contiguous() {
+                g.shallow_clone()
+            } else {
+                g.contiguous()
+            };
+            let u = Update {
+                decay: decay as f32,
+                beta1: self.beta1 as f32,
+                beta2: self.beta2 as f32,
+                one_minus_beta1: (1.0 - self.beta1) as f32,
+                one_minus_beta2: (1.0 - self.beta2) as f32,
+                scale: scale as f32,
+                step_size: (lr / bc1) as f32,
+                bc2_sqrt: bc2_sqrt as f32,
+                eps: self.eps as f32,
+            };
+            // SAFETY: p, m and v are distinct tensors owned by this optimizer (m, v) or the model (p), and g
+            // is a fresh gradient; nothing else reads or writes them during the update.
+            let views = unsafe { (cpu_slice(&s.param), cpu_slice(&g), cpu_slice(&s.m), cpu_slice(&s.v)) };
+            match views {
+                (Some(p), Some(g), Some(m), Some(v)) if p.len() == g.len() => fused_cpu(p, g, m, v, u),
+                _ => {
+                    let g = if scale != 1.0 { &g * scale } else { g };
+                    if decay != 1.0 {
+                        let _ = s.param.g_mul_scalar_(decay);
+                    }
+                    let _ = s.m.lerp_(&g, 1.0 - self.beta1);
+                    let _ = s.v.g_mul_scalar_(self.beta2);
+                    let _ = s.v.addcmul_(&(&g * (1.0 - self.beta2)), &g);
+                    let denom = (s.v.sqrt() / bc2_sqrt).g_add_scalar_(self.eps);
+                    let _ = s.param.addcdiv_(&(&s.m * (-lr / bc1)), &denom);
+                }
             }
-            let _ = s.m.lerp_(&g, 1.0 - self.beta1);
-            let _ = s.v.g_mul_scalar_(self.beta2);
-            let _ = s.v.addcmul_(&(&g * (1.0 - self.beta2)), &g);
-            let denom = (s.v.sqrt() / bc2_sqrt).g_add_scalar_(self.eps);
-            let update = (&s.m / denom) * (-lr / bc1);
-            let _ = s.param.g_add_(&update);
         }
     }
 
@@ -180,7 +274,12 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     pub fn new(patience: u64) -> Self {
-        EarlyStopping { patience, best_epoch: None, best_loss: None, bad_epochs: 0 }
+        EarlyStopping {
+            patience,
+            best_epoch: None,
+            best_loss: None,
+            bad_epochs: 0,
+        }
     }
 
     /// Records epoch `epoch`'s validation loss; returns true when it is the new best (strictly lower).
@@ -247,24 +346,33 @@ mod tests {
     }
 
     #[test]
-    fn adamw_matches_torch_formula_on_one_scalar() {
-        // One parameter p = 1 with loss p² (g = 2p); lr 0.1, wd 0.01: check two steps by hand.
-        let p = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![("w".into(), p.shallow_clone())], 0.01);
-        let (b1, b2, eps, lr, wd) = (0.9, 0.999, 1e-8, 0.1, 0.01);
-        let (mut x, mut m, mut v) = (1.0f64, 0.0f64, 0.0f64);
-        for t in 1..=2 {
-            opt.zero_grad();
-            (&p * &p).sum(Kind::Double).backward();
-            opt.step(lr);
-            let g = 2.0 * x;
-            x *= 1.0 - lr * wd;
-            m = b1 * m + (1.0 - b1) * g;
-            v = b2 * v + (1.0 - b2) * g * g;
-            let mh = m / (1.0 - b1.powi(t));
-            let vh = (v / (1.0 - b2.powi(t))).sqrt();
-            x -= lr * mh / (vh + eps);
-            assert!((p.double_value(&[0]) - x).abs() < 1e-9, "step {t}: {} vs {x}", p.double_value(&[0]));
+    fn adamw_matches_torch_formula() {
+        // Parameters x with loss sum(x²) (g = 2x); lr 0.1, wd 0.01: two steps by hand, on the fused CPU path
+        // (float32) and the tensor-op path (float64).
+        for kind in [Kind::Float, Kind::Double] {
+            let init = [1.0f64, -0.5, 2.0];
+            let p = Tensor::from_slice(&init).to_kind(kind).set_requires_grad(true);
+            let mut opt = AdamW::new(vec![("w".into(), p.shallow_clone())], 0.01);
+            let (b1, b2, eps, lr, wd) = (0.9, 0.999, 1e-8, 0.1, 0.01);
+            let mut x = init;
+            let (mut m, mut v) = ([0.0f64; 3], [0.0f64; 3]);
+            for t in 1..=2 {
+                let norm = opt.backward_step(&(&p * &p).sum(kind), lr, 0.0);
+                let g: Vec<f64> = x.iter().map(|xi| 2.0 * xi).collect();
+                let want_norm = g.iter().map(|gi| gi * gi).sum::<f64>().sqrt();
+                assert!((norm - want_norm).abs() < 1e-4);
+                for i in 0..3 {
+                    x[i] *= 1.0 - lr * wd;
+                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                    let mh = m[i] / (1.0 - b1.powi(t));
+                    let vh = (v[i] / (1.0 - b2.powi(t))).sqrt();
+                    x[i] -= lr * mh / (vh + eps);
+                    let got = p.double_value(&[i as i64]);
+                    assert!((got - x[i]).abs() < 1e-6, "{kind:?} step {t}: {got} vs {}", x[i]);
+                }
+            }
+            assert!(!p.grad().defined(), "gradients are not accumulated into .grad");
         }
         // Biases and LayerNorms are not decayed.
         assert!(decays("encoder.encoder.layer.0.attention.self.query.weight"));
@@ -273,13 +381,19 @@ mod tests {
     }
 
     #[test]
-    fn clipping_scales_to_max_norm() {
-        let p = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
-        let mut opt = AdamW::new(vec![("w".into(), p.shallow_clone())], 0.0);
-        (&p * &p).sum(Kind::Float).backward(); // g = (6, 8), norm 10
-        let n = opt.clip_grad_norm(1.0);
+    fn clipping_scales_the_gradient_to_max_norm() {
+        assert_eq!(clip_coef(0.5, 1.0), 1.0);
+        assert_eq!(clip_coef(5.0, 0.0), 1.0);
+        assert!((clip_coef(10.0, 1.0) - 0.1).abs() < 1e-6);
+        // A clipped step equals a step on the gradient scaled by hand.
+        let loss = |p: &Tensor| (p * Tensor::from_slice(&[6.0f32, 8.0])).sum(Kind::Float); // g = (6, 8), norm 10
+        let a = Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true);
+        let mut oa = AdamW::new(vec![("w".into(), a.shallow_clone())], 0.0);
+        let n = oa.backward_step(&loss(&a), 0.1, 1.0);
         assert!((n - 10.0).abs() < 1e-5);
-        let g = Vec::<f32>::try_from(p.grad()).unwrap();
-        assert!((g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5, "{g:?}");
+        let b = Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true);
+        let mut ob = AdamW::new(vec![("w".into(), b.shallow_clone())], 0.0);
+        ob.apply(&[Tensor::from_slice(&[0.6f32, 0.8])], 1.0, 0.1);
+        assert!(a.allclose(&b, 1e-6, 1e-7, false), "{a} vs {b}");
     }
 }

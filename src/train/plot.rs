@@ -38,7 +38,11 @@ fn per_epoch(log: &[LogRow], split: &str, metric: Metric) -> Vec<(f64, f64)> {
     let mut epochs: Vec<u64> = log.iter().filter(|r| r.split == split).map(|r| r.epoch).collect();
     epochs.dedup();
     for e in epochs {
-        let vals: Vec<f64> = log.iter().filter(|r| r.split == split && r.epoch == e).map(metric).collect();
+        let vals: Vec<f64> = log
+            .iter()
+            .filter(|r| r.split == split && r.epoch == e)
+            .map(metric)
+            .collect();
         out.push((e as f64, vals.iter().sum::<f64>() / vals.len() as f64));
     }
     out
@@ -60,8 +64,15 @@ pub fn training_curves(path: &Path, log: &[LogRow], best_epoch: Option<u64>) -> 
     for (area, (title, metric)) in areas.iter().zip(panels) {
         let train = per_epoch(log, "train", metric);
         let val = per_epoch(log, "val", metric);
-        let all: Vec<f64> = train.iter().chain(&val).map(|p| p.1).filter(|v| v.is_finite()).collect();
-        let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        let all: Vec<f64> = train
+            .iter()
+            .chain(&val)
+            .map(|p| p.1)
+            .filter(|v| v.is_finite())
+            .collect();
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
         let (lo, hi) = if all.is_empty() { (0.0, 1.0) } else { (lo, hi) };
         let pad = ((hi - lo) * 0.08).max(1e-3);
         let mut chart = ChartBuilder::on(area)
