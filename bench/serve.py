@@ -34,7 +34,7 @@ print(f"| sentence-transformers (torch 2.11) | {s:.1f} |")
 print(f"\nratio: **{o / s:.2f}x** (goal >= 2.0); cosine to sentence-transformers: min {min(x['min_cos'] for x in st):.7f}\n")
 
 lat = run_json([EX, "latency", corpus, os.path.join(BOOLQ, "queries.jsonl"), MODEL, "100000"])
-print("## Query latency (one process, model loaded once; encode + Flat search, k=10, 300 queries)\n")
+print("## Query latency (one process, model loaded once; encode + search, k=10, 300 BoolQ questions)\n")
 print("| index | vectors | p50 | p95 |")
 print("|---|---|---|---|")
 for r in lat:

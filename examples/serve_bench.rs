@@ -83,7 +83,8 @@ fn main() -> anyhow::Result<()> {
                 big.extend(v);
             }
             let large = VectorIndex::build("Flat", docs.dim, &big, None)?;
-            for (name, index) in [("boolq", &boolq), ("synthetic", &large)] {
+            let hnsw = VectorIndex::build("HNSW32", docs.dim, &big, None)?;
+            for (name, index) in [("boolq Flat", &boolq), ("100k Flat", &large), ("100k HNSW32", &hnsw)] {
                 let mut lat = Vec::new();
                 for q in &qs {
                     let t = Instant::now();
