@@ -29,9 +29,11 @@
 //!   RNG streams are re-derived from the epoch) is committed atomically after every epoch. A run interrupted
 //!   in any way (even `kill -9`) resumes after the last committed epoch and ends with the same bytes as an
 //!   uninterrupted run (on CPU).
-//! - **Measured.** The fraction of val (query, hard negative) pairs where the positive has the higher pooled
-//!   cosine, for the base model and for the output model (`val_pairwise_acc_base`/`_trained` in the
-//!   manifest; `val_all_negatives_acc_*` counts queries whose positive beats all its negatives).
+//! - **Measured** on the val split, for the base model (`*_base`, embedded by the base pipeline itself) and
+//!   the output model (`*_trained`), by pooled cosine ([`crate::train::Ranking`]): `val_pairwise_acc` (the
+//!   positive above its own hard negatives), `val_pooled_negatives_acc` (above every hard negative of the
+//!   split), `val_top1` and `val_mrr` (its rank among all val hard negatives and the other val positives),
+//!   `val_margin` (cos(positive) − max cos(own hard negatives)).
 //!
 //! **Inputs.** `mine/pairs.parquet` (splits `train`; `val` or `dev`; `test` is ignored); the base model.
 //!
