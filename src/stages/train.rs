@@ -360,3 +360,47 @@ pub fn read_log(dir: &Path) -> Result<Vec<LogRow>> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(qa: &str, split: &str) -> mine::Pair {
+        mine::Pair {
+            qa_id: qa.into(),
+            project_id: "p".into(),
+            split: split.into(),
+            query: format!("q {qa}"),
+            positive_text: format!("pos {qa}"),
+            positive_chunk_id: None,
+            positive_source: "answer".into(),
+            positive_score: 0.5,
+            negative_chunk_ids: vec!["c".into()],
+            negative_texts: vec!["neg".into()],
+            negative_scores: vec![0.1],
+        }
+    }
+
+    #[test]
+    fn beir_dev_is_validation_and_test_is_left_out() {
+        let pairs = [
+            pair("a", "train"),
+            pair("b", "dev"),
+            pair("c", "val"),
+            pair("d", "test"),
+        ];
+        let (train, val, other) = split_pairs(&pairs);
+        assert_eq!(train.iter().map(|e| e.qa_id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(val.iter().map(|e| e.qa_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(other, 1);
+        assert_eq!(train[0].negatives, ["neg"]);
+    }
+
+    #[test]
+    fn device_setting_is_hashed_as_what_it_resolves_to() {
+        let s = Settings::default();
+        let t = Train.settings(&s).unwrap();
+        let want = if tch::Cuda::is_available() { "cuda" } else { "cpu" };
+        assert_eq!(t.get("device").and_then(|v| v.as_str()), Some(want));
+    }
+}
