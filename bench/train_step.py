@@ -5,9 +5,10 @@ config), same heads (Dense initialised to the identity, the Rust side's initial 
 padding (queries and the batch's distinct documents each padded to their longest text, truncation at
 max_seq_length), same loss (InfoNCE with the dumped candidate masks and labels; MaxSim BCE on the dumped
 pairs), same optimiser (torch.optim.AdamW, weight decay on weight matrices only), clipping at max_grad_norm.
-Prints one JSON line like the Rust side.
+Prints one JSON line like the Rust side. With --fused, AdamW runs with `fused=True` (PyTorch's fused CPU
+kernel, not the default), shown for reference.
 
-Usage: BENCH_PY bench/train_step.py DUMP_DIR
+Usage: BENCH_PY bench/train_step.py DUMP_DIR [--fused]
 """
 import json
 import os
@@ -21,6 +22,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertModel
 
 dump = sys.argv[1]
+fused = "--fused" in sys.argv[2:]
 spec = json.load(open(os.path.join(dump, "batches.json")))
 torch.set_num_threads(spec["threads"])
 torch.manual_seed(42)
@@ -44,7 +46,7 @@ decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n)]
 no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
 opt = torch.optim.AdamW(
     [{"params": decay, "weight_decay": spec["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-    lr=spec["learning_rate"], betas=(0.9, 0.999), eps=1e-8,
+    lr=spec["learning_rate"], betas=(0.9, 0.999), eps=1e-8, fused=True if fused else None,
 )
 params = [p for _, p in named]
 
@@ -102,7 +104,7 @@ for b in batches:
     t0 = time.perf_counter()
     opt.zero_grad()
     total, _, _ = loss_of(b)
-    float(total)
+    total.item()
     t1 = time.perf_counter()
     total.backward()
     t2 = time.perf_counter()
@@ -110,14 +112,16 @@ for b in batches:
     t3 = time.perf_counter()
     opt.step()
     t4 = time.perf_counter()
-    for i, d in enumerate([t1 - t0, t2 - t1, t3 - t2, t4 - t3]):
-        phases[i] += d * 1000.0 / len(batches)
+    if len(ms) >= spec["warmup"]:
+        for i, d in enumerate([t1 - t0, t2 - t1, t3 - t2, t4 - t3]):
+            phases[i] += d * 1000.0 / spec["steps"]
     ms.append((time.perf_counter() - t0) * 1000.0)
-print("mean ms: forward+loss %.0f, backward %.0f, clip %.0f, adamw %.0f" % tuple(phases), file=sys.stderr)
 timed = ms[spec["warmup"]:]
 lens = [(int(b["q"]["input_ids"].shape[1]), int(b["d"]["input_ids"].shape[1]), int(b["d"]["input_ids"].shape[0]))
         for b in batches]
 print(json.dumps({
-    "system": f"PyTorch {torch.__version__} eager", "threads": torch.get_num_threads(), "step_ms": timed,
+    "system": f"PyTorch {torch.__version__} eager" + (", AdamW fused=True" if fused else ""),
+    "threads": torch.get_num_threads(), "step_ms": timed,
     "median_ms": statistics.median(timed), "padded_lengths": lens, "eval_loss_first_batch": eval_loss,
+    "phases_ms": dict(zip(["forward_loss", "backward", "clip", "optimizer"], phases)),
 }))

@@ -5,8 +5,8 @@
 //! candidate masks, late-interaction pairs) and the initial token head to `DUMP_DIR`, so that the PyTorch
 //! baseline (`bench/train_step.py`) runs exactly the same model, batches, sequence lengths and loss. Then
 //! times `WARMUP + STEPS` steps (pad, forward with dropout, loss, backward, clip, AdamW) and prints one JSON
-//! line: per-step milliseconds, threads, padded lengths, and the loss of the first batch without dropout
-//! (which both sides must agree on).
+//! line: per-step milliseconds, the mean time of each phase, threads, padded lengths, and the loss of the
+//! first batch without dropout (which both sides must agree on).
 //!
 //! `cargo run --release --example train_step_bench -- MODEL_DIR MINE_ARTIFACT_DIR DUMP_DIR STEPS WARMUP`
 
@@ -129,6 +129,7 @@ fn main() -> anyhow::Result<()> {
     let out = serde_json::json!({
         "system": "coltrast (tch)", "threads": tch::get_num_threads(), "step_ms": timed,
         "median_ms": sorted[sorted.len() / 2], "padded_lengths": lens, "eval_loss_first_batch": eval,
+        "phases_ms": {"forward_loss": phases[0], "backward": phases[1], "clip": phases[2], "optimizer": phases[3]},
     });
     println!("{out}");
     Ok(())

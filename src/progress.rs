@@ -12,11 +12,11 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// The training bar: epoch, step, the latest losses and steps per second.
+/// The training bar: epoch, step, the latest losses (total, contrastive, late) and steps per second.
 pub fn train_bar(total_steps: u64) -> ProgressBar {
     let pb = ProgressBar::new(total_steps);
     if let Ok(style) =
-        ProgressStyle::with_template("{prefix:>11} [{bar:30}] step {pos}/{len} {msg} {per_sec} eta {eta}")
+        ProgressStyle::with_template("{prefix:>11} [{bar:24}] step {pos}/{len} {msg} {per_sec} eta {eta}")
     {
         pb.set_style(style.progress_chars("=> "));
     }

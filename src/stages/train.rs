@@ -29,9 +29,11 @@
 //!   RNG streams are re-derived from the epoch) is committed atomically after every epoch. A run interrupted
 //!   in any way (even `kill -9`) resumes after the last committed epoch and ends with the same bytes as an
 //!   uninterrupted run (on CPU).
-//! - **Measured.** The fraction of val (query, hard negative) pairs where the positive has the higher pooled
-//!   cosine, for the base model and for the output model (`val_pairwise_acc_base`/`_trained` in the
-//!   manifest; `val_all_negatives_acc_*` counts queries whose positive beats all its negatives).
+//! - **Measured** on the val split, for the base model (`*_base`, embedded by the base pipeline itself) and
+//!   the output model (`*_trained`), by pooled cosine ([`crate::train::Ranking`]): `val_pairwise_acc` (the
+//!   positive above its own hard negatives), `val_pooled_negatives_acc` (above every hard negative of the
+//!   split), `val_top1` and `val_mrr` (its rank among all val hard negatives and the other val positives),
+//!   `val_margin` (cos(positive) − max cos(own hard negatives)).
 //!
 //! **Inputs.** `mine/pairs.parquet` (splits `train`; `val` or `dev`; `test` is ignored); the base model.
 //!
@@ -357,4 +359,48 @@ pub fn read_log(dir: &Path) -> Result<Vec<LogRow>> {
             grad_norm: (!gn.is_null(k)).then(|| gn.value(k)),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(qa: &str, split: &str) -> mine::Pair {
+        mine::Pair {
+            qa_id: qa.into(),
+            project_id: "p".into(),
+            split: split.into(),
+            query: format!("q {qa}"),
+            positive_text: format!("pos {qa}"),
+            positive_chunk_id: None,
+            positive_source: "answer".into(),
+            positive_score: 0.5,
+            negative_chunk_ids: vec!["c".into()],
+            negative_texts: vec!["neg".into()],
+            negative_scores: vec![0.1],
+        }
+    }
+
+    #[test]
+    fn beir_dev_is_validation_and_test_is_left_out() {
+        let pairs = [
+            pair("a", "train"),
+            pair("b", "dev"),
+            pair("c", "val"),
+            pair("d", "test"),
+        ];
+        let (train, val, other) = split_pairs(&pairs);
+        assert_eq!(train.iter().map(|e| e.qa_id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(val.iter().map(|e| e.qa_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(other, 1);
+        assert_eq!(train[0].negatives, ["neg"]);
+    }
+
+    #[test]
+    fn device_setting_is_hashed_as_what_it_resolves_to() {
+        let s = Settings::default();
+        let t = Train.settings(&s).unwrap();
+        let want = if tch::Cuda::is_available() { "cuda" } else { "cpu" };
+        assert_eq!(t.get("device").and_then(|v| v.as_str()), Some(want));
+    }
 }

@@ -481,7 +481,7 @@ pub fn train(
             if let Some(bar) = &bar {
                 bar.set_prefix(format!("epoch {epoch}/{}", cfg.epochs));
                 bar.set_message(format!(
-                    "loss {:.4} (contrastive {:.4}, late {:.4})",
+                    "loss {:.4} (c {:.4}, li {:.4})",
                     row.loss, row.loss_contrastive, row.loss_late
                 ));
                 bar.set_position(global_step);
