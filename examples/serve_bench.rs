@@ -31,7 +31,8 @@ fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let settings = coltrast::settings::Settings::default();
     let tmp = tempfile::tempdir()?;
-    let doc = |v: &serde_json::Value| format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or(""));
+    let doc =
+        |v: &serde_json::Value| format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or(""));
     match a.get(1).map(|s| s.as_str()) {
         Some("embed") => {
             let (corpus, model, out) = (&a[2], &a[3], &a[4]);
@@ -54,7 +55,10 @@ fn main() -> anyhow::Result<()> {
                 f.write_all(&x.to_le_bytes())?;
             }
             let med = pct(times.clone(), 0.5);
-            println!("{}", serde_json::json!({"system": "coltrast-ort", "passages": refs.len(), "seconds": times, "median_s": med, "per_s": refs.len() as f64 / med}));
+            println!(
+                "{}",
+                serde_json::json!({"system": "coltrast-ort", "passages": refs.len(), "seconds": times, "median_s": med, "per_s": refs.len() as f64 / med})
+            );
         }
         Some("latency") => {
             let (corpus, queries, model) = (&a[2], &a[3], &a[4]);
@@ -93,7 +97,10 @@ fn main() -> anyhow::Result<()> {
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                     anyhow::ensure!(!hits[0].is_empty());
                 }
-                println!("{}", serde_json::json!({"index": name, "vectors": index.len(), "queries": lat.len(), "p50_ms": pct(lat.clone(), 0.5), "p95_ms": pct(lat, 0.95), "model_load_s": load_s}));
+                println!(
+                    "{}",
+                    serde_json::json!({"index": name, "vectors": index.len(), "queries": lat.len(), "p50_ms": pct(lat.clone(), 0.5), "p95_ms": pct(lat, 0.95), "model_load_s": load_s})
+                );
             }
         }
         _ => anyhow::bail!("usage: serve_bench embed|latency ..."),

@@ -17,10 +17,7 @@ use coltrast::train::{self, optim::AdamW, BatchPlan, ColTrastModel, Example, Tra
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(
-        args.len() == 6,
-        "usage: train_step_bench MODEL_DIR MINE_DIR DUMP_DIR STEPS WARMUP"
-    );
+    anyhow::ensure!(args.len() == 6, "usage: train_step_bench MODEL_DIR MINE_DIR DUMP_DIR STEPS WARMUP");
     let (model_dir, mine_dir, dump) = (&args[1], &args[2], std::path::Path::new(&args[3]));
     let steps: usize = args[4].parse()?;
     let warmup: usize = args[5].parse()?;
@@ -37,9 +34,8 @@ fn main() -> anyhow::Result<()> {
 
     let order = train::rng::epoch_order(cfg.seed, 1, train_set.len());
     let b = cfg.batch_size;
-    let batches: Vec<Vec<&Example>> = (0..warmup + steps)
-        .map(|k| (0..b).map(|j| &train_set[order[(k * b + j) % order.len()]]).collect())
-        .collect();
+    let batches: Vec<Vec<&Example>> =
+        (0..warmup + steps).map(|k| (0..b).map(|j| &train_set[order[(k * b + j) % order.len()]]).collect()).collect();
 
     // The batches as the PyTorch side needs them.
     let mut lens = Vec::new();
@@ -49,12 +45,7 @@ fn main() -> anyhow::Result<()> {
             let plan = BatchPlan::new(batch);
             let q: Vec<&str> = batch.iter().map(|e| e.query.as_str()).collect();
             let d: Vec<&str> = plan.docs.iter().map(|s| s.as_str()).collect();
-            let len = |v: &[&str]| {
-                v.iter()
-                    .map(|t| texts.get(t).map(|x| x.len()).unwrap_or(0))
-                    .max()
-                    .unwrap_or(0)
-            };
+            let len = |v: &[&str]| v.iter().map(|t| texts.get(t).map(|x| x.len()).unwrap_or(0)).max().unwrap_or(0);
             lens.push((len(&q), len(&d), d.len()));
             let n = plan.docs.len();
             let cand: Vec<Vec<bool>> = plan.candidates.chunks(n).map(|r| r.to_vec()).collect();
@@ -67,21 +58,14 @@ fn main() -> anyhow::Result<()> {
     let (tw, tb) = model.token_head();
     train::export::write_safetensors(
         &dump.join("token_head.safetensors"),
-        &[
-            ("weight".into(), tw.shallow_clone()),
-            ("bias".into(), tb.shallow_clone()),
-        ],
+        &[("weight".into(), tw.shallow_clone()), ("bias".into(), tb.shallow_clone())],
     )?;
 
     // The first batch's loss without dropout: the two implementations must agree on it.
     let eval = {
         let _g = tch::no_grad_guard();
         let l = train::batch_loss(&model, &texts, &batches[0], &cfg, false)?;
-        [
-            l.total.double_value(&[]),
-            l.contrastive.double_value(&[]),
-            l.late.double_value(&[]),
-        ]
+        [l.total.double_value(&[]), l.contrastive.double_value(&[]), l.late.double_value(&[])]
     };
     let spec = serde_json::json!({
         "model_dir": model_dir, "max_seq_length": model.encoder().max_seq_length(),
@@ -108,11 +92,7 @@ fn main() -> anyhow::Result<()> {
         let t2 = Instant::now();
         let norm = train::optim::global_norm(&grads);
         let t3 = Instant::now();
-        opt.apply(
-            &grads,
-            train::optim::clip_coef(norm, cfg.max_grad_norm),
-            cfg.learning_rate,
-        );
+        opt.apply(&grads, train::optim::clip_coef(norm, cfg.max_grad_norm), cfg.learning_rate);
         let t4 = Instant::now();
         for (i, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].iter().enumerate() {
             phases[i] += d.as_secs_f64() * 1000.0 / batches.len() as f64;

@@ -91,7 +91,11 @@ pub fn show(common: &Common, stage: &str, out: &mut dyn Write) -> Result<()> {
     writeln!(
         out,
         "state:       {}",
-        if current { "up to date with the current settings" } else { "last run (out of date with the current settings)" }
+        if current {
+            "up to date with the current settings"
+        } else {
+            "last run (out of date with the current settings)"
+        }
     )
     .map_err(pipe)?;
     writeln!(out, "outputs:").map_err(pipe)?;
@@ -199,8 +203,15 @@ pub fn compare(common: &Common, query: &str, o: &QueryOpts, out: &mut dyn Write)
         return json_out(out, &serde_json::json!({ "query": query, "projects": r }));
     }
     for p in &r {
-        writeln!(out, "{:.3}  {}  ({} hits)\n       {}", p.relevance, p.project_id, p.hits, one_line(&p.best.text, 100))
-            .map_err(pipe)?;
+        writeln!(
+            out,
+            "{:.3}  {}  ({} hits)\n       {}",
+            p.relevance,
+            p.project_id,
+            p.hits,
+            one_line(&p.best.text, 100)
+        )
+        .map_err(pipe)?;
     }
     Ok(())
 }

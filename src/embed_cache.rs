@@ -30,7 +30,10 @@ fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
         .at(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "parquet")
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     parts.sort();
     Ok(parts)
@@ -57,8 +60,15 @@ impl EmbeddingCache {
     pub fn open(cache_root: &Path, model_hash: &str, dim: usize) -> Result<Self> {
         let dir = cache_root.join("embeddings").join(&model_hash[..model_hash.len().min(32)]);
         std::fs::create_dir_all(&dir).at(&dir)?;
-        let mut cache =
-            EmbeddingCache { dir: dir.clone(), dim, index: HashMap::new(), data: Vec::new(), pending: vec![], misses: 0, hits: 0 };
+        let mut cache = EmbeddingCache {
+            dir: dir.clone(),
+            dim,
+            index: HashMap::new(),
+            data: Vec::new(),
+            pending: vec![],
+            misses: 0,
+            hits: 0,
+        };
         let parts = list_parts(&dir)?;
         for part in parts {
             if let Err(e) = cache.load_part(&part) {
@@ -205,7 +215,8 @@ impl TokenCache {
     fn load_part(&mut self, path: &Path) -> Result<()> {
         use arrow::array::{BinaryArray, Int32Array};
         let b = table::read_parquet(path, "token-cache", &token_schema())?;
-        let hashes = b.column(0).as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| Error::internal("text_hash"))?;
+        let hashes =
+            b.column(0).as_any().downcast_ref::<FixedSizeBinaryArray>().ok_or_else(|| Error::internal("text_hash"))?;
         let ns = b.column(1).as_any().downcast_ref::<Int32Array>().ok_or_else(|| Error::internal("n_tokens"))?;
         let data = b.column(2).as_any().downcast_ref::<BinaryArray>().ok_or_else(|| Error::internal("tokens"))?;
         for i in 0..b.num_rows() {

@@ -233,9 +233,13 @@ pub struct RunOptions {
 /// Why a stage is or isn't up to date, for `coltrast status`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Freshness {
-    UpToDate { fingerprint: String },
+    UpToDate {
+        fingerprint: String,
+    },
     /// Would run; the reasons are human-readable lines ("setting chunk.x: 0.7 -> 0.8").
-    Stale { reasons: Vec<String> },
+    Stale {
+        reasons: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -338,9 +342,7 @@ impl<'a, C> Pipeline<'a, C> {
             });
         }
         for up in stage.upstream() {
-            let (dir, m) = upstream
-                .get(up)
-                .ok_or_else(|| Error::internal(format!("upstream {up} not resolved")))?;
+            let (dir, m) = upstream.get(up).ok_or_else(|| Error::internal(format!("upstream {up} not resolved")))?;
             h.str("stage").str(up).str(&m.content_hash);
             inputs.push(InputRecord {
                 kind: "stage".into(),
@@ -397,10 +399,7 @@ impl<'a, C> Pipeline<'a, C> {
                 if no_wait {
                     return Err(Error::Locked { path, holder });
                 }
-                eprintln!(
-                    "coltrast: waiting for another run (pid {holder}) that holds {}",
-                    path.display()
-                );
+                eprintln!("coltrast: waiting for another run (pid {holder}) that holds {}", path.display());
                 file.lock().at(&path)?;
             }
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
@@ -425,8 +424,7 @@ impl<'a, C> Pipeline<'a, C> {
         let mut reports = Vec::new();
         for stage in plan {
             let started = Instant::now();
-            let upstream: BTreeMap<_, _> =
-                stage.upstream().iter().map(|u| (*u, done[u].clone())).collect();
+            let upstream: BTreeMap<_, _> = stage.upstream().iter().map(|u| (*u, done[u].clone())).collect();
             let (fp, settings, inputs) = self.fingerprint(stage, &upstream, &mut hashes)?;
             hashes.save();
             let sdir = self.stage_dir(stage.name());
@@ -536,8 +534,7 @@ impl<'a, C> Pipeline<'a, C> {
         let mut current: BTreeMap<&'static str, (PathBuf, Manifest)> = BTreeMap::new();
         let mut out = Vec::new();
         for stage in &self.stages {
-            let stale_up: Vec<&str> =
-                stage.upstream().iter().copied().filter(|u| !current.contains_key(u)).collect();
+            let stale_up: Vec<&str> = stage.upstream().iter().copied().filter(|u| !current.contains_key(u)).collect();
             let previous = self.latest(stage.name());
             if !stale_up.is_empty() {
                 let mut reasons: Vec<String> =
@@ -548,8 +545,7 @@ impl<'a, C> Pipeline<'a, C> {
                 out.push(StageStatus { stage: stage.name(), freshness: Freshness::Stale { reasons } });
                 continue;
             }
-            let upstream: BTreeMap<_, _> =
-                stage.upstream().iter().map(|u| (*u, current[u].clone())).collect();
+            let upstream: BTreeMap<_, _> = stage.upstream().iter().map(|u| (*u, current[u].clone())).collect();
             let (fp, settings, inputs) = match self.fingerprint(*stage, &upstream, &mut hashes) {
                 Ok(x) => x,
                 Err(e) => {
@@ -645,7 +641,12 @@ impl<'a, C> Pipeline<'a, C> {
     }
 }
 
-fn diff_reasons(prev: &Manifest, code_version: u32, settings: &serde_json::Value, inputs: &[InputRecord]) -> Vec<String> {
+fn diff_reasons(
+    prev: &Manifest,
+    code_version: u32,
+    settings: &serde_json::Value,
+    inputs: &[InputRecord],
+) -> Vec<String> {
     let mut reasons = Vec::new();
     if prev.code_version != code_version {
         reasons.push(format!("code version {} -> {}", prev.code_version, code_version));

@@ -22,7 +22,11 @@ pub enum Error {
 
     /// A file or directory could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// Something the user asked for does not exist or cannot be done (unknown stage, missing model, ...).
     #[error("{0}")]

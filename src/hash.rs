@@ -134,10 +134,7 @@ fn meta_key(meta: &fs::Metadata) -> (u64, i128, u64) {
 impl HashCache {
     /// Load the cache at `path`; a missing or unreadable cache is simply empty (it is only an optimisation).
     pub fn load(path: PathBuf) -> Self {
-        let entries = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let entries = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         HashCache { path: Some(path), entries, dirty: false, bypass: false }
     }
 

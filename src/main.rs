@@ -167,7 +167,9 @@ fn main() -> ExitCode {
         Command::Show { stage } => app::show(&common, &stage, &mut stdout),
         Command::Search { query, q, project } => app::search(&common, &query, &qopts(q, project, 5), &mut stdout),
         Command::Ask { question, q } => app::ask(&common, &question, &qopts(q, None, 3), &mut stdout),
-        Command::Explore { keywords, q, project } => app::explore(&common, &keywords, &qopts(q, project, 8), &mut stdout),
+        Command::Explore { keywords, q, project } => {
+            app::explore(&common, &keywords, &qopts(q, project, 8), &mut stdout)
+        }
         Command::Compare { query, q } => app::compare(&common, &query, &qopts(q, None, 5), &mut stdout),
         Command::Report => app::report(&common, &mut stdout),
         Command::Gc { keep, dry_run } => app::gc(&common, keep, dry_run, &mut stdout).map(|_| ()),

@@ -88,9 +88,9 @@ impl Searcher {
     pub fn open(settings: &Settings) -> Result<Searcher> {
         let pipeline = Pipeline::new(stages::all(), settings, settings.artifacts_path())?;
         let locate = |stage: &str| -> Result<std::path::PathBuf> {
-            let (dir, _m, current) = pipeline
-                .show(stage)
-                .map_err(|_| Error::Usage(format!("no {stage} artifact yet: run `coltrast run` (or `make pipeline`) first")))?;
+            let (dir, _m, current) = pipeline.show(stage).map_err(|_| {
+                Error::Usage(format!("no {stage} artifact yet: run `coltrast run` (or `make pipeline`) first"))
+            })?;
             if !current {
                 tracing::warn!("the {stage} artifact is out of date with the current settings; using the last run");
             }
@@ -174,7 +174,10 @@ impl Searcher {
                 Some(p) => p.hits += 1,
                 None => {
                     order.push(h.project_id.clone());
-                    by.insert(h.project_id.clone(), ProjectResult { project_id: h.project_id.clone(), relevance: score, best: h, hits: 1 });
+                    by.insert(
+                        h.project_id.clone(),
+                        ProjectResult { project_id: h.project_id.clone(), relevance: score, best: h, hits: 1 },
+                    );
                 }
             }
         }
@@ -205,7 +208,12 @@ impl Searcher {
         for (name, phrase) in CATEGORIES {
             let q = format!("{keywords}: {phrase}");
             if let Some(h) = self.search(&q, 1, Some(&project_id), rerank)?.into_iter().next() {
-                categories.push(CategoryHit { category: name.to_string(), chunk_id: h.chunk_id, score: h.score, text: h.text });
+                categories.push(CategoryHit {
+                    category: name.to_string(),
+                    chunk_id: h.chunk_id,
+                    score: h.score,
+                    text: h.text,
+                });
             }
         }
         Ok(Exploration { project_id, categories })

@@ -17,12 +17,19 @@ use crate::stages;
 
 fn scan(path: &Path) -> Result<LazyFrame> {
     let s = path.to_str().ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 path", path.display())))?;
-    LazyFrame::scan_parquet(PlRefPath::new(s), ScanArgsParquet::default())
-        .map_err(|e| Error::Corrupt { path: path.to_path_buf(), stage: "report".into(), message: e.to_string() })
+    LazyFrame::scan_parquet(PlRefPath::new(s), ScanArgsParquet::default()).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        stage: "report".into(),
+        message: e.to_string(),
+    })
 }
 
 fn collect(lf: LazyFrame, path: &Path) -> Result<DataFrame> {
-    lf.collect().map_err(|e| Error::Corrupt { path: path.to_path_buf(), stage: "report".into(), message: e.to_string() })
+    lf.collect().map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        stage: "report".into(),
+        message: e.to_string(),
+    })
 }
 
 /// The artifact dir of a stage for the current settings (or its last run), if any.
@@ -72,7 +79,9 @@ pub fn report(settings: &Settings) -> Result<String> {
             scan(&f)?
                 .group_by([col("positive_source")])
                 .agg([len().alias("pairs")])
-                .with_column((col("pairs").cast(DataType::Float64) / col("pairs").sum().cast(DataType::Float64)).alias("share"))
+                .with_column(
+                    (col("pairs").cast(DataType::Float64) / col("pairs").sum().cast(DataType::Float64)).alias("share"),
+                )
                 .sort(["positive_source"], SortMultipleOptions::default()),
             &f,
         )?;

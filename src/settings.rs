@@ -409,9 +409,7 @@ impl Settings {
         if local.exists() {
             return local;
         }
-        hf_hub_cache()
-            .and_then(|hub| hf_snapshot(&hub, &self.model.base))
-            .unwrap_or(local)
+        hf_hub_cache().and_then(|hub| hf_snapshot(&hub, &self.model.base)).unwrap_or(local)
     }
 
     pub fn ort_library_path(&self) -> PathBuf {
@@ -503,7 +501,10 @@ impl Settings {
             return Err(("train.late_interaction_weight", "a number >= 0".into()));
         }
         if t.contrastive_weight + t.late_interaction_weight <= 0.0 {
-            return Err(("train.late_interaction_weight", "a positive weight for at least one of the two losses".into()));
+            return Err((
+                "train.late_interaction_weight",
+                "a positive weight for at least one of the two losses".into(),
+            ));
         }
         if t.embedding_dim < 0 {
             return Err(("train.embedding_dim", "an integer >= 0 (0 = the model's hidden size)".into()));
@@ -523,9 +524,7 @@ impl Settings {
     /// One section as a `toml::Value`, for hashing and for manifests.
     pub fn section(&self, name: &str) -> Result<toml::Value> {
         let all = toml::Value::try_from(self).map_err(Error::internal)?;
-        all.get(name)
-            .cloned()
-            .ok_or_else(|| Error::internal(format!("no settings section [{name}]")))
+        all.get(name).cloned().ok_or_else(|| Error::internal(format!("no settings section [{name}]")))
     }
 }
 
@@ -583,10 +582,7 @@ pub fn resolve(sources: &Sources) -> Result<Resolved> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).at(path)?;
         let table: toml::Table = toml::from_str(&text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(&text, s.start))
-                .unwrap_or((0, 0));
+            let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
             Error::config(&name, format!("line {line}, column {col}"), e.message().to_string())
         })?;
         check_layer(&name, &table)?;
@@ -678,27 +674,20 @@ fn single_key_table(layer: &str, defaults: &toml::Value, key: &str, raw: &str) -
                     None => vec![],
                 };
                 let where_ = if parent.is_empty() { "the top level".to_string() } else { format!("[{parent}]") };
-                return Err(Error::config(
-                    layer,
-                    key,
-                    format!("unknown key; {where_} has: {}", known.join(", ")),
-                ));
+                return Err(Error::config(layer, key, format!("unknown key; {where_} has: {}", known.join(", "))));
             }
         }
     }
     let value = match cursor {
         toml::Value::String(_) => toml::Value::String(raw.to_string()),
         toml::Value::Integer(_) => toml::Value::Integer(
-            raw.parse()
-                .map_err(|_| Error::config(layer, key, format!("expected an integer, got {raw:?}")))?,
+            raw.parse().map_err(|_| Error::config(layer, key, format!("expected an integer, got {raw:?}")))?,
         ),
         toml::Value::Float(_) => toml::Value::Float(
-            raw.parse()
-                .map_err(|_| Error::config(layer, key, format!("expected a number, got {raw:?}")))?,
+            raw.parse().map_err(|_| Error::config(layer, key, format!("expected a number, got {raw:?}")))?,
         ),
         toml::Value::Boolean(_) => toml::Value::Boolean(
-            raw.parse()
-                .map_err(|_| Error::config(layer, key, format!("expected true or false, got {raw:?}")))?,
+            raw.parse().map_err(|_| Error::config(layer, key, format!("expected true or false, got {raw:?}")))?,
         ),
         toml::Value::Table(_) => {
             return Err(Error::config(layer, key, "is a section; set one of its keys"));
@@ -854,7 +843,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = write(dir.path(), "[chunk]\nsimilarity_threshold = 1.5\n");
         let err = resolve(&sources(Some(cfg.clone()), &[], &[])).unwrap_err().to_string();
-        assert_eq!(err, format!("{}: chunk.similarity_threshold: expected a number in [-1, 1], got 1.5", cfg.display()));
+        assert_eq!(
+            err,
+            format!("{}: chunk.similarity_threshold: expected a number in [-1, 1], got 1.5", cfg.display())
+        );
         // an integer is accepted where a float is expected on the command line
         let r = resolve(&sources(None, &[], &["chunk.similarity_threshold=1"])).unwrap();
         assert_eq!(r.settings.chunk.similarity_threshold, 1.0);

@@ -49,7 +49,12 @@ pub fn read_parquet(path: &Path, stage: &str, expected: &Schema) -> Result<Recor
     for f in expected.fields() {
         let got = schema.field_with_name(f.name()).map_err(|_| corrupt(format!("missing column {:?}", f.name())))?;
         if got.data_type() != f.data_type() {
-            return Err(corrupt(format!("column {:?} is {} but should be {}", f.name(), got.data_type(), f.data_type())));
+            return Err(corrupt(format!(
+                "column {:?} is {} but should be {}",
+                f.name(),
+                got.data_type(),
+                f.data_type()
+            )));
         }
     }
     if batches.is_empty() {

@@ -48,7 +48,10 @@ fn boolq_base_model_reproduces_sentence_transformers() {
     }
     let n = ds.qa.len() as f64;
     let (r1, mrr, ndcg) = (sum[0] / n, sum[3] / n, sum[4] / n);
-    eprintln!("BoolQ base via ONNX/ort/FAISS: nDCG@10 {ndcg:.4}, R@1 {r1:.4}, MRR@10 {mrr:.4} ({} queries)", ds.qa.len());
+    eprintln!(
+        "BoolQ base via ONNX/ort/FAISS: nDCG@10 {ndcg:.4}, R@1 {r1:.4}, MRR@10 {mrr:.4} ({} queries)",
+        ds.qa.len()
+    );
     assert!((ndcg - 0.937).abs() <= 0.005, "nDCG@10 {ndcg}");
     assert!((r1 - 0.862).abs() <= 0.005, "R@1 {r1}");
     assert!((mrr - 0.917).abs() <= 0.005, "MRR@10 {mrr}");
@@ -63,12 +66,17 @@ fn strategy_none_embeds_title_space_text() {
     };
     let src = shared.join("data/boolq");
     let p = Project::new("[ingest]\npath = \"beir\"\n[chunk]\nstrategy = \"none\"\n");
-    let corpus: Vec<String> = std::fs::read_to_string(src.join("corpus.jsonl")).unwrap().lines().take(3).map(String::from).collect();
+    let corpus: Vec<String> =
+        std::fs::read_to_string(src.join("corpus.jsonl")).unwrap().lines().take(3).map(String::from).collect();
     p.write("beir/corpus.jsonl", corpus.join("\n"));
-    p.write("beir/queries.jsonl", "{\"_id\": \"q0\", \"text\": \"does ethanol take more energy make that produces\"}\n");
+    p.write(
+        "beir/queries.jsonl",
+        "{\"_id\": \"q0\", \"text\": \"does ethanol take more energy make that produces\"}\n",
+    );
     p.write("beir/qrels.tsv", "query-id\tcorpus-id\tscore\nq0\tp0\t1\n");
     p.run(&["run", "chunk"]).ok();
-    let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&trusted_dirs(&p.path().join("artifacts"), "chunk")[0]).unwrap();
+    let (chunks, _, _) =
+        coltrast::stages::chunk::read_chunks(&trusted_dirs(&p.path().join("artifacts"), "chunk")[0]).unwrap();
     assert_eq!(chunks.len(), 3);
     for (c, line) in chunks.iter().zip(&corpus) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

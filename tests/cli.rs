@@ -156,7 +156,11 @@ fn gc_removes_unreachable_artifacts() {
 #[test]
 fn bad_inputs_get_one_line_and_exit_1() {
     let cases: &[(&str, &[u8], &str)] = &[
-        ("malformed", b"{\"projects\": [\n {\"project_id\": \"a\",, }]}", "data.json: document: malformed JSON at line 2, column"),
+        (
+            "malformed",
+            b"{\"projects\": [\n {\"project_id\": \"a\",, }]}",
+            "data.json: document: malformed JSON at line 2, column",
+        ),
         (
             "missing field",
             br##"{"projects":[{"project_id":"a","readme_content":"# A","qa_pairs":[{"answer":"x"}]}]}"##,
@@ -213,8 +217,16 @@ fn empty_readme_is_a_warning_and_kept() {
 #[test]
 fn bad_settings_get_one_line_and_exit_1() {
     let cases: &[(&str, &[&str], &str)] = &[
-        ("[ingest]\npathh = \"x\"\n", &[], "pipeline.toml: ingest.pathh: unknown field `pathh`, expected one of `path`"),
-        ("[model]\nthreads = \"x\"\n", &[], "pipeline.toml: model.threads: invalid type: string \"x\", expected an integer"),
+        (
+            "[ingest]\npathh = \"x\"\n",
+            &[],
+            "pipeline.toml: ingest.pathh: unknown field `pathh`, expected one of `path`",
+        ),
+        (
+            "[model]\nthreads = \"x\"\n",
+            &[],
+            "pipeline.toml: model.threads: invalid type: string \"x\", expected an integer",
+        ),
         (TOML, &["--set", "model.threads=-1"], "--set model.threads=-1: model.threads: expected an integer >= 0"),
         (TOML, &["--set", "nope.x=1"], "--set nope.x=1: nope.x: unknown key"),
         (TOML, &["--set", "ingest.format=xml"], "--set ingest.format=xml: ingest.format: unknown variant `xml`"),

@@ -13,10 +13,7 @@ use std::time::Instant;
 use coltrast::encoder::Encoder;
 use serde::Deserialize;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/minilm_reference.json"
-);
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/minilm_reference.json");
 
 #[derive(Deserialize)]
 struct Reference {
@@ -51,8 +48,7 @@ fn model_dir() -> PathBuf {
     }
     let cache = match std::env::var_os("COLTRAST_CACHE") {
         Some(cache) => PathBuf::from(cache),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-            .join(".cache/coltrast"),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/coltrast"),
     };
     cache.join("models/all-MiniLM-L6-v2")
 }
@@ -64,8 +60,7 @@ fn encoder() -> Encoder {
         "model not found at {}: run `make setup` first (or set COLTRAST_MODEL_DIR)",
         dir.display()
     );
-    Encoder::load(&dir, tch::Device::Cpu)
-        .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+    Encoder::load(&dir, tch::Device::Cpu).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -77,10 +72,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]
@@ -94,10 +86,7 @@ fn input_ids_match_reference() {
         assert_eq!(got.ids, case.input_ids, "ids differ for {:?}", case.text);
     }
     let longest = tokens.iter().map(|t| t.len()).max().unwrap();
-    assert_eq!(
-        longest, 256,
-        "the 400-word case is truncated to max_seq_length"
-    );
+    assert_eq!(longest, 256, "the 400-word case is truncated to max_seq_length");
 }
 
 #[test]
@@ -115,10 +104,7 @@ fn sentence_embeddings_match_reference() {
         worst = (worst.0.min(cos), worst.1.max(diff));
         assert!(cos >= 0.9999, "cos {cos} for {:?}", case.text);
     }
-    eprintln!(
-        "sentence embeddings: min cos {:.8}, max abs diff {:.2e}",
-        worst.0, worst.1
-    );
+    eprintln!("sentence embeddings: min cos {:.8}, max abs diff {:.2e}", worst.0, worst.1);
 }
 
 #[test]
@@ -132,23 +118,12 @@ fn last_hidden_state_matches_reference() {
     for (case, got) in reference.cases.iter().zip(&tokens) {
         assert_eq!(got.ids, case.input_ids);
         let n = got.ids.len();
-        let first = max_abs_diff(
-            &got.token(0)[..16],
-            &case.last_hidden_state_first_token_first_16,
-        );
-        let last = max_abs_diff(
-            &got.token(n - 1)[..16],
-            &case.last_hidden_state_last_token_first_16,
-        );
-        let mean_abs =
-            (got.data.iter().map(|x| x.abs() as f64).sum::<f64>() / got.data.len() as f64) as f32;
+        let first = max_abs_diff(&got.token(0)[..16], &case.last_hidden_state_first_token_first_16);
+        let last = max_abs_diff(&got.token(n - 1)[..16], &case.last_hidden_state_last_token_first_16);
+        let mean_abs = (got.data.iter().map(|x| x.abs() as f64).sum::<f64>() / got.data.len() as f64) as f32;
         let mean_diff = (mean_abs - case.last_hidden_state_mean_abs).abs();
         worst = worst.max(first).max(last);
-        assert!(
-            first <= 1e-4 && last <= 1e-4,
-            "hidden state differs by {first} / {last} for {:?}",
-            case.text
-        );
+        assert!(first <= 1e-4 && last <= 1e-4, "hidden state differs by {first} / {last} for {:?}", case.text);
         assert!(
             mean_diff <= 1e-5,
             "mean |hidden| {mean_abs} vs {} for {:?}",
@@ -181,14 +156,8 @@ fn batched_equals_one_by_one() {
     let enc = encoder();
     let texts = mixed_texts();
     let texts: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-    let singles: Vec<Vec<f32>> = texts
-        .iter()
-        .map(|t| enc.embed(&[t], 1).unwrap().data)
-        .collect();
-    let single_tokens: Vec<_> = texts
-        .iter()
-        .map(|t| enc.embed_tokens(&[t], 1).unwrap().remove(0))
-        .collect();
+    let singles: Vec<Vec<f32>> = texts.iter().map(|t| enc.embed(&[t], 1).unwrap().data).collect();
+    let single_tokens: Vec<_> = texts.iter().map(|t| enc.embed_tokens(&[t], 1).unwrap().remove(0)).collect();
     for batch_size in [3, 16] {
         let emb = enc.embed(&texts, batch_size).unwrap();
         let tokens = enc.embed_tokens(&texts, batch_size).unwrap();
@@ -198,19 +167,9 @@ fn batched_equals_one_by_one() {
             let diff = max_abs_diff(emb.row(i), &singles[i]);
             let tok_diff = max_abs_diff(&tokens[i].data, &single_tokens[i].data);
             assert_eq!(tokens[i].ids, single_tokens[i].ids);
-            (min_cos, max_diff, max_tok_diff) = (
-                min_cos.min(cos),
-                max_diff.max(diff),
-                max_tok_diff.max(tok_diff),
-            );
-            assert!(
-                cos >= 0.99999 && diff <= 1e-5,
-                "batch {batch_size}, text {i}: cos {cos}, diff {diff}"
-            );
-            assert!(
-                tok_diff <= 1e-4,
-                "batch {batch_size}, text {i}: token states differ by {tok_diff}"
-            );
+            (min_cos, max_diff, max_tok_diff) = (min_cos.min(cos), max_diff.max(diff), max_tok_diff.max(tok_diff));
+            assert!(cos >= 0.99999 && diff <= 1e-5, "batch {batch_size}, text {i}: cos {cos}, diff {diff}");
+            assert!(tok_diff <= 1e-4, "batch {batch_size}, text {i}: token states differ by {tok_diff}");
         }
         eprintln!(
             "batch {batch_size} vs one-by-one: min cos {min_cos:.8}, max abs diff {max_diff:.2e}, tokens {max_tok_diff:.2e}"
@@ -223,13 +182,7 @@ fn batched_equals_one_by_one() {
 #[ignore = "timing, not a check"]
 fn throughput_500_short_sentences() {
     let enc = encoder();
-    let subjects = [
-        "The model",
-        "A small encoder",
-        "Our retrieval system",
-        "The training loop",
-        "This project",
-    ];
+    let subjects = ["The model", "A small encoder", "Our retrieval system", "The training loop", "This project"];
     let verbs = ["classifies", "embeds", "ranks", "summarises", "indexes"];
     let objects = [
         "chest X-rays with transfer learning.",
@@ -239,23 +192,10 @@ fn throughput_500_short_sentences() {
         "hard negatives mined from other projects.",
     ];
     let texts: Vec<String> = (0..500)
-        .map(|i| {
-            format!(
-                "{} {} {} (#{i})",
-                subjects[i % 5],
-                verbs[(i / 5) % 5],
-                objects[(i / 25) % 5]
-            )
-        })
+        .map(|i| format!("{} {} {} (#{i})", subjects[i % 5], verbs[(i / 5) % 5], objects[(i / 25) % 5]))
         .collect();
     let texts: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-    let mean_tokens = enc
-        .tokenize(&texts)
-        .unwrap()
-        .iter()
-        .map(|t| t.len())
-        .sum::<usize>() as f64
-        / 500.0;
+    let mean_tokens = enc.tokenize(&texts).unwrap().iter().map(|t| t.len()).sum::<usize>() as f64 / 500.0;
     enc.embed(&texts[..32], 32).unwrap(); // warm-up
     for batch_size in [32, 64, 128] {
         let start = Instant::now();

@@ -28,10 +28,18 @@ struct C(AtomicUsize);
 struct D(AtomicUsize);
 
 impl Stage<Cfg> for A {
-    fn name(&self) -> &'static str { "a" }
-    fn upstream(&self) -> &'static [&'static str] { &[] }
-    fn code_version(&self) -> u32 { 1 }
-    fn settings(&self, c: &Cfg) -> Result<toml::Value> { Ok(table(&[("repeat", c.repeat.into())])) }
+    fn name(&self) -> &'static str {
+        "a"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, c: &Cfg) -> Result<toml::Value> {
+        Ok(table(&[("repeat", c.repeat.into())]))
+    }
     fn external_inputs(&self, c: &Cfg) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "input".into(), path: c.input.clone() }])
     }
@@ -44,11 +52,21 @@ impl Stage<Cfg> for A {
 }
 
 impl Stage<Cfg> for B {
-    fn name(&self) -> &'static str { "b" }
-    fn upstream(&self) -> &'static [&'static str] { &["a"] }
-    fn code_version(&self) -> u32 { 1 }
-    fn settings(&self, c: &Cfg) -> Result<toml::Value> { Ok(table(&[("modulus", c.modulus.into())])) }
-    fn external_inputs(&self, _: &Cfg) -> Result<Vec<ExternalInput>> { Ok(vec![]) }
+    fn name(&self) -> &'static str {
+        "b"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["a"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, c: &Cfg) -> Result<toml::Value> {
+        Ok(table(&[("modulus", c.modulus.into())]))
+    }
+    fn external_inputs(&self, _: &Cfg) -> Result<Vec<ExternalInput>> {
+        Ok(vec![])
+    }
     fn run(&self, ctx: &mut StageContext<'_, Cfg>) -> Result<()> {
         self.0.fetch_add(1, Ordering::SeqCst);
         let a = std::fs::read_to_string(ctx.upstream_file("a", "a.txt")?).unwrap();
@@ -58,11 +76,21 @@ impl Stage<Cfg> for B {
 }
 
 impl Stage<Cfg> for C {
-    fn name(&self) -> &'static str { "c" }
-    fn upstream(&self) -> &'static [&'static str] { &["b"] }
-    fn code_version(&self) -> u32 { 1 }
-    fn settings(&self, _: &Cfg) -> Result<toml::Value> { Ok(table(&[])) }
-    fn external_inputs(&self, _: &Cfg) -> Result<Vec<ExternalInput>> { Ok(vec![]) }
+    fn name(&self) -> &'static str {
+        "c"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["b"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, _: &Cfg) -> Result<toml::Value> {
+        Ok(table(&[]))
+    }
+    fn external_inputs(&self, _: &Cfg) -> Result<Vec<ExternalInput>> {
+        Ok(vec![])
+    }
     fn run(&self, ctx: &mut StageContext<'_, Cfg>) -> Result<()> {
         self.0.fetch_add(1, Ordering::SeqCst);
         let b = std::fs::read_to_string(ctx.upstream_file("b", "b.txt")?).unwrap();
@@ -72,11 +100,21 @@ impl Stage<Cfg> for C {
 }
 
 impl Stage<Cfg> for D {
-    fn name(&self) -> &'static str { "d" }
-    fn upstream(&self) -> &'static [&'static str] { &["a"] }
-    fn code_version(&self) -> u32 { 1 }
-    fn settings(&self, c: &Cfg) -> Result<toml::Value> { Ok(table(&[("suffix", c.suffix.clone().into())])) }
-    fn external_inputs(&self, _: &Cfg) -> Result<Vec<ExternalInput>> { Ok(vec![]) }
+    fn name(&self) -> &'static str {
+        "d"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["a"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, c: &Cfg) -> Result<toml::Value> {
+        Ok(table(&[("suffix", c.suffix.clone().into())]))
+    }
+    fn external_inputs(&self, _: &Cfg) -> Result<Vec<ExternalInput>> {
+        Ok(vec![])
+    }
     fn run(&self, ctx: &mut StageContext<'_, Cfg>) -> Result<()> {
         self.0.fetch_add(1, Ordering::SeqCst);
         // Scratch space survives until success, then is removed.
@@ -254,7 +292,8 @@ fn untrusted_leftovers_are_ignored_and_collected() {
     f.run(&cfg2); // an old d artifact is now unreachable
     let p = Pipeline::new(vec![&f.a, &f.b, &f.c, &f.d], &cfg2, f.artifacts()).unwrap();
     let removed = p.gc(0, false).unwrap();
-    let names: Vec<String> = removed.iter().map(|p| p.strip_prefix(f.artifacts()).unwrap().display().to_string()).collect();
+    let names: Vec<String> =
+        removed.iter().map(|p| p.strip_prefix(f.artifacts()).unwrap().display().to_string()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().any(|n| n == "a/.tmp-deadbeef"));
     assert!(names.iter().any(|n| n.starts_with("d/")));

@@ -43,12 +43,12 @@ fn sample_runs_through_mine_and_threshold_change_reembeds_no_sentence() {
     let dir = trusted_dirs(&p.path().join("artifacts"), "mine");
     let pairs = coltrast::stages::mine::read_pairs(&dir[0]).unwrap();
     assert_eq!(pairs.len(), 18);
-    let (chunks, _, dim) = coltrast::stages::chunk::read_chunks(
-        trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap(),
-    )
-    .unwrap();
+    let (chunks, _, dim) =
+        coltrast::stages::chunk::read_chunks(trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap())
+            .unwrap();
     assert_eq!(dim, 384);
-    let project_of: BTreeMap<&str, &str> = chunks.iter().map(|c| (c.chunk_id.as_str(), c.project_id.as_str())).collect();
+    let project_of: BTreeMap<&str, &str> =
+        chunks.iter().map(|c| (c.chunk_id.as_str(), c.project_id.as_str())).collect();
     let mut sides: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for pair in &pairs {
         sides.entry(pair.project_id.as_str()).or_default().insert(pair.split.as_str());
@@ -75,12 +75,17 @@ fn token_cap_setting_is_respected() {
     let p = Project::new(&sample_toml());
     p.run(&["run", "chunk", "--set", "chunk.max_tokens=48"]).ok();
     let (chunks, _, _) =
-        coltrast::stages::chunk::read_chunks(trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap()).unwrap();
+        coltrast::stages::chunk::read_chunks(trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap())
+            .unwrap();
     assert!(chunks.len() > 20);
     for c in &chunks {
         assert!(c.n_tokens <= 48, "{} tokens: {}", c.n_tokens, c.text);
     }
     let out = p.run(&["run", "chunk", "--set", "chunk.max_tokens=512"]);
     assert_eq!(out.code(), 1);
-    assert!(out.stderr().contains("chunk.max_tokens: expected at most the model's max_seq_length 256"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("chunk.max_tokens: expected at most the model's max_seq_length 256"),
+        "{}",
+        out.stderr()
+    );
 }

@@ -76,15 +76,38 @@ fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
     assert_eq!(json(&out)["categories"].as_array().unwrap().len(), 8);
 
     let report = p.run(&["report", base[0], base[1]]).ok().stdout();
-    for section in ["Chunks per project", "Chunk length in tokens", "answer fallback", "Negatives per query", "best epoch", "Eval by system and level"] {
+    for section in [
+        "Chunks per project",
+        "Chunk length in tokens",
+        "answer fallback",
+        "Negatives per query",
+        "best epoch",
+        "Eval by system and level",
+    ] {
         assert!(report.contains(section), "{section} missing from:\n{report}");
     }
     assert!(report.contains("coltrast+rerank"), "{report}");
 
     // --rerank reorders only within the top index.rerank_depth.
     let depth = ["--set", "index.rerank_depth=3"];
-    let plain = json(&p.run(&["search", "Who labels the scans?", "-k", "12", "--json", base[0], base[1], depth[0], depth[1]]).ok());
-    let rr = json(&p.run(&["search", "Who labels the scans?", "-k", "12", "--json", "--rerank", base[0], base[1], depth[0], depth[1]]).ok());
+    let plain = json(
+        &p.run(&["search", "Who labels the scans?", "-k", "12", "--json", base[0], base[1], depth[0], depth[1]]).ok(),
+    );
+    let rr = json(
+        &p.run(&[
+            "search",
+            "Who labels the scans?",
+            "-k",
+            "12",
+            "--json",
+            "--rerank",
+            base[0],
+            base[1],
+            depth[0],
+            depth[1],
+        ])
+        .ok(),
+    );
     let ids = |v: &serde_json::Value| -> Vec<String> {
         v["chunks"].as_array().unwrap().iter().map(|c| c["chunk_id"].as_str().unwrap().to_string()).collect()
     };

@@ -35,26 +35,14 @@ fn tiny_examples() -> Vec<Example> {
     QA.iter()
         .enumerate()
         .map(|(i, (p, q, a))| {
-            let others: Vec<String> = TOPICS
-                .iter()
-                .filter(|t| t.0 != *p)
-                .map(|t| t.2[i % 5].to_string())
-                .collect();
-            Example {
-                qa_id: format!("{p}/{i}"),
-                query: q.to_string(),
-                positive: a.to_string(),
-                negatives: others,
-            }
+            let others: Vec<String> = TOPICS.iter().filter(|t| t.0 != *p).map(|t| t.2[i % 5].to_string()).collect();
+            Example { qa_id: format!("{p}/{i}"), query: q.to_string(), positive: a.to_string(), negatives: others }
         })
         .collect()
 }
 
 fn config() -> TrainConfig {
-    TrainConfig::from(&coltrast::settings::TrainSettings {
-        batch_size: 4,
-        ..Default::default()
-    })
+    TrainConfig::from(&coltrast::settings::TrainSettings { batch_size: 4, ..Default::default() })
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -65,31 +53,17 @@ fn step_0_embeds_exactly_as_the_base_model() {
     let _rng = rng_lock();
     let dir = coltrast::settings::cache_dir().join("models/all-MiniLM-L6-v2");
     let (enc, base) = if dir.join("model.safetensors").is_file() {
-        (
-            Encoder::load(&dir, Device::Cpu).unwrap(),
-            Encoder::load(&dir, Device::Cpu).unwrap(),
-        )
+        (Encoder::load(&dir, Device::Cpu).unwrap(), Encoder::load(&dir, Device::Cpu).unwrap())
     } else {
-        eprintln!(
-            "SKIP real model: {} missing (make setup); using the tiny model",
-            dir.display()
-        );
+        eprintln!("SKIP real model: {} missing (make setup); using the tiny model", dir.display());
         (tiny_encoder().1, tiny_encoder().1)
     };
-    let texts = [
-        "What AI model is used for medical diagnosis?",
-        "ResNet-50 on chest X-rays.",
-        "a",
-    ];
+    let texts = ["What AI model is used for medical diagnosis?", "ResNet-50 on chest X-rays.", "a"];
     let want = base.embed(&texts, 8).unwrap();
     let model = ColTrastModel::new(enc, base.dim(), 128, 42, &[]).unwrap();
     let got = train::tensor_rows(&model.embed(&texts, 8).unwrap()).unwrap();
     for (i, row) in got.iter().enumerate() {
-        let diff = row
-            .iter()
-            .zip(want.row(i))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = row.iter().zip(want.row(i)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(diff < 1e-6, "text {i}: max abs diff {diff}");
     }
     // A wider head ([I; 0]) gives the same cosines.
@@ -99,11 +73,7 @@ fn step_0_embeds_exactly_as_the_base_model() {
     let b = tiny_base.embed(&texts, 8).unwrap();
     for (i, row) in w.iter().enumerate() {
         assert_eq!(row.len(), 40);
-        let diff = row[..32]
-            .iter()
-            .zip(b.row(i))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = row[..32].iter().zip(b.row(i)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(diff < 1e-6 && row[32..].iter().all(|x| *x == 0.0));
     }
 }
@@ -117,11 +87,7 @@ fn gradients_reach_the_encoder_from_both_losses() {
         let (_d, enc) = tiny_encoder();
         let model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
         let texts = train::Texts::new(&model, &[&examples]).unwrap();
-        let cfg = TrainConfig {
-            contrastive_weight: wc,
-            late_interaction_weight: wl,
-            ..config()
-        };
+        let cfg = TrainConfig { contrastive_weight: wc, late_interaction_weight: wl, ..config() };
         let loss = train::batch_loss(&model, &texts, &refs, &cfg, true).unwrap();
         loss.total.backward();
         let grad_norm = |name: &str| {
@@ -142,15 +108,9 @@ fn gradients_reach_the_encoder_from_both_losses() {
         }
         let (dense, head) = (grad_norm("dense.linear.weight"), grad_norm("token_head.weight"));
         if wc > 0.0 {
-            assert!(
-                dense > 0.0 && head == 0.0,
-                "contrastive only: dense {dense}, token head {head}"
-            );
+            assert!(dense > 0.0 && head == 0.0, "contrastive only: dense {dense}, token head {head}");
         } else {
-            assert!(
-                dense == 0.0 && head > 0.0,
-                "late only: dense {dense}, token head {head}"
-            );
+            assert!(dense == 0.0 && head > 0.0, "late only: dense {dense}, token head {head}");
         }
     }
 }
@@ -162,9 +122,7 @@ fn dropout_only_in_training_mode() {
     let model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
     let examples = tiny_examples();
     let texts = train::Texts::new(&model, &[&examples]).unwrap();
-    let b = texts
-        .batch(&[examples[0].query.as_str(), examples[1].query.as_str()], Device::Cpu)
-        .unwrap();
+    let b = texts.batch(&[examples[0].query.as_str(), examples[1].query.as_str()], Device::Cpu).unwrap();
     let same = |x: &tch::Tensor, y: &tch::Tensor| (x - y).abs().max().double_value(&[]) == 0.0;
     let _g = tch::no_grad_guard();
     assert!(same(&model.encode(&b, false).pooled, &model.encode(&b, false).pooled));
@@ -177,12 +135,7 @@ fn library_resume_matches_an_uninterrupted_run() {
     // Train 3 epochs; separately train 2, then resume to 3 from the same work dir: identical weights.
     let examples = tiny_examples();
     let (tr, val) = examples.split_at(8);
-    let cfg = TrainConfig {
-        epochs: 3,
-        patience: 0,
-        learning_rate: 1e-3,
-        ..config()
-    };
+    let cfg = TrainConfig { epochs: 3, patience: 0, learning_rate: 1e-3, ..config() };
     let run = |work: &Path, epochs: u64| {
         let (_d, enc) = tiny_encoder();
         let mut model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
@@ -202,10 +155,7 @@ fn library_resume_matches_an_uninterrupted_run() {
                 panic!("interrupted");
             }
         };
-        let hooks = train::Hooks {
-            fault_point: &stop,
-            progress: false,
-        };
+        let hooks = train::Hooks { fault_point: &stop, progress: false };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             train::train(&cfg, &mut model, tr, val, b.path(), &hooks)
         }));
@@ -239,20 +189,14 @@ fn kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run() {
     let again = tiny_project(RESUME_TOML);
     again.run(&["run", "train"]).ok();
     assert_eq!(train_dir(&again).file_name(), clean_dir.file_name());
-    assert_eq!(
-        tree_bytes(&train_dir(&again)),
-        tree_bytes(&clean_dir),
-        "same fingerprint, different bytes"
-    );
+    assert_eq!(tree_bytes(&train_dir(&again)), tree_bytes(&clean_dir), "same fingerprint, different bytes");
 
     // 4 training pairs per epoch / batch 2... the tiny split has 8 train pairs: 4 steps per epoch.
     // step-11 is inside epoch 3 (epochs 1-2 committed), epoch-2 right after a commit, before-manifest after
     // training ended.
-    for (point, resumed_after) in [
-        ("train:step-11", Some(2)),
-        ("train:epoch-2", Some(2)),
-        ("train:before-manifest", Some(4)),
-    ] {
+    for (point, resumed_after) in
+        [("train:step-11", Some(2)), ("train:epoch-2", Some(2)), ("train:before-manifest", Some(4))]
+    {
         let p = tiny_project(RESUME_TOML);
         let mut child = start_paused_train(&p, point);
         child.kill().unwrap(); // SIGKILL
@@ -265,11 +209,7 @@ fn kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run() {
         }
         let dir = train_dir(&p);
         assert_eq!(dir.file_name(), clean_dir.file_name());
-        assert_eq!(
-            tree_bytes(&dir),
-            tree_bytes(&clean_dir),
-            "{point}: resumed run differs from a clean run"
-        );
+        assert_eq!(tree_bytes(&dir), tree_bytes(&clean_dir), "{point}: resumed run differs from a clean run");
         // The scratch dir is gone after success.
         let work: Vec<_> = std::fs::read_dir(p.path().join("artifacts/train"))
             .unwrap()
@@ -292,11 +232,7 @@ fn early_stopping_outputs_the_best_epoch() {
     let best = val.iter().min_by(|a, b| a.loss.total_cmp(&b.loss)).unwrap();
     assert_eq!(m["stats"]["best_epoch"], best.epoch, "{m}");
     let run = m["stats"]["epochs_run"].as_u64().unwrap();
-    assert_eq!(
-        m["stats"]["stopped_early"], true,
-        "the test needs a run that stops early: {:?}",
-        val
-    );
+    assert_eq!(m["stats"]["stopped_early"], true, "the test needs a run that stops early: {:?}", val);
     assert_eq!(run, best.epoch + 2, "stops after patience epochs without improvement");
     assert!(val.iter().all(|r| r.epoch <= run));
 
@@ -306,18 +242,11 @@ fn early_stopping_outputs_the_best_epoch() {
     assert_eq!(meta.maxsim_scale, 10.0);
     let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&p.path().join("artifacts"), "mine")[0]).unwrap();
     let (tr, va, _) = coltrast::stages::train::split_pairs(&pairs);
-    let settings = coltrast::settings::TrainSettings {
-        batch_size: 2,
-        ..Default::default()
-    };
+    let settings = coltrast::settings::TrainSettings { batch_size: 2, ..Default::default() };
     let cfg = TrainConfig::from(&settings);
     let texts = train::Texts::new(&model, &[&tr, &va]).unwrap();
     let (loss, _, _) = train::evaluate(&model, &texts, &va, &cfg).unwrap();
-    assert!(
-        (loss - best.loss).abs() < 1e-5,
-        "output model val loss {loss}, best logged {}",
-        best.loss
-    );
+    assert!((loss - best.loss).abs() < 1e-5, "output model val loss {loss}, best logged {}", best.loss);
 }
 
 #[test]
@@ -344,12 +273,7 @@ fn outputs_and_log_schema() {
     assert!(dir.join("model/3_Normalize").is_dir());
     let modules: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("model/modules.json")).unwrap()).unwrap();
-    let paths: Vec<&str> = modules
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["path"].as_str().unwrap())
-        .collect();
+    let paths: Vec<&str> = modules.as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["", "1_Pooling", "2_Dense", "3_Normalize"]);
     let dense = tch::Tensor::read_safetensors(dir.join("model/2_Dense/model.safetensors")).unwrap();
     let mut names: Vec<(&str, Vec<i64>)> = dense.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
@@ -377,20 +301,9 @@ fn outputs_and_log_schema() {
     let steps = log.iter().filter(|r| r.split == "train").count();
     assert_eq!(steps, 8, "2 epochs x 4 steps");
     assert_eq!(log.iter().filter(|r| r.split == "val").count(), 3, "epochs 0, 1, 2");
-    assert!(log
-        .iter()
-        .filter(|r| r.split == "train")
-        .all(|r| r.lr.is_some() && r.grad_norm.is_some()));
+    assert!(log.iter().filter(|r| r.split == "train").all(|r| r.lr.is_some() && r.grad_norm.is_some()));
     let m = manifest(&dir);
-    assert_eq!(
-        m["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["path"] == "train_log.parquet")
-            .unwrap()["rows"],
-        11
-    );
+    assert_eq!(m["outputs"].as_array().unwrap().iter().find(|o| o["path"] == "train_log.parquet").unwrap()["rows"], 11);
     let png = std::fs::read(dir.join("training_curves.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 
@@ -440,31 +353,19 @@ fn python_with_sentence_transformers() -> Option<PathBuf> {
 #[test]
 fn sample_trains_and_sentence_transformers_loads_the_model_dir() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
-    let p = Project::new(&format!(
-        "[ingest]\npath = \"{}\"\n[train]\nepochs = 2\ndevice = \"cpu\"\n",
-        data.display()
-    ));
+    let p = Project::new(&format!("[ingest]\npath = \"{}\"\n[train]\nepochs = 2\ndevice = \"cpu\"\n", data.display()));
     let out = p.run(&["run", "train"]).ok();
     assert_eq!(out.stages(), ["ingest ran", "chunk ran", "mine ran", "train ran"]);
     let dir = train_dir(&p);
     let m = manifest(&dir);
     assert_eq!(m["stats"]["train_pairs"], 12);
     assert_eq!(m["stats"]["val_pairs"], 6);
-    for k in [
-        "val_pairwise_acc_base",
-        "val_pairwise_acc_trained",
-        "val_top1_base",
-        "val_top1_trained",
-    ] {
+    for k in ["val_pairwise_acc_base", "val_pairwise_acc_trained", "val_top1_base", "val_top1_trained"] {
         assert!(m["stats"][k].is_number(), "{k} missing: {m}");
     }
     let log = coltrast::stages::train::read_log(&dir).unwrap();
     let mean = |e: u64| {
-        let v: Vec<f64> = log
-            .iter()
-            .filter(|r| r.split == "train" && r.epoch == e)
-            .map(|r| r.loss)
-            .collect();
+        let v: Vec<f64> = log.iter().filter(|r| r.split == "train" && r.epoch == e).map(|r| r.loss).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     assert!(mean(2) < mean(1), "train loss did not fall: {} -> {}", mean(1), mean(2));
@@ -492,19 +393,10 @@ texts = json.loads(sys.argv[2])
 print(json.dumps(m.encode(texts, batch_size=4).tolist()))
 "#;
     let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            script,
-            dir.join("model").to_str().unwrap(),
-            &serde_json::to_string(&texts).unwrap(),
-        ])
+        .args(["-c", script, dir.join("model").to_str().unwrap(), &serde_json::to_string(&texts).unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "sentence-transformers failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "sentence-transformers failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let theirs: Vec<Vec<f32>> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let mut min_cos = 1f32;
@@ -512,10 +404,7 @@ print(json.dumps(m.encode(texts, batch_size=4).tolist()))
         assert_eq!(a.len(), b.len());
         let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
             / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt());
-        assert!(
-            cos >= 0.9999,
-            "text {i}: cos {cos} between ours and sentence-transformers'"
-        );
+        assert!(cos >= 0.9999, "text {i}: cos {cos} between ours and sentence-transformers'");
         min_cos = min_cos.min(cos);
     }
     eprintln!(
@@ -530,10 +419,7 @@ fn narrower_pooled_head_starts_from_principal_directions() {
     let _rng = rng_lock();
     let (_d, enc) = tiny_encoder();
     let examples = tiny_examples();
-    let texts: Vec<&str> = examples
-        .iter()
-        .flat_map(|e| [e.query.as_str(), e.positive.as_str()])
-        .collect();
+    let texts: Vec<&str> = examples.iter().flat_map(|e| [e.query.as_str(), e.positive.as_str()]).collect();
     let tokens = enc.tokenize(&texts).unwrap();
     let model = ColTrastModel::new(enc, 8, 16, 1, &tokens).unwrap();
     let (w, _) = model.dense();
@@ -543,9 +429,7 @@ fn narrower_pooled_head_starts_from_principal_directions() {
     let gram = w.matmul(&w.tr());
     assert!(gram.allclose(&eye, 1e-4, 1e-4, false), "{gram}");
     let e = train::tensor_rows(&model.embed(&texts, 8).unwrap()).unwrap();
-    assert!(e
-        .iter()
-        .all(|r| r.len() == 8 && (r.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4));
+    assert!(e.iter().all(|r| r.len() == 8 && (r.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4));
 }
 
 #[test]

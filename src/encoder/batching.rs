@@ -45,16 +45,8 @@ pub fn pad_batch(items: &[&TokenizedText], pad_id: i64, device: Device) -> Batch
         mask[start..start + item.len()].fill(1);
         types[start..start + item.type_ids.len()].copy_from_slice(&item.type_ids);
     }
-    let to_tensor = |v: &[i64]| {
-        Tensor::from_slice(v)
-            .view([b as i64, s as i64])
-            .to_device(device)
-    };
-    Batch {
-        input_ids: to_tensor(&ids),
-        attention_mask: to_tensor(&mask),
-        token_type_ids: to_tensor(&types),
-    }
+    let to_tensor = |v: &[i64]| Tensor::from_slice(v).view([b as i64, s as i64]).to_device(device);
+    Batch { input_ids: to_tensor(&ids), attention_mask: to_tensor(&mask), token_type_ids: to_tensor(&types) }
 }
 
 /// Groups item indices into batches of at most `batch_size`, longest first, so that each batch holds
@@ -70,10 +62,6 @@ pub fn length_sorted_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<us
 
 /// Copies a float tensor of any shape to a flat `Vec<f32>` on the CPU.
 pub(crate) fn to_vec_f32(xs: &Tensor) -> Result<Vec<f32>, tch::TchError> {
-    let flat = xs
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous()
-        .view([-1]);
+    let flat = xs.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
     Vec::<f32>::try_from(&flat)
 }

@@ -14,28 +14,18 @@ use super::config::{BertConfig, HiddenAct};
 
 /// Fresh weight init of transformers' `BertPreTrainedModel._init_weights`: normal(0, initializer_range).
 fn weight_init(config: &BertConfig) -> nn::Init {
-    nn::Init::Randn {
-        mean: 0.0,
-        stdev: config.initializer_range,
-    }
+    nn::Init::Randn { mean: 0.0, stdev: config.initializer_range }
 }
 
 /// A `Linear` named `<vs>.weight` `[out, in]` and `<vs>.bias` `[out]` (torch.nn.Linear layout).
 fn linear(vs: nn::Path, in_dim: i64, out_dim: i64, config: &BertConfig) -> nn::Linear {
-    let c = nn::LinearConfig {
-        ws_init: weight_init(config),
-        bs_init: Some(nn::Init::Const(0.0)),
-        bias: true,
-    };
+    let c = nn::LinearConfig { ws_init: weight_init(config), bs_init: Some(nn::Init::Const(0.0)), bias: true };
     nn::linear(vs, in_dim, out_dim, c)
 }
 
 /// A `LayerNorm` named `<vs>.weight` / `<vs>.bias` (ones / zeros when fresh), eps from the config.
 fn layer_norm(vs: nn::Path, dim: i64, config: &BertConfig) -> nn::LayerNorm {
-    let c = nn::LayerNormConfig {
-        eps: config.layer_norm_eps,
-        ..Default::default()
-    };
+    let c = nn::LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() };
     nn::layer_norm(vs, vec![dim], c)
 }
 
@@ -68,11 +58,7 @@ impl BertEmbeddings {
     pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
         let emb = |name: &str, rows: i64, padding_idx: i64| {
             // padding_idx only stops gradient flowing into the pad row, as torch.nn.Embedding(padding_idx=...).
-            let c = nn::EmbeddingConfig {
-                ws_init: weight_init(config),
-                padding_idx,
-                ..Default::default()
-            };
+            let c = nn::EmbeddingConfig { ws_init: weight_init(config), padding_idx, ..Default::default() };
             nn::embedding(&vs / name, rows, config.hidden_size, c)
         };
         BertEmbeddings {
@@ -92,9 +78,7 @@ impl BertEmbeddings {
         let embeddings = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_type_ids)
             + self.position_embeddings.forward(&position_ids);
-        self.layer_norm
-            .forward(&embeddings)
-            .dropout(self.dropout, train)
+        self.layer_norm.forward(&embeddings).dropout(self.dropout, train)
     }
 }
 
@@ -126,30 +110,18 @@ impl BertSelfAttention {
     /// `[b, s, h]` → `[b, heads, s, head_dim]`.
     fn split_heads(&self, xs: &Tensor) -> Tensor {
         let (b, s, _) = xs.size3().expect("hidden states are [batch, seq, hidden]");
-        xs.view([b, s, self.num_heads, self.head_dim])
-            .transpose(1, 2)
+        xs.view([b, s, self.num_heads, self.head_dim]).transpose(1, 2)
     }
 
     /// `hidden`: `[b, s, h]`; `mask_bias`: `[b, 1, 1, s]` from [`attention_mask_bias`] → `[b, s, h]`.
     pub fn forward_t(&self, hidden: &Tensor, mask_bias: &Tensor, train: bool) -> Tensor {
-        let (b, s, h) = hidden
-            .size3()
-            .expect("hidden states are [batch, seq, hidden]");
+        let (b, s, h) = hidden.size3().expect("hidden states are [batch, seq, hidden]");
         let q = self.split_heads(&self.query.forward(hidden));
         let k = self.split_heads(&self.key.forward(hidden));
         let v = self.split_heads(&self.value.forward(hidden));
         let dropout = if train { self.dropout } else { 0.0 };
         // scale None = 1/sqrt(head_dim), as BERT.
-        let context = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(mask_bias),
-            dropout,
-            false,
-            None,
-            false,
-        );
+        let context = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask_bias), dropout, false, None, false);
         context.transpose(1, 2).contiguous().view([b, s, h])
     }
 }
@@ -165,12 +137,7 @@ pub struct BertSelfOutput {
 impl BertSelfOutput {
     pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
         BertSelfOutput {
-            dense: linear(
-                &vs / "dense",
-                config.hidden_size,
-                config.hidden_size,
-                config,
-            ),
+            dense: linear(&vs / "dense", config.hidden_size, config.hidden_size, config),
             layer_norm: layer_norm(&vs / "LayerNorm", config.hidden_size, config),
             dropout: config.hidden_dropout_prob,
         }
@@ -214,12 +181,7 @@ pub struct BertIntermediate {
 impl BertIntermediate {
     pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
         BertIntermediate {
-            dense: linear(
-                &vs / "dense",
-                config.hidden_size,
-                config.intermediate_size,
-                config,
-            ),
+            dense: linear(&vs / "dense", config.hidden_size, config.intermediate_size, config),
             act: config.hidden_act,
         }
     }
@@ -245,12 +207,7 @@ pub struct BertOutput {
 impl BertOutput {
     pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
         BertOutput {
-            dense: linear(
-                &vs / "dense",
-                config.intermediate_size,
-                config.hidden_size,
-                config,
-            ),
+            dense: linear(&vs / "dense", config.intermediate_size, config.hidden_size, config),
             layer_norm: layer_norm(&vs / "LayerNorm", config.hidden_size, config),
             dropout: config.hidden_dropout_prob,
         }
@@ -282,8 +239,7 @@ impl BertLayer {
     pub fn forward_t(&self, hidden: &Tensor, mask_bias: &Tensor, train: bool) -> Tensor {
         let attention_output = self.attention.forward_t(hidden, mask_bias, train);
         let intermediate = self.intermediate.forward(&attention_output);
-        self.output
-            .forward_t(&intermediate, &attention_output, train)
+        self.output.forward_t(&intermediate, &attention_output, train)
     }
 }
 
@@ -296,9 +252,7 @@ pub struct BertEncoder {
 impl BertEncoder {
     pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
         let layers = &vs / "layer";
-        let layer = (0..config.num_hidden_layers)
-            .map(|i| BertLayer::new(&layers / i, config))
-            .collect();
+        let layer = (0..config.num_hidden_layers).map(|i| BertLayer::new(&layers / i, config)).collect();
         BertEncoder { layer }
     }
 

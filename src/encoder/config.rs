@@ -87,23 +87,16 @@ impl BertConfig {
     pub fn from_file(path: &Path) -> Result<Self, EncoderError> {
         let text = std::fs::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                EncoderError::MissingFile {
-                    path: path.to_path_buf(),
-                    what: "config.json (model architecture)",
-                }
+                EncoderError::MissingFile { path: path.to_path_buf(), what: "config.json (model architecture)" }
             } else {
-                EncoderError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
+                EncoderError::Io { path: path.to_path_buf(), source }
             }
         })?;
-        let config =
-            Self::from_json_str(&text).map_err(|(field, message)| EncoderError::Config {
-                path: path.to_path_buf(),
-                field,
-                message,
-            })?;
+        let config = Self::from_json_str(&text).map_err(|(field, message)| EncoderError::Config {
+            path: path.to_path_buf(),
+            field,
+            message,
+        })?;
         Ok(config)
     }
 
@@ -112,11 +105,7 @@ impl BertConfig {
         let de = &mut serde_json::Deserializer::from_str(text);
         let config: BertConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            let field = if field == "." {
-                "(top level)".to_string()
-            } else {
-                field
-            };
+            let field = if field == "." { "(top level)".to_string() } else { field };
             (field, e.into_inner().to_string())
         })?;
         config.validate()?;
@@ -142,45 +131,30 @@ impl BertConfig {
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err((
                 "num_attention_heads".to_string(),
-                format!(
-                    "must divide hidden_size ({}), got {}",
-                    self.hidden_size, self.num_attention_heads
-                ),
+                format!("must divide hidden_size ({}), got {}", self.hidden_size, self.num_attention_heads),
             ));
         }
         for (field, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            (
-                "attention_probs_dropout_prob",
-                self.attention_probs_dropout_prob,
-            ),
+            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err((field.to_string(), format!("must be in [0, 1), got {p}")));
             }
         }
         if !(self.layer_norm_eps > 0.0) {
-            return Err((
-                "layer_norm_eps".to_string(),
-                format!("must be positive, got {}", self.layer_norm_eps),
-            ));
+            return Err(("layer_norm_eps".to_string(), format!("must be positive, got {}", self.layer_norm_eps)));
         }
         if self.pad_token_id < 0 || self.pad_token_id >= self.vocab_size {
             return Err((
                 "pad_token_id".to_string(),
-                format!(
-                    "must be in [0, vocab_size={}), got {}",
-                    self.vocab_size, self.pad_token_id
-                ),
+                format!("must be in [0, vocab_size={}), got {}", self.vocab_size, self.pad_token_id),
             ));
         }
         if self.position_embedding_type != "absolute" {
             return Err((
                 "position_embedding_type".to_string(),
-                format!(
-                    "only \"absolute\" is supported, got {:?}",
-                    self.position_embedding_type
-                ),
+                format!("only \"absolute\" is supported, got {:?}", self.position_embedding_type),
             ));
         }
         Ok(())

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
     /// The model directory is not there.
-    #[error(
-        "model directory {path} does not exist (run `make setup`, or pass a local model directory)"
-    )]
+    #[error("model directory {path} does not exist (run `make setup`, or pass a local model directory)")]
     MissingModelDir { path: PathBuf },
 
     /// The model was named like a Hugging Face hub id, which cannot be fetched here.
@@ -33,11 +31,7 @@ pub enum EncoderError {
 
     /// A JSON file (config.json, sentence_bert_config.json, ...) is malformed or has a bad field.
     #[error("{path}: {field}: {message}")]
-    Config {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+    Config { path: PathBuf, field: String, message: String },
 
     /// The model needs a behaviour this encoder does not implement (e.g. CLS pooling, a Dense head).
     #[error("{path}: unsupported: {message}")]

@@ -43,8 +43,8 @@ use tokenizers::Tokenizer;
 
 pub use batching::{length_sorted_batches, pad_batch, Batch, TokenizedText};
 pub use bert::{
-    attention_mask_bias, BertAttention, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer,
-    BertModel, BertOutput, BertSelfAttention, BertSelfOutput,
+    attention_mask_bias, BertAttention, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer, BertModel,
+    BertOutput, BertSelfAttention, BertSelfOutput,
 };
 pub use config::{BertConfig, HiddenAct};
 pub use error::EncoderError;
@@ -122,13 +122,9 @@ impl Encoder {
     pub fn load(model_dir: &Path, device: Device) -> Result<Encoder, EncoderError> {
         if !model_dir.is_dir() {
             if looks_like_hub_id(model_dir) {
-                return Err(EncoderError::NotDownloadable {
-                    id: model_dir.to_string_lossy().into_owned(),
-                });
+                return Err(EncoderError::NotDownloadable { id: model_dir.to_string_lossy().into_owned() });
             }
-            return Err(EncoderError::MissingModelDir {
-                path: model_dir.to_path_buf(),
-            });
+            return Err(EncoderError::MissingModelDir { path: model_dir.to_path_buf() });
         }
         let config = BertConfig::from_file(&model_dir.join("config.json"))?;
         let pooling_dir = check_modules(model_dir)?;
@@ -137,12 +133,8 @@ impl Encoder {
 
         let tokenizer_path = model_dir.join("tokenizer.json");
         require_file(&tokenizer_path, "tokenizer.json (the fast tokenizer)")?;
-        let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|source| {
-            EncoderError::TokenizerLoad {
-                path: tokenizer_path.clone(),
-                source,
-            }
-        })?;
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|source| EncoderError::TokenizerLoad { path: tokenizer_path.clone(), source })?;
 
         let weights_path = model_dir.join("model.safetensors");
         require_file(&weights_path, "model.safetensors (the weights)")?;
@@ -151,10 +143,7 @@ impl Encoder {
         encoder
             .vs
             .load(&weights_path)
-            .map_err(|source| EncoderError::Weights {
-                path: weights_path.clone(),
-                source,
-            })?;
+            .map_err(|source| EncoderError::Weights { path: weights_path.clone(), source })?;
         // VarStore::load adopts the file's dtype; run in float32 whatever the checkpoint stores.
         encoder.vs.float();
         Ok(encoder)
@@ -171,13 +160,7 @@ impl Encoder {
         seed: u64,
     ) -> Result<Encoder, EncoderError> {
         let origin = PathBuf::from("<in-memory config>");
-        config
-            .validate()
-            .map_err(|(field, message)| EncoderError::Config {
-                path: origin.clone(),
-                field,
-                message,
-            })?;
+        config.validate().map_err(|(field, message)| EncoderError::Config { path: origin.clone(), field, message })?;
         if max_seq_length as i64 > config.max_position_embeddings || max_seq_length < 2 {
             return Err(EncoderError::InvalidArgument(format!(
                 "max_seq_length {max_seq_length} must be in [2, max_position_embeddings={}]",
@@ -218,20 +201,10 @@ impl Encoder {
                 stride: 0,
                 direction: tokenizers::TruncationDirection::Right,
             }))
-            .map_err(|source| EncoderError::TokenizerLoad {
-                path: tokenizer_path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| EncoderError::TokenizerLoad { path: tokenizer_path.to_path_buf(), source })?;
         let vs = nn::VarStore::new(device);
         let model = BertModel::new(vs.root(), &config);
-        Ok(Encoder {
-            config,
-            model,
-            vs,
-            tokenizer,
-            max_seq_length,
-            device,
-        })
+        Ok(Encoder { config, model, vs, tokenizer, max_seq_length, device })
     }
 
     /// Overwrites every weight matrix with normal(0, initializer_range) draws from a generator seeded
@@ -248,9 +221,7 @@ impl Encoder {
             }
             let numel: usize = var.size().iter().product::<i64>() as usize;
             let values: Vec<f32> = (0..numel).map(|_| (rng.normal() * std) as f32).collect();
-            let src = Tensor::from_slice(&values)
-                .view(var.size().as_slice())
-                .to_device(self.device);
+            let src = Tensor::from_slice(&values).view(var.size().as_slice()).to_device(self.device);
             var.f_copy_(&src)?;
             if name == "embeddings.word_embeddings.weight" {
                 let _ = var.get(self.config.pad_token_id).f_fill_(0.0)?;
@@ -300,10 +271,8 @@ impl Encoder {
 
     /// Tokenises `texts` in parallel: `[CLS] … [SEP]`, truncated to `max_seq_length`, unpadded.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|source| EncoderError::Tokenize { source })?;
+        let encodings =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|source| EncoderError::Tokenize { source })?;
         Ok(encodings
             .iter()
             .map(|e| TokenizedText {
@@ -316,9 +285,7 @@ impl Encoder {
     /// Tokenises `texts` and pads them into one batch on the model's device (for training).
     pub fn batch(&self, texts: &[&str]) -> Result<Batch, EncoderError> {
         if texts.is_empty() {
-            return Err(EncoderError::InvalidArgument(
-                "cannot build a batch of zero texts".to_string(),
-            ));
+            return Err(EncoderError::InvalidArgument("cannot build a batch of zero texts".to_string()));
         }
         let tokens = self.tokenize(texts)?;
         let refs: Vec<&TokenizedText> = tokens.iter().collect();
@@ -355,11 +322,7 @@ impl Encoder {
         for (name, t, limit) in [
             ("input_ids", input_ids, self.config.vocab_size),
             ("attention_mask", attention_mask, 2),
-            (
-                "token_type_ids",
-                &token_type_ids,
-                self.config.type_vocab_size,
-            ),
+            ("token_type_ids", &token_type_ids, self.config.type_vocab_size),
         ] {
             if t.size() != size {
                 return Err(EncoderError::InvalidArgument(format!(
@@ -367,10 +330,7 @@ impl Encoder {
                     t.size()
                 )));
             }
-            if !matches!(
-                t.kind(),
-                Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool
-            ) {
+            if !matches!(t.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool) {
                 return Err(EncoderError::InvalidArgument(format!(
                     "{name} must be an integer tensor, got {:?}",
                     t.kind()
@@ -386,9 +346,7 @@ impl Encoder {
         let input_ids = input_ids.to_device(self.device).to_kind(Kind::Int64);
         let attention_mask = attention_mask.to_device(self.device).to_kind(Kind::Int64);
         let token_type_ids = token_type_ids.to_kind(Kind::Int64);
-        Ok(self
-            .model
-            .forward_t(&input_ids, &attention_mask, &token_type_ids, train))
+        Ok(self.model.forward_t(&input_ids, &attention_mask, &token_type_ids, train))
     }
 
     /// Runs the model on length-sorted batches of `texts` under `no_grad`, handing each batch's
@@ -400,21 +358,14 @@ impl Encoder {
         mut visit: impl FnMut(&[usize], &Batch, &Tensor) -> Result<(), EncoderError>,
     ) -> Result<(), EncoderError> {
         if batch_size == 0 {
-            return Err(EncoderError::InvalidArgument(
-                "batch_size must be at least 1".to_string(),
-            ));
+            return Err(EncoderError::InvalidArgument("batch_size must be at least 1".to_string()));
         }
         let _guard = tch::no_grad_guard();
         let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
         for indices in length_sorted_batches(&lengths, batch_size) {
             let items: Vec<&TokenizedText> = indices.iter().map(|&i| &tokens[i]).collect();
             let batch = pad_batch(&items, self.config.pad_token_id, self.device);
-            let hidden = self.forward(
-                &batch.input_ids,
-                &batch.attention_mask,
-                Some(&batch.token_type_ids),
-                false,
-            )?;
+            let hidden = self.forward(&batch.input_ids, &batch.attention_mask, Some(&batch.token_type_ids), false)?;
             visit(&indices, &batch, &hidden)?;
         }
         Ok(())
@@ -438,11 +389,7 @@ impl Encoder {
     }
 
     /// Token embeddings (the raw last hidden state, not normalised) of each text, without padding.
-    pub fn embed_tokens(
-        &self,
-        texts: &[&str],
-        batch_size: usize,
-    ) -> Result<Vec<TokenEmbeddings>, EncoderError> {
+    pub fn embed_tokens(&self, texts: &[&str], batch_size: usize) -> Result<Vec<TokenEmbeddings>, EncoderError> {
         let dim = self.dim();
         let tokens = self.tokenize(texts)?;
         let mut out: Vec<Option<TokenEmbeddings>> = vec![None; texts.len()];
@@ -450,11 +397,7 @@ impl Encoder {
             for (row, &i) in indices.iter().enumerate() {
                 let n = tokens[i].len() as i64;
                 let data = to_vec_f32(&hidden.get(row as i64).narrow(0, 0, n))?;
-                out[i] = Some(TokenEmbeddings {
-                    ids: tokens[i].ids.clone(),
-                    dim,
-                    data,
-                });
+                out[i] = Some(TokenEmbeddings { ids: tokens[i].ids.clone(), dim, data });
             }
             Ok(())
         })?;
@@ -478,18 +421,12 @@ fn require_file(path: &Path, what: &'static str) -> Result<(), EncoderError> {
     if path.is_file() {
         Ok(())
     } else {
-        Err(EncoderError::MissingFile {
-            path: path.to_path_buf(),
-            what,
-        })
+        Err(EncoderError::MissingFile { path: path.to_path_buf(), what })
     }
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, EncoderError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EncoderError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| EncoderError::Io { path: path.to_path_buf(), source })?;
     serde_json::from_str(&text).map_err(|e| EncoderError::Config {
         path: path.to_path_buf(),
         field: "(top level)".to_string(),
@@ -512,15 +449,11 @@ fn check_modules(model_dir: &Path) -> Result<PathBuf, EncoderError> {
     })?;
     let mut pooling_dir = PathBuf::from("1_Pooling");
     for (i, module) in modules.iter().enumerate() {
-        let kind =
-            module
-                .get("type")
-                .and_then(|t| t.as_str())
-                .ok_or_else(|| EncoderError::Config {
-                    path: path.clone(),
-                    field: format!("[{i}].type"),
-                    message: "missing or not a string".to_string(),
-                })?;
+        let kind = module.get("type").and_then(|t| t.as_str()).ok_or_else(|| EncoderError::Config {
+            path: path.clone(),
+            field: format!("[{i}].type"),
+            message: "missing or not a string".to_string(),
+        })?;
         let short = kind.rsplit('.').next().unwrap_or(kind);
         match short {
             "Transformer" | "Normalize" => {}
@@ -553,8 +486,7 @@ fn check_pooling(path: &Path) -> Result<(), EncoderError> {
     if !flag("pooling_mode_mean_tokens") {
         return Err(EncoderError::Unsupported {
             path: path.to_path_buf(),
-            message: "pooling_mode_mean_tokens is not true; only mean pooling is implemented"
-                .to_string(),
+            message: "pooling_mode_mean_tokens is not true; only mean pooling is implemented".to_string(),
         });
     }
     for key in [
@@ -584,21 +516,14 @@ fn read_max_seq_length(model_dir: &Path, config: &BertConfig) -> Result<usize, E
         return Ok(limit);
     }
     let value = read_json(&path)?;
-    let bad = |message: String| EncoderError::Config {
-        path: path.clone(),
-        field: "max_seq_length".to_string(),
-        message,
-    };
+    let bad =
+        |message: String| EncoderError::Config { path: path.clone(), field: "max_seq_length".to_string(), message };
     let n = match value.get("max_seq_length") {
         None | Some(serde_json::Value::Null) => return Ok(limit),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| bad(format!("expected a positive integer, got {v}")))?,
+        Some(v) => v.as_u64().ok_or_else(|| bad(format!("expected a positive integer, got {v}")))?,
     };
     if n < 2 {
-        return Err(bad(format!(
-            "must be at least 2 (room for [CLS] and [SEP]), got {n}"
-        )));
+        return Err(bad(format!("must be at least 2 (room for [CLS] and [SEP]), got {n}")));
     }
     if n as usize > limit {
         tracing::warn!(path = %path.display(), n, limit, "max_seq_length exceeds max_position_embeddings; clamped");
@@ -610,57 +535,33 @@ fn read_max_seq_length(model_dir: &Path, config: &BertConfig) -> Result<usize, E
 /// so a config/checkpoint mismatch is reported by name instead of being broadcast or aborting.
 fn check_checkpoint(path: &Path, vs: &nn::VarStore) -> Result<(), EncoderError> {
     use std::io::Read;
-    let io = |source| EncoderError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bad = |field: String, message: String| EncoderError::Config {
-        path: path.to_path_buf(),
-        field,
-        message,
-    };
+    let io = |source| EncoderError::Io { path: path.to_path_buf(), source };
+    let bad = |field: String, message: String| EncoderError::Config { path: path.to_path_buf(), field, message };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes).map_err(io)?;
     let header_len = u64::from_le_bytes(len_bytes);
     let file_len = file.metadata().map_err(io)?.len();
     if header_len > file_len.saturating_sub(8) || header_len > 100 << 20 {
-        return Err(bad(
-            "(header)".to_string(),
-            format!("not a safetensors file (header length {header_len})"),
-        ));
+        return Err(bad("(header)".to_string(), format!("not a safetensors file (header length {header_len})")));
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).map_err(io)?;
-    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
-        bad(
-            "(header)".to_string(),
-            format!("not a safetensors header: {e}"),
-        )
-    })?;
-    let mut names: Vec<(String, Vec<i64>)> = vs
-        .variables()
-        .into_iter()
-        .map(|(name, t)| (name, t.size()))
-        .collect();
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad("(header)".to_string(), format!("not a safetensors header: {e}")))?;
+    let mut names: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(name, t)| (name, t.size())).collect();
     names.sort();
     for (name, expected) in names {
         let entry = header.get(&name).ok_or_else(|| {
             bad(
                 name.clone(),
-                "tensor missing from the checkpoint (is this a BERT model saved without a prefix?)"
-                    .to_string(),
+                "tensor missing from the checkpoint (is this a BERT model saved without a prefix?)".to_string(),
             )
         })?;
-        let shape: Option<Vec<i64>> = entry
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .map(|dims| dims.iter().filter_map(|d| d.as_i64()).collect());
+        let shape: Option<Vec<i64>> =
+            entry.get("shape").and_then(|s| s.as_array()).map(|dims| dims.iter().filter_map(|d| d.as_i64()).collect());
         if shape.as_ref() != Some(&expected) {
-            return Err(bad(
-                name,
-                format!("shape {shape:?} in the checkpoint, but config.json implies {expected:?}"),
-            ));
+            return Err(bad(name, format!("shape {shape:?} in the checkpoint, but config.json implies {expected:?}")));
         }
     }
     Ok(())
@@ -719,12 +620,8 @@ pub fn toy_tokenizer(words: &[&str]) -> Result<Tokenizer, EncoderError> {
         "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                   "max_input_chars_per_word": 100, "vocab": vocab}
     });
-    Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(|source| {
-        EncoderError::TokenizerLoad {
-            path: PathBuf::from("<toy tokenizer>"),
-            source,
-        }
-    })
+    Tokenizer::from_bytes(json.to_string().as_bytes())
+        .map_err(|source| EncoderError::TokenizerLoad { path: PathBuf::from("<toy tokenizer>"), source })
 }
 
 #[cfg(test)]

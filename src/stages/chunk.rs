@@ -99,14 +99,18 @@ pub struct Chunk {
 pub fn read_chunks(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>, usize)> {
     let path = dir.join(CHUNKS);
     // The dim is not known before reading; check the non-embedding columns by name.
-    let probe = table::read_parquet(&path, "chunk", &Schema::new(vec![
-        Field::new("chunk_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("ordinal", DataType::Int64, false),
-        Field::new("text", DataType::Utf8, false),
-        Field::new("n_tokens", DataType::Int64, false),
-        Field::new("embed_text", DataType::Utf8, false),
-    ]))?;
+    let probe = table::read_parquet(
+        &path,
+        "chunk",
+        &Schema::new(vec![
+            Field::new("chunk_id", DataType::Utf8, false),
+            Field::new("project_id", DataType::Utf8, false),
+            Field::new("ordinal", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, false),
+            Field::new("n_tokens", DataType::Int64, false),
+            Field::new("embed_text", DataType::Utf8, false),
+        ]),
+    )?;
     let (emb, dim) = table::embedding_values(&probe, "embedding")?;
     let (ids, pids, texts) =
         (table::str_col(&probe, "chunk_id")?, table::str_col(&probe, "project_id")?, table::str_col(&probe, "text")?);
@@ -176,9 +180,7 @@ impl Stage<Settings> for ChunkStage {
         let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
         let counter = TokenCounter::new(&encoder)?;
         let out = match s.strategy {
-            ChunkStrategy::Semantic => {
-                semantic(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?
-            }
+            ChunkStrategy::Semantic => semantic(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?,
             ChunkStrategy::None => whole_documents(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?,
         };
         cache.flush()?;
@@ -271,7 +273,13 @@ pub fn chunk_id(project_id: &str, text: &str) -> String {
 }
 
 /// Embed `texts` through the cache with the tch encoder, with a progress bar for the texts not cached.
-pub fn embed_all(encoder: &Encoder, cache: &mut EmbeddingCache, texts: &[&str], batch: usize, what: &str) -> Result<Vec<f32>> {
+pub fn embed_all(
+    encoder: &Encoder,
+    cache: &mut EmbeddingCache,
+    texts: &[&str],
+    batch: usize,
+    what: &str,
+) -> Result<Vec<f32>> {
     cache.embed(texts, |missing| {
         let bar = crate::progress::bar(missing.len() as u64, what);
         let mut out = Vec::with_capacity(missing.len() * encoder.dim());
@@ -371,7 +379,11 @@ fn semantic(
                 if k > 0 {
                     let prev = &members[k - 1];
                     text.push_str(if prev.block == r.block {
-                        if r.table_row { "\n" } else { " " }
+                        if r.table_row {
+                            "\n"
+                        } else {
+                            " "
+                        }
                     } else if prev.list_item && r.list_item {
                         "\n"
                     } else {

@@ -78,7 +78,13 @@ pub fn select<'a>(pairs: &'a [mine::Pair], split: &str) -> (String, Vec<&'a mine
 }
 
 /// Re-score the first `depth` of `ranked` by MaxSim; the rest keep their order after them.
-pub fn rerank_rows(ranked: &[(i64, f32)], q_tokens: &[f32], doc_tokens: &[Vec<f32>], dim: usize, depth: usize) -> Vec<(i64, f32)> {
+pub fn rerank_rows(
+    ranked: &[(i64, f32)],
+    q_tokens: &[f32],
+    doc_tokens: &[Vec<f32>],
+    dim: usize,
+    depth: usize,
+) -> Vec<(i64, f32)> {
     let d = depth.min(ranked.len());
     let mut head: Vec<(usize, i64, f32)> = ranked[..d]
         .iter()
@@ -125,7 +131,8 @@ impl Stage<Settings> for Eval {
         tracing::info!(split = %split, queries = queries.len(), chunks = chunks.len(), "evaluating");
         ctx.record_stat("split", split.clone());
         ctx.record_stat("queries", queries.len() as u64);
-        let row_of: HashMap<&str, i64> = chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i as i64)).collect();
+        let row_of: HashMap<&str, i64> =
+            chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i as i64)).collect();
         let project_of: Vec<&str> = chunks.iter().map(|c| c.project_id.as_str()).collect();
         let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
         let qtexts: Vec<&str> = queries.iter().map(|p| p.query.as_str()).collect();
@@ -146,13 +153,15 @@ impl Stage<Settings> for Eval {
             let key = format!("onnx-{hash}");
             let mut ec = EmbeddingCache::open(ctx.cache_root(), &key, info.embedding_dim)?;
             let mut tc = TokenCache::open(ctx.cache_root(), &key, info.token_dim)?;
-            let (doc_emb, doc_tok) = index::embed_cached(&enc, &mut ec, &mut tc, &texts, &format!("embedding chunks ({model})"))?;
+            let (doc_emb, doc_tok) =
+                index::embed_cached(&enc, &mut ec, &mut tc, &texts, &format!("embedding chunks ({model})"))?;
             ec.flush()?;
             tc.flush()?;
             let q = enc.embed_both(&qtexts)?;
             let idx = crate::index::VectorIndex::build("Flat", info.embedding_dim, &doc_emb, None)?;
             let hits = idx.search(&q.0.data, k)?;
-            let systems: &[&'static str] = if model == export::BASE { &["base"] } else { &["coltrast", "coltrast+rerank"] };
+            let systems: &[&'static str] =
+                if model == export::BASE { &["base"] } else { &["coltrast", "coltrast+rerank"] };
             for &name in systems {
                 let mut run = SystemRun { name, chunk_ranks: vec![], doc_ranks: vec![] };
                 for (qi, pair) in queries.iter().enumerate() {
@@ -166,13 +175,19 @@ impl Stage<Settings> for Eval {
                     let (crank, cm) = match pos {
                         Some(p) => {
                             let rel: BTreeSet<i64> = [p].into();
-                            (rows.iter().position(|r| *r == p).map(|i| i as i64 + 1), Some(QueryMetrics::compute(&rows, &rel)))
+                            (
+                                rows.iter().position(|r| *r == p).map(|i| i as i64 + 1),
+                                Some(QueryMetrics::compute(&rows, &rel)),
+                            )
                         }
                         None => (None, None),
                     };
                     run.chunk_ranks.push((pair.qa_id.clone(), crank, cm));
                     let docs: Vec<String> =
-                        docs_from_chunks(&ranked, |r| project_of.get(r as usize).map(|p| p.to_string())).into_iter().map(|d| d.0).collect();
+                        docs_from_chunks(&ranked, |r| project_of.get(r as usize).map(|p| p.to_string()))
+                            .into_iter()
+                            .map(|d| d.0)
+                            .collect();
                     let rel: BTreeSet<String> = [pair.project_id.clone()].into();
                     let drank = docs.iter().position(|d| *d == pair.project_id).map(|i| i as i64 + 1);
                     run.doc_ranks.push((pair.qa_id.clone(), drank, QueryMetrics::compute(&docs, &rel)));
@@ -243,7 +258,13 @@ impl Stage<Settings> for Eval {
     }
 }
 
-fn report(results: &[(String, String, String, f64, i64)], split: &str, queries: usize, chunks: usize, depth: usize) -> String {
+fn report(
+    results: &[(String, String, String, f64, i64)],
+    split: &str,
+    queries: usize,
+    chunks: usize,
+    depth: usize,
+) -> String {
     let mut by: BTreeMap<(String, String), BTreeMap<String, (f64, i64)>> = BTreeMap::new();
     for (s, l, m, v, n) in results {
         by.entry((l.clone(), s.clone())).or_default().insert(m.clone(), (*v, *n));
@@ -256,7 +277,8 @@ fn report(results: &[(String, String, String, f64, i64)], split: &str, queries: 
         for sys in SYSTEMS {
             if let Some(m) = by.get(&(level.to_string(), sys.to_string())) {
                 let n = m.values().next().map(|x| x.1).unwrap_or(0);
-                let vals: Vec<String> = METRIC_NAMES.iter().map(|k| format!("{:.3}", m.get(*k).map(|x| x.0).unwrap_or(0.0))).collect();
+                let vals: Vec<String> =
+                    METRIC_NAMES.iter().map(|k| format!("{:.3}", m.get(*k).map(|x| x.0).unwrap_or(0.0))).collect();
                 let _ = writeln!(out, "| {level} | {sys} | {n} | {} |", vals.join(" | "));
             }
         }

@@ -104,7 +104,8 @@ fn token_parity(model: &crate::train::model::ColTrastModel, ort: &OrtEncoder) ->
         let enc = model.encode(&batch, false);
         let n = got[i].len() as i64;
         let rows = enc.tokens.get(0).narrow(0, 0, n).to_device(tch::Device::Cpu).contiguous();
-        let flat: Vec<f32> = Vec::<f32>::try_from(rows.view([-1])).map_err(|e| Error::internal(format!("tensor: {e}")))?;
+        let flat: Vec<f32> =
+            Vec::<f32>::try_from(rows.view([-1])).map_err(|e| Error::internal(format!("tensor: {e}")))?;
         worst = worst.max(max_abs_diff(&flat, &got[i].data));
     }
     Ok(worst)

@@ -55,9 +55,7 @@ pub fn served_model_hash(ctx: &StageContext<'_, Settings>) -> Result<String> {
     let served = export::served_dir(std::path::Path::new(""), ctx.config);
     let rel = format!("{}/{}", served.display(), export::MODEL_FILE);
     let m = ctx.upstream_manifest("export")?;
-    m.output(&rel)
-        .map(|o| o.blake3.clone())
-        .ok_or_else(|| Error::internal(format!("export manifest has no {rel}")))
+    m.output(&rel).map(|o| o.blake3.clone()).ok_or_else(|| Error::internal(format!("export manifest has no {rel}")))
 }
 
 /// Embed `texts` with `enc`, through both caches; returns (flat sentence embeddings, per-text token rows).
@@ -68,7 +66,8 @@ pub fn embed_cached(
     texts: &[&str],
     what: &str,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    let mut missing: Vec<&str> = texts.iter().copied().filter(|t| !emb_cache.contains(t) || !tok_cache.contains(t)).collect();
+    let mut missing: Vec<&str> =
+        texts.iter().copied().filter(|t| !emb_cache.contains(t) || !tok_cache.contains(t)).collect();
     missing.sort_unstable();
     missing.dedup();
     if !missing.is_empty() {

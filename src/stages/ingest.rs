@@ -325,7 +325,9 @@ fn json_type(v: &Value) -> &'static str {
 fn req_str(path: &Path, record: &str, obj: &serde_json::Map<String, Value>, field: &str) -> Result<String> {
     match obj.get(field) {
         Some(Value::String(s)) => Ok(normalize(s)),
-        Some(other) => Err(Error::data(path, format!("{record}.{field}"), format!("expected a string, got {}", json_type(other)))),
+        Some(other) => {
+            Err(Error::data(path, format!("{record}.{field}"), format!("expected a string, got {}", json_type(other))))
+        }
         None => Err(Error::data(path, record, format!("missing field {field:?}"))),
     }
 }
@@ -345,7 +347,11 @@ fn opt_str(path: &Path, record: &str, obj: &serde_json::Map<String, Value>, fiel
 
 fn parse_json(path: &Path, text: &str, record: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| {
-        Error::data(path, record, format!("malformed JSON at line {}, column {}: {}", e.line(), e.column(), strip_pos(&e)))
+        Error::data(
+            path,
+            record,
+            format!("malformed JSON at line {}, column {}: {}", e.line(), e.column(), strip_pos(&e)),
+        )
     })
 }
 
@@ -367,7 +373,9 @@ fn load_seed(path: &Path) -> Result<Dataset> {
     let root = as_object(path, "document", &root)?;
     let projects = match root.get("projects") {
         Some(Value::Array(a)) => a,
-        Some(other) => return Err(Error::data(path, "projects", format!("expected an array, got {}", json_type(other)))),
+        Some(other) => {
+            return Err(Error::data(path, "projects", format!("expected an array, got {}", json_type(other))))
+        }
         None => return Err(Error::data(path, "document", "missing field \"projects\"")),
     };
     let source = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -384,7 +392,11 @@ fn load_seed(path: &Path) -> Result<Dataset> {
             Some(Value::Array(a)) => a.as_slice(),
             None | Some(Value::Null) => &[],
             Some(other) => {
-                return Err(Error::data(path, format!("{rec}.qa_pairs"), format!("expected an array, got {}", json_type(other))))
+                return Err(Error::data(
+                    path,
+                    format!("{rec}.qa_pairs"),
+                    format!("expected an array, got {}", json_type(other)),
+                ))
             }
         };
         for (j, q) in pairs.iter().enumerate() {
@@ -405,7 +417,12 @@ fn load_seed(path: &Path) -> Result<Dataset> {
                 split: None,
             });
         }
-        ds.projects.push(Project { title: title_or_id(&readme, &project_id), project_id, text: readme, source: source.clone() });
+        ds.projects.push(Project {
+            title: title_or_id(&readme, &project_id),
+            project_id,
+            text: readme,
+            source: source.clone(),
+        });
     }
     check_records(path, &ds, |i| format!("projects[{i}]"))?;
     Ok(ds)
@@ -516,7 +533,11 @@ fn load_beir(dir: &Path) -> Result<Dataset> {
         let title = opt_str(&corpus_path, &rec, obj, "title")?.unwrap_or_default();
         let text = req_str(&corpus_path, &rec, obj, "text")?;
         if let Some(first) = seen.insert(id.clone(), n + 1) {
-            return Err(Error::data(&corpus_path, format!("{rec}._id"), format!("duplicate _id {id:?} (first on line {first})")));
+            return Err(Error::data(
+                &corpus_path,
+                format!("{rec}._id"),
+                format!("duplicate _id {id:?} (first on line {first})"),
+            ));
         }
         let title = if title.trim().is_empty() { id.clone() } else { title };
         ds.projects.push(Project { project_id: id, title, text, source: "corpus.jsonl".into() });
@@ -554,7 +575,10 @@ fn load_beir(dir: &Path) -> Result<Dataset> {
         qrels.push((dir.join("qrels.tsv"), None));
     }
     if qrels.is_empty() {
-        return Err(Error::Usage(format!("{}: BEIR folder has no qrels.tsv or qrels/{{train,dev,test}}.tsv", dir.display())));
+        return Err(Error::Usage(format!(
+            "{}: BEIR folder has no qrels.tsv or qrels/{{train,dev,test}}.tsv",
+            dir.display()
+        )));
     }
     let mut per_query: BTreeMap<String, usize> = BTreeMap::new();
     for (path, split) in qrels {
@@ -579,7 +603,11 @@ fn load_beir(dir: &Path) -> Result<Dataset> {
                 .get(qid)
                 .ok_or_else(|| Error::data(&path, format!("{rec}.query-id"), format!("unknown query {qid:?}")))?;
             if !seen.contains_key(cid) {
-                return Err(Error::data(&path, format!("{rec}.corpus-id"), format!("unknown project {cid:?} (not in corpus.jsonl)")));
+                return Err(Error::data(
+                    &path,
+                    format!("{rec}.corpus-id"),
+                    format!("unknown project {cid:?} (not in corpus.jsonl)"),
+                ));
             }
             let k = per_query.entry(qid.to_string()).or_insert(0);
             let qa_id = if *k == 0 { qid.to_string() } else { format!("{qid}#{k}") };
@@ -665,9 +693,12 @@ mod tests {
         assert!(e.ends_with("projects[0].project_id: expected a string, got a number"), "{e}");
         let e = case("{\"projects\": [\n  {\"project_id\": }\n]}");
         assert!(e.contains("malformed JSON at line 2, column"), "{e}");
-        let e = case(r##"{"projects":[{"project_id":"a","readme_content":"x"},{"project_id":"a","readme_content":"y"}]}"##);
+        let e =
+            case(r##"{"projects":[{"project_id":"a","readme_content":"x"},{"project_id":"a","readme_content":"y"}]}"##);
         assert!(e.contains("projects[1].project_id: duplicate project_id \"a\" (first in projects[0])"), "{e}");
-        let e = case(r##"{"projects":[{"project_id":"a","readme_content":"x","qa_pairs":[{"question":"  ","answer":"y"}]}]}"##);
+        let e = case(
+            r##"{"projects":[{"project_id":"a","readme_content":"x","qa_pairs":[{"question":"  ","answer":"y"}]}]}"##,
+        );
         assert!(e.contains("projects[0].qa_pairs[0].question: empty question"), "{e}");
         let e = case(r##"{"projects":[]}"##);
         assert!(e.contains("empty dataset"), "{e}");
@@ -687,7 +718,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("alpha.md"), "# Alpha Project\r\nText.").unwrap();
         std::fs::write(dir.path().join("beta.md"), "no heading").unwrap();
-        std::fs::write(dir.path().join("qa.csv"), "project_id,question,answer\nalpha,What?,This\nbeta,Why?,\n").unwrap();
+        std::fs::write(dir.path().join("qa.csv"), "project_id,question,answer\nalpha,What?,This\nbeta,Why?,\n")
+            .unwrap();
         let ds = load(dir.path(), IngestFormat::Auto, None).unwrap();
         assert_eq!(ds.projects[0].title, "Alpha Project");
         assert_eq!(ds.projects[0].text, "# Alpha Project\nText.");
@@ -703,10 +735,15 @@ mod tests {
     fn beir_layout() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::write(d.join("corpus.jsonl"), "{\"_id\":\"d1\",\"title\":\"T1\",\"text\":\"one\"}\n{\"_id\":\"d2\",\"title\":\"\",\"text\":\"two\"}\n").unwrap();
+        std::fs::write(
+            d.join("corpus.jsonl"),
+            "{\"_id\":\"d1\",\"title\":\"T1\",\"text\":\"one\"}\n{\"_id\":\"d2\",\"title\":\"\",\"text\":\"two\"}\n",
+        )
+        .unwrap();
         std::fs::write(d.join("queries.jsonl"), "{\"_id\":\"q1\",\"text\":\"first?\"}\n").unwrap();
         std::fs::create_dir(d.join("qrels")).unwrap();
-        std::fs::write(d.join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t1\nq1\td2\t0\n").unwrap();
+        std::fs::write(d.join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t1\nq1\td2\t0\n")
+            .unwrap();
         let ds = load(d, IngestFormat::Auto, None).unwrap();
         assert_eq!(ds.projects[1].title, "d2");
         let ids: Vec<&str> = ds.qa.iter().map(|q| q.qa_id.as_str()).collect();

@@ -32,9 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Float32Array, Float32Builder, ListArray, ListBuilder, StringArray, StringBuilder,
-};
+use arrow::array::{Array, ArrayRef, Float32Array, Float32Builder, ListArray, ListBuilder, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 
@@ -112,8 +110,9 @@ impl Stage<Settings> for Mine {
         }
         let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
         let batch = s.batch_size as usize;
-        let mut embed =
-            |texts: &[&str], what: &str| -> Result<Vec<f32>> { chunk::embed_all(&encoder, &mut cache, texts, batch, what) };
+        let mut embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
+            chunk::embed_all(&encoder, &mut cache, texts, batch, what)
+        };
         let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &mut embed)?;
         cache.flush()?;
         for (k, v) in &mined.stats {
@@ -184,7 +183,14 @@ pub fn mine(
     let queries: Vec<String> = ds
         .qa
         .iter()
-        .map(|q| render_query(&s.query_template, &q.question, titles.get(q.project_id.as_str()).copied().unwrap_or(""), &q.project_id))
+        .map(|q| {
+            render_query(
+                &s.query_template,
+                &q.question,
+                titles.get(q.project_id.as_str()).copied().unwrap_or(""),
+                &q.project_id,
+            )
+        })
         .collect();
     // Texts that pick the positive: question + answer, or the question alone without an answer.
     let pickers: Vec<String> = ds
@@ -235,7 +241,10 @@ pub fn mine(
                     return Err(Error::data(
                         "ingest/qa.parquet",
                         format!("qa {}", q.qa_id),
-                        format!("project {:?} has no chunks and the Q&A has no answer to use as positive", q.project_id),
+                        format!(
+                            "project {:?} has no chunks and the Q&A has no answer to use as positive",
+                            q.project_id
+                        ),
                     ))
                 }
             };
@@ -335,7 +344,8 @@ pub fn mine(
 fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<u64> {
     let s = |f: fn(&Pair) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(pairs.iter().map(f))) };
     let mut ids = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
-    let mut texts = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
+    let mut texts =
+        ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
     let mut scores =
         ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float32, true)));
     for p in pairs {
@@ -397,7 +407,8 @@ pub fn read_pairs(dir: &Path) -> Result<Vec<Pair>> {
     let (nid, ntext, nscore) = (list("negative_chunk_ids")?, list("negative_texts")?, list("negative_scores")?);
     let strings = |l: &ListArray, i: usize| -> Vec<String> {
         let v = l.value(i);
-        let a = v.as_any().downcast_ref::<StringArray>().map(|a| (0..a.len()).map(|k| a.value(k).to_string()).collect());
+        let a =
+            v.as_any().downcast_ref::<StringArray>().map(|a| (0..a.len()).map(|k| a.value(k).to_string()).collect());
         a.unwrap_or_default()
     };
     let mut out = Vec::with_capacity(b.num_rows());
@@ -458,14 +469,47 @@ mod tests {
     fn dataset() -> (Dataset, Vec<chunk::Chunk>, Vec<f32>) {
         let projects = ["med", "nlp", "rl"]
             .iter()
-            .map(|id| Project { project_id: id.to_string(), title: id.to_uppercase(), text: String::new(), source: String::new() })
+            .map(|id| Project {
+                project_id: id.to_string(),
+                title: id.to_uppercase(),
+                text: String::new(),
+                source: String::new(),
+            })
             .collect();
         let qa = vec![
-            Qa { qa_id: "med/0".into(), project_id: "med".into(), question: "Which xray data?".into(), answer: Some("xray images".into()), context: None, split: None },
+            Qa {
+                qa_id: "med/0".into(),
+                project_id: "med".into(),
+                question: "Which xray data?".into(),
+                answer: Some("xray images".into()),
+                context: None,
+                split: None,
+            },
             // The answer matches nothing in its project's chunks: falls back to the answer.
-            Qa { qa_id: "med/1".into(), project_id: "med".into(), question: "Which animal?".into(), answer: Some("a zebra".into()), context: None, split: None },
-            Qa { qa_id: "nlp/0".into(), project_id: "nlp".into(), question: "What reviews?".into(), answer: Some("review texts".into()), context: None, split: None },
-            Qa { qa_id: "rl/0".into(), project_id: "rl".into(), question: "What trading?".into(), answer: Some("crypto trading".into()), context: None, split: None },
+            Qa {
+                qa_id: "med/1".into(),
+                project_id: "med".into(),
+                question: "Which animal?".into(),
+                answer: Some("a zebra".into()),
+                context: None,
+                split: None,
+            },
+            Qa {
+                qa_id: "nlp/0".into(),
+                project_id: "nlp".into(),
+                question: "What reviews?".into(),
+                answer: Some("review texts".into()),
+                context: None,
+                split: None,
+            },
+            Qa {
+                qa_id: "rl/0".into(),
+                project_id: "rl".into(),
+                question: "What trading?".into(),
+                answer: Some("crypto trading".into()),
+                context: None,
+                split: None,
+            },
         ];
         let texts = [
             ("med", "xray chunk"),

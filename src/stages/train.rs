@@ -94,9 +94,9 @@ pub fn resolve_device(d: TrainDevice) -> Result<Device> {
         TrainDevice::Auto => Ok(Device::cuda_if_available()),
         TrainDevice::Cpu => Ok(Device::Cpu),
         TrainDevice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        TrainDevice::Cuda => Err(Error::Usage(
-            "train.device = \"cuda\" but libtorch sees no GPU; use \"auto\" or \"cpu\"".into(),
-        )),
+        TrainDevice::Cuda => {
+            Err(Error::Usage("train.device = \"cuda\" but libtorch sees no GPU; use \"auto\" or \"cpu\"".into()))
+        }
     }
 }
 
@@ -109,15 +109,8 @@ pub fn split_pairs(pairs: &[mine::Pair]) -> (Vec<Example>, Vec<Example>, usize) 
         negatives: p.negative_texts.clone(),
     };
     let train = pairs.iter().filter(|p| p.split == "train").map(ex).collect();
-    let val = pairs
-        .iter()
-        .filter(|p| p.split == "val" || p.split == "dev")
-        .map(ex)
-        .collect();
-    let other = pairs
-        .iter()
-        .filter(|p| !matches!(p.split.as_str(), "train" | "val" | "dev"))
-        .count();
+    let val = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").map(ex).collect();
+    let other = pairs.iter().filter(|p| !matches!(p.split.as_str(), "train" | "val" | "dev")).count();
     (train, val, other)
 }
 
@@ -146,10 +139,7 @@ impl Stage<Settings> for Train {
         Ok(t)
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        Ok(vec![ExternalInput {
-            name: "base_model".into(),
-            path: s.base_model_dir(),
-        }])
+        Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.train.clone();
@@ -164,10 +154,7 @@ impl Stage<Settings> for Train {
             return Err(Error::Usage(format!(
                 "{}: no pairs with split \"train\" (splits found: {:?}); nothing to train on",
                 ctx.upstream_file("mine", mine::PAIRS)?.display(),
-                pairs
-                    .iter()
-                    .map(|p| p.split.as_str())
-                    .collect::<std::collections::BTreeSet<_>>()
+                pairs.iter().map(|p| p.split.as_str()).collect::<std::collections::BTreeSet<_>>()
             )));
         }
         if val_set.is_empty() {
@@ -188,11 +175,7 @@ impl Stage<Settings> for Train {
         };
 
         let hidden = encoder.dim();
-        let dim = if s.embedding_dim == 0 {
-            hidden
-        } else {
-            s.embedding_dim as usize
-        };
+        let dim = if s.embedding_dim == 0 { hidden } else { s.embedding_dim as usize };
         let pca_texts = if dim < hidden {
             let texts: Vec<&str> = train_set
                 .iter()
@@ -211,10 +194,7 @@ impl Stage<Settings> for Train {
         let work = ctx.work_dir()?.to_path_buf();
         let outcome = {
             let fault = |p: &str| ctx.fault_point(p);
-            let hooks = Hooks {
-                fault_point: &fault,
-                progress: true,
-            };
+            let hooks = Hooks { fault_point: &fault, progress: true };
             train::train(&cfg, &mut model, &train_set, &val_set, &work, &hooks)?
         };
 
@@ -250,12 +230,8 @@ impl Stage<Settings> for Train {
             ctx.record_stat("resumed_after_epoch", e);
         }
         let epoch_mean = |e: u64| {
-            let v: Vec<f64> = outcome
-                .log
-                .iter()
-                .filter(|r| r.split == "train" && r.epoch == e)
-                .map(|r| r.loss)
-                .collect();
+            let v: Vec<f64> =
+                outcome.log.iter().filter(|r| r.split == "train" && r.epoch == e).map(|r| r.loss).collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
         if let (Some(first), Some(last)) = (epoch_mean(1), epoch_mean(outcome.epochs_run)) {
@@ -339,13 +315,7 @@ pub fn read_log(dir: &Path) -> Result<Vec<LogRow>> {
             .ok_or_else(|| Error::internal(format!("column {n} is not Float64")))
     };
     let (epoch, step, split) = (i("epoch")?, i("step")?, table::str_col(&b, "split")?);
-    let (lr, loss, lc, ll, gn) = (
-        f("lr")?,
-        f("loss")?,
-        f("loss_contrastive")?,
-        f("loss_late")?,
-        f("grad_norm")?,
-    );
+    let (lr, loss, lc, ll, gn) = (f("lr")?, f("loss")?, f("loss_contrastive")?, f("loss_late")?, f("grad_norm")?);
     use arrow::array::Array;
     Ok((0..b.num_rows())
         .map(|k| LogRow {
@@ -383,12 +353,7 @@ mod tests {
 
     #[test]
     fn beir_dev_is_validation_and_test_is_left_out() {
-        let pairs = [
-            pair("a", "train"),
-            pair("b", "dev"),
-            pair("c", "val"),
-            pair("d", "test"),
-        ];
+        let pairs = [pair("a", "train"), pair("b", "dev"), pair("c", "val"), pair("d", "test")];
         let (train, val, other) = split_pairs(&pairs);
         assert_eq!(train.iter().map(|e| e.qa_id.as_str()).collect::<Vec<_>>(), ["a"]);
         assert_eq!(val.iter().map(|e| e.qa_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);

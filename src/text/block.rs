@@ -42,21 +42,13 @@ fn split_lines(src: &str, from: usize) -> Vec<Line> {
     let mut start = from;
     for (i, b) in src.bytes().enumerate().skip(from) {
         if b == b'\n' {
-            let end = if i > start && src.as_bytes()[i - 1] == b'\r' {
-                i - 1
-            } else {
-                i
-            };
+            let end = if i > start && src.as_bytes()[i - 1] == b'\r' { i - 1 } else { i };
             lines.push(Line { start, end });
             start = i + 1;
         }
     }
     if start < src.len() {
-        let end = if src.ends_with('\r') {
-            src.len() - 1
-        } else {
-            src.len()
-        };
+        let end = if src.ends_with('\r') { src.len() - 1 } else { src.len() };
         lines.push(Line { start, end });
     }
     lines
@@ -150,11 +142,7 @@ fn thematic_break(rest: &str) -> bool {
 /// GFM table delimiter row: cells of `-` with optional `:` at either end, separated by `|`.
 fn delimiter_row(rest: &str) -> bool {
     let t = rest.trim();
-    if !t.contains('-')
-        || !t
-            .bytes()
-            .all(|b| matches!(b, b'|' | b'-' | b':' | b' ' | b'\t'))
-    {
+    if !t.contains('-') || !t.bytes().all(|b| matches!(b, b'|' | b'-' | b':' | b' ' | b'\t')) {
         return false;
     }
     if !t.contains('|') {
@@ -204,10 +192,7 @@ fn list_marker(rest: &str) -> Option<ListMarker> {
         }
     }
     let has_content = !rest[len..].trim().is_empty();
-    Some(ListMarker {
-        len,
-        interrupts_paragraph: first_is_one && has_content,
-    })
+    Some(ListMarker { len, interrupts_paragraph: first_is_one && has_content })
 }
 
 /// Link reference definition: `[label]: destination`.
@@ -224,10 +209,7 @@ fn reference_definition(rest: &str) -> bool {
 /// GitHub alert label inside a quote: `[!NOTE]`, `[!WARNING]`, ….
 fn alert_label(content: &str) -> bool {
     let t = content.trim();
-    t.len() > 3
-        && t.starts_with("[!")
-        && t.ends_with(']')
-        && t[2..t.len() - 1].bytes().all(|b| b.is_ascii_alphabetic())
+    t.len() > 3 && t.starts_with("[!") && t.ends_with(']') && t[2..t.len() - 1].bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 enum Open {
@@ -265,12 +247,7 @@ impl Parser<'_> {
                 let first_line = &self.src[lines[0].clone()];
                 let start = lines[0].start + indent(first_line).1;
                 let end = lines[lines.len() - 1].end;
-                self.out.push(Block {
-                    kind: BlockKind::Code,
-                    marker: None,
-                    lines,
-                    span: start..end,
-                });
+                self.out.push(Block { kind: BlockKind::Code, marker: None, lines, span: start..end });
             }
             None => {}
         }
@@ -286,18 +263,9 @@ impl Parser<'_> {
     fn start(&mut self, kind: BlockKind, marker: Option<Range<usize>>, content: Range<usize>) {
         self.flush();
         let span_start = marker.as_ref().map_or(content.start, |m| m.start);
-        let lines = if content.is_empty() {
-            Vec::new()
-        } else {
-            vec![content.clone()]
-        };
+        let lines = if content.is_empty() { Vec::new() } else { vec![content.clone()] };
         let span = span_start..content.end.max(span_start);
-        self.open = Some(Open::Flow(Block {
-            kind,
-            marker,
-            lines,
-            span,
-        }));
+        self.open = Some(Open::Flow(Block { kind, marker, lines, span }));
     }
 
     fn push_line(&mut self, content: Range<usize>) {
@@ -323,45 +291,24 @@ impl Parser<'_> {
             }
             j += 1;
         }
-        let lines: Vec<Range<usize>> = self.lines[i + 1..j.min(self.lines.len())]
-            .iter()
-            .map(|l| l.start..l.end)
-            .collect();
+        let lines: Vec<Range<usize>> =
+            self.lines[i + 1..j.min(self.lines.len())].iter().map(|l| l.start..l.end).collect();
         let end = if j < self.lines.len() {
             let l = self.lines[j];
             l.start + self.src[l.start..l.end].trim_end().len()
         } else {
             // Unclosed: the block runs to the end of the document (CommonMark), trailing blank lines aside.
-            lines
-                .iter()
-                .rev()
-                .find(|r| !self.src[(*r).clone()].trim().is_empty())
-                .map_or(self.lines[i].end, |r| r.end)
+            lines.iter().rev().find(|r| !self.src[(*r).clone()].trim().is_empty()).map_or(self.lines[i].end, |r| r.end)
         };
-        self.emit(Block {
-            kind: BlockKind::Code,
-            marker: None,
-            lines,
-            span: fence_start..end,
-        });
+        self.emit(Block { kind: BlockKind::Code, marker: None, lines, span: fence_start..end });
         j + 1
     }
 }
 
 pub(crate) fn parse_blocks(src: &str) -> Vec<Block> {
-    let from = if src.starts_with('\u{feff}') {
-        '\u{feff}'.len_utf8()
-    } else {
-        0
-    };
+    let from = if src.starts_with('\u{feff}') { '\u{feff}'.len_utf8() } else { 0 };
     let lines = split_lines(src, from);
-    let mut p = Parser {
-        src,
-        lines,
-        out: Vec::new(),
-        open: None,
-        in_list: false,
-    };
+    let mut p = Parser { src, lines, out: Vec::new(), open: None, in_list: false };
     let mut i = 0;
     while i < p.lines.len() {
         let line = p.lines[i];
@@ -427,18 +374,9 @@ pub(crate) fn parse_blocks(src: &str) -> Vec<Block> {
                 p.in_list = false;
             }
             let content = rest_start + r.start..rest_start + r.end;
-            let lines = if content.is_empty() {
-                Vec::new()
-            } else {
-                vec![content.clone()]
-            };
+            let lines = if content.is_empty() { Vec::new() } else { vec![content.clone()] };
             let marker = rest_start..content.start.max(rest_start + level as usize);
-            p.emit(Block {
-                kind: BlockKind::Heading(level),
-                marker: Some(marker),
-                lines,
-                span: rest_start..rest_end,
-            });
+            p.emit(Block { kind: BlockKind::Heading(level), marker: Some(marker), lines, span: rest_start..rest_end });
             continue;
         }
         if cols < 4 && p.open_kind() == Some(BlockKind::Paragraph) {
@@ -461,14 +399,8 @@ pub(crate) fn parse_blocks(src: &str) -> Vec<Block> {
         // Tables: rows start with `|`, or contain one when a delimiter row follows (GFM without edge pipes);
         // once in a table, any line with a `|` is a row.
         let in_table = p.open_kind() == Some(BlockKind::Table);
-        let next_is_delimiter = p
-            .lines
-            .get(i)
-            .is_some_and(|l| delimiter_row(&src[l.start..l.end]));
-        if (in_table && rest.contains('|'))
-            || rest.starts_with('|')
-            || (rest.contains('|') && next_is_delimiter)
-        {
+        let next_is_delimiter = p.lines.get(i).is_some_and(|l| delimiter_row(&src[l.start..l.end]));
+        if (in_table && rest.contains('|')) || rest.starts_with('|') || (rest.contains('|') && next_is_delimiter) {
             if !in_table {
                 p.start(BlockKind::Table, None, rest_start..rest_start);
                 if leaves_list {
@@ -503,20 +435,12 @@ pub(crate) fn parse_blocks(src: &str) -> Vec<Block> {
                 continue;
             }
             // A heading or list item inside the quote starts a new quote block, its marker included.
-            let inner_marker = atx_heading(inner)
-                .map(|(_, r)| r.start)
-                .or_else(|| list_marker(inner).map(|m| m.len));
+            let inner_marker = atx_heading(inner).map(|(_, r)| r.start).or_else(|| list_marker(inner).map(|m| m.len));
             match inner_marker {
-                None if p.open_kind() == Some(BlockKind::Quote) => {
-                    p.push_line(content(inner_start))
-                }
+                None if p.open_kind() == Some(BlockKind::Quote) => p.push_line(content(inner_start)),
                 m => {
                     let content_start = inner_start + m.unwrap_or(0);
-                    p.start(
-                        BlockKind::Quote,
-                        Some(rest_start..content_start),
-                        content(content_start),
-                    );
+                    p.start(BlockKind::Quote, Some(rest_start..content_start), content(content_start));
                 }
             }
             continue;
@@ -525,11 +449,7 @@ pub(crate) fn parse_blocks(src: &str) -> Vec<Block> {
             if p.open_kind() != Some(BlockKind::Paragraph) || m.interrupts_paragraph {
                 p.in_list = true;
                 let content_start = rest_start + m.len;
-                p.start(
-                    BlockKind::ListItem,
-                    Some(rest_start..content_start),
-                    content(content_start),
-                );
+                p.start(BlockKind::ListItem, Some(rest_start..content_start), content(content_start));
                 continue;
             }
         }
@@ -537,9 +457,7 @@ pub(crate) fn parse_blocks(src: &str) -> Vec<Block> {
             continue;
         }
         match p.open_kind() {
-            Some(BlockKind::Paragraph | BlockKind::ListItem | BlockKind::Quote) => {
-                p.push_line(content(rest_start))
-            }
+            Some(BlockKind::Paragraph | BlockKind::ListItem | BlockKind::Quote) => p.push_line(content(rest_start)),
             _ => {
                 if leaves_list {
                     p.in_list = false;
@@ -557,38 +475,23 @@ mod tests {
     use super::*;
 
     fn kinds(src: &str) -> Vec<(BlockKind, Vec<&str>)> {
-        parse_blocks(src)
-            .into_iter()
-            .map(|b| (b.kind, b.lines.iter().map(|r| &src[r.clone()]).collect()))
-            .collect()
+        parse_blocks(src).into_iter().map(|b| (b.kind, b.lines.iter().map(|r| &src[r.clone()]).collect())).collect()
     }
 
     #[test]
     fn lines_handle_crlf_and_missing_final_newline() {
         let src = "a\r\nb\n\nc\r";
-        let got: Vec<&str> = split_lines(src, 0)
-            .iter()
-            .map(|l| &src[l.start..l.end])
-            .collect();
+        let got: Vec<&str> = split_lines(src, 0).iter().map(|l| &src[l.start..l.end]).collect();
         assert_eq!(got, ["a", "b", "", "c"]);
     }
 
     #[test]
     fn atx_heading_forms() {
-        assert_eq!(
-            atx_heading("## Title ##").map(|(l, r)| (l, &"## Title ##"[r])),
-            Some((2, "Title"))
-        );
-        assert_eq!(
-            atx_heading("# C#").map(|(l, r)| (l, &"# C#"[r])),
-            Some((1, "C#"))
-        );
+        assert_eq!(atx_heading("## Title ##").map(|(l, r)| (l, &"## Title ##"[r])), Some((2, "Title")));
+        assert_eq!(atx_heading("# C#").map(|(l, r)| (l, &"# C#"[r])), Some((1, "C#")));
         assert!(atx_heading("#hashtag").is_none());
         assert!(atx_heading("####### seven").is_none());
-        assert_eq!(
-            atx_heading("###").map(|(l, r)| (l, r.is_empty())),
-            Some((3, true))
-        );
+        assert_eq!(atx_heading("###").map(|(l, r)| (l, r.is_empty())), Some((3, true)));
     }
 
     #[test]

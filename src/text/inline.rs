@@ -46,9 +46,7 @@ pub(crate) fn tokenize(s: &str) -> Vec<Token> {
         let found = match b[i] {
             b'\\' => escape(s, i),
             b'`' => Some(code_span(s, i)),
-            b'!' if b.get(i + 1) == Some(&b'[') => {
-                link(s, i + 1).map(|(text, end)| (TokenKind::Link(text), end))
-            }
+            b'!' if b.get(i + 1) == Some(&b'[') => link(s, i + 1).map(|(text, end)| (TokenKind::Link(text), end)),
             b'[' => link(s, i).map(|(text, end)| (TokenKind::Link(text), end)),
             b'<' => angle(s, i),
             b'*' | b'_' | b'~' => delimiter_run(s, i),
@@ -58,10 +56,7 @@ pub(crate) fn tokenize(s: &str) -> Vec<Token> {
         match found {
             Some((kind, end)) => {
                 if text_start < i {
-                    out.push(Token {
-                        span: text_start..i,
-                        kind: TokenKind::Text,
-                    });
+                    out.push(Token { span: text_start..i, kind: TokenKind::Text });
                 }
                 out.push(Token { span: i..end, kind });
                 i = end;
@@ -71,10 +66,7 @@ pub(crate) fn tokenize(s: &str) -> Vec<Token> {
         }
     }
     if text_start < b.len() {
-        out.push(Token {
-            span: text_start..b.len(),
-            kind: TokenKind::Text,
-        });
+        out.push(Token { span: text_start..b.len(), kind: TokenKind::Text });
     }
     out
 }
@@ -110,13 +102,7 @@ pub(crate) fn protected_spans(s: &str) -> Vec<Range<usize>> {
     tokenize(s)
         .into_iter()
         .filter(|t| {
-            matches!(
-                t.kind,
-                TokenKind::Code(_)
-                    | TokenKind::Link(_)
-                    | TokenKind::Autolink(_)
-                    | TokenKind::Html { .. }
-            )
+            matches!(t.kind, TokenKind::Code(_) | TokenKind::Link(_) | TokenKind::Autolink(_) | TokenKind::Html { .. })
         })
         .map(|t| t.span)
         .collect()
@@ -136,8 +122,7 @@ pub(crate) fn collapse_whitespace(s: &str) -> String {
 
 fn escape(s: &str, i: usize) -> Option<(TokenKind, usize)> {
     let next = *s.as_bytes().get(i + 1)?;
-    next.is_ascii_punctuation()
-        .then(|| (TokenKind::Char(next as char), i + 2))
+    next.is_ascii_punctuation().then(|| (TokenKind::Char(next as char), i + 2))
 }
 
 fn run_len(b: &[u8], i: usize, c: u8) -> usize {
@@ -157,11 +142,7 @@ fn code_span(s: &str, i: usize) -> (TokenKind, usize) {
                 let mut content = i + n..j;
                 // CommonMark strips one space on each side when both are present (`` ` a ` `` is "a").
                 let inner = &s[content.clone()];
-                if inner.len() >= 2
-                    && inner.starts_with(' ')
-                    && inner.ends_with(' ')
-                    && !inner.trim().is_empty()
-                {
+                if inner.len() >= 2 && inner.starts_with(' ') && inner.ends_with(' ') && !inner.trim().is_empty() {
                     content = content.start + 1..content.end - 1;
                 }
                 return (TokenKind::Code(content), j + m);
@@ -244,9 +225,7 @@ fn angle(s: &str, i: usize) -> Option<(TokenKind, usize)> {
                 let scheme = &inner[..colon];
                 (2..=32).contains(&scheme.len())
                     && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && scheme
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                    && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
             });
             let email_ok = inner.contains('@') && !inner.starts_with('@') && !inner.ends_with('@');
             if scheme_ok || email_ok {
@@ -293,13 +272,8 @@ fn html_tag(s: &str, i: usize) -> Option<(TokenKind, usize)> {
         j = skip_ws(j);
         match b.get(j)? {
             b'>' => return Some((TokenKind::Html { breaks }, j + 1)),
-            b'/' if b.get(j + 1) == Some(&b'>') => {
-                return Some((TokenKind::Html { breaks }, j + 2))
-            }
-            c if !closing
-                && j > before_ws
-                && (c.is_ascii_alphabetic() || *c == b'_' || *c == b':') =>
-            {
+            b'/' if b.get(j + 1) == Some(&b'>') => return Some((TokenKind::Html { breaks }, j + 2)),
+            c if !closing && j > before_ws && (c.is_ascii_alphabetic() || *c == b'_' || *c == b':') => {
                 while j < b.len() && (b[j].is_ascii_alphanumeric() || b"_.:-".contains(&b[j])) {
                     j += 1;
                 }
@@ -313,10 +287,7 @@ fn html_tag(s: &str, i: usize) -> Option<(TokenKind, usize)> {
                         }
                         _ => {
                             let v = j;
-                            while j < b.len()
-                                && !b[j].is_ascii_whitespace()
-                                && !b"\"'=<>`".contains(&b[j])
-                            {
+                            while j < b.len() && !b[j].is_ascii_whitespace() && !b"\"'=<>`".contains(&b[j]) {
                                 j += 1;
                             }
                             if j == v {
@@ -418,14 +389,8 @@ mod tests {
 
     #[test]
     fn links_images_and_nesting() {
-        assert_eq!(
-            strip_inline("see [the docs](https://x.io/a_(b).html) here"),
-            "see the docs here"
-        );
-        assert_eq!(
-            strip_inline("![logo alt](img/logo.png \"title\")"),
-            "logo alt"
-        );
+        assert_eq!(strip_inline("see [the docs](https://x.io/a_(b).html) here"), "see the docs here");
+        assert_eq!(strip_inline("![logo alt](img/logo.png \"title\")"), "logo alt");
         assert_eq!(strip_inline("[![CI](badge.svg)](https://ci)"), "CI");
         assert_eq!(strip_inline("[**bold link**][ref]"), "bold link");
         // Not links: kept literally.
@@ -438,42 +403,21 @@ mod tests {
         assert_eq!(strip_inline("a<br>b"), "a b");
         assert_eq!(strip_inline("<b>bold</b>."), "bold.");
         assert_eq!(strip_inline("x <!-- hidden --> y"), "x y");
-        assert_eq!(
-            strip_inline("<https://example.com/a?b=1>"),
-            "https://example.com/a?b=1"
-        );
-        assert_eq!(
-            strip_inline("mail <dev@example.org>"),
-            "mail dev@example.org"
-        );
+        assert_eq!(strip_inline("<https://example.com/a?b=1>"), "https://example.com/a?b=1");
+        assert_eq!(strip_inline("mail <dev@example.org>"), "mail dev@example.org");
         assert_eq!(strip_inline("1 < 2 and 3 > 2"), "1 < 2 and 3 > 2");
-        assert_eq!(
-            strip_inline("x<y and z>w, Vec<String>, Option<T>"),
-            "x<y and z>w, Vec<String>, Option<T>"
-        );
+        assert_eq!(strip_inline("x<y and z>w, Vec<String>, Option<T>"), "x<y and z>w, Vec<String>, Option<T>");
         assert_eq!(strip_inline("<b x y>"), "");
         assert_eq!(strip_inline("<b x=>"), "<b x=>");
-        assert_eq!(
-            strip_inline("<img src=\"a.png\" alt='x > y' width=200/>logo"),
-            "logo"
-        );
+        assert_eq!(strip_inline("<img src=\"a.png\" alt='x > y' width=200/>logo"), "logo");
         assert_eq!(strip_inline("<p align=\"center\">Hi</p>"), "Hi");
-        assert_eq!(
-            strip_inline("R&amp;D &lt;tag&gt; &#233;t&#xE9; AT&T"),
-            "R&D <tag> été AT&T"
-        );
+        assert_eq!(strip_inline("R&amp;D &lt;tag&gt; &#233;t&#xE9; AT&T"), "R&D <tag> été AT&T");
     }
 
     #[test]
     fn emphasis_rules() {
-        assert_eq!(
-            strip_inline("**bold** and *it* and __b__ and _i_"),
-            "bold and it and b and i"
-        );
-        assert_eq!(
-            strip_inline("snake_case_name and __init__"),
-            "snake_case_name and init"
-        );
+        assert_eq!(strip_inline("**bold** and *it* and __b__ and _i_"), "bold and it and b and i");
+        assert_eq!(strip_inline("snake_case_name and __init__"), "snake_case_name and init");
         assert_eq!(strip_inline("2 * 3 = 6 and 5*3"), "2 * 3 = 6 and 5*3");
         assert_eq!(strip_inline("~~old~~ new ~5 GB"), "old new ~5 GB");
         assert_eq!(strip_inline("\\*literal\\* \\_x\\_"), "*literal* _x_");

@@ -120,15 +120,7 @@ pub fn split_sentences(markdown: &str) -> Vec<Sentence> {
         let mut push = |text: String, plain: String, kind: SentenceKind, span: Range<usize>| {
             if !plain.is_empty() {
                 let heading = matches!(kind, SentenceKind::Heading { .. });
-                out.push(Sentence {
-                    text,
-                    plain,
-                    kind,
-                    heading,
-                    start: span.start,
-                    end: span.end,
-                    block: block_index,
-                });
+                out.push(Sentence { text, plain, kind, heading, start: span.start, end: span.end, block: block_index });
             }
         };
         match b.kind {
@@ -143,12 +135,7 @@ pub fn split_sentences(markdown: &str) -> Vec<Sentence> {
             BlockKind::Table => {
                 for row in &b.lines {
                     let text = &markdown[row.clone()];
-                    push(
-                        text.to_string(),
-                        table_row_plain(text),
-                        SentenceKind::TableRow,
-                        row.clone(),
-                    );
+                    push(text.to_string(), table_row_plain(text), SentenceKind::TableRow, row.clone());
                 }
             }
             BlockKind::Heading(level) => {
@@ -171,10 +158,7 @@ pub fn split_sentences(markdown: &str) -> Vec<Sentence> {
                 }
                 let joined = Joined::new(markdown, &b.lines);
                 let protected = inline::protected_spans(&joined.text);
-                for (k, r) in segment::sentence_ranges(&joined.text, &protected)
-                    .into_iter()
-                    .enumerate()
-                {
+                for (k, r) in segment::sentence_ranges(&joined.text, &protected).into_iter().enumerate() {
                     let body = &joined.text[r.clone()];
                     let plain = inline::strip_inline(body);
                     let (text, start) = if k == 0 {
@@ -201,11 +185,7 @@ pub fn strip_markdown(s: &str) -> String {
         let plain = match b.kind {
             BlockKind::Code => code_plain(s, &b),
             BlockKind::Table => {
-                let rows: Vec<String> = b
-                    .lines
-                    .iter()
-                    .map(|r| table_row_plain(&s[r.clone()]))
-                    .collect();
+                let rows: Vec<String> = b.lines.iter().map(|r| table_row_plain(&s[r.clone()])).collect();
                 inline::collapse_whitespace(&rows.join(" "))
             }
             _ => inline::strip_inline(&Joined::new(s, &b.lines).text),
@@ -296,10 +276,6 @@ fn table_row_plain(row: &str) -> String {
         i += 1;
     }
     cells.push(&row[cell_start.min(row.len())..]);
-    let stripped: Vec<String> = cells
-        .into_iter()
-        .map(inline::strip_inline)
-        .filter(|c| !c.is_empty())
-        .collect();
+    let stripped: Vec<String> = cells.into_iter().map(inline::strip_inline).filter(|c| !c.is_empty()).collect();
     stripped.join(" | ")
 }

@@ -32,9 +32,8 @@ pub const ABBREVIATIONS: &[&str] = &[
 
 /// Abbreviations that are only abbreviations before a number ("No. 5", "p. 12", "Sec. 3", "Ref. (4)");
 /// elsewhere they are ordinary words that may end a sentence ("The answer is no. Then …").
-pub const NUMBERED_ABBREVIATIONS: &[&str] = &[
-    "no", "nos", "nr", "p", "sec", "ref", "refs", "tab", "art", "op", "pt", "pts",
-];
+pub const NUMBERED_ABBREVIATIONS: &[&str] =
+    &["no", "nos", "nr", "p", "sec", "ref", "refs", "tab", "art", "op", "pt", "pts"];
 
 fn is_terminator(c: char) -> bool {
     matches!(c, '.' | '!' | '?' | '…' | '。' | '！' | '？')
@@ -46,32 +45,12 @@ fn is_cjk_terminator(c: char) -> bool {
 
 /// What may follow a terminator and still belong to the sentence it ends.
 fn is_closer(c: char) -> bool {
-    matches!(
-        c,
-        '"' | '\''
-            | '”'
-            | '’'
-            | '»'
-            | ')'
-            | ']'
-            | '}'
-            | '*'
-            | '_'
-            | '~'
-            | '」'
-            | '』'
-            | '）'
-            | '】'
-            | '》'
-    )
+    matches!(c, '"' | '\'' | '”' | '’' | '»' | ')' | ']' | '}' | '*' | '_' | '~' | '」' | '』' | '）' | '】' | '》')
 }
 
 /// What may precede a word without being part of it, for the abbreviation test ("(e.g." is "e.g").
 fn is_opener(c: char) -> bool {
-    matches!(
-        c,
-        '"' | '\'' | '“' | '‘' | '«' | '(' | '[' | '{' | '*' | '_' | '~' | '`'
-    )
+    matches!(c, '"' | '\'' | '“' | '‘' | '«' | '(' | '[' | '{' | '*' | '_' | '~' | '`')
 }
 
 /// Whether the text at the start of `rest` can start a new sentence.
@@ -79,8 +58,9 @@ fn starts_sentence(rest: &[(usize, char)]) -> bool {
     for &(_, c) in rest {
         match c {
             '*' | '_' | '~' => continue,
-            '"' | '\'' | '“' | '‘' | '„' | '«' | '(' | '[' | '{' | '`' | '¿' | '¡' | '「'
-            | '『' | '（' => return true,
+            '"' | '\'' | '“' | '‘' | '„' | '«' | '(' | '[' | '{' | '`' | '¿' | '¡' | '「' | '『' | '（' => {
+                return true
+            }
             '$' | '€' | '£' | '¥' => return true,
             c if c.is_numeric() || c.is_uppercase() => return true,
             // Letters of caseless scripts (CJK, Arabic, Hebrew, Devanagari, …).
@@ -167,10 +147,7 @@ pub(crate) fn sentence_ranges(s: &str, protected: &[Range<usize>]) -> Vec<Range<
             }
             // An HTML end tag right after the terminator (`done.</b> Next`) belongs to the sentence.
             if k + 1 < n && chars[k].1 == '<' && chars[k + 1].1 == '/' {
-                let name = chars[k + 2..]
-                    .iter()
-                    .take_while(|&&(_, c)| c.is_ascii_alphanumeric())
-                    .count();
+                let name = chars[k + 2..].iter().take_while(|&&(_, c)| c.is_ascii_alphanumeric()).count();
                 if name > 0 && chars.get(k + 2 + name).is_some_and(|&(_, c)| c == '>') {
                     k += name + 3;
                     continue;
@@ -215,19 +192,10 @@ mod tests {
 
     #[test]
     fn basic_terminators_and_closers() {
-        assert_eq!(
-            split("One. Two! Three? Four"),
-            ["One.", "Two!", "Three?", "Four"]
-        );
+        assert_eq!(split("One. Two! Three? Four"), ["One.", "Two!", "Three?", "Four"]);
         assert_eq!(split("Really?! Yes."), ["Really?!", "Yes."]);
-        assert_eq!(
-            split("He said \"stop.\" Then left."),
-            ["He said \"stop.\"", "Then left."]
-        );
-        assert_eq!(
-            split("(See above.) Next one."),
-            ["(See above.)", "Next one."]
-        );
+        assert_eq!(split("He said \"stop.\" Then left."), ["He said \"stop.\"", "Then left."]);
+        assert_eq!(split("(See above.) Next one."), ["(See above.)", "Next one."]);
         assert_eq!(split("**Done.** Next"), ["**Done.**", "Next"]);
         assert_eq!(split("<b>Done.</b> Next"), ["<b>Done.</b>", "Next"]);
     }
@@ -235,85 +203,34 @@ mod tests {
     #[test]
     fn next_sentence_must_look_like_a_start() {
         assert_eq!(split("It ends. and continues"), ["It ends. and continues"]);
-        assert_eq!(
-            split("Costs rose. 42 users left."),
-            ["Costs rose.", "42 users left."]
-        );
-        assert_eq!(
-            split("It is cheap. $5 a month."),
-            ["It is cheap.", "$5 a month."]
-        );
-        assert_eq!(
-            split("Build it. `cargo run` starts it."),
-            ["Build it.", "`cargo run` starts it."]
-        );
-        assert_eq!(
-            split("Read it. **Note:** careful."),
-            ["Read it.", "**Note:** careful."]
-        );
-        assert_eq!(
-            split("Done. (Optional) clean up."),
-            ["Done.", "(Optional) clean up."]
-        );
+        assert_eq!(split("Costs rose. 42 users left."), ["Costs rose.", "42 users left."]);
+        assert_eq!(split("It is cheap. $5 a month."), ["It is cheap.", "$5 a month."]);
+        assert_eq!(split("Build it. `cargo run` starts it."), ["Build it.", "`cargo run` starts it."]);
+        assert_eq!(split("Read it. **Note:** careful."), ["Read it.", "**Note:** careful."]);
+        assert_eq!(split("Done. (Optional) clean up."), ["Done.", "(Optional) clean up."]);
     }
 
     #[test]
     fn abbreviation_classes() {
-        assert_eq!(
-            split("Use a GPU, e.g. An H100 works."),
-            ["Use a GPU, e.g. An H100 works."]
-        );
-        assert_eq!(
-            split("Models (i.e. BERT) help."),
-            ["Models (i.e. BERT) help."]
-        );
-        assert_eq!(
-            split("CSV, JSON, etc. Are supported."),
-            ["CSV, JSON, etc. Are supported."]
-        );
-        assert_eq!(
-            split("BERT vs. DistilBERT is close."),
-            ["BERT vs. DistilBERT is close."]
-        );
-        assert_eq!(
-            split("Ask Dr. Lee and Prof. Kim."),
-            ["Ask Dr. Lee and Prof. Kim."]
-        );
-        assert_eq!(
-            split("MR. SMITH and Mrs. Jones and Ms. Wu."),
-            ["MR. SMITH and Mrs. Jones and Ms. Wu."]
-        );
-        assert_eq!(
-            split("Shown in Fig. 3 and approx. 5 GB."),
-            ["Shown in Fig. 3 and approx. 5 GB."]
-        );
+        assert_eq!(split("Use a GPU, e.g. An H100 works."), ["Use a GPU, e.g. An H100 works."]);
+        assert_eq!(split("Models (i.e. BERT) help."), ["Models (i.e. BERT) help."]);
+        assert_eq!(split("CSV, JSON, etc. Are supported."), ["CSV, JSON, etc. Are supported."]);
+        assert_eq!(split("BERT vs. DistilBERT is close."), ["BERT vs. DistilBERT is close."]);
+        assert_eq!(split("Ask Dr. Lee and Prof. Kim."), ["Ask Dr. Lee and Prof. Kim."]);
+        assert_eq!(split("MR. SMITH and Mrs. Jones and Ms. Wu."), ["MR. SMITH and Mrs. Jones and Ms. Wu."]);
+        assert_eq!(split("Shown in Fig. 3 and approx. 5 GB."), ["Shown in Fig. 3 and approx. 5 GB."]);
         assert_eq!(split("Wang et al. Showed it."), ["Wang et al. Showed it."]);
-        assert_eq!(
-            split("Acme Inc. And Foo Ltd. Merged."),
-            ["Acme Inc. And Foo Ltd. Merged."]
-        );
-        assert_eq!(
-            split("Martin Jr. Went to St. Louis."),
-            ["Martin Jr. Went to St. Louis."]
-        );
-        assert_eq!(
-            split("Made in the U.S. By hand."),
-            ["Made in the U.S. By hand."]
-        );
+        assert_eq!(split("Acme Inc. And Foo Ltd. Merged."), ["Acme Inc. And Foo Ltd. Merged."]);
+        assert_eq!(split("Martin Jr. Went to St. Louis."), ["Martin Jr. Went to St. Louis."]);
+        assert_eq!(split("Made in the U.S. By hand."), ["Made in the U.S. By hand."]);
         assert_eq!(split("See cf. Section 2."), ["See cf. Section 2."]);
     }
 
     #[test]
     fn numbered_abbreviations_need_a_number() {
         assert_eq!(split("Item No. 5 is here."), ["Item No. 5 is here."]);
-        assert_eq!(
-            split("See p. 12 and Sec. (3)."),
-            ["See p. 12 and Sec. (3)."]
-        );
-        assert_eq!(
-            split("The answer is no. Then we left."),
-            ["The answer is no.", "Then we left."]
-        );
+        assert_eq!(split("See p. 12 and Sec. (3)."), ["See p. 12 and Sec. (3)."]);
+        assert_eq!(split("The answer is no. Then we left."), ["The answer is no.", "Then we left."]);
     }
 
     #[test]
@@ -322,35 +239,20 @@ mod tests {
         assert_eq!(split("By J.R.R. Tolkien."), ["By J.R.R. Tolkien."]);
         assert_eq!(split("It is a.k.a. Foo."), ["It is a.k.a. Foo."]);
         // The pronoun I and ordinary words still end sentences.
-        assert_eq!(
-            split("So did I. Then we left."),
-            ["So did I.", "Then we left."]
-        );
-        assert_eq!(
-            split("We use BERT. It works."),
-            ["We use BERT.", "It works."]
-        );
+        assert_eq!(split("So did I. Then we left."), ["So did I.", "Then we left."]);
+        assert_eq!(split("We use BERT. It works."), ["We use BERT.", "It works."]);
     }
 
     #[test]
     fn numbers_versions_urls_emails_files() {
-        assert_eq!(
-            split("It takes 2.5 GB. Next."),
-            ["It takes 2.5 GB.", "Next."]
-        );
+        assert_eq!(split("It takes 2.5 GB. Next."), ["It takes 2.5 GB.", "Next."]);
         assert_eq!(split("AUROC was 0.93. Good."), ["AUROC was 0.93.", "Good."]);
-        assert_eq!(
-            split("Use v1.2.3 or 3.11.7. Then run."),
-            ["Use v1.2.3 or 3.11.7.", "Then run."]
-        );
+        assert_eq!(split("Use v1.2.3 or 3.11.7. Then run."), ["Use v1.2.3 or 3.11.7.", "Then run."]);
         assert_eq!(
             split("Go to https://example.com/a.b?x=1. Then log in."),
             ["Go to https://example.com/a.b?x=1.", "Then log in."]
         );
-        assert_eq!(
-            split("Mail jane.doe@example.org. Thanks."),
-            ["Mail jane.doe@example.org.", "Thanks."]
-        );
+        assert_eq!(split("Mail jane.doe@example.org. Thanks."), ["Mail jane.doe@example.org.", "Thanks."]);
         assert_eq!(
             split("Load model.safetensors and README.md. Done."),
             ["Load model.safetensors and README.md.", "Done."]
@@ -367,18 +269,9 @@ mod tests {
 
     #[test]
     fn unicode_text() {
-        assert_eq!(
-            split("Ça marche. Élégant! Über gut."),
-            ["Ça marche.", "Élégant!", "Über gut."]
-        );
-        assert_eq!(
-            split("Это тест. Второе предложение."),
-            ["Это тест.", "Второе предложение."]
-        );
-        assert_eq!(
-            split("这是第一句。这是第二句！好吗？"),
-            ["这是第一句。", "这是第二句！", "好吗？"]
-        );
+        assert_eq!(split("Ça marche. Élégant! Über gut."), ["Ça marche.", "Élégant!", "Über gut."]);
+        assert_eq!(split("Это тест. Второе предложение."), ["Это тест.", "Второе предложение."]);
+        assert_eq!(split("这是第一句。这是第二句！好吗？"), ["这是第一句。", "这是第二句！", "好吗？"]);
         assert_eq!(split("「引用。」次の文。"), ["「引用。」", "次の文。"]);
     }
 
@@ -386,10 +279,7 @@ mod tests {
     fn protected_ranges_are_never_cut() {
         let s = "Run `a. B` now. Next.";
         let code = s.find('`').unwrap()..s.rfind('`').unwrap() + 1;
-        let got: Vec<&str> = sentence_ranges(s, &[code])
-            .into_iter()
-            .map(|r| &s[r])
-            .collect();
+        let got: Vec<&str> = sentence_ranges(s, &[code]).into_iter().map(|r| &s[r]).collect();
         assert_eq!(got, ["Run `a. B` now.", "Next."]);
         // Without the protection the same text is cut inside the code.
         assert_eq!(split(s).len(), 3);

@@ -45,34 +45,21 @@ fn check_invariants(md: &str, sentences: &[Sentence]) {
     let mut last_block = 0;
     for (k, s) in sentences.iter().enumerate() {
         assert!(s.start < s.end && s.end <= md.len(), "bad span {k}: {s:?}");
-        assert!(
-            s.start >= last_end,
-            "sentence {k} overlaps the one before: {s:?}"
-        );
-        assert!(
-            !s.plain.is_empty() && s.plain == s.plain.trim(),
-            "bad plain {k}: {s:?}"
-        );
+        assert!(s.start >= last_end, "sentence {k} overlaps the one before: {s:?}");
+        assert!(!s.plain.is_empty() && s.plain == s.plain.trim(), "bad plain {k}: {s:?}");
         assert!(!s.plain.contains("  "), "plain not collapsed {k}: {s:?}");
         assert_eq!(s.heading, matches!(s.kind, SentenceKind::Heading { .. }));
         if k == 0 {
             assert_eq!(s.block, 0, "blocks are numbered from 0");
         } else {
-            assert!(
-                s.block == last_block || s.block == last_block + 1,
-                "block gap at {k}"
-            );
+            assert!(s.block == last_block || s.block == last_block + 1, "block gap at {k}");
         }
         let src = &md[s.start..s.end];
         if s.kind == SentenceKind::Code {
             assert_eq!(s.text, src);
         } else {
             let quote = s.kind == SentenceKind::Quote;
-            assert_eq!(
-                s.text,
-                joined_source(src, quote),
-                "text of {k} differs from its source span"
-            );
+            assert_eq!(s.text, joined_source(src, quote), "text of {k} differs from its source span");
         }
         last_end = s.end;
         last_block = s.block;
@@ -87,30 +74,19 @@ fn split_checked(md: &str) -> Vec<Sentence> {
 
 #[test]
 fn heading_then_paragraph() {
-    let md = "# Sentiment Analysis\n\nWe fine-tune BERT. It works well!\n\n## Data Size\nThe corpus has 500,000 reviews.\n";
+    let md =
+        "# Sentiment Analysis\n\nWe fine-tune BERT. It works well!\n\n## Data Size\nThe corpus has 500,000 reviews.\n";
     let s = split_checked(md);
-    let got: Vec<(&str, SentenceKind, bool, usize)> = s
-        .iter()
-        .map(|s| (s.text.as_str(), s.kind, s.heading, s.block))
-        .collect();
+    let got: Vec<(&str, SentenceKind, bool, usize)> =
+        s.iter().map(|s| (s.text.as_str(), s.kind, s.heading, s.block)).collect();
     assert_eq!(
         got,
         [
-            (
-                "# Sentiment Analysis",
-                SentenceKind::Heading { level: 1 },
-                true,
-                0
-            ),
+            ("# Sentiment Analysis", SentenceKind::Heading { level: 1 }, true, 0),
             ("We fine-tune BERT.", SentenceKind::Paragraph, false, 1),
             ("It works well!", SentenceKind::Paragraph, false, 1),
             ("## Data Size", SentenceKind::Heading { level: 2 }, true, 2),
-            (
-                "The corpus has 500,000 reviews.",
-                SentenceKind::Paragraph,
-                false,
-                3
-            ),
+            ("The corpus has 500,000 reviews.", SentenceKind::Paragraph, false, 3),
         ]
     );
     assert_eq!(s[0].plain, "Sentiment Analysis");
@@ -155,18 +131,14 @@ fn line_wraps_are_joined_and_do_not_end_sentences() {
     let s = split_checked(md);
     assert_eq!(
         s.iter().map(|s| s.text.as_str()).collect::<Vec<_>>(),
-        [
-            "The model was trained on 2.5 GB of text, e.g. BERT-style corpora.",
-            "It converged quickly."
-        ]
+        ["The model was trained on 2.5 GB of text, e.g. BERT-style corpora.", "It converged quickly."]
     );
     assert_eq!(&md[s[1].start..s[1].end], "It\nconverged quickly.");
 }
 
 #[test]
 fn abbreviations_in_documents() {
-    let md =
-        "Dr. Smith et al. reported results in Fig. 2. The gain was approx. 3 points, i.e. a lot. \
+    let md = "Dr. Smith et al. reported results in Fig. 2. The gain was approx. 3 points, i.e. a lot. \
               Mr. J. Doe of Acme Inc. agreed. We compared BERT vs. DistilBERT etc. Results follow.";
     assert_eq!(
         texts(md),
@@ -209,14 +181,7 @@ fn inline_code_and_links_are_never_cut() {
             "Done."
         ]
     );
-    assert_eq!(
-        plains(md),
-        [
-            "Run python train.py --lr 1e-4. Then to start.",
-            "See the guide. It helps now.",
-            "Done."
-        ]
-    );
+    assert_eq!(plains(md), ["Run python train.py --lr 1e-4. Then to start.", "See the guide. It helps now.", "Done."]);
 }
 
 #[test]
@@ -231,10 +196,7 @@ fn ellipses_in_documents() {
 fn list_items_are_blocks_and_keep_their_marker() {
     let md = "Intro:\n\n- First item. Has two sentences.\n* Second item\n  wraps here.\n+ Third\n1. Ordered one.\n2) Ordered two.\n- [x] Done task.\n- [ ] Open task.\n";
     let s = split_checked(md);
-    let got: Vec<(&str, &str, usize)> = s
-        .iter()
-        .map(|s| (s.text.as_str(), s.plain.as_str(), s.block))
-        .collect();
+    let got: Vec<(&str, &str, usize)> = s.iter().map(|s| (s.text.as_str(), s.plain.as_str(), s.block)).collect();
     assert_eq!(
         got,
         [
@@ -264,10 +226,7 @@ fn nested_lists_and_item_paragraphs() {
             ("Parent item.", SentenceKind::ListItem),
             ("Child item.", SentenceKind::ListItem),
             ("Grandchild.", SentenceKind::ListItem),
-            (
-                "Item paragraph after a blank line.",
-                SentenceKind::Paragraph
-            ),
+            ("Item paragraph after a blank line.", SentenceKind::Paragraph),
             ("Back to text.", SentenceKind::Paragraph),
         ]
     );
@@ -281,47 +240,23 @@ fn ordered_list_needs_one_to_interrupt_a_paragraph() {
         s.iter().map(|s| s.text.as_str()).collect::<Vec<_>>(),
         ["Released in 2019.", "The year after, 1. this line stays."]
     );
-    assert!(s
-        .iter()
-        .all(|s| s.kind == SentenceKind::Paragraph && s.block == 0));
+    assert!(s.iter().all(|s| s.kind == SentenceKind::Paragraph && s.block == 0));
 }
 
 #[test]
 fn tables_rows_are_sentences_and_delimiters_are_skipped() {
     let md = "| Model | Accuracy | F1 |\n|:------|--------:|:--:|\n| **BERT-base** | 0.94 | 0.93 |\n| `distilbert` | 0.92 | 0.91 |\n| a \\| b | | x |\n\nAfter the table.\n";
     let s = split_checked(md);
-    let got: Vec<(&str, &str, SentenceKind, usize)> = s
-        .iter()
-        .map(|s| (s.text.as_str(), s.plain.as_str(), s.kind, s.block))
-        .collect();
+    let got: Vec<(&str, &str, SentenceKind, usize)> =
+        s.iter().map(|s| (s.text.as_str(), s.plain.as_str(), s.kind, s.block)).collect();
     assert_eq!(
         got,
         [
-            (
-                "| Model | Accuracy | F1 |",
-                "Model | Accuracy | F1",
-                SentenceKind::TableRow,
-                0
-            ),
-            (
-                "| **BERT-base** | 0.94 | 0.93 |",
-                "BERT-base | 0.94 | 0.93",
-                SentenceKind::TableRow,
-                0
-            ),
-            (
-                "| `distilbert` | 0.92 | 0.91 |",
-                "distilbert | 0.92 | 0.91",
-                SentenceKind::TableRow,
-                0
-            ),
+            ("| Model | Accuracy | F1 |", "Model | Accuracy | F1", SentenceKind::TableRow, 0),
+            ("| **BERT-base** | 0.94 | 0.93 |", "BERT-base | 0.94 | 0.93", SentenceKind::TableRow, 0),
+            ("| `distilbert` | 0.92 | 0.91 |", "distilbert | 0.92 | 0.91", SentenceKind::TableRow, 0),
             ("| a \\| b | | x |", "a | b | x", SentenceKind::TableRow, 0),
-            (
-                "After the table.",
-                "After the table.",
-                SentenceKind::Paragraph,
-                1
-            ),
+            ("After the table.", "After the table.", SentenceKind::Paragraph, 1),
         ]
     );
 }
@@ -341,15 +276,15 @@ fn fenced_code_is_one_sentence_with_periods_and_blank_lines() {
         got,
         [
             ("Train it:", SentenceKind::Paragraph),
-            ("```bash\npython train.py --epochs 10. \n\n# Then evaluate. Really.\npython eval.py\n```", SentenceKind::Code),
+            (
+                "```bash\npython train.py --epochs 10. \n\n# Then evaluate. Really.\npython eval.py\n```",
+                SentenceKind::Code
+            ),
             ("Done.", SentenceKind::Paragraph),
             ("Next.", SentenceKind::Paragraph),
         ]
     );
-    assert_eq!(
-        s[1].plain,
-        "python train.py --epochs 10. # Then evaluate. Really. python eval.py"
-    );
+    assert_eq!(s[1].plain, "python train.py --epochs 10. # Then evaluate. Really. python eval.py");
     assert!(!s[1].heading, "a `#` line inside code is not a heading");
 }
 
@@ -387,11 +322,7 @@ fn indented_code_block() {
     let s = split_checked(md);
     assert_eq!(
         s.iter().map(|s| s.kind).collect::<Vec<_>>(),
-        [
-            SentenceKind::Paragraph,
-            SentenceKind::Code,
-            SentenceKind::Paragraph
-        ]
+        [SentenceKind::Paragraph, SentenceKind::Code, SentenceKind::Paragraph]
     );
     assert_eq!(s[1].text, "let x = 1.0;\n    let y = x.sqrt();");
     assert_eq!(s[1].plain, "let x = 1.0; let y = x.sqrt();");
@@ -401,10 +332,7 @@ fn indented_code_block() {
 fn blockquotes() {
     let md = "> Quoted first. Quoted\n> second sentence.\n>\n> New quote paragraph.\nLazy continuation.\n\n> [!NOTE]\n> Alert body.\n";
     let s = split_checked(md);
-    let got: Vec<(&str, &str, usize)> = s
-        .iter()
-        .map(|s| (s.text.as_str(), s.plain.as_str(), s.block))
-        .collect();
+    let got: Vec<(&str, &str, usize)> = s.iter().map(|s| (s.text.as_str(), s.plain.as_str(), s.block)).collect();
     assert_eq!(
         got,
         [
@@ -426,10 +354,7 @@ fn crlf_input_gives_the_same_sentences() {
     let b = split_checked(&crlf);
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(
-            (x.plain.as_str(), x.kind, x.block),
-            (y.plain.as_str(), y.kind, y.block)
-        );
+        assert_eq!((x.plain.as_str(), x.kind, x.block), (y.plain.as_str(), y.kind, y.block));
         if x.kind != SentenceKind::Code {
             assert_eq!(x.text, y.text);
         }
@@ -443,15 +368,7 @@ fn unicode_offsets_are_byte_offsets() {
     let md = "## Über uns\n\nÇa marche très bien. Naïve façade — 日本語も。Ещё одно предложение.\n";
     let s = split_checked(md);
     let got: Vec<&str> = s.iter().map(|s| &md[s.start..s.end]).collect();
-    assert_eq!(
-        got,
-        [
-            "## Über uns",
-            "Ça marche très bien.",
-            "Naïve façade — 日本語も。",
-            "Ещё одно предложение."
-        ]
-    );
+    assert_eq!(got, ["## Über uns", "Ça marche très bien.", "Naïve façade — 日本語も。", "Ещё одно предложение."]);
 }
 
 #[test]
@@ -475,7 +392,8 @@ fn empty_sentences_and_blocks_are_dropped() {
 
 #[test]
 fn html_blocks_keep_their_text() {
-    let md = "<p align=\"center\">\n  <img src=\"logo.png\" alt=\"Logo\">\n  <b>Fast retrieval.</b> For READMEs.\n</p>\n";
+    let md =
+        "<p align=\"center\">\n  <img src=\"logo.png\" alt=\"Logo\">\n  <b>Fast retrieval.</b> For READMEs.\n</p>\n";
     assert_eq!(plains(md), ["Fast retrieval.", "For READMEs."]);
 }
 
@@ -486,30 +404,15 @@ fn strip_markdown_removes_each_kind_of_markup() {
         ("- item one\n- item two", "item one item two"),
         ("1. first\n2. second", "first second"),
         ("> quoted **bold**\n> text", "quoted bold text"),
-        (
-            "*it* _it_ **b** __b__ ~~s~~ snake_case",
-            "it it b b s snake_case",
-        ),
-        (
-            "Use `cargo test --release` now",
-            "Use cargo test --release now",
-        ),
-        (
-            "[link text](https://example.com/a.b) and ![alt text](img.png)",
-            "link text and alt text",
-        ),
+        ("*it* _it_ **b** __b__ ~~s~~ snake_case", "it it b b s snake_case"),
+        ("Use `cargo test --release` now", "Use cargo test --release now"),
+        ("[link text](https://example.com/a.b) and ![alt text](img.png)", "link text and alt text"),
         ("a <span class=\"x\">b</span><br/>c", "a b c"),
         ("| a | b |\n|---|---|\n| 1 | 2 |", "a | b 1 | 2"),
         ("```rust\nfn main() {}\n```", "fn main() {}"),
-        (
-            "Line one\n\n\nLine   two\twith  spaces",
-            "Line one Line two with spaces",
-        ),
+        ("Line one\n\n\nLine   two\twith  spaces", "Line one Line two with spaces"),
         ("Title\n=====", "Title"),
-        (
-            "Escaped \\*stars\\* &amp; entities",
-            "Escaped *stars* & entities",
-        ),
+        ("Escaped \\*stars\\* &amp; entities", "Escaped *stars* & entities"),
     ];
     for (md, want) in cases {
         assert_eq!(strip_markdown(md), want, "input: {md:?}");
@@ -526,10 +429,7 @@ fn strip_markdown_agrees_with_sentence_plains() {
 fn sentence_spans_on_plain_text() {
     let t = "First one, e.g. here.\nSecond on a new line. Third!";
     let got: Vec<&str> = sentence_spans(t).into_iter().map(|r| &t[r]).collect();
-    assert_eq!(
-        got,
-        ["First one, e.g. here.", "Second on a new line.", "Third!"]
-    );
+    assert_eq!(got, ["First one, e.g. here.", "Second on a new line.", "Third!"]);
 }
 
 #[test]
@@ -561,65 +461,37 @@ fn sample_dataset_readmes_split_cleanly() {
     for p in projects {
         let md = p["readme_content"].as_str().expect("readme_content");
         let s = split_checked(md);
-        let headings: Vec<(&str, SentenceKind)> = s
-            .iter()
-            .filter(|s| s.heading)
-            .map(|s| (s.plain.as_str(), s.kind))
-            .collect();
+        let headings: Vec<(&str, SentenceKind)> =
+            s.iter().filter(|s| s.heading).map(|s| (s.plain.as_str(), s.kind)).collect();
         assert_eq!(headings.len(), 10, "{}", p["project_id"]);
         assert_eq!(headings[0].1, SentenceKind::Heading { level: 1 });
         for (h, want) in headings[1..].iter().zip(sections) {
             assert_eq!(*h, (want, SentenceKind::Heading { level: 2 }));
         }
-        for kind in [
-            SentenceKind::ListItem,
-            SentenceKind::TableRow,
-            SentenceKind::Code,
-        ] {
-            assert!(
-                s.iter().any(|s| s.kind == kind),
-                "{}: no {kind:?}",
-                p["project_id"]
-            );
+        for kind in [SentenceKind::ListItem, SentenceKind::TableRow, SentenceKind::Code] {
+            assert!(s.iter().any(|s| s.kind == kind), "{}: no {kind:?}", p["project_id"]);
         }
         // Paragraph sentences end where sentences end: a wrong cut would leave a fragment behind.
         for x in s.iter().filter(|x| x.kind == SentenceKind::Paragraph) {
-            assert!(
-                x.plain.ends_with(['.', '!', '?', ':']),
-                "odd paragraph sentence: {:?}",
-                x.text
-            );
+            assert!(x.plain.ends_with(['.', '!', '?', ':']), "odd paragraph sentence: {:?}", x.text);
         }
         let qa = p["qa_pairs"].as_array().expect("qa_pairs");
         assert_eq!(qa.len(), 6);
         for pair in qa {
             for field in ["question", "answer"] {
-                assert!(
-                    pair[field].as_str().is_some_and(|t| !t.trim().is_empty()),
-                    "{pair}"
-                );
+                assert!(pair[field].as_str().is_some_and(|t| !t.trim().is_empty()), "{pair}");
             }
             let context = pair["context"].as_str().expect("context");
-            assert!(
-                sections.contains(&context),
-                "context {context:?} is not a section"
-            );
+            assert!(sections.contains(&context), "context {context:?} is not a section");
         }
     }
     // Facts the retrieval examples ask about must be stated in the READMEs.
     let readme = |id: &str| {
-        projects
-            .iter()
-            .find(|p| p["project_id"] == id)
-            .and_then(|p| p["readme_content"].as_str())
-            .expect(id)
+        projects.iter().find(|p| p["project_id"] == id).and_then(|p| p["readme_content"].as_str()).expect(id)
     };
-    assert!(readme("medical-image-diagnosis")
-        .contains("The AI model used for medical diagnosis is a ResNet-50"));
-    assert!(readme("medical-image-diagnosis")
-        .contains("112,120 frontal-view chest X-ray images from 30,805"));
-    assert!(readme("customer-sentiment-nlp")
-        .contains("The data size for sentiment analysis is 500,000"));
+    assert!(readme("medical-image-diagnosis").contains("The AI model used for medical diagnosis is a ResNet-50"));
+    assert!(readme("medical-image-diagnosis").contains("112,120 frontal-view chest X-ray images from 30,805"));
+    assert!(readme("customer-sentiment-nlp").contains("The data size for sentiment analysis is 500,000"));
     assert!(readme("rl-trading-bot").contains("uses reinforcement\nlearning"));
     assert!(readme("rl-trading-bot").contains("## Lessons Learned"));
 }
@@ -644,9 +516,7 @@ fn random_markdown_never_panics_and_keeps_invariants() {
     };
     for _ in 0..3000 {
         let len = (next() % 60) as usize;
-        let md: String = (0..len)
-            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
-            .collect();
+        let md: String = (0..len).map(|_| PIECES[(next() % PIECES.len() as u64) as usize]).collect();
         let s = split_sentences(&md);
         check_invariants(&md, &s);
         let _ = strip_markdown(&md);

@@ -48,16 +48,11 @@ pub fn state_file_name(epoch: u64) -> String {
 
 /// Writes `tensors` to `path` atomically (temporary sibling, fsync, rename). Returns the file's blake3.
 pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
-    let cpu: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
+    let cpu: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous())).collect();
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).at(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     Tensor::write_safetensors(&cpu, &tmp).map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
     fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
@@ -76,11 +71,8 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 pub fn commit(work_dir: &Path, ck: &Checkpoint) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(ck).map_err(Error::internal)?;
     fsutil::write_atomic(&work_dir.join(META), &bytes)?;
-    let keep: Vec<String> = [Some(ck.epoch), ck.early.best_epoch]
-        .iter()
-        .flatten()
-        .map(|e| state_file_name(*e))
-        .collect();
+    let keep: Vec<String> =
+        [Some(ck.epoch), ck.early.best_epoch].iter().flatten().map(|e| state_file_name(*e)).collect();
     for entry in fs::read_dir(work_dir).at(work_dir)? {
         let entry = entry.at(work_dir)?;
         let name = entry.file_name().to_string_lossy().to_string();

@@ -67,11 +67,7 @@ fn dtype(kind: Kind) -> Result<(&'static str, usize)> {
         Kind::Int => ("I32", 4),
         Kind::Half => ("F16", 2),
         Kind::BFloat16 => ("BF16", 2),
-        other => {
-            return Err(Error::internal(format!(
-                "cannot write {other:?} tensors to safetensors"
-            )))
-        }
+        other => return Err(Error::internal(format!("cannot write {other:?} tensors to safetensors"))),
     })
 }
 
@@ -89,8 +85,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         let (dt, size) = dtype(t.kind())?;
         let numel = t.numel();
         let mut bytes = vec![0u8; numel * size];
-        t.f_copy_data_u8(&mut bytes, numel)
-            .map_err(|e| Error::internal(format!("{}: {name}: {e}", path.display())))?;
+        t.f_copy_data_u8(&mut bytes, numel).map_err(|e| Error::internal(format!("{}: {name}: {e}", path.display())))?;
         let start = data.len();
         data.extend_from_slice(&bytes);
         header.insert(
@@ -178,10 +173,7 @@ pub fn write_model_dir(out: &Path, base: &Path, model: &ColTrastModel, meta: &Co
     write_json(&dense.join("config.json"), &cfg)?;
     write_safetensors(
         &dense.join("model.safetensors"),
-        &[
-            ("linear.weight".into(), dw.shallow_clone()),
-            ("linear.bias".into(), db.shallow_clone()),
-        ],
+        &[("linear.weight".into(), dw.shallow_clone()), ("linear.bias".into(), db.shallow_clone())],
     )?;
     let normalize = out.join("3_Normalize");
     fs::create_dir_all(&normalize).at(&normalize)?;
@@ -189,10 +181,7 @@ pub fn write_model_dir(out: &Path, base: &Path, model: &ColTrastModel, meta: &Co
     let (tw, tb) = model.token_head();
     write_safetensors(
         &out.join(TOKEN_HEAD),
-        &[
-            ("weight".into(), tw.shallow_clone()),
-            ("bias".into(), tb.shallow_clone()),
-        ],
+        &[("weight".into(), tw.shallow_clone()), ("bias".into(), tb.shallow_clone())],
     )?;
     write_json(&out.join(COLTRAST_JSON), meta)
 }
@@ -234,10 +223,7 @@ pub fn load_model_dir(dir: &Path, device: Device) -> Result<(ColTrastModel, Colt
     let head = read_tensors(&head_path)?;
     let model = ColTrastModel::from_parts(
         encoder,
-        (
-            get(&dense, "linear.weight", &dense_path)?,
-            get(&dense, "linear.bias", &dense_path)?,
-        ),
+        (get(&dense, "linear.weight", &dense_path)?, get(&dense, "linear.bias", &dense_path)?),
         (get(&head, "weight", &head_path)?, get(&head, "bias", &head_path)?),
         meta.maxsim_scale,
         meta.maxsim_shift,

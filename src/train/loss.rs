@@ -55,10 +55,7 @@ impl BatchPlan {
         }
         let mut docs: Vec<String> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        let labels: Vec<i64> = batch
-            .iter()
-            .map(|e| col(&e.positive, &mut docs, &mut index) as i64)
-            .collect();
+        let labels: Vec<i64> = batch.iter().map(|e| col(&e.positive, &mut docs, &mut index) as i64).collect();
         let mut neg_cols: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
         for e in batch {
             let mut cols = Vec::new();
@@ -106,14 +103,7 @@ impl BatchPlan {
                 }
             }
         }
-        BatchPlan {
-            docs,
-            labels,
-            candidates,
-            late_query,
-            late_doc,
-            late_label,
-        }
+        BatchPlan { docs, labels, candidates, late_query, late_doc, late_label }
     }
 }
 
@@ -244,12 +234,7 @@ mod tests {
         let s2 = maxsim(&q_tok, &all, &d_tok, &all, &idx, &idx).double_value(&[0]);
         assert!((s2 - (1.0 + 0.8 + 1.0) / 3.0).abs() < 1e-6, "{s2}");
         // BCE on a positive with score 0.5, scale 10, shift -5: logit 0, loss ln 2.
-        let l = late_bce(
-            &Tensor::from_slice(&[0.5f32]),
-            &Tensor::from_slice(&[1.0f32]),
-            10.0,
-            -5.0,
-        );
+        let l = late_bce(&Tensor::from_slice(&[0.5f32]), &Tensor::from_slice(&[1.0f32]), 10.0, -5.0);
         assert!((l.double_value(&[]) - 2f64.ln()).abs() < 1e-6);
     }
 

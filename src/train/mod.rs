@@ -135,10 +135,7 @@ pub struct Hooks<'a> {
 
 impl Default for Hooks<'_> {
     fn default() -> Self {
-        Hooks {
-            fault_point: &|_| {},
-            progress: false,
-        }
+        Hooks { fault_point: &|_| {}, progress: false }
     }
 }
 
@@ -161,21 +158,14 @@ impl Texts {
         let list: Vec<&str> = all.into_iter().collect();
         let toks = model.encoder().tokenize(&list).map_err(Error::from)?;
         let tokens = list.iter().map(|s| s.to_string()).zip(toks).collect();
-        Ok(Texts {
-            tokens,
-            pad_id: model.encoder().config().pad_token_id,
-        })
+        Ok(Texts { tokens, pad_id: model.encoder().config().pad_token_id })
     }
 
     /// A padded batch of known texts on `device`.
     pub fn batch(&self, texts: &[&str], device: tch::Device) -> Result<Batch> {
         let items: Vec<&TokenizedText> = texts
             .iter()
-            .map(|t| {
-                self.tokens
-                    .get(*t)
-                    .ok_or_else(|| Error::internal("text was not tokenised"))
-            })
+            .map(|t| self.tokens.get(*t).ok_or_else(|| Error::internal("text was not tokenised")))
             .collect::<Result<_>>()?;
         Ok(pad_batch(&items, self.pad_id, device))
     }
@@ -208,9 +198,7 @@ pub fn batch_loss(
     let q = model.encode(&texts.batch(&queries, device)?, train);
     let d = model.encode(&texts.batch(&docs, device)?, train);
     let n_docs = docs.len() as i64;
-    let candidates = Tensor::from_slice(&plan.candidates)
-        .view([batch.len() as i64, n_docs])
-        .to_device(device);
+    let candidates = Tensor::from_slice(&plan.candidates).view([batch.len() as i64, n_docs]).to_device(device);
     let labels = Tensor::from_slice(&plan.labels).to_device(device);
     let contrastive = loss::info_nce(&q.pooled, &d.pooled, &candidates, &labels, cfg.temperature);
     let qi = Tensor::from_slice(&plan.late_query).to_device(device);
@@ -222,22 +210,13 @@ pub fn batch_loss(
     if tracing::enabled!(tracing::Level::DEBUG) {
         let s = Vec::<f32>::try_from(scores.detach().to_device(tch::Device::Cpu)).unwrap_or_default();
         let mean = |label: f32| {
-            let v: Vec<f32> = s
-                .iter()
-                .zip(&plan.late_label)
-                .filter(|(_, l)| **l == label)
-                .map(|(x, _)| *x)
-                .collect();
+            let v: Vec<f32> = s.iter().zip(&plan.late_label).filter(|(_, l)| **l == label).map(|(x, _)| *x).collect();
             v.iter().sum::<f32>() / v.len().max(1) as f32
         };
         tracing::debug!(positive = mean(1.0), negative = mean(0.0), "mean MaxSim score");
     }
     let total = &contrastive * cfg.contrastive_weight + &late * cfg.late_interaction_weight;
-    Ok(BatchLoss {
-        total,
-        contrastive,
-        late,
-    })
+    Ok(BatchLoss { total, contrastive, late })
 }
 
 /// Mean losses over `examples` in evaluation mode (no dropout, no gradients), batches of `batch_size` in
@@ -352,10 +331,7 @@ fn checkpoint_key(cfg: &TrainConfig, train: &[Example], val: &[Example], model: 
     for (tag, set) in [("train", train), ("val", val)] {
         h.update(tag.as_bytes());
         for e in set {
-            for s in std::iter::once(&e.qa_id)
-                .chain([&e.query, &e.positive])
-                .chain(e.negatives.iter())
-            {
+            for s in std::iter::once(&e.qa_id).chain([&e.query, &e.positive]).chain(e.negatives.iter()) {
                 h.update(&(s.len() as u64).to_le_bytes());
                 h.update(s.as_bytes());
             }
@@ -384,9 +360,7 @@ pub fn train(
     hooks: &Hooks,
 ) -> Result<TrainOutcome> {
     if train.is_empty() {
-        return Err(Error::Usage(
-            "no training pairs: the mine stage produced no pairs with split \"train\"".into(),
-        ));
+        return Err(Error::Usage("no training pairs: the mine stage produced no pairs with split \"train\"".into()));
     }
     std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
     let texts = Texts::new(model, &[train, val])?;
@@ -522,12 +496,7 @@ pub fn train(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let epochs_run = log
-        .iter()
-        .filter(|r| r.split == "train")
-        .map(|r| r.epoch)
-        .max()
-        .unwrap_or(0);
+    let epochs_run = log.iter().filter(|r| r.split == "train").map(|r| r.epoch).max().unwrap_or(0);
     let best_epoch = early.best_epoch.unwrap_or(epochs_run);
     // The model holds the last committed epoch's weights; the best epoch's replace them (its state file is
     // kept by every commit).
@@ -544,11 +513,7 @@ pub fn train(
         stopped_early: stopped,
         steps: global_step,
         resumed_after,
-        steps_per_s: if step_time > 0.0 {
-            steps_here as f64 / step_time
-        } else {
-            0.0
-        },
+        steps_per_s: if step_time > 0.0 { steps_here as f64 / step_time } else { 0.0 },
         log,
     })
 }

@@ -49,10 +49,7 @@ pub struct ColTrastModel {
 }
 
 fn param(values: &[f32], shape: &[i64], device: Device) -> Tensor {
-    Tensor::from_slice(values)
-        .view(shape)
-        .to_device(device)
-        .set_requires_grad(true)
+    Tensor::from_slice(values).view(shape).to_device(device).set_requires_grad(true)
 }
 
 impl ColTrastModel {
@@ -78,9 +75,7 @@ impl ColTrastModel {
             param(&w, &[embedding_dim as i64, h as i64], device)
         } else {
             if pca_texts.is_empty() {
-                return Err(Error::internal(
-                    "embedding_dim < hidden size needs texts for the principal directions",
-                ));
+                return Err(Error::internal("embedding_dim < hidden size needs texts for the principal directions"));
             }
             tracing::warn!(
                 embedding_dim,
@@ -92,14 +87,8 @@ impl ColTrastModel {
             let gram = x.tr().matmul(&x) / x.size()[0] as f64;
             let (_, vecs) = gram.to_kind(Kind::Double).linalg_eigh("L");
             // Eigenvalues ascend: the last `embedding_dim` columns, largest first, as rows.
-            let top = vecs
-                .narrow(1, h as i64 - embedding_dim as i64, embedding_dim as i64)
-                .flip([1])
-                .tr();
-            top.to_kind(Kind::Float)
-                .contiguous()
-                .to_device(device)
-                .set_requires_grad(true)
+            let top = vecs.narrow(1, h as i64 - embedding_dim as i64, embedding_dim as i64).flip([1]).tr();
+            top.to_kind(Kind::Float).contiguous().to_device(device).set_requires_grad(true)
         };
         let dense_b = param(&vec![0f32; embedding_dim], &[embedding_dim as i64], device);
         let mut g = SplitMix64::derive(seed, STREAM_TOKEN_HEAD);
@@ -144,12 +133,7 @@ impl ColTrastModel {
                 tb.size()
             )));
         }
-        let p = |t: Tensor| {
-            t.to_kind(Kind::Float)
-                .to_device(device)
-                .detach()
-                .set_requires_grad(true)
-        };
+        let p = |t: Tensor| t.to_kind(Kind::Float).to_device(device).detach().set_requires_grad(true);
         Ok(ColTrastModel {
             encoder,
             dense_w: p(dw),
@@ -191,13 +175,8 @@ impl ColTrastModel {
     /// Every trainable tensor with its checkpoint name, in a fixed order (encoder keys sorted, then heads).
     /// The tensors share storage with the model: in-place updates train it.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut vars: Vec<(String, Tensor)> = self
-            .encoder
-            .var_store()
-            .variables()
-            .into_iter()
-            .map(|(k, v)| (format!("encoder.{k}"), v))
-            .collect();
+        let mut vars: Vec<(String, Tensor)> =
+            self.encoder.var_store().variables().into_iter().map(|(k, v)| (format!("encoder.{k}"), v)).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars.push(("dense.linear.weight".into(), self.dense_w.shallow_clone()));
         vars.push(("dense.linear.bias".into(), self.dense_b.shallow_clone()));
@@ -222,8 +201,7 @@ impl ColTrastModel {
                     p.size()
                 )));
             }
-            p.f_copy_(&src.to_device(p.device()).to_kind(p.kind()))
-                .map_err(Error::internal)?;
+            p.f_copy_(&src.to_device(p.device()).to_kind(p.kind())).map_err(Error::internal)?;
         }
         Ok(())
     }
@@ -231,10 +209,7 @@ impl ColTrastModel {
     /// Copies of all parameters (detached), e.g. to keep the best epoch's weights.
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         let _guard = tch::no_grad_guard();
-        self.named_parameters()
-            .into_iter()
-            .map(|(n, t)| (n, t.detach().copy()))
-            .collect()
+        self.named_parameters().into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
     }
 
     /// One forward pass: pooled and token embeddings of a padded batch. Dropout only when `train`.
@@ -243,11 +218,7 @@ impl ColTrastModel {
         let hidden = self.hidden(batch, train);
         let pooled = self.pool_head(&hidden, &batch.attention_mask);
         let tokens = l2_normalize(&hidden.linear(&self.token_w, Some(&self.token_b)));
-        Encoded {
-            pooled,
-            tokens,
-            mask: batch.attention_mask.shallow_clone(),
-        }
+        Encoded { pooled, tokens, mask: batch.attention_mask.shallow_clone() }
     }
 
     /// Pooled embeddings only (`[b, D]`, unit length).
@@ -257,9 +228,7 @@ impl ColTrastModel {
     }
 
     fn hidden(&self, batch: &Batch, train: bool) -> Tensor {
-        self.encoder
-            .model()
-            .forward_t(&batch.input_ids, &batch.attention_mask, &batch.token_type_ids, train)
+        self.encoder.model().forward_t(&batch.input_ids, &batch.attention_mask, &batch.token_type_ids, train)
     }
 
     fn pool_head(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
@@ -282,10 +251,7 @@ impl ColTrastModel {
         }
         let rows: Vec<Tensor> = rows.into_iter().flatten().collect();
         if rows.is_empty() {
-            return Ok(Tensor::zeros(
-                [0, self.embedding_dim() as i64],
-                (Kind::Float, Device::Cpu),
-            ));
+            return Ok(Tensor::zeros([0, self.embedding_dim() as i64], (Kind::Float, Device::Cpu)));
         }
         Ok(Tensor::stack(&rows, 0))
     }
@@ -299,9 +265,7 @@ fn pooled_unnormalized(encoder: &Encoder, texts: &[TokenizedText], batch_size: u
     for idx in length_sorted_batches(&texts.iter().map(|t| t.len()).collect::<Vec<_>>(), batch_size) {
         let items: Vec<&TokenizedText> = idx.iter().map(|&i| &texts[i]).collect();
         let b = pad_batch(&items, pad, encoder.device());
-        let h = encoder
-            .model()
-            .forward_t(&b.input_ids, &b.attention_mask, &b.token_type_ids, false);
+        let h = encoder.model().forward_t(&b.input_ids, &b.attention_mask, &b.token_type_ids, false);
         parts.push(mean_pool(&h, &b.attention_mask));
     }
     Ok(Tensor::cat(&parts, 0))

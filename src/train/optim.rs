@@ -50,11 +50,8 @@ pub fn clip_coef(norm: f64, max_norm: f64) -> f64 {
 /// Global L2 norm of gradients (undefined ones skipped).
 pub fn global_norm(grads: &[Tensor]) -> f64 {
     let _guard = tch::no_grad_guard();
-    let norms: Vec<Tensor> = grads
-        .iter()
-        .filter(|g| g.defined())
-        .map(|g| g.to_kind(Kind::Float).norm().reshape([1]))
-        .collect();
+    let norms: Vec<Tensor> =
+        grads.iter().filter(|g| g.defined()).map(|g| g.to_kind(Kind::Float).norm().reshape([1])).collect();
     if norms.is_empty() {
         return 0.0;
     }
@@ -119,23 +116,10 @@ impl AdamW {
             .map(|(name, param)| {
                 let m = param.zeros_like().detach();
                 let v = param.zeros_like().detach();
-                Slot {
-                    decay: decays(&name),
-                    name,
-                    param,
-                    m,
-                    v,
-                }
+                Slot { decay: decays(&name), name, param, m, v }
             })
             .collect();
-        AdamW {
-            params,
-            step: 0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay,
-        }
+        AdamW { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
     }
 
     /// Gradients of `loss` for every parameter, in order (undefined for parameters it does not use),
@@ -166,11 +150,7 @@ impl AdamW {
                 continue;
             }
             let decay = if s.decay { 1.0 - lr * self.weight_decay } else { 1.0 };
-            let g = if g.is_contiguous() {
-                g.shallow_clone()
-            } else {
-                g.contiguous()
-            };
+            let g = if g.is_contiguous() { g.shallow_clone() } else { g.contiguous() };
             let u = Update {
                 decay: decay as f32,
                 beta1: self.beta1 as f32,
@@ -274,12 +254,7 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     pub fn new(patience: u64) -> Self {
-        EarlyStopping {
-            patience,
-            best_epoch: None,
-            best_loss: None,
-            bad_epochs: 0,
-        }
+        EarlyStopping { patience, best_epoch: None, best_loss: None, bad_epochs: 0 }
     }
 
     /// Records epoch `epoch`'s validation loss; returns true when it is the new best (strictly lower).

@@ -38,11 +38,7 @@ fn per_epoch(log: &[LogRow], split: &str, metric: Metric) -> Vec<(f64, f64)> {
     let mut epochs: Vec<u64> = log.iter().filter(|r| r.split == split).map(|r| r.epoch).collect();
     epochs.dedup();
     for e in epochs {
-        let vals: Vec<f64> = log
-            .iter()
-            .filter(|r| r.split == split && r.epoch == e)
-            .map(metric)
-            .collect();
+        let vals: Vec<f64> = log.iter().filter(|r| r.split == split && r.epoch == e).map(metric).collect();
         out.push((e as f64, vals.iter().sum::<f64>() / vals.len() as f64));
     }
     out
@@ -64,15 +60,8 @@ pub fn training_curves(path: &Path, log: &[LogRow], best_epoch: Option<u64>) -> 
     for (area, (title, metric)) in areas.iter().zip(panels) {
         let train = per_epoch(log, "train", metric);
         let val = per_epoch(log, "val", metric);
-        let all: Vec<f64> = train
-            .iter()
-            .chain(&val)
-            .map(|p| p.1)
-            .filter(|v| v.is_finite())
-            .collect();
-        let (lo, hi) = all
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        let all: Vec<f64> = train.iter().chain(&val).map(|p| p.1).filter(|v| v.is_finite()).collect();
+        let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
         let (lo, hi) = if all.is_empty() { (0.0, 1.0) } else { (lo, hi) };
         let pad = ((hi - lo) * 0.08).max(1e-3);
         let mut chart = ChartBuilder::on(area)
@@ -99,29 +88,20 @@ pub fn training_curves(path: &Path, log: &[LogRow], best_epoch: Option<u64>) -> 
             .map_err(|e| err(e.to_string()))?
             .label("train (mean over steps)")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
-        chart
-            .draw_series(train.iter().map(|p| Circle::new(*p, 3, blue.filled())))
-            .map_err(|e| err(e.to_string()))?;
+        chart.draw_series(train.iter().map(|p| Circle::new(*p, 3, blue.filled()))).map_err(|e| err(e.to_string()))?;
         if !val.is_empty() {
             chart
                 .draw_series(LineSeries::new(val.clone(), red.stroke_width(2)))
                 .map_err(|e| err(e.to_string()))?
                 .label("validation")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
-            chart
-                .draw_series(val.iter().map(|p| Circle::new(*p, 3, red.filled())))
-                .map_err(|e| err(e.to_string()))?;
+            chart.draw_series(val.iter().map(|p| Circle::new(*p, 3, red.filled()))).map_err(|e| err(e.to_string()))?;
         }
         if let Some(best) = best_epoch {
             let x = best as f64;
             let grey = RGBColor(90, 90, 90);
             chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(x, lo - pad), (x, hi + pad)],
-                    6,
-                    4,
-                    grey.stroke_width(1),
-                ))
+                .draw_series(DashedLineSeries::new(vec![(x, lo - pad), (x, hi + pad)], 6, 4, grey.stroke_width(1)))
                 .map_err(|e| err(e.to_string()))?
                 .label(format!("best epoch ({best})"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1)));

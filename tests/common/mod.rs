@@ -60,7 +60,14 @@ impl Out {
     }
     /// Panics with the command, stdout and stderr unless it exited 0.
     pub fn ok(self) -> Self {
-        assert_eq!(self.code(), 0, "`coltrast {}` failed\nstdout:\n{}\nstderr:\n{}", self.1, self.stdout(), self.stderr());
+        assert_eq!(
+            self.code(),
+            0,
+            "`coltrast {}` failed\nstdout:\n{}\nstderr:\n{}",
+            self.1,
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     /// The stage lines of `run`: "ingest ran", "ingest cached", ...

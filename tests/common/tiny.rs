@@ -149,4 +149,3 @@ pub fn tiny_project(train: &str) -> Project {
     }
     p
 }
-
