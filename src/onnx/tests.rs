@@ -427,18 +427,26 @@ fn minilm_last_hidden_state_matches_fixture() {
     eprintln!("{test}: hidden-state max abs diff {worst:.2e}");
 }
 
-/// Cross-check with Python's onnxruntime (and onnx.checker when the `onnx` package is there). Uses
-/// `$COLTRAST_TEST_PYTHON` or `python3`; skips when onnxruntime cannot be imported.
+/// Cross-check with Python's onnxruntime (and onnx.checker when the `onnx` package is there). Uses the first of
+/// `$COLTRAST_TEST_PYTHON`, the benchmark venv (`$COLTRAST_CACHE/bench-venv`, which `make bench` creates with
+/// onnxruntime 1.31.1) and `python3` that imports onnxruntime; skips when none does.
 #[test]
 fn python_onnxruntime_agrees() {
     let test = "python_onnxruntime_agrees";
     let Some(lib) = ort_lib(test) else { return };
-    let python = std::env::var("COLTRAST_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = std::process::Command::new(&python).args(["-c", "import onnxruntime, numpy"]).output();
-    if !matches!(&probe, Ok(o) if o.status.success()) {
-        eprintln!("SKIP {test}: `{python} -c 'import onnxruntime, numpy'` fails (pip install onnxruntime==1.31.1)");
+    let mut candidates: Vec<String> = std::env::var("COLTRAST_TEST_PYTHON").into_iter().collect();
+    candidates.push(crate::settings::cache_dir().join("bench-venv/bin/python").display().to_string());
+    candidates.push("python3".into());
+    let imports = |py: &String| {
+        let probe = std::process::Command::new(py).args(["-c", "import onnxruntime, numpy"]).output();
+        matches!(&probe, Ok(o) if o.status.success())
+    };
+    let Some(python) = candidates.iter().find(|py| imports(py)).cloned() else {
+        eprintln!(
+            "SKIP {test}: no Python imports onnxruntime and numpy (tried {candidates:?}; `make bench` creates one)"
+        );
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("model");
     write_tiny_model(&src, true, true, 3);
