@@ -39,6 +39,25 @@ fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(parts)
 }
 
+/// Write new cache entries as one part, `part-<hash of its keys>.parquet`, through a hidden temporary and a
+/// rename, so a reader sees a whole part or none.
+fn write_part(dir: &Path, keys: &[[u8; 32]], schema: Arc<Schema>, mut cols: Vec<ArrayRef>) -> Result<()> {
+    let mut h = blake3::Hasher::new();
+    for k in keys {
+        h.update(k);
+    }
+    let name = format!("part-{}.parquet", &h.finalize().to_hex()[..16]);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let hashes = FixedSizeBinaryArray::try_from_iter(keys.iter()).map_err(Error::internal)?;
+    cols.insert(0, Arc::new(hashes));
+    table::write_parquet(&tmp, schema, cols)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+    let dest = dir.join(name);
+    std::fs::rename(&tmp, &dest).at(&dest)?;
+    crate::fsutil::sync_dir(dir);
+    Ok(())
+}
+
 pub struct EmbeddingCache {
     dir: PathBuf,
     dim: usize,
@@ -160,21 +179,11 @@ impl EmbeddingCache {
             return Ok(());
         }
         let mut flat = Vec::with_capacity(self.pending.len() * self.dim);
-        let mut h = blake3::Hasher::new();
         for k in &self.pending {
             let row = self.index[k];
             flat.extend_from_slice(&self.data[row * self.dim..(row + 1) * self.dim]);
-            h.update(k);
         }
-        let name = format!("part-{}.parquet", &h.finalize().to_hex()[..16]);
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let hashes = FixedSizeBinaryArray::try_from_iter(self.pending.iter()).map_err(Error::internal)?;
-        let cols: Vec<ArrayRef> = vec![Arc::new(hashes), table::embedding_array(flat, self.dim)?];
-        table::write_parquet(&tmp, schema(self.dim), cols)?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
-        let dest = self.dir.join(name);
-        std::fs::rename(&tmp, &dest).at(&dest)?;
-        crate::fsutil::sync_dir(&self.dir);
+        write_part(&self.dir, &self.pending, schema(self.dim), vec![table::embedding_array(flat, self.dim)?])?;
         self.pending.clear();
         Ok(())
     }
@@ -253,28 +262,16 @@ impl TokenCache {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut h = blake3::Hasher::new();
         let mut ns = Vec::new();
         let mut blobs: Vec<Vec<u8>> = Vec::new();
         for k in &self.pending {
-            h.update(k);
             let v = &self.map[k];
             ns.push((v.len() / self.dim) as i32);
             blobs.push(v.iter().flat_map(|b| b.to_le_bytes()).collect());
         }
-        let name = format!("part-{}.parquet", &h.finalize().to_hex()[..16]);
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let hashes = FixedSizeBinaryArray::try_from_iter(self.pending.iter()).map_err(Error::internal)?;
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(hashes),
-            Arc::new(Int32Array::from(ns)),
-            Arc::new(BinaryArray::from_iter_values(blobs.iter())),
-        ];
-        table::write_parquet(&tmp, token_schema(), cols)?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
-        let dest = self.dir.join(name);
-        std::fs::rename(&tmp, &dest).at(&dest)?;
-        crate::fsutil::sync_dir(&self.dir);
+        let cols: Vec<ArrayRef> =
+            vec![Arc::new(Int32Array::from(ns)), Arc::new(BinaryArray::from_iter_values(blobs.iter()))];
+        write_part(&self.dir, &self.pending, token_schema(), cols)?;
         self.pending.clear();
         Ok(())
     }

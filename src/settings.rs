@@ -521,6 +521,18 @@ impl Settings {
         Ok(())
     }
 
+    /// One section without the keys that only change how fast a stage runs (e.g. an encoder batch size),
+    /// never what it writes: what the stage hashes into its fingerprint.
+    pub fn section_without(&self, name: &str, speed_only: &[&str]) -> Result<toml::Value> {
+        let mut t = self.section(name)?;
+        if let Some(t) = t.as_table_mut() {
+            for k in speed_only {
+                t.remove(*k);
+            }
+        }
+        Ok(t)
+    }
+
     /// One section as a `toml::Value`, for hashing and for manifests.
     pub fn section(&self, name: &str) -> Result<toml::Value> {
         let all = toml::Value::try_from(self).map_err(Error::internal)?;

@@ -98,19 +98,10 @@ pub struct Chunk {
 /// Read chunks.parquet: the chunks and their embeddings (flat, row-major) and dim.
 pub fn read_chunks(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>, usize)> {
     let path = dir.join(CHUNKS);
-    // The dim is not known before reading; check the non-embedding columns by name.
-    let probe = table::read_parquet(
-        &path,
-        "chunk",
-        &Schema::new(vec![
-            Field::new("chunk_id", DataType::Utf8, false),
-            Field::new("project_id", DataType::Utf8, false),
-            Field::new("ordinal", DataType::Int64, false),
-            Field::new("text", DataType::Utf8, false),
-            Field::new("n_tokens", DataType::Int64, false),
-            Field::new("embed_text", DataType::Utf8, false),
-        ]),
-    )?;
+    // The dim is not known before reading: check every column of the schema but the embedding.
+    let full = chunks_schema(0);
+    let expected = Schema::new(full.fields().iter().filter(|f| f.name() != "embedding").cloned().collect::<Vec<_>>());
+    let probe = table::read_parquet(&path, "chunk", &expected)?;
     let (emb, dim) = table::embedding_values(&probe, "embedding")?;
     let (ids, pids, texts) =
         (table::str_col(&probe, "chunk_id")?, table::str_col(&probe, "project_id")?, table::str_col(&probe, "text")?);
@@ -136,6 +127,11 @@ pub fn device() -> tch::Device {
     tch::Device::cuda_if_available()
 }
 
+/// The base model as an external input: its files' content is part of the fingerprint.
+pub fn base_model_input(s: &Settings) -> ExternalInput {
+    ExternalInput { name: "base_model".into(), path: s.base_model_dir() }
+}
+
 /// Load the base model named by the settings, with a clear error when it is missing.
 pub fn load_base_encoder(s: &Settings) -> Result<Encoder> {
     if s.model.threads > 0 {
@@ -155,14 +151,10 @@ impl Stage<Settings> for ChunkStage {
         2
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = s.section("chunk")?;
-        if let Some(t) = t.as_table_mut() {
-            t.remove("batch_size");
-        }
-        Ok(t)
+        s.section_without("chunk", &["batch_size"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
+        Ok(vec![base_model_input(s)])
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.chunk.clone();

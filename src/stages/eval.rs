@@ -31,8 +31,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::embed::OrtEncoder;
-use crate::embed_cache::{EmbeddingCache, TokenCache};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::metrics::{docs_from_chunks, mean_metrics, QueryMetrics, METRIC_NAMES};
@@ -138,25 +136,12 @@ impl Stage<Settings> for Eval {
         let qtexts: Vec<&str> = queries.iter().map(|p| p.query.as_str()).collect();
         let depth = s.index.rerank_depth as usize;
         let k = chunks.len().min(depth.max(100));
-        let export_dir = ctx.upstream_dir("export")?.to_path_buf();
-        let manifest = ctx.upstream_manifest("export")?.clone();
 
         let mut runs: Vec<SystemRun> = Vec::new();
         for model in [export::BASE, export::FINETUNED] {
-            let dir = export_dir.join(model);
-            let hash = manifest
-                .output(&format!("{model}/{}", export::MODEL_FILE))
-                .map(|o| o.blake3.clone())
-                .ok_or_else(|| Error::internal("export manifest lacks model.onnx"))?;
-            let info = crate::onnx::OnnxModelInfo::read(&dir)?;
-            let enc = OrtEncoder::from_settings(&dir, s)?;
-            let key = format!("onnx-{hash}");
-            let mut ec = EmbeddingCache::open(ctx.cache_root(), &key, info.embedding_dim)?;
-            let mut tc = TokenCache::open(ctx.cache_root(), &key, info.token_dim)?;
-            let (doc_emb, doc_tok) =
-                index::embed_cached(&enc, &mut ec, &mut tc, &texts, &format!("embedding chunks ({model})"))?;
-            ec.flush()?;
-            tc.flush()?;
+            let mut m = index::ExportedModel::open(ctx, model)?;
+            let (doc_emb, doc_tok, _) = m.embed(&texts, &format!("embedding chunks ({model})"))?;
+            let (info, enc) = (&m.info, &m.encoder);
             let q = enc.embed_both(&qtexts)?;
             let idx = crate::index::VectorIndex::build("Flat", info.embedding_dim, &doc_emb, None)?;
             let hits = idx.search(&q.0.data, k)?;

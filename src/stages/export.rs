@@ -117,10 +117,15 @@ fn write_parity(path: &Path, pooled: &ParityReport, tokens: f32, base: &ParityRe
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
-/// The ONNX dir the index and the queries serve, per `export.model`.
-pub fn served_dir(export_dir: &Path, s: &Settings) -> std::path::PathBuf {
-    export_dir.join(match s.export.model {
+/// The name of the exported model the index and the queries serve, per `export.model`.
+pub fn served_name(s: &Settings) -> &'static str {
+    match s.export.model {
         crate::settings::ServedModel::Coltrast => FINETUNED,
         crate::settings::ServedModel::Base => BASE,
-    })
+    }
+}
+
+/// The ONNX dir the index and the queries serve, per `export.model`.
+pub fn served_dir(export_dir: &Path, s: &Settings) -> std::path::PathBuf {
+    export_dir.join(served_name(s))
 }

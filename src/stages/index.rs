@@ -50,12 +50,41 @@ pub fn embeddings_schema(dim: usize) -> Arc<Schema> {
 
 pub struct IndexStage;
 
-/// The blake3 of the served model.onnx, from the export manifest.
-pub fn served_model_hash(ctx: &StageContext<'_, Settings>) -> Result<String> {
-    let served = export::served_dir(std::path::Path::new(""), ctx.config);
-    let rel = format!("{}/{}", served.display(), export::MODEL_FILE);
-    let m = ctx.upstream_manifest("export")?;
-    m.output(&rel).map(|o| o.blake3.clone()).ok_or_else(|| Error::internal(format!("export manifest has no {rel}")))
+/// One exported ONNX model, ready to embed through its (model hash, text hash) caches.
+pub struct ExportedModel {
+    pub info: crate::onnx::OnnxModelInfo,
+    pub encoder: OrtEncoder,
+    pub embeddings: EmbeddingCache,
+    pub tokens: TokenCache,
+}
+
+impl ExportedModel {
+    /// Open `export/<name>/` (name: [`export::FINETUNED`] or [`export::BASE`]); its cache key is the blake3 of
+    /// its model.onnx as recorded in the export manifest.
+    pub fn open(ctx: &StageContext<'_, Settings>, name: &str) -> Result<ExportedModel> {
+        let dir = ctx.upstream_dir("export")?.join(name);
+        let rel = format!("{name}/{}", export::MODEL_FILE);
+        let hash = ctx
+            .upstream_manifest("export")?
+            .output(&rel)
+            .map(|o| o.blake3.clone())
+            .ok_or_else(|| Error::internal(format!("export manifest has no {rel}")))?;
+        let info = crate::onnx::OnnxModelInfo::read(&dir)?;
+        let encoder = OrtEncoder::from_settings(&dir, ctx.config)?;
+        let key = format!("onnx-{hash}");
+        let embeddings = EmbeddingCache::open(ctx.cache_root(), &key, info.embedding_dim)?;
+        let tokens = TokenCache::open(ctx.cache_root(), &key, info.token_dim)?;
+        Ok(ExportedModel { info, encoder, embeddings, tokens })
+    }
+
+    /// Sentence and token embeddings of `texts` through the caches (see [`embed_cached`]); caches are flushed.
+    pub fn embed(&mut self, texts: &[&str], what: &str) -> Result<(Vec<f32>, Vec<Vec<f32>>, usize)> {
+        let before = self.embeddings.misses;
+        let out = embed_cached(&self.encoder, &mut self.embeddings, &mut self.tokens, texts, what)?;
+        self.embeddings.flush()?;
+        self.tokens.flush()?;
+        Ok((out.0, out.1, self.embeddings.misses - before))
+    }
 }
 
 /// Embed `texts` with `enc`, through both caches; returns (flat sentence embeddings, per-text token rows).
@@ -112,18 +141,11 @@ impl Stage<Settings> for IndexStage {
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
         let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
-        let onnx_dir = export::served_dir(ctx.upstream_dir("export")?, s);
-        let info = crate::onnx::OnnxModelInfo::read(&onnx_dir)?;
-        let enc = OrtEncoder::from_settings(&onnx_dir, s)?;
-        let hash = served_model_hash(ctx)?;
-        let mut emb_cache = EmbeddingCache::open(ctx.cache_root(), &format!("onnx-{hash}"), info.embedding_dim)?;
-        let mut tok_cache = TokenCache::open(ctx.cache_root(), &format!("onnx-{hash}"), info.token_dim)?;
+        let served = export::served_name(s);
+        let mut model = ExportedModel::open(ctx, served)?;
         let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
-        let before = emb_cache.misses;
-        let (flat, tokens) = embed_cached(&enc, &mut emb_cache, &mut tok_cache, &texts, "embedding chunks (ort)")?;
-        let embedded = emb_cache.misses - before;
-        emb_cache.flush()?;
-        tok_cache.flush()?;
+        let (flat, tokens, embedded) = model.embed(&texts, "embedding chunks (ort)")?;
+        let info = &model.info;
         ctx.record_stat("texts_embedded", embedded as u64);
         ctx.record_stat("texts_from_cache", (texts.len() - embedded) as u64);
         tracing::info!(chunks = chunks.len(), embedded, "indexing");
@@ -147,7 +169,7 @@ impl Stage<Settings> for IndexStage {
         writer.finish()?;
         let meta = serde_json::json!({
             "model": s.export.model.as_str(), "factory": s.index.factory, "embedding_dim": dim,
-            "token_dim": info.token_dim, "count": chunks.len(), "onnx_blake3": hash,
+            "token_dim": info.token_dim, "count": chunks.len(), "onnx_model": served,
         });
         let p = ctx.output(INFO);
         std::fs::write(&p, serde_json::to_vec_pretty(&meta).map_err(Error::internal)?).map_err(|e| Error::io(&p, e))?;

@@ -91,14 +91,10 @@ impl Stage<Settings> for Mine {
         1
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = s.section("mine")?;
-        if let Some(t) = t.as_table_mut() {
-            t.remove("batch_size");
-        }
-        Ok(t)
+        s.section_without("mine", &["batch_size"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
+        Ok(vec![chunk::base_model_input(s)])
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.mine.clone();
