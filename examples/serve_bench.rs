@@ -1,18 +1,35 @@
 //! Benchmark helper for `make bench` (issue 5): ONNX Runtime embedding throughput and query latency.
 //!
-//! `serve_bench embed CORPUS.jsonl MODEL_DIR OUT.f32 N REPEATS` — exports MODEL_DIR to ONNX (Rust graph),
+//! `serve_bench embed CORPUS.jsonl MODEL_DIR OUT.f32 N REPEATS [none|int8]` — exports MODEL_DIR to ONNX (Rust graph,
+//! float32 or with int8 MatMuls),
 //! embeds the first N passages as `title + " " + text` with ort, prints a JSON line and writes the vectors
 //! (row-major f32, little-endian) so the Python side can compare them with sentence-transformers.
 //!
-//! `serve_bench latency CORPUS.jsonl QUERIES.jsonl MODEL_DIR SYNTHETIC_N` — one process: load model, embed
+//! `serve_bench latency CORPUS.jsonl QUERIES.jsonl MODEL_DIR SYNTHETIC_N [none|int8]` — one process: load model, embed
 //! the corpus, build a Flat index (and a second one padded with SYNTHETIC_N random unit vectors), then time
 //! 300 single queries (encode + search, k=10) against each; prints p50/p95 as JSON lines.
+//!
+//! `serve_bench boolq BOOLQ_DIR MODEL_DIR [none|int8]` — the reproduction figure: every BoolQ passage
+//! (`title + " " + text`) and question embedded by the export, a Flat index, document-level nDCG@10, R@1 and
+//! MRR@10 over qrels.tsv; prints a JSON line (the int8 gate compares it with the float32 line).
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use coltrast::embed::OrtEncoder;
 use coltrast::index::VectorIndex;
+use coltrast::onnx::{ExportOptions, Quantize};
+
+fn export(model: &str, dir: &std::path::Path, quantize: Option<&String>) -> anyhow::Result<()> {
+    let quantize = match quantize.map(|s| s.as_str()) {
+        None | Some("none") => Quantize::None,
+        Some("int8") => Quantize::Int8,
+        Some(other) => anyhow::bail!("quantize: {other:?}, expected none or int8"),
+    };
+    let opts = ExportOptions { quantize, ..Default::default() };
+    coltrast::onnx::export_sentence_model_with(model.as_ref(), &dir.join("model.onnx"), &opts)?;
+    Ok(())
+}
 
 fn lines(path: &str, n: usize, f: impl Fn(&serde_json::Value) -> String) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
@@ -37,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         Some("embed") => {
             let (corpus, model, out) = (&a[2], &a[3], &a[4]);
             let (n, repeats): (usize, usize) = (a[5].parse()?, a[6].parse()?);
-            coltrast::onnx::export_sentence_model(model.as_ref(), &tmp.path().join("model.onnx"))?;
+            export(model, tmp.path(), a.get(7))?;
             let enc = OrtEncoder::from_settings(tmp.path(), &settings)?;
             let texts = lines(corpus, n, doc)?;
             let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
@@ -57,13 +74,13 @@ fn main() -> anyhow::Result<()> {
             let med = pct(times.clone(), 0.5);
             println!(
                 "{}",
-                serde_json::json!({"system": "coltrast-ort", "passages": refs.len(), "seconds": times, "median_s": med, "per_s": refs.len() as f64 / med})
+                serde_json::json!({"system": "coltrast-ort", "quantize": a.get(7).map(|s| s.as_str()).unwrap_or("none"), "passages": refs.len(), "seconds": times, "median_s": med, "per_s": refs.len() as f64 / med})
             );
         }
         Some("latency") => {
             let (corpus, queries, model) = (&a[2], &a[3], &a[4]);
             let synthetic: usize = a[5].parse()?;
-            coltrast::onnx::export_sentence_model(model.as_ref(), &tmp.path().join("model.onnx"))?;
+            export(model, tmp.path(), a.get(6))?;
             let t0 = Instant::now();
             let enc = OrtEncoder::from_settings(tmp.path(), &settings)?;
             let load_s = t0.elapsed().as_secs_f64();
@@ -103,7 +120,49 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        _ => anyhow::bail!("usage: serve_bench embed|latency ..."),
+        Some("boolq") => {
+            let (dir, model) = (std::path::Path::new(&a[2]), &a[3]);
+            export(model, tmp.path(), a.get(4))?;
+            let enc = OrtEncoder::from_settings(tmp.path(), &settings)?;
+            let id = |v: &serde_json::Value| v["_id"].as_str().unwrap_or("").to_string();
+            let corpus = dir.join("corpus.jsonl").to_string_lossy().to_string();
+            let queries = dir.join("queries.jsonl").to_string_lossy().to_string();
+            let (doc_ids, texts) = (lines(&corpus, usize::MAX, id)?, lines(&corpus, usize::MAX, doc)?);
+            let (q_ids, q_texts) = (
+                lines(&queries, usize::MAX, id)?,
+                lines(&queries, usize::MAX, |v| v["text"].as_str().unwrap_or("").to_string())?,
+            );
+            let mut qrels: std::collections::HashMap<String, std::collections::BTreeSet<String>> = Default::default();
+            for line in std::fs::read_to_string(dir.join("qrels.tsv"))?.lines().skip(1) {
+                let f: Vec<&str> = line.split('\t').collect();
+                if f.len() >= 3 && f[2].trim() != "0" {
+                    qrels.entry(f[0].to_string()).or_default().insert(f[1].to_string());
+                }
+            }
+            let t = Instant::now();
+            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            let docs = enc.embed(&refs)?;
+            let embed_s = t.elapsed().as_secs_f64();
+            let index = VectorIndex::build("Flat", docs.dim, &docs.data, None)?;
+            let qrefs: Vec<&str> = q_texts.iter().map(|s| s.as_str()).collect();
+            let hits = index.search(&enc.embed(&qrefs)?.data, 10)?;
+            let mut sum = [0f64; 5];
+            let mut n = 0usize;
+            for (qid, h) in q_ids.iter().zip(&hits) {
+                let Some(rel) = qrels.get(qid) else { continue };
+                let ranked: Vec<String> = h.iter().map(|&(r, _)| doc_ids[r as usize].clone()).collect();
+                for (s, v) in sum.iter_mut().zip(coltrast::metrics::QueryMetrics::compute(&ranked, rel).values()) {
+                    *s += v;
+                }
+                n += 1;
+            }
+            let m = |i: usize| sum[i] / n.max(1) as f64;
+            println!(
+                "{}",
+                serde_json::json!({"quantize": a.get(4).map(|s| s.as_str()).unwrap_or("none"), "queries": n, "passages": docs.len(), "ndcg@10": m(4), "recall@1": m(0), "mrr@10": m(3), "embed_s": embed_s})
+            );
+        }
+        _ => anyhow::bail!("usage: serve_bench embed|latency|boolq ..."),
     }
     Ok(())
 }

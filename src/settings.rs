@@ -344,11 +344,14 @@ impl ServedModel {
 pub struct ExportSettings {
     /// `"coltrast"` (default) or `"base"`: the model the index and the queries serve. Both are exported.
     pub model: ServedModel,
+    /// `"none"` (default, float32) or `"int8"`: dynamically quantised MatMuls in the encoder layers of both
+    /// exported models (faster on CPU; parity is then checked by cosine, see the export stage).
+    pub quantize: crate::onnx::Quantize,
 }
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        ExportSettings { model: ServedModel::Coltrast }
+        ExportSettings { model: ServedModel::Coltrast, quantize: crate::onnx::Quantize::None }
     }
 }
 

@@ -114,6 +114,21 @@ impl ParityReport {
         self.max_abs_diff <= tolerance
     }
 
+    /// `Ok` when every sentence's cosine is at least `min` (the check for quantised exports), else an error
+    /// naming the worst sentence.
+    pub fn check_cosine(&self, min: f32) -> Result<()> {
+        if self.min_cosine >= min {
+            return Ok(());
+        }
+        let worst = self.cases.iter().min_by(|a, b| a.cosine.total_cmp(&b.cosine));
+        Err(Error::Internal(format!(
+            "ONNX parity failed: min cosine {:.6} < {min} (max abs diff {:.3e}); worst sentence: {:?}",
+            self.min_cosine,
+            self.max_abs_diff,
+            worst.map(|c| c.text.as_str()).unwrap_or("")
+        )))
+    }
+
     /// `Ok` within `tolerance`, else an error naming the worst sentence.
     pub fn check(&self, tolerance: f32) -> Result<()> {
         if self.passes(tolerance) {

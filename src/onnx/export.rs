@@ -10,6 +10,14 @@
 //!   model), the last hidden state itself, L2-normalised per token** (dim = hidden_size). Padded positions
 //!   are computed too; callers drop them using the attention mask.
 //!
+//! With [`Quantize::Int8`] the six weight MatMuls of every encoder layer (Q, K, V, attention output,
+//! intermediate, output) are dynamically quantised with standard ONNX ops: the activation goes through
+//! `DynamicQuantizeLinear` (uint8, per tensor, computed at run time, shared by Q/K/V), the weight is stored
+//! as symmetric per-output-column int8 with its float scales, `MatMulInteger` multiplies, and `Cast` + `Mul`
+//! by `activation_scale × weight_scales` bring the int32 result back to float before the bias `Add`. ONNX
+//! Runtime fuses this into its int8 kernels. Embeddings, attention scores, LayerNorm, pooling, Dense and
+//! the token head stay float32.
+//!
 //! The 1/√d_head attention scale is folded into the query weights and bias. Position ids are the first
 //! `sequence` rows of the position table (`Shape(input_ids)[1]` → `Slice`), so sequences must be at most
 //! `max_position_embeddings` long (the encoder truncates at `max_seq_length`). Opset 17, IR version 8,
@@ -29,6 +37,7 @@
 //! # Ok::<(), coltrast::Error>(())
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -60,10 +69,35 @@ const MASK_NEG: f32 = -1e9;
 const POOL_EPS: f32 = 1e-9;
 const NORM_EPS: f32 = 1e-12;
 
+/// Largest magnitude of a symmetric int8 weight (-127..=127; -128 is left out so the range is symmetric).
+const INT8_MAX: f32 = 127.0;
+
+/// Precision of the encoder layers' weight MatMuls (`export.quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// float32 throughout: matches libtorch within 1e-4.
+    #[default]
+    None,
+    /// Dynamically quantised int8 MatMuls in the encoder layers (see the module docs).
+    Int8,
+}
+
+impl Quantize {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantize::None => "none",
+            Quantize::Int8 => "int8",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
     /// Add a third output, `last_hidden_state` [batch, sequence, hidden] (tests and parity checks).
     pub last_hidden_state: bool,
+    /// Quantise the encoder layers' MatMuls.
+    pub quantize: Quantize,
 }
 
 /// What was written.
@@ -80,6 +114,7 @@ pub struct ExportInfo {
     pub has_dense: bool,
     pub has_token_head: bool,
     pub outputs: Vec<String>,
+    pub quantize: Quantize,
     pub onnx_bytes: u64,
     pub node_count: usize,
 }
@@ -115,6 +150,9 @@ pub struct OnnxModelInfo {
     /// false: `token_embeddings` is the per-token L2-normalised last hidden state.
     pub token_head: bool,
     pub tokenizer_files: Vec<String>,
+    /// `"none"` (float32) or `"int8"` (absent in files written before quantisation existed: float32).
+    #[serde(default)]
+    pub quantize: Quantize,
 }
 
 impl OnnxModelInfo {
@@ -208,6 +246,7 @@ pub fn export_sentence_model_with(model_dir: &Path, out_path: &Path, opts: &Expo
         dense: model.dense.is_some(),
         token_head: model.token_head.is_some(),
         tokenizer_files: copied,
+        quantize: opts.quantize,
     };
     let info_path = out_dir.join(INFO_FILE);
     let json = serde_json::to_vec_pretty(&info).map_err(Error::internal)?;
@@ -225,23 +264,93 @@ pub fn export_sentence_model_with(model_dir: &Path, out_path: &Path, opts: &Expo
         has_dense: model.dense.is_some(),
         has_token_head: model.token_head.is_some(),
         outputs: outputs.into_iter().map(|o| o.name).collect(),
+        quantize: opts.quantize,
         onnx_bytes: bytes.len() as u64,
         node_count,
     })
 }
 
-/// `x @ W^T + b` with W in HF layout (`scale` multiplies weight and bias).
-fn linear(g: &mut GraphBuilder, x: &str, lin: &Linear, hint: &str, scale: f32) -> String {
-    let mut wt = lin.weight_t();
-    let mut b = lin.bias.clone();
-    if scale != 1.0 {
-        wt.iter_mut().for_each(|v| *v *= scale);
-        b.iter_mut().for_each(|v| *v *= scale);
+/// Symmetric per-column int8 quantisation of a row-major `[rows, cols]` matrix: `w ≈ q · scale[col]`
+/// with `scale[col] = max|w[·, col]| / 127` (1 for an all-zero column) and `q` rounded to -127..=127.
+pub fn quantize_columns(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    debug_assert_eq!(w.len(), rows * cols);
+    let mut scales = vec![0f32; cols];
+    for r in 0..rows {
+        for (c, s) in scales.iter_mut().enumerate() {
+            *s = s.max(w[r * cols + c].abs());
+        }
     }
-    let w = g.weight(&format!("{hint}.weight_t"), &[lin.in_features, lin.out_features], wt);
-    let bias = g.weight(&format!("{hint}.bias"), &[lin.out_features], b);
-    let mm = g.op("MatMul", &[x, &w], vec![], &format!("{hint}.matmul"));
-    g.op("Add", &[&mm, &bias], vec![], hint)
+    for s in scales.iter_mut() {
+        *s = if *s > 0.0 { *s / INT8_MAX } else { 1.0 };
+    }
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v / scales[i % cols]).round().clamp(-INT8_MAX, INT8_MAX) as i8)
+        .collect();
+    (q, scales)
+}
+
+/// Emits the dense layers: float32 `MatMul + Add`, or (for the encoder layers under [`Quantize::Int8`])
+/// the dynamically quantised form, quantising each activation once however many layers read it.
+struct Linears {
+    quantize: Quantize,
+    /// activation name → (uint8 values, scale, zero point) from its DynamicQuantizeLinear.
+    quantized: HashMap<String, [String; 3]>,
+}
+
+impl Linears {
+    fn new(quantize: Quantize) -> Self {
+        Linears { quantize, quantized: HashMap::new() }
+    }
+
+    /// `x @ W^T + b` with W in HF layout (`scale` multiplies weight and bias). `quantizable`: an encoder
+    /// layer weight, which [`Quantize::Int8`] stores as int8.
+    fn apply(
+        &mut self,
+        g: &mut GraphBuilder,
+        x: &str,
+        lin: &Linear,
+        hint: &str,
+        scale: f32,
+        quantizable: bool,
+    ) -> String {
+        let mut wt = lin.weight_t();
+        let mut b = lin.bias.clone();
+        if scale != 1.0 {
+            wt.iter_mut().for_each(|v| *v *= scale);
+            b.iter_mut().for_each(|v| *v *= scale);
+        }
+        let (k, n) = (lin.in_features, lin.out_features);
+        let mm = if quantizable && self.quantize == Quantize::Int8 {
+            let [xq, xs, xzp] = self
+                .quantized
+                .entry(x.to_string())
+                .or_insert_with(|| {
+                    let out = g.op_multi(
+                        "DynamicQuantizeLinear",
+                        &[x],
+                        vec![],
+                        &[&format!("{x}.quantized"), &format!("{x}.scale"), &format!("{x}.zero_point")],
+                    );
+                    [out[0].clone(), out[1].clone(), out[2].clone()]
+                })
+                .clone();
+            let (q, scales) = quantize_columns(&wt, k, n);
+            let wq = g.weight_i8(&format!("{hint}.weight_t_int8"), &[k, n], q);
+            let ws = g.weight(&format!("{hint}.weight_scale"), &[n], scales);
+            let wzp = g.weight_i8(&format!("{hint}.weight_zero_point"), &[n], vec![0; n]);
+            let acc = g.op("MatMulInteger", &[&xq, &wq, &xzp, &wzp], vec![], &format!("{hint}.matmul_int32"));
+            let acc = g.op("Cast", &[&acc], vec![attr_i("to", data_type::FLOAT as i64)], &format!("{hint}.matmul_f"));
+            let s = g.op("Mul", &[&xs, &ws], vec![], &format!("{hint}.matmul_scale"));
+            g.op("Mul", &[&acc, &s], vec![], &format!("{hint}.matmul"))
+        } else {
+            let w = g.weight(&format!("{hint}.weight_t"), &[k, n], wt);
+            g.op("MatMul", &[x, &w], vec![], &format!("{hint}.matmul"))
+        };
+        let bias = g.weight(&format!("{hint}.bias"), &[n], b);
+        g.op("Add", &[&mm, &bias], vec![], hint)
+    }
 }
 
 fn layer_norm(g: &mut GraphBuilder, x: &str, ln: &LayerNorm, eps: f32, hint: &str) -> String {
@@ -269,6 +378,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
     let dh = c.head_dim();
     let eps = c.layer_norm_eps as f32;
     let mut g = GraphBuilder::new();
+    let mut lin = Linears::new(opts.quantize);
     for n in [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS, LAST_HIDDEN_STATE] {
         g.reserve(n);
     }
@@ -308,9 +418,9 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
     let half = g.scalar(0.5);
     for (l, layer) in m.layers.iter().enumerate() {
         let p = format!("l{l}");
-        let q = linear(&mut g, &x, &layer.query, &format!("{p}.q"), scale);
-        let k = linear(&mut g, &x, &layer.key, &format!("{p}.k"), 1.0);
-        let v = linear(&mut g, &x, &layer.value, &format!("{p}.v"), 1.0);
+        let q = lin.apply(&mut g, &x, &layer.query, &format!("{p}.q"), scale, true);
+        let k = lin.apply(&mut g, &x, &layer.key, &format!("{p}.k"), 1.0, true);
+        let v = lin.apply(&mut g, &x, &layer.value, &format!("{p}.v"), 1.0, true);
         let q = g.op("Reshape", &[&q, &split_heads], vec![], &format!("{p}.q_heads"));
         let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.q_t"));
         let k = g.op("Reshape", &[&k, &split_heads], vec![], &format!("{p}.k_heads"));
@@ -323,17 +433,17 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
         let ctx = g.op("MatMul", &[&probs, &v], vec![], &format!("{p}.ctx"));
         let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.ctx_t"));
         let ctx = g.op("Reshape", &[&ctx, &merge_heads], vec![], &format!("{p}.ctx_merged"));
-        let a = linear(&mut g, &ctx, &layer.attn_out, &format!("{p}.attn_out"), 1.0);
+        let a = lin.apply(&mut g, &ctx, &layer.attn_out, &format!("{p}.attn_out"), 1.0, true);
         let a = g.op("Add", &[&a, &x], vec![], &format!("{p}.attn_residual"));
         let h1 = layer_norm(&mut g, &a, &layer.attn_norm, eps, &format!("{p}.attn_norm"));
-        let i = linear(&mut g, &h1, &layer.intermediate, &format!("{p}.inter"), 1.0);
+        let i = lin.apply(&mut g, &h1, &layer.intermediate, &format!("{p}.inter"), 1.0, true);
         // exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))
         let d = g.op("Div", &[&i, &sqrt2], vec![], &format!("{p}.gelu_div"));
         let e = g.op("Erf", &[&d], vec![], &format!("{p}.gelu_erf"));
         let e1 = g.op("Add", &[&e, &one], vec![], &format!("{p}.gelu_add"));
         let xe = g.op("Mul", &[&i, &e1], vec![], &format!("{p}.gelu_mul"));
         let act = g.op("Mul", &[&xe, &half], vec![], &format!("{p}.gelu"));
-        let o = linear(&mut g, &act, &layer.output, &format!("{p}.out"), 1.0);
+        let o = lin.apply(&mut g, &act, &layer.output, &format!("{p}.out"), 1.0, true);
         let o = g.op("Add", &[&o, &h1], vec![], &format!("{p}.out_residual"));
         x = layer_norm(&mut g, &o, &layer.out_norm, eps, &format!("{p}.out_norm"));
     }
@@ -352,7 +462,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
     let count = g.op("Max", &[&count, &pool_eps], vec![], "pool.count_clamped");
     let mut pooled = g.op("Div", &[&summed, &count], vec![], "pool.mean");
     if let Some(dense) = &m.dense {
-        pooled = linear(&mut g, &pooled, &dense.linear, "dense", 1.0);
+        pooled = lin.apply(&mut g, &pooled, &dense.linear, "dense", 1.0, false);
         if dense.activation == DenseActivation::Tanh {
             pooled = g.op("Tanh", &[&pooled], vec![], "dense.tanh");
         }
@@ -361,7 +471,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
 
     // --- token output
     let tok = match &m.token_head {
-        Some(head) => linear(&mut g, &x, head, "token_head", 1.0),
+        Some(head) => lin.apply(&mut g, &x, head, "token_head", 1.0, false),
         None => x.clone(),
     };
     l2_normalize_into(&mut g, &tok, TOKEN_EMBEDDINGS);
@@ -405,6 +515,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
             meta("max_seq_length", m.max_seq_length.to_string()),
             meta("pooling", "mean".into()),
             meta("token_head", m.token_head.is_some().to_string()),
+            meta("quantize", opts.quantize.as_str().into()),
         ],
         ..Default::default()
     };

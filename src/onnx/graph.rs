@@ -1,5 +1,5 @@
-//! A small builder for ONNX graphs: unique value names, float32 initializers, cached constants and
-//! one-output nodes.
+//! A small builder for ONNX graphs: unique value names, float32 and int8 initializers, cached constants
+//! and nodes.
 //!
 //! What: keeps the nodes in the order they are added (so a graph built front to back is topologically
 //! sorted, as ONNX requires) and the initializers beside them.
@@ -86,6 +86,20 @@ impl GraphBuilder {
         name
     }
 
+    /// An int8 initializer (weights quantised by the exporter). Returns its value name.
+    pub fn weight_i8(&mut self, hint: &str, dims: &[usize], data: Vec<i8>) -> String {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+        let name = self.fresh(hint);
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::INT8,
+            name: name.clone(),
+            raw_data: data.iter().map(|&v| v as u8).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
     /// An int64 constant tensor (shared between uses of the same value).
     pub fn const_i64(&mut self, dims: &[usize], vals: &[i64]) -> String {
         let key = format!("i64{dims:?}{vals:?}");
@@ -145,6 +159,27 @@ impl GraphBuilder {
             attribute: attrs,
             ..Default::default()
         });
+    }
+
+    /// Add a node with several outputs, one per hint (e.g. DynamicQuantizeLinear); returns their names.
+    pub fn op_multi(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        hints: &[&str],
+    ) -> Vec<String> {
+        let outputs: Vec<String> = hints.iter().map(|h| self.fresh(h)).collect();
+        let name = format!("{op_type}_{}", self.nodes.len());
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.clone(),
+            name,
+            op_type: op_type.to_string(),
+            attribute: attrs,
+            ..Default::default()
+        });
+        outputs
     }
 
     pub fn node_count(&self) -> usize {

@@ -217,7 +217,7 @@ fn check_tiny_against_tch(dense: bool, tanh: bool, head: bool) {
         std::fs::write(src.join("2_Dense/config.json"), cfg).unwrap();
     }
     let onnx_dir = tmp.path().join("onnx");
-    export_sentence_model_with(&src, &onnx_dir.join("model.onnx"), &ExportOptions { last_hidden_state: true }).unwrap();
+    export_sentence_model_with(&src, &onnx_dir.join("model.onnx"), &ExportOptions { last_hidden_state: true, ..Default::default() }).unwrap();
     // a small token budget forces several batches with different padding
     let opts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3 };
     let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
@@ -394,7 +394,7 @@ fn minilm_last_hidden_state_matches_fixture() {
     let tmp = tempfile::tempdir().unwrap();
     let onnx_dir = tmp.path().join("onnx");
     let info =
-        export_sentence_model_with(&model, &onnx_dir.join("model.onnx"), &ExportOptions { last_hidden_state: true })
+        export_sentence_model_with(&model, &onnx_dir.join("model.onnx"), &ExportOptions { last_hidden_state: true, ..Default::default() })
             .unwrap();
     assert_eq!(info.outputs.len(), 3);
     let enc = OrtEncoder::load(&onnx_dir, &lib, 2).unwrap();

@@ -14,21 +14,29 @@
 //! `onnx_model.json` (inputs, outputs, dims, max_seq_length, opset). `parity.json`: the parity reports.
 //!
 //! **Params.** `export.model` (`"coltrast"` or `"base"`): which of the two the index stage and the query
-//! commands serve.
+//! commands serve (not part of this stage's fingerprint). `export.quantize` (`"none"` or `"int8"`): int8
+//! exports have dynamically quantised encoder MatMuls, so they cannot match libtorch to 1e-4; their parity
+//! check is instead a minimum cosine to libtorch of [`INT8_MIN_COSINE`] for every sentence embedding and
+//! [`INT8_MIN_TOKEN_COSINE`] for every token embedding.
 //!
 //! **Example.** `coltrast run export && python -c "import onnxruntime as o; o.InferenceSession('…/coltrast/model.onnx')"`
 
 use std::path::Path;
 
-use crate::embed::{max_abs_diff, OrtEncoder, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
+use crate::embed::{cosine, max_abs_diff, OrtEncoder, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
+use crate::onnx::{export_sentence_model_with, ExportOptions, Quantize};
 use crate::settings::Settings;
 use crate::stages::train;
 
 pub const FINETUNED: &str = "coltrast";
 pub const BASE: &str = "base";
 pub const MODEL_FILE: &str = "model.onnx";
+/// int8 exports: the least cosine between an ONNX sentence embedding and libtorch's.
+pub const INT8_MIN_COSINE: f32 = 0.99;
+/// int8 exports: the least cosine between an ONNX token embedding and libtorch's.
+pub const INT8_MIN_TOKEN_COSINE: f32 = 0.95;
 
 pub struct Export;
 
@@ -40,11 +48,11 @@ impl Stage<Settings> for Export {
         &["train"]
     }
     fn code_version(&self) -> u32 {
-        1
+        2
     }
-    fn settings(&self, _s: &Settings) -> Result<toml::Value> {
+    fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model only picks what is served; both models are always exported.
-        Ok(toml::Value::Table(toml::Table::new()))
+        s.section_without("export", &["model"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
@@ -54,10 +62,12 @@ impl Stage<Settings> for Export {
         let trained = ctx.upstream_dir("train")?.join(train::MODEL_DIR);
         let out_ft = ctx.output(FINETUNED);
         let out_base = ctx.output(BASE);
-        let info_ft = crate::onnx::export_sentence_model(&trained, &out_ft.join(MODEL_FILE))?;
-        crate::onnx::export_sentence_model(&s.base_model_dir(), &out_base.join(MODEL_FILE))?;
+        let opts = ExportOptions { quantize: s.export.quantize, ..Default::default() };
+        let info_ft = export_sentence_model_with(&trained, &out_ft.join(MODEL_FILE), &opts)?;
+        export_sentence_model_with(&s.base_model_dir(), &out_base.join(MODEL_FILE), &opts)?;
         ctx.record_stat("embedding_dim", info_ft.embedding_dim as u64);
         ctx.record_stat("token_dim", info_ft.token_dim as u64);
+        ctx.record_stat("onnx_bytes", info_ft.onnx_bytes);
 
         // Parity: ort against libtorch on fixed sentences.
         let device = tch::Device::Cpu;
@@ -70,18 +80,44 @@ impl Stage<Settings> for Export {
         let base_ref = base_enc.embed(PARITY_SENTENCES, 8).map_err(Error::from)?;
         let base_rows: Vec<Vec<f32>> = base_ref.rows().map(|r| r.to_vec()).collect();
         let base = OrtEncoder::from_settings(&out_base, s)?.parity(PARITY_SENTENCES, &base_rows)?;
-        write_parity(&ctx.output("parity.json"), &pooled, tokens, &base)?;
+        write_parity(&ctx.output("parity.json"), s.export.quantize, &pooled, tokens, &base)?;
         ctx.record_stat("parity_max_abs_diff_coltrast", pooled.max_abs_diff as f64);
-        ctx.record_stat("parity_max_abs_diff_tokens", tokens as f64);
+        ctx.record_stat("parity_max_abs_diff_tokens", tokens.max_abs_diff as f64);
         ctx.record_stat("parity_max_abs_diff_base", base.max_abs_diff as f64);
-        pooled.check(PARITY_TOLERANCE)?;
-        base.check(PARITY_TOLERANCE)?;
-        if tokens > PARITY_TOLERANCE {
-            return Err(Error::Internal(format!(
-                "ONNX parity failed: token embeddings differ from libtorch by {tokens:.3e} > {PARITY_TOLERANCE:.0e}"
-            )));
+        ctx.record_stat("parity_min_cosine_coltrast", pooled.min_cosine as f64);
+        ctx.record_stat("parity_min_cosine_tokens", tokens.min_cosine as f64);
+        ctx.record_stat("parity_min_cosine_base", base.min_cosine as f64);
+        match s.export.quantize {
+            Quantize::None => {
+                pooled.check(PARITY_TOLERANCE)?;
+                base.check(PARITY_TOLERANCE)?;
+                if tokens.max_abs_diff > PARITY_TOLERANCE {
+                    return Err(Error::Internal(format!(
+                        "ONNX parity failed: token embeddings differ from libtorch by {:.3e} > {PARITY_TOLERANCE:.0e}",
+                        tokens.max_abs_diff
+                    )));
+                }
+            }
+            Quantize::Int8 => {
+                pooled.check_cosine(INT8_MIN_COSINE)?;
+                base.check_cosine(INT8_MIN_COSINE)?;
+                if tokens.min_cosine < INT8_MIN_TOKEN_COSINE {
+                    return Err(Error::Internal(format!(
+                        "int8 ONNX parity failed: a token embedding has cosine {:.5} < {INT8_MIN_TOKEN_COSINE} to libtorch",
+                        tokens.min_cosine
+                    )));
+                }
+            }
         }
-        tracing::info!(pooled = pooled.max_abs_diff, tokens, base = base.max_abs_diff, "ONNX parity");
+        tracing::info!(
+            quantize = s.export.quantize.as_str(),
+            pooled = pooled.max_abs_diff,
+            pooled_min_cos = pooled.min_cosine,
+            tokens = tokens.max_abs_diff,
+            tokens_min_cos = tokens.min_cosine,
+            base = base.max_abs_diff,
+            "ONNX parity"
+        );
         Ok(())
     }
 }
@@ -94,10 +130,16 @@ fn tensor_rows(t: &tch::Tensor) -> Result<Vec<Vec<f32>>> {
     Ok((0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect())
 }
 
-/// Max abs difference between tch's and ort's token embeddings (real tokens only).
-fn token_parity(model: &crate::train::model::ColTrastModel, ort: &OrtEncoder) -> Result<f32> {
+/// How far ort's token embeddings are from libtorch's (real tokens only).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct TokenParity {
+    max_abs_diff: f32,
+    min_cosine: f32,
+}
+
+fn token_parity(model: &crate::train::model::ColTrastModel, ort: &OrtEncoder) -> Result<TokenParity> {
     let got = ort.embed_tokens(PARITY_SENTENCES)?;
-    let mut worst = 0f32;
+    let mut worst = TokenParity { max_abs_diff: 0.0, min_cosine: f32::INFINITY };
     let _guard = tch::no_grad_guard();
     for (i, text) in PARITY_SENTENCES.iter().enumerate() {
         let batch = model.encoder().batch(&[text]).map_err(Error::from)?;
@@ -106,13 +148,32 @@ fn token_parity(model: &crate::train::model::ColTrastModel, ort: &OrtEncoder) ->
         let rows = enc.tokens.get(0).narrow(0, 0, n).to_device(tch::Device::Cpu).contiguous();
         let flat: Vec<f32> =
             Vec::<f32>::try_from(rows.view([-1])).map_err(|e| Error::internal(format!("tensor: {e}")))?;
-        worst = worst.max(max_abs_diff(&flat, &got[i].data));
+        worst.max_abs_diff = worst.max_abs_diff.max(max_abs_diff(&flat, &got[i].data));
+        let dim = got[i].dim;
+        for (r, row) in flat.chunks(dim).enumerate() {
+            worst.min_cosine = worst.min_cosine.min(cosine(row, got[i].row(r)));
+        }
     }
     Ok(worst)
 }
 
-fn write_parity(path: &Path, pooled: &ParityReport, tokens: f32, base: &ParityReport) -> Result<()> {
-    let v = serde_json::json!({"tolerance": PARITY_TOLERANCE, "coltrast_sentence": pooled, "coltrast_tokens_max_abs_diff": tokens, "base_sentence": base});
+fn write_parity(
+    path: &Path,
+    quantize: Quantize,
+    pooled: &ParityReport,
+    tokens: TokenParity,
+    base: &ParityReport,
+) -> Result<()> {
+    let v = serde_json::json!({
+        "quantize": quantize,
+        "tolerance": PARITY_TOLERANCE,
+        "int8_min_cosine": INT8_MIN_COSINE,
+        "int8_min_token_cosine": INT8_MIN_TOKEN_COSINE,
+        "coltrast_sentence": pooled,
+        "coltrast_tokens_max_abs_diff": tokens.max_abs_diff,
+        "coltrast_tokens_min_cosine": tokens.min_cosine,
+        "base_sentence": base,
+    });
     let bytes = serde_json::to_vec_pretty(&v).map_err(Error::internal)?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
