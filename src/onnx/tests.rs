@@ -278,6 +278,85 @@ fn tiny_model_with_tanh_dense_matches_tch() {
 }
 
 #[test]
+fn quantize_columns_is_symmetric_per_column() {
+    // [[1, -0.5, 0], [-2, 0.25, 0]]: column maxima 2, 0.5 and an all-zero column
+    let w = [1.0, -0.5, 0.0, -2.0, 0.25, 0.0];
+    let (q, scales) = quantize_columns(&w, 2, 3);
+    assert_eq!(scales, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
+    // 1 / (2/127) = 63.5 and 0.25 / (0.5/127) = 63.5 round away from zero
+    assert_eq!(q, vec![64, -127, 0, -127, 64, 0]);
+    let mut rng = Rng::new(5);
+    let (rows, cols) = (7, 5);
+    let w = rng.vec(rows * cols, 3.0);
+    let (q, scales) = quantize_columns(&w, rows, cols);
+    for (i, (&v, &qv)) in w.iter().zip(&q).enumerate() {
+        let s = scales[i % cols];
+        assert!((v - qv as f32 * s).abs() <= s / 2.0 + 1e-6, "element {i}: {v} vs {qv}·{s}");
+        assert!(qv != i8::MIN, "-128 is never used");
+    }
+    for c in 0..cols {
+        assert!((0..rows).any(|r| q[r * cols + c].unsigned_abs() == 127), "column {c} uses the full range");
+    }
+}
+
+fn op_counts(path: &Path) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for node in decode(path).graph.unwrap().node {
+        *n.entry(node.op_type).or_insert(0) += 1;
+    }
+    n
+}
+
+#[test]
+fn tiny_int8_export_quantises_every_encoder_matmul_and_stays_close_to_tch() {
+    let test = "tiny_int8_export_quantises_every_encoder_matmul_and_stays_close_to_tch";
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    write_tiny_model(&src, true, true, 42);
+    let (f32_path, int8_path) = (tmp.path().join("f32/model.onnx"), tmp.path().join("int8/model.onnx"));
+    let f = export_sentence_model(&src, &f32_path).unwrap();
+    let opts = ExportOptions { quantize: Quantize::Int8, ..Default::default() };
+    let q = export_sentence_model_with(&src, &int8_path, &opts).unwrap();
+    assert_eq!((f.quantize, q.quantize), (Quantize::None, Quantize::Int8));
+    assert_eq!(OnnxModelInfo::read(int8_path.parent().unwrap()).unwrap().quantize, Quantize::Int8);
+    assert_eq!(OnnxModelInfo::read(f32_path.parent().unwrap()).unwrap().quantize, Quantize::None);
+
+    let (fc, qc) = (op_counts(&f32_path), op_counts(&int8_path));
+    let get = |m: &HashMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+    assert_eq!(get(&fc, "MatMulInteger"), 0);
+    // Q, K, V, attention output, intermediate, output per layer; Q/K/V share one quantised input
+    assert_eq!(get(&qc, "MatMulInteger"), 6 * TINY_LAYERS);
+    assert_eq!(get(&qc, "DynamicQuantizeLinear"), 4 * TINY_LAYERS);
+    // left in float: the two attention products per layer, Dense and the token head
+    assert_eq!(get(&qc, "MatMul"), 2 * TINY_LAYERS + 2);
+    assert_eq!(get(&fc, "MatMul"), 8 * TINY_LAYERS + 2);
+    let g = decode(&int8_path).graph.unwrap();
+    let int8_weights = g.initializer.iter().filter(|t| t.data_type == super::proto::data_type::INT8).count();
+    assert_eq!(int8_weights, 2 * 6 * TINY_LAYERS, "values and zero points of each quantised weight");
+
+    let Some(lib) = ort_lib(test) else { return };
+    // small batches: dynamic batch and sequence dims
+    let eopts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3 };
+    let enc = OrtEncoder::load_with(int8_path.parent().unwrap(), &lib, eopts).unwrap();
+    let ids = enc.tokenize(TEXTS).unwrap();
+    let r = tch_reference(&src, &ids, true, false, true);
+    let emb = enc.embed(TEXTS).unwrap();
+    let min_cos = (0..TEXTS.len()).map(|i| cosine(emb.row(i), &r.sentence[i])).fold(1f32, f32::min);
+    let worst = (0..TEXTS.len()).map(|i| max_abs_diff(emb.row(i), &r.sentence[i])).fold(0f32, f32::max);
+    let toks = enc.embed_tokens(TEXTS).unwrap();
+    let mut min_tok = 1f32;
+    for (i, rows) in toks.iter().enumerate() {
+        for (j, want) in r.tokens[i].chunks(TINY_TOKEN).enumerate() {
+            min_tok = min_tok.min(cosine(rows.row(j), want));
+        }
+    }
+    eprintln!("{test}: sentence min cos {min_cos:.5} (max abs diff {worst:.2e}), token min cos {min_tok:.5}");
+    assert!(min_cos >= 0.99, "int8 sentence cos {min_cos}");
+    assert!(min_tok >= 0.95, "int8 token cos {min_tok}");
+    assert!(worst > 1e-6, "the int8 graph must actually differ from float32");
+}
+
+#[test]
 fn bert_prefixed_keys_export_the_same_graph() {
     let tmp = tempfile::tempdir().unwrap();
     let plain = tmp.path().join("plain");
@@ -387,6 +466,31 @@ fn minilm_matches_sentence_transformers() {
 }
 
 #[test]
+fn minilm_int8_stays_close_to_sentence_transformers() {
+    let test = "minilm_int8_stays_close_to_sentence_transformers";
+    let (Some(lib), Some(model), Some(fx)) = (ort_lib(test), minilm_dir(test), fixture(test)) else { return };
+    let cases = cases(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_dir = tmp.path().join("f32");
+    let int8_dir = tmp.path().join("int8");
+    let f = export_sentence_model(&model, &f32_dir.join("model.onnx")).unwrap();
+    let opts = ExportOptions { quantize: Quantize::Int8, ..Default::default() };
+    let q = export_sentence_model_with(&model, &int8_dir.join("model.onnx"), &opts).unwrap();
+    // int8 weights: the encoder layers shrink about 4x (the word embeddings stay float32)
+    assert!(q.onnx_bytes * 10 < f.onnx_bytes * 7, "int8 {} vs float32 {} bytes", q.onnx_bytes, f.onnx_bytes);
+    let enc = OrtEncoder::load(&int8_dir, &lib, 2).unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let emb = enc.embed(&texts).unwrap();
+    let cos: Vec<f32> = cases.iter().enumerate().map(|(i, c)| cosine(emb.row(i), &c.sentence)).collect();
+    let min = cos.iter().copied().fold(1f32, f32::min);
+    let mean = cos.iter().sum::<f32>() / cos.len() as f32;
+    eprintln!("{test}: int8 vs sentence-transformers cos min {min:.5}, mean {mean:.5}; {} vs {} bytes", q.onnx_bytes, f.onnx_bytes);
+    assert!(min >= 0.98, "min cos {min}");
+    assert!(mean >= 0.99, "mean cos {mean}");
+    assert!(min < 0.99999, "quantisation must change the numbers");
+}
+
+#[test]
 fn minilm_last_hidden_state_matches_fixture() {
     let test = "minilm_last_hidden_state_matches_fixture";
     let (Some(lib), Some(model), Some(fx)) = (ort_lib(test), minilm_dir(test), fixture(test)) else { return };
@@ -447,13 +551,19 @@ fn python_onnxruntime_agrees() {
         );
         return;
     };
+    for quantize in [Quantize::None, Quantize::Int8] {
+        python_onnxruntime_agrees_on(test, &lib, &python, quantize);
+    }
+}
+
+fn python_onnxruntime_agrees_on(test: &str, lib: &Path, python: &str, quantize: Quantize) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("model");
     write_tiny_model(&src, true, true, 3);
     let onnx_dir = tmp.path().join("onnx");
     let model_path = onnx_dir.join("model.onnx");
-    export_sentence_model(&src, &model_path).unwrap();
-    let enc = OrtEncoder::load(&onnx_dir, &lib, 1).unwrap();
+    export_sentence_model_with(&src, &model_path, &ExportOptions { quantize, ..Default::default() }).unwrap();
+    let enc = OrtEncoder::load(&onnx_dir, lib, 1).unwrap();
     let ids = enc.tokenize(TEXTS).unwrap();
     let refs: Vec<&[u32]> = ids.iter().map(|s| s.as_slice()).collect();
     let ours = enc.run_batch(&refs, &[SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS]).unwrap();
@@ -489,7 +599,7 @@ s, t = sess.run(["sentence_embedding", "token_embeddings"], feeds)
 print(json.dumps({"checker": checked, "sentence": s.reshape(-1).tolist(), "tokens": t.reshape(-1).tolist(),
                   "shapes": [list(s.shape), list(t.shape)]}))
 "#;
-    let out = std::process::Command::new(&python)
+    let out = std::process::Command::new(python)
         .args(["-c", script, model_path.to_str().unwrap(), in_path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -501,8 +611,11 @@ print(json.dumps({"checker": checked, "sentence": s.reshape(-1).tolist(), "token
     assert_eq!(v["shapes"][1], serde_json::json!([ids.len(), width, TINY_TOKEN]));
     let ds = max_abs_diff(&s, &ours[0].data);
     let dt = max_abs_diff(&t, &ours[1].data);
-    assert!(ds <= 1e-5 && dt <= 1e-5, "python vs rust ORT: sentence {ds}, tokens {dt}");
-    eprintln!("{test}: onnx.checker {}, max abs diff sentence {ds:.2e} tokens {dt:.2e}", v["checker"]);
+    assert!(ds <= 1e-5 && dt <= 1e-5, "python vs rust ORT ({quantize:?}): sentence {ds}, tokens {dt}");
+    eprintln!(
+        "{test} ({quantize:?}): onnx.checker {}, max abs diff sentence {ds:.2e} tokens {dt:.2e}",
+        v["checker"]
+    );
 }
 
 /// Throughput on ~300 BoolQ passages (not a timed test; run with `--ignored --nocapture`).
