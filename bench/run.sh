@@ -33,6 +33,13 @@ if want serve; then
     python3 bench/serve.py | tee bench/results/serve.md
   fi
 fi
+if want reindex; then
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping reindex: BoolQ not found at $BOOLQ"; else
+    cargo build --release --locked --example reindex_bench -q
+    export REINDEX_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/reindex_bench"
+    python3 bench/reindex.py | tee bench/results/reindex.md
+  fi
+fi
 if want train; then
   cargo build --release --locked --example train_step_bench -q
   export TRAIN_EXAMPLE="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/train_step_bench"

@@ -5,7 +5,7 @@
 //! embeds the first N passages as `title + " " + text` with ort, prints a JSON line and writes the vectors
 //! (row-major f32, little-endian) so the Python side can compare them with sentence-transformers.
 //!
-//! `serve_bench latency CORPUS.jsonl QUERIES.jsonl MODEL_DIR SYNTHETIC_N [none|int8]` — one process: load model, embed
+//! `serve_bench latency CORPUS.jsonl QUERIES.jsonl MODEL_DIR SYNTHETIC_N [none,int8]` — per export mode, one process: load model, embed
 //! the corpus, build a Flat index (and a second one padded with SYNTHETIC_N random unit vectors), then time
 //! 300 single queries (encode + search, k=10) against each; prints p50/p95 as JSON lines.
 //!
@@ -80,44 +80,48 @@ fn main() -> anyhow::Result<()> {
         Some("latency") => {
             let (corpus, queries, model) = (&a[2], &a[3], &a[4]);
             let synthetic: usize = a[5].parse()?;
-            export(model, tmp.path(), a.get(6))?;
-            let t0 = Instant::now();
-            let enc = OrtEncoder::from_settings(tmp.path(), &settings)?;
-            let load_s = t0.elapsed().as_secs_f64();
+            let modes = a.get(6).cloned().unwrap_or_else(|| "none".into());
             let texts = lines(corpus, usize::MAX, doc)?;
             let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-            let docs = enc.embed(&refs)?;
             let qs = lines(queries, 300, |v| v["text"].as_str().unwrap_or("").to_string())?;
-            let boolq = VectorIndex::build("Flat", docs.dim, &docs.data, None)?;
-            // 100k: the BoolQ vectors plus seeded random unit vectors.
-            let mut big = docs.data.clone();
-            let mut state = 7u64;
-            while big.len() < synthetic * docs.dim {
-                let mut v: Vec<f32> = (0..docs.dim)
-                    .map(|_| {
-                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-                    })
-                    .collect();
-                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.iter_mut().for_each(|x| *x /= n);
-                big.extend(v);
-            }
-            let large = VectorIndex::build("Flat", docs.dim, &big, None)?;
-            let hnsw = VectorIndex::build("HNSW32", docs.dim, &big, None)?;
-            for (name, index) in [("boolq Flat", &boolq), ("100k Flat", &large), ("100k HNSW32", &hnsw)] {
-                let mut lat = Vec::new();
-                for q in &qs {
-                    let t = Instant::now();
-                    let e = enc.embed(&[q.as_str()])?;
-                    let hits = index.search(&e.data, 10)?;
-                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                    anyhow::ensure!(!hits[0].is_empty());
+            for mode in modes.split(',') {
+                let dir = tmp.path().join(mode);
+                export(model, &dir, Some(&mode.to_string()))?;
+                let t0 = Instant::now();
+                let enc = OrtEncoder::from_settings(&dir, &settings)?;
+                let load_s = t0.elapsed().as_secs_f64();
+                let docs = enc.embed(&refs)?;
+                let boolq = VectorIndex::build("Flat", docs.dim, &docs.data, None)?;
+                // 100k: the BoolQ vectors plus seeded random unit vectors.
+                let mut big = docs.data.clone();
+                let mut state = 7u64;
+                while big.len() < synthetic * docs.dim {
+                    let mut v: Vec<f32> = (0..docs.dim)
+                        .map(|_| {
+                            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                        })
+                        .collect();
+                    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    v.iter_mut().for_each(|x| *x /= n);
+                    big.extend(v);
                 }
-                println!(
-                    "{}",
-                    serde_json::json!({"index": name, "vectors": index.len(), "queries": lat.len(), "p50_ms": pct(lat.clone(), 0.5), "p95_ms": pct(lat, 0.95), "model_load_s": load_s})
-                );
+                let large = VectorIndex::build("Flat", docs.dim, &big, None)?;
+                let hnsw = VectorIndex::build("HNSW32", docs.dim, &big, None)?;
+                for (name, index) in [("boolq Flat", &boolq), ("100k Flat", &large), ("100k HNSW32", &hnsw)] {
+                    let mut lat = Vec::new();
+                    for q in &qs {
+                        let t = Instant::now();
+                        let e = enc.embed(&[q.as_str()])?;
+                        let hits = index.search(&e.data, 10)?;
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        anyhow::ensure!(!hits[0].is_empty());
+                    }
+                    println!(
+                        "{}",
+                        serde_json::json!({"quantize": mode, "index": name, "vectors": index.len(), "queries": lat.len(), "p50_ms": pct(lat.clone(), 0.5), "p95_ms": pct(lat, 0.95), "model_load_s": load_s})
+                    );
+                }
             }
         }
         Some("boolq") => {

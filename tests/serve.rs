@@ -134,6 +134,41 @@ fn index_factories_hnsw_and_ivf_work_through_the_stage() {
     assert!(out.stderr().contains("index.factory"), "{}", out.stderr());
 }
 
+/// `export.quantize = "int8"` reruns export and what follows it (not train), passes the stage's cosine
+/// parity check, shrinks the ONNX file and still serves queries.
+#[test]
+fn int8_export_reruns_only_export_and_downstream() {
+    let p = tiny_project("epochs = 1");
+    p.run(&["run"]).ok();
+    let f32_export = manifest_of(&p, "export");
+    let int8 = ["--set", "export.quantize=int8"];
+    let out = p.run(&["run", int8[0], int8[1]]).ok();
+    assert_eq!(
+        out.stages(),
+        ["ingest cached", "chunk cached", "mine cached", "train cached", "export ran", "index ran", "eval ran"]
+    );
+    let m = manifest_of(&p, "export");
+    let stats = &m["stats"];
+    for key in ["parity_min_cosine_coltrast", "parity_min_cosine_base"] {
+        let cos = stats[key].as_f64().unwrap();
+        assert!(cos >= coltrast::stages::export::INT8_MIN_COSINE as f64 && cos < 1.0, "{key} {cos}");
+    }
+    assert!(stats["parity_max_abs_diff_coltrast"].as_f64().unwrap() > 1e-6, "int8 must differ from float32");
+    assert!(
+        stats["onnx_bytes"].as_u64().unwrap() < f32_export["stats"]["onnx_bytes"].as_u64().unwrap(),
+        "{stats} vs {}",
+        f32_export["stats"]
+    );
+    let dir = p.path().join("artifacts/export").join(m["fingerprint"].as_str().unwrap());
+    let info = coltrast::onnx::OnnxModelInfo::read(&dir.join("coltrast")).unwrap();
+    assert_eq!(info.quantize, coltrast::onnx::Quantize::Int8);
+    let v = json(&p.run(&["search", "scans", "-k", "2", "--json", int8[0], int8[1]]).ok());
+    assert_eq!(v["chunks"].as_array().unwrap().len(), 2);
+    // back to float32: the earlier export is still there, nothing runs
+    let out = p.run(&["run"]).ok();
+    assert!(out.stages().iter().all(|s| s.ends_with("cached")), "{:?}", out.stages());
+}
+
 /// The full pipeline on the real MiniLM and the sample: the four example questions get the right project.
 #[test]
 fn sample_answers_the_four_example_questions() {

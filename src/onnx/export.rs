@@ -283,11 +283,8 @@ pub fn quantize_columns(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f3
     for s in scales.iter_mut() {
         *s = if *s > 0.0 { *s / INT8_MAX } else { 1.0 };
     }
-    let q = w
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (v / scales[i % cols]).round().clamp(-INT8_MAX, INT8_MAX) as i8)
-        .collect();
+    let q =
+        w.iter().enumerate().map(|(i, &v)| (v / scales[i % cols]).round().clamp(-INT8_MAX, INT8_MAX) as i8).collect();
     (q, scales)
 }
 

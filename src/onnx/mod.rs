@@ -30,10 +30,9 @@ pub mod proto;
 pub mod safetensors;
 
 pub use export::{
-    export_sentence_model, export_sentence_model_with, quantize_columns, ExportInfo, ExportOptions, OnnxModelInfo, Quantize,
-    TensorSpec,
-    ATTENTION_MASK, INFO_FILE, INPUT_IDS, LAST_HIDDEN_STATE, OPSET, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS,
-    TOKEN_TYPE_IDS,
+    export_sentence_model, export_sentence_model_with, quantize_columns, ExportInfo, ExportOptions, OnnxModelInfo,
+    Quantize, TensorSpec, ATTENTION_MASK, INFO_FILE, INPUT_IDS, LAST_HIDDEN_STATE, OPSET, SENTENCE_EMBEDDING,
+    TOKEN_EMBEDDINGS, TOKEN_TYPE_IDS,
 };
 pub use model_dir::{BertConfig, SentenceModel};
 

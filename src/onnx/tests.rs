@@ -217,7 +217,12 @@ fn check_tiny_against_tch(dense: bool, tanh: bool, head: bool) {
         std::fs::write(src.join("2_Dense/config.json"), cfg).unwrap();
     }
     let onnx_dir = tmp.path().join("onnx");
-    export_sentence_model_with(&src, &onnx_dir.join("model.onnx"), &ExportOptions { last_hidden_state: true, ..Default::default() }).unwrap();
+    export_sentence_model_with(
+        &src,
+        &onnx_dir.join("model.onnx"),
+        &ExportOptions { last_hidden_state: true, ..Default::default() },
+    )
+    .unwrap();
     // a small token budget forces several batches with different padding
     let opts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3 };
     let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
@@ -484,7 +489,10 @@ fn minilm_int8_stays_close_to_sentence_transformers() {
     let cos: Vec<f32> = cases.iter().enumerate().map(|(i, c)| cosine(emb.row(i), &c.sentence)).collect();
     let min = cos.iter().copied().fold(1f32, f32::min);
     let mean = cos.iter().sum::<f32>() / cos.len() as f32;
-    eprintln!("{test}: int8 vs sentence-transformers cos min {min:.5}, mean {mean:.5}; {} vs {} bytes", q.onnx_bytes, f.onnx_bytes);
+    eprintln!(
+        "{test}: int8 vs sentence-transformers cos min {min:.5}, mean {mean:.5}; {} vs {} bytes",
+        q.onnx_bytes, f.onnx_bytes
+    );
     assert!(min >= 0.98, "min cos {min}");
     assert!(mean >= 0.99, "mean cos {mean}");
     assert!(min < 0.99999, "quantisation must change the numbers");
@@ -497,9 +505,12 @@ fn minilm_last_hidden_state_matches_fixture() {
     let cases = cases(&fx);
     let tmp = tempfile::tempdir().unwrap();
     let onnx_dir = tmp.path().join("onnx");
-    let info =
-        export_sentence_model_with(&model, &onnx_dir.join("model.onnx"), &ExportOptions { last_hidden_state: true, ..Default::default() })
-            .unwrap();
+    let info = export_sentence_model_with(
+        &model,
+        &onnx_dir.join("model.onnx"),
+        &ExportOptions { last_hidden_state: true, ..Default::default() },
+    )
+    .unwrap();
     assert_eq!(info.outputs.len(), 3);
     let enc = OrtEncoder::load(&onnx_dir, &lib, 2).unwrap();
     let ids: Vec<&[u32]> = cases.iter().map(|c| c.ids.as_slice()).collect();
@@ -612,10 +623,7 @@ print(json.dumps({"checker": checked, "sentence": s.reshape(-1).tolist(), "token
     let ds = max_abs_diff(&s, &ours[0].data);
     let dt = max_abs_diff(&t, &ours[1].data);
     assert!(ds <= 1e-5 && dt <= 1e-5, "python vs rust ORT ({quantize:?}): sentence {ds}, tokens {dt}");
-    eprintln!(
-        "{test} ({quantize:?}): onnx.checker {}, max abs diff sentence {ds:.2e} tokens {dt:.2e}",
-        v["checker"]
-    );
+    eprintln!("{test} ({quantize:?}): onnx.checker {}, max abs diff sentence {ds:.2e} tokens {dt:.2e}", v["checker"]);
 }
 
 /// Throughput on ~300 BoolQ passages (not a timed test; run with `--ignored --nocapture`).

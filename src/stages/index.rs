@@ -97,7 +97,8 @@ pub fn embed_cached(
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let mut missing: Vec<&str> =
         texts.iter().copied().filter(|t| !emb_cache.contains(t) || !tok_cache.contains(t)).collect();
-    missing.sort_unstable();
+    // by length first, so each group of 256 (and so each padded batch) holds texts of similar length
+    missing.sort_unstable_by_key(|t| (t.len(), *t));
     missing.dedup();
     if !missing.is_empty() {
         let bar = crate::progress::bar(missing.len() as u64, what);
