@@ -7,8 +7,10 @@ export CARGO_TARGET_DIR ?= $(COLTRAST_CACHE)/target
 export LIBTORCH ?= $(COLTRAST_CACHE)/libtorch
 # libtorch_cpu needs libcudart/libcupti from the lean venv even on CPU; the rpath of torch's libs finds them.
 
+# Two binaries: coltrast (no libtorch: starts in milliseconds) and coltrast-torch (the same CLI with libtorch),
+# which coltrast hands every run that must train or embed with libtorch.
 BIN := $(CARGO_TARGET_DIR)/release/coltrast
-SOURCES := $(shell find src -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock build.rs
+SOURCES := $(shell find src torch/src -name '*.rs' 2>/dev/null) Cargo.toml torch/Cargo.toml Cargo.lock build.rs torch/build.rs
 ARGS ?=
 
 .PHONY: setup pipeline test bench build status clean-artifacts
@@ -17,11 +19,11 @@ ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
-## build: the release binary (only when sources changed)
+## build: the release binaries (only when sources changed)
 build: setup $(BIN)
 
 $(BIN): $(SOURCES)
-	cargo build --release --locked
+	cargo build --release --locked --workspace --bins
 	@touch $@
 
 ## pipeline: run every stage of pipeline.toml (cached stages are skipped)
@@ -34,7 +36,7 @@ status: setup $(BIN)
 
 ## test: the whole test suite
 test: setup
-	cargo test --release --locked
+	cargo test --release --locked --workspace
 
 ## bench: benchmarks (creates a separate Python venv for the baselines on first use)
 bench: setup $(BIN)

@@ -16,7 +16,7 @@ if want noop; then
 fi
 if want encoder; then
   if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping encoder: BoolQ not found at $BOOLQ (set BOOLQ=...)"; else
-    cargo build --release --locked --example embed_bench -q
+    cargo build --release --locked -p coltrast-torch --example embed_bench -q
     export EXAMPLE="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/embed_bench"
     export BENCH_PY="$(bash bench/venv.sh)"
     python3 bench/encoder.py | tee bench/results/encoder.md
@@ -41,7 +41,7 @@ if want reindex; then
   fi
 fi
 if want train; then
-  cargo build --release --locked --example train_step_bench -q
+  cargo build --release --locked -p coltrast-torch --example train_step_bench -q
   export TRAIN_EXAMPLE="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/train_step_bench"
   export BENCH_PY="$(bash bench/venv.sh)"
   python3 bench/train.py | tee bench/results/train.md

@@ -53,6 +53,11 @@ pub trait Stage<C>: Sync {
     fn external_inputs(&self, config: &C) -> Result<Vec<ExternalInput>>;
     /// Do the work: read `ctx.upstream(..)`, write into `ctx.out_dir()`.
     fn run(&self, ctx: &mut StageContext<'_, C>) -> Result<()>;
+    /// Whether this process can run the stage (the libtorch stages need [`crate::backend`]). A run that
+    /// would execute an unavailable stage fails with [`Error::NeedsTorch`] before it writes anything.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -418,6 +423,17 @@ impl<'a, C> Pipeline<'a, C> {
             self.find(f)?;
         }
         let plan = self.closure(&opts.targets)?;
+        if plan.iter().any(|st| !st.available()) {
+            let statuses = self.status()?;
+            for st in plan.iter().filter(|st| !st.available()) {
+                let forced = opts.force.iter().any(|f| f == st.name());
+                let stale =
+                    statuses.iter().any(|x| x.stage == st.name() && matches!(x.freshness, Freshness::Stale { .. }));
+                if forced || stale {
+                    return Err(Error::NeedsTorch(format!("stage {} must run and needs libtorch", st.name())));
+                }
+            }
+        }
         let _lock = self.take_lock(opts.no_wait)?;
         let mut hashes = self.hash_cache(opts.verify);
         let mut done: BTreeMap<&'static str, (PathBuf, Manifest)> = BTreeMap::new();

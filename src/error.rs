@@ -39,6 +39,11 @@ pub enum Error {
     /// A bug or an engine failure; not the user's fault.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// This process has no libtorch (see [`crate::backend`]); the `coltrast` binary hands such runs over to
+    /// `coltrast-torch` before anything is written.
+    #[error("{0}")]
+    NeedsTorch(String),
 }
 
 impl Error {
@@ -64,7 +69,7 @@ impl Error {
             | Error::Usage(_)
             | Error::Locked { .. } => 1,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 1,
-            Error::Io { .. } | Error::Internal(_) => 2,
+            Error::Io { .. } | Error::Internal(_) | Error::NeedsTorch(_) => 2,
         }
     }
 }
@@ -77,23 +82,5 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
-    }
-}
-
-impl From<crate::encoder::EncoderError> for Error {
-    fn from(e: crate::encoder::EncoderError) -> Self {
-        use crate::encoder::EncoderError as E;
-        match e {
-            // The user can fix these: a missing or incomplete model dir, a bad config file.
-            E::MissingModelDir { .. }
-            | E::NotDownloadable { .. }
-            | E::MissingFile { .. }
-            | E::Config { .. }
-            | E::Unsupported { .. }
-            | E::TokenizerLoad { .. }
-            | E::Weights { .. } => Error::Usage(e.to_string()),
-            E::Io { path, source } => Error::Io { path, source },
-            other => Error::Internal(other.to_string()),
-        }
     }
 }

@@ -3,15 +3,17 @@
 //!
 //! Layout: [`settings`] resolves pipeline.toml once; [`engine`] runs the closed list of [`stages`] with
 //! content-hashed caching; [`app`] holds what the CLI commands do, so `main` only parses arguments.
-//! Native engines sit behind narrow seams: [`encoder`] (tch) for chunking, mining and training ([`train`]
-//! holds the ColTrast model, loss and loop); [`onnx`] exports to ONNX (graph written in Rust) and [`embed`]
+//! Native engines sit behind narrow seams: [`backend`] is libtorch's (chunking, mining, training and the
+//! export parity check need it; the `coltrast-torch` crate implements it, so this library and the `coltrast`
+//! binary do not link libtorch and start in milliseconds); [`onnx`] exports to ONNX (graph written in Rust) and [`embed`]
 //! (ONNX Runtime) embeds for index and queries; [`index`] (FAISS) searches vectors. [`late`] stores token
 //! embeddings and reranks by MaxSim; [`metrics`] scores ranked lists.
 
 pub mod app;
+pub mod backend;
+pub mod cli;
 pub mod embed;
 pub mod embed_cache;
-pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
@@ -27,6 +29,5 @@ pub mod settings;
 pub mod stages;
 pub mod table;
 pub mod text;
-pub mod train;
 
 pub use error::{Error, Result};

@@ -51,8 +51,7 @@ impl Default for EncoderOptions {
     }
 }
 
-/// Sentence embeddings, row-major `[n, dim]`, in input order (the same type the tch encoder returns).
-pub use crate::encoder::Embeddings;
+pub use super::embeddings::Embeddings;
 
 /// One text's token embeddings: every real token ([CLS] and [SEP] included, padding excluded), row-major
 /// `[ids.len(), dim]`, each row L2-normalised.

@@ -27,6 +27,7 @@
 //! # Ok::<(), coltrast::Error>(())
 //! ```
 
+mod embeddings;
 mod encoder;
 pub mod parity;
 pub mod runtime;

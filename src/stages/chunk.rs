@@ -46,8 +46,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
+use crate::backend::{self, SentenceEncoder};
 use crate::embed_cache::EmbeddingCache;
-use crate::encoder::Encoder;
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{ChunkCompare, ChunkStrategy, Settings};
@@ -122,22 +122,15 @@ pub fn read_chunks(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>, usize)> {
 
 pub struct ChunkStage;
 
-/// Device for the encoder: CUDA when libtorch sees a GPU.
-pub fn device() -> tch::Device {
-    tch::Device::cuda_if_available()
-}
-
 /// The base model as an external input: its files' content is part of the fingerprint.
 pub fn base_model_input(s: &Settings) -> ExternalInput {
     ExternalInput { name: "base_model".into(), path: s.base_model_dir() }
 }
 
-/// Load the base model named by the settings, with a clear error when it is missing.
-pub fn load_base_encoder(s: &Settings) -> Result<Encoder> {
-    if s.model.threads > 0 {
-        crate::encoder::set_num_threads(s.model.threads as usize);
-    }
-    Encoder::load(&s.base_model_dir(), device()).map_err(Error::from)
+/// Load the base model named by the settings in libtorch (see [`crate::backend`]), with a clear error when it
+/// is missing.
+pub fn load_base_encoder(s: &Settings) -> Result<Box<dyn SentenceEncoder>> {
+    backend::backend()?.base_encoder(s)
 }
 
 impl Stage<Settings> for ChunkStage {
@@ -156,6 +149,9 @@ impl Stage<Settings> for ChunkStage {
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![base_model_input(s)])
     }
+    fn available(&self) -> bool {
+        backend::available()
+    }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.chunk.clone();
         let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
@@ -170,10 +166,12 @@ impl Stage<Settings> for ChunkStage {
         }
         let dim = encoder.dim();
         let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
-        let counter = TokenCounter::new(&encoder)?;
+        let counter = TokenCounter::new(encoder.as_ref())?;
         let out = match s.strategy {
-            ChunkStrategy::Semantic => semantic(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?,
-            ChunkStrategy::None => whole_documents(&ds.projects, &encoder, &counter, &mut cache, &s, max_tokens)?,
+            ChunkStrategy::Semantic => semantic(&ds.projects, encoder.as_ref(), &counter, &mut cache, &s, max_tokens)?,
+            ChunkStrategy::None => {
+                whole_documents(&ds.projects, encoder.as_ref(), &counter, &mut cache, &s, max_tokens)?
+            }
         };
         cache.flush()?;
         ctx.record_stat("sentences_embedded", out.sentences_embedded as u64);
@@ -228,7 +226,7 @@ pub struct TokenCounter {
 }
 
 impl TokenCounter {
-    pub fn new(encoder: &Encoder) -> Result<Self> {
+    pub fn new(encoder: &dyn SentenceEncoder) -> Result<Self> {
         let mut tokenizer = encoder.tokenizer().clone();
         tokenizer.with_truncation(None).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
         tokenizer.with_padding(None);
@@ -264,9 +262,9 @@ pub fn chunk_id(project_id: &str, text: &str) -> String {
     h.finish()[..16].to_string()
 }
 
-/// Embed `texts` through the cache with the tch encoder, with a progress bar for the texts not cached.
+/// Embed `texts` through the cache with the (libtorch) encoder, with a progress bar for the texts not cached.
 pub fn embed_all(
-    encoder: &Encoder,
+    encoder: &dyn SentenceEncoder,
     cache: &mut EmbeddingCache,
     texts: &[&str],
     batch: usize,
@@ -276,7 +274,7 @@ pub fn embed_all(
         let bar = crate::progress::bar(missing.len() as u64, what);
         let mut out = Vec::with_capacity(missing.len() * encoder.dim());
         for group in missing.chunks(1024) {
-            out.extend(encoder.embed(group, batch).map_err(Error::from)?.data);
+            out.extend(encoder.embed(group, batch)?.data);
             bar.inc(group.len() as u64);
         }
         bar.finish_and_clear();
@@ -286,7 +284,7 @@ pub fn embed_all(
 
 fn semantic(
     projects: &[ingest::Project],
-    encoder: &Encoder,
+    encoder: &dyn SentenceEncoder,
     counter: &TokenCounter,
     cache: &mut EmbeddingCache,
     s: &crate::settings::ChunkSettings,
@@ -411,7 +409,7 @@ fn semantic(
 
 fn whole_documents(
     projects: &[ingest::Project],
-    encoder: &Encoder,
+    encoder: &dyn SentenceEncoder,
     counter: &TokenCounter,
     cache: &mut EmbeddingCache,
     s: &crate::settings::ChunkSettings,

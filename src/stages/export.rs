@@ -57,6 +57,9 @@ impl Stage<Settings> for Export {
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
     }
+    fn available(&self) -> bool {
+        crate::backend::available()
+    }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
         let trained = ctx.upstream_dir("train")?.join(train::MODEL_DIR);
@@ -70,16 +73,11 @@ impl Stage<Settings> for Export {
         ctx.record_stat("onnx_bytes", info_ft.onnx_bytes);
 
         // Parity: ort against libtorch on fixed sentences.
-        let device = tch::Device::Cpu;
-        let (model, _meta) = crate::train::export::load_model_dir(&trained, device)?;
+        let reference = crate::backend::backend()?.export_reference(&trained, &s.base_model_dir(), PARITY_SENTENCES)?;
         let ft = OrtEncoder::from_settings(&out_ft, s)?;
-        let reference = tensor_rows(&model.embed(PARITY_SENTENCES, 8)?)?;
-        let pooled = ft.parity(PARITY_SENTENCES, &reference)?;
-        let tokens = token_parity(&model, &ft)?;
-        let base_enc = crate::encoder::Encoder::load(&s.base_model_dir(), device).map_err(Error::from)?;
-        let base_ref = base_enc.embed(PARITY_SENTENCES, 8).map_err(Error::from)?;
-        let base_rows: Vec<Vec<f32>> = base_ref.rows().map(|r| r.to_vec()).collect();
-        let base = OrtEncoder::from_settings(&out_base, s)?.parity(PARITY_SENTENCES, &base_rows)?;
+        let pooled = ft.parity(PARITY_SENTENCES, &reference.sentence)?;
+        let tokens = token_parity(&ft, &reference.tokens)?;
+        let base = OrtEncoder::from_settings(&out_base, s)?.parity(PARITY_SENTENCES, &reference.base_sentence)?;
         write_parity(&ctx.output("parity.json"), s.export.quantize, &pooled, tokens, &base)?;
         ctx.record_stat("parity_max_abs_diff_coltrast", pooled.max_abs_diff as f64);
         ctx.record_stat("parity_max_abs_diff_tokens", tokens.max_abs_diff as f64);
@@ -122,14 +120,6 @@ impl Stage<Settings> for Export {
     }
 }
 
-fn tensor_rows(t: &tch::Tensor) -> Result<Vec<Vec<f32>>> {
-    let t = t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
-    let dims = t.size();
-    let (n, d) = (dims[0] as usize, dims[1] as usize);
-    let flat: Vec<f32> = Vec::<f32>::try_from(t.view([-1])).map_err(|e| Error::internal(format!("tensor: {e}")))?;
-    Ok((0..n).map(|i| flat[i * d..(i + 1) * d].to_vec()).collect())
-}
-
 /// How far ort's token embeddings are from libtorch's (real tokens only).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct TokenParity {
@@ -137,21 +127,18 @@ struct TokenParity {
     min_cosine: f32,
 }
 
-fn token_parity(model: &crate::train::model::ColTrastModel, ort: &OrtEncoder) -> Result<TokenParity> {
+/// Compare ort's token embeddings of [`PARITY_SENTENCES`] with libtorch's (`reference`: per text, its real
+/// tokens' rows back to back).
+fn token_parity(ort: &OrtEncoder, reference: &[Vec<f32>]) -> Result<TokenParity> {
     let got = ort.embed_tokens(PARITY_SENTENCES)?;
+    if got.len() != reference.len() {
+        return Err(Error::internal(format!("parity: {} token references for {} texts", reference.len(), got.len())));
+    }
     let mut worst = TokenParity { max_abs_diff: 0.0, min_cosine: f32::INFINITY };
-    let _guard = tch::no_grad_guard();
-    for (i, text) in PARITY_SENTENCES.iter().enumerate() {
-        let batch = model.encoder().batch(&[text]).map_err(Error::from)?;
-        let enc = model.encode(&batch, false);
-        let n = got[i].len() as i64;
-        let rows = enc.tokens.get(0).narrow(0, 0, n).to_device(tch::Device::Cpu).contiguous();
-        let flat: Vec<f32> =
-            Vec::<f32>::try_from(rows.view([-1])).map_err(|e| Error::internal(format!("tensor: {e}")))?;
-        worst.max_abs_diff = worst.max_abs_diff.max(max_abs_diff(&flat, &got[i].data));
-        let dim = got[i].dim;
-        for (r, row) in flat.chunks(dim).enumerate() {
-            worst.min_cosine = worst.min_cosine.min(cosine(row, got[i].row(r)));
+    for (g, want) in got.iter().zip(reference) {
+        worst.max_abs_diff = worst.max_abs_diff.max(max_abs_diff(want, &g.data));
+        for (r, row) in want.chunks(g.dim.max(1)).enumerate() {
+            worst.min_cosine = worst.min_cosine.min(if r < g.len() { cosine(row, g.row(r)) } else { 0.0 });
         }
     }
     Ok(worst)

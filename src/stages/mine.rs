@@ -96,6 +96,9 @@ impl Stage<Settings> for Mine {
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![chunk::base_model_input(s)])
     }
+    fn available(&self) -> bool {
+        crate::backend::available()
+    }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.mine.clone();
         let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
@@ -107,7 +110,7 @@ impl Stage<Settings> for Mine {
         let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
         let batch = s.batch_size as usize;
         let mut embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
-            chunk::embed_all(&encoder, &mut cache, texts, batch, what)
+            chunk::embed_all(encoder.as_ref(), &mut cache, texts, batch, what)
         };
         let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &mut embed)?;
         cache.flush()?;

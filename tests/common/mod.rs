@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_coltrast"))
+    // the coltrast binary in this package's tests, coltrast-torch in torch/'s
+    PathBuf::from(
+        option_env!("CARGO_BIN_EXE_coltrast").or(option_env!("CARGO_BIN_EXE_coltrast-torch")).expect("a binary"),
+    )
 }
 
 /// A project dir with a pipeline.toml; commands run inside it.
@@ -121,9 +124,18 @@ pub fn seed_json(n: usize) -> String {
     format!("{{\"projects\":[{}]}}", projects.join(","))
 }
 
-/// Path to ../shared (beside the crate), if this checkout has one.
+/// The repository root (the workspace's; torch/'s tests share this module).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match here.parent() {
+        Some(up) if here.ends_with("torch") && up.join("torch/Cargo.toml").is_file() => up.to_path_buf(),
+        _ => here.to_path_buf(),
+    }
+}
+
+/// Path to ../shared (beside the repository), if this checkout has one.
 pub fn shared_dir() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let p = repo_root().join("../shared");
     p.is_dir().then_some(p)
 }
 

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use coltrast::encoder::{toy_tokenizer, BertConfig, Encoder};
-use coltrast::train::export;
+use coltrast_torch::encoder::{toy_tokenizer, BertConfig, Encoder};
+use coltrast_torch::train::export;
 use tch::Device;
 
 use super::Project;

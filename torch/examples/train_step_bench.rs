@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use coltrast::settings::TrainSettings;
-use coltrast::train::{self, optim::AdamW, BatchPlan, ColTrastModel, Example, TrainConfig};
+use coltrast_torch::train::{self, optim::AdamW, BatchPlan, ColTrastModel, Example, TrainConfig};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -23,11 +23,11 @@ fn main() -> anyhow::Result<()> {
     let warmup: usize = args[5].parse()?;
     std::fs::create_dir_all(dump)?;
     let pairs = coltrast::stages::mine::read_pairs(std::path::Path::new(mine_dir))?;
-    let (train_set, _, _) = coltrast::stages::train::split_pairs(&pairs);
+    let (train_set, _, _) = coltrast_torch::stages::train::split_pairs(&pairs);
     anyhow::ensure!(!train_set.is_empty(), "no training pairs in {mine_dir}");
     let settings = TrainSettings::default();
     let cfg = TrainConfig::from(&settings);
-    let encoder = coltrast::encoder::Encoder::load(std::path::Path::new(model_dir), tch::Device::Cpu)?;
+    let encoder = coltrast_torch::encoder::Encoder::load(std::path::Path::new(model_dir), tch::Device::Cpu)?;
     let hidden = encoder.dim();
     let model = ColTrastModel::new(encoder, hidden, settings.token_dim as usize, cfg.seed, &[])?;
     let texts = train::Texts::new(&model, &[&train_set])?;

@@ -3,13 +3,14 @@
 //! so the whole pipeline runs in seconds), and the sample dataset with the real MiniLM, checked against
 //! sentence-transformers when Python has it.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use coltrast::encoder::Encoder;
-use coltrast::train::{self, export, ColTrastModel, Example, TrainConfig};
+use coltrast_torch::encoder::Encoder;
+use coltrast_torch::train::{self, export, ColTrastModel, Example, TrainConfig};
 use common::tiny::*;
 use common::*;
 use tch::Device;
@@ -227,7 +228,7 @@ fn early_stopping_outputs_the_best_epoch() {
     p.run(&["run", "train"]).ok();
     let dir = train_dir(&p);
     let m = manifest(&dir);
-    let log = coltrast::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
     let val: Vec<&train::LogRow> = log.iter().filter(|r| r.split == "val" && r.epoch > 0).collect();
     let best = val.iter().min_by(|a, b| a.loss.total_cmp(&b.loss)).unwrap();
     assert_eq!(m["stats"]["best_epoch"], best.epoch, "{m}");
@@ -241,7 +242,7 @@ fn early_stopping_outputs_the_best_epoch() {
     let (model, meta) = export::load_model_dir(&dir.join("model"), Device::Cpu).unwrap();
     assert_eq!(meta.maxsim_scale, 10.0);
     let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&p.path().join("artifacts"), "mine")[0]).unwrap();
-    let (tr, va, _) = coltrast::stages::train::split_pairs(&pairs);
+    let (tr, va, _) = coltrast_torch::stages::train::split_pairs(&pairs);
     let settings = coltrast::settings::TrainSettings { batch_size: 2, ..Default::default() };
     let cfg = TrainConfig::from(&settings);
     let texts = train::Texts::new(&model, &[&tr, &va]).unwrap();
@@ -297,7 +298,7 @@ fn outputs_and_log_schema() {
     ] {
         assert!(meta.get(k).is_some(), "coltrast.json lacks {k}: {meta}");
     }
-    let log = coltrast::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
     let steps = log.iter().filter(|r| r.split == "train").count();
     assert_eq!(steps, 8, "2 epochs x 4 steps");
     assert_eq!(log.iter().filter(|r| r.split == "val").count(), 3, "epochs 0, 1, 2");
@@ -352,7 +353,7 @@ fn python_with_sentence_transformers() -> Option<PathBuf> {
 
 #[test]
 fn sample_trains_and_sentence_transformers_loads_the_model_dir() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
+    let data = repo_root().join("data/ai_projects_dataset.json");
     let p = Project::new(&format!("[ingest]\npath = \"{}\"\n[train]\nepochs = 2\ndevice = \"cpu\"\n", data.display()));
     let out = p.run(&["run", "train"]).ok();
     assert_eq!(out.stages(), ["ingest ran", "chunk ran", "mine ran", "train ran"]);
@@ -363,7 +364,7 @@ fn sample_trains_and_sentence_transformers_loads_the_model_dir() {
     for k in ["val_pairwise_acc_base", "val_pairwise_acc_trained", "val_top1_base", "val_top1_trained"] {
         assert!(m["stats"][k].is_number(), "{k} missing: {m}");
     }
-    let log = coltrast::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
     let mean = |e: u64| {
         let v: Vec<f64> = log.iter().filter(|r| r.split == "train" && r.epoch == e).map(|r| r.loss).collect();
         v.iter().sum::<f64>() / v.len() as f64
@@ -442,7 +443,7 @@ fn without_validation_pairs_the_last_epoch_is_the_output() {
     assert_eq!(m["stats"]["val_pairs"], 0);
     assert_eq!(m["stats"]["best_epoch"], 2);
     assert_eq!(m["stats"]["stopped_early"], false);
-    let log = coltrast::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
     assert!(log.iter().all(|r| r.split == "train"));
     assert_eq!(log.len(), 12, "12 training pairs, batch 2, 2 epochs");
 }

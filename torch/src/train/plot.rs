@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use super::LogRow;
-use crate::error::{Error, Result};
+use coltrast::error::{Error, Result};
 
 /// The font every label uses (Debian's fonts-dejavu-core, installed by `make setup`).
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";

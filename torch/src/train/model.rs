@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::rng::{SplitMix64, STREAM_TOKEN_HEAD};
 use crate::encoder::{l2_normalize, length_sorted_batches, mean_pool, pad_batch, Batch, Encoder, TokenizedText};
-use crate::error::{Error, Result};
+use coltrast::error::{Error, Result};
 
 /// Fixed scale of the MaxSim logit: `logit = MAXSIM_SCALE × score + MAXSIM_SHIFT`.
 pub const MAXSIM_SCALE: f64 = 10.0;

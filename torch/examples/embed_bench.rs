@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         writeln!(f, "{}", s.replace('\n', " "))?;
     }
     f.flush()?;
-    let enc = coltrast::encoder::Encoder::load(std::path::Path::new(model), tch::Device::Cpu)?;
+    let enc = coltrast_torch::encoder::Encoder::load(std::path::Path::new(model), tch::Device::Cpu)?;
     let refs: Vec<&str> = sentences.iter().map(|s| s.as_str()).collect();
     enc.embed(&refs[..batch.min(refs.len())], batch)?; // warm-up
     let mut times = Vec::new();

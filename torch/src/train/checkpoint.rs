@@ -19,8 +19,8 @@ use tch::{Device, Tensor};
 
 use super::optim::EarlyStopping;
 use super::LogRow;
-use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
+use coltrast::error::{Error, IoContext, Result};
+use coltrast::fsutil;
 
 pub const META: &str = "checkpoint.json";
 const FORMAT: u32 = 1;
@@ -58,7 +58,7 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String
     fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
     fs::rename(&tmp, path).at(path)?;
     fsutil::sync_dir(dir);
-    Ok(crate::hash::hash_file(path)?.0)
+    Ok(coltrast::hash::hash_file(path)?.0)
 }
 
 /// Reads every tensor of a safetensors file.
@@ -99,7 +99,7 @@ pub fn load(work_dir: &Path, key: &str) -> Option<(Checkpoint, PathBuf)> {
         return None;
     }
     let state = work_dir.join(&ck.state_file);
-    match crate::hash::hash_file(&state) {
+    match coltrast::hash::hash_file(&state) {
         Ok((h, _)) if h == ck.state_blake3 => Some((ck, state)),
         _ => {
             tracing::warn!(path = %state.display(), "checkpoint state missing or damaged; training starts over");

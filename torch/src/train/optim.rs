@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::error::{Error, Result};
+use coltrast::error::{Error, Result};
 
 /// AdamW as `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments, no amsgrad):
 /// `p ← p·(1 − lr·wd)`, `m ← β1·m + (1 − β1)·g`, `v ← β2·v + (1 − β2)·g²`,

@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use coltrast::encoder::Encoder;
+use coltrast_torch::encoder::Encoder;
 use serde::Deserialize;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/minilm_reference.json");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/minilm_reference.json");
 
 #[derive(Deserialize)]
 struct Reference {

@@ -25,7 +25,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::model::ColTrastModel;
 use crate::encoder::{BertConfig, Encoder};
-use crate::error::{Error, IoContext, Result};
+use coltrast::error::{Error, IoContext, Result};
 
 pub const TOKEN_HEAD: &str = "coltrast_token_head.safetensors";
 pub const COLTRAST_JSON: &str = "coltrast.json";

@@ -1,6 +1,6 @@
 //! ColTrast fine-tuning on libtorch: the model ([`model`]), the objective ([`loss`]), AdamW, schedule and
 //! early stopping ([`optim`]), checkpoints ([`checkpoint`]), the sentence-transformers model dir
-//! ([`export`]) and the training curves ([`plot`]). The `train` stage ([`crate::stages::train`]) is a thin
+//! ([`export`]) and the training curves ([`plot`]). The `train` stage ([`coltrast::stages::train`]) is a thin
 //! caller of [`train`]; tests and the benchmark call the same functions.
 
 pub mod checkpoint;
@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::encoder::{pad_batch, Batch, TokenizedText};
-use crate::error::{Error, Result};
-use crate::settings::TrainSettings;
+use coltrast::error::{Error, Result};
+use coltrast::settings::TrainSettings;
 pub use loss::{BatchPlan, Example};
 pub use model::ColTrastModel;
 use optim::{AdamW, EarlyStopping, Schedule};
@@ -404,7 +404,7 @@ pub fn train(
     }
 
     let bar = if hooks.progress {
-        let b = crate::progress::train_bar(steps_per_epoch * cfg.epochs);
+        let b = coltrast::progress::train_bar(steps_per_epoch * cfg.epochs);
         b.set_position(global_step);
         Some(b)
     } else {

@@ -22,12 +22,12 @@
 //!
 //! **Example.**
 //! ```no_run
-//! use coltrast::encoder::Encoder;
+//! use coltrast_torch::encoder::Encoder;
 //! let enc = Encoder::load(std::path::Path::new("models/all-MiniLM-L6-v2"), tch::Device::Cpu)?;
 //! let emb = enc.embed(&["What AI model is used for medical diagnosis?", "ResNet-50 on X-rays."], 32)?;
 //! let cos: f32 = emb.row(0).iter().zip(emb.row(1)).map(|(a, b)| a * b).sum();
 //! println!("dim {} cos {cos:.3}", emb.dim);
-//! # Ok::<(), coltrast::encoder::EncoderError>(())
+//! # Ok::<(), coltrast_torch::encoder::EncoderError>(())
 //! ```
 
 mod batching;
@@ -52,37 +52,7 @@ pub use pooling::{l2_normalize, mean_pool};
 
 use batching::to_vec_f32;
 
-/// Sentence embeddings of several texts: `len()` rows of `dim` floats, row-major, in input order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Embeddings {
-    pub dim: usize,
-    pub data: Vec<f32>,
-}
-
-impl Embeddings {
-    /// Number of rows (texts).
-    pub fn len(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.data.len() / self.dim
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Row `i`. Panics if `i >= len()`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-
-    /// All rows in order.
-    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
-        self.data.chunks_exact(self.dim.max(1))
-    }
-}
+pub use coltrast::embed::Embeddings;
 
 /// The last hidden state of one text, without padding: `ids.len()` rows of `dim` floats.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,11 +14,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use coltrast::encoder::Encoder;
 use coltrast::index::VectorIndex;
 use coltrast::metrics::{docs_from_chunks, evaluate};
+use coltrast_torch::encoder::Encoder;
 
-const BOOLQ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/boolq");
+const BOOLQ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/boolq");
 
 fn model_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("COLTRAST_MODEL_DIR") {

@@ -1,0 +1,117 @@
+//! The libtorch seam: what the chunk, mine, train and export stages need from libtorch, as a trait that the
+//! `coltrast-torch` crate implements and registers.
+//!
+//! What: libtorch's static initialisers cost about 0.35 s at every process start, so the `coltrast` binary does
+//! not link it. Everything that needs no libtorch (fingerprints, cached reruns, index, eval, the query
+//! commands, report) runs in `coltrast` itself. When a run must execute a libtorch stage, `coltrast` hands the
+//! whole command to the `coltrast-torch` binary next to it ([`exec_torch_binary`]), which is the same CLI with
+//! a [`TorchBackend`] registered. The engine decides this before it touches anything
+//! ([`crate::engine::Stage::available`]), so a handed-over run starts clean.
+//!
+//! Inputs: a backend, registered once per process ([`register`]).
+//! Outputs: [`backend`] (or [`Error::NeedsTorch`] in a process without one), [`resolve_auto_cuda`].
+//!
+//! Example:
+//! ```
+//! // In the coltrast binary no backend is registered.
+//! assert!(!coltrast::backend::available());
+//! assert!(matches!(coltrast::backend::backend(), Err(coltrast::Error::NeedsTorch(_))));
+//! ```
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::embed::Embeddings;
+use crate::engine::StageContext;
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+/// File name of the libtorch binary, looked up next to the running executable.
+pub const TORCH_BINARY: &str = "coltrast-torch";
+
+/// A sentence encoder (the base model in libtorch), as chunk and mine use it.
+pub trait SentenceEncoder {
+    /// Width of the embeddings.
+    fn dim(&self) -> usize;
+    /// Longest input in tokens, [CLS] and [SEP] included.
+    fn max_seq_length(&self) -> usize;
+    /// The model's tokenizer (for token counts).
+    fn tokenizer(&self) -> &tokenizers::Tokenizer;
+    /// L2-normalised sentence embeddings in input order, `batch` texts per forward pass.
+    fn embed(&self, texts: &[&str], batch: usize) -> Result<Embeddings>;
+}
+
+/// libtorch's reference vectors for the export stage's parity check.
+#[derive(Debug, Clone, Default)]
+pub struct ExportReference {
+    /// The fine-tuned model's sentence embedding of each text.
+    pub sentence: Vec<Vec<f32>>,
+    /// The fine-tuned model's token embeddings of each text: `n_tokens × token_dim`, row-major, real tokens only.
+    pub tokens: Vec<Vec<f32>>,
+    /// The base model's sentence embedding of each text.
+    pub base_sentence: Vec<Vec<f32>>,
+}
+
+/// What only libtorch can do.
+pub trait TorchBackend: Send + Sync {
+    /// Whether libtorch sees a CUDA device (resolves `train.device = "auto"`).
+    fn cuda_available(&self) -> bool;
+    /// The base model of the settings as a sentence encoder (threads from `model.threads`).
+    fn base_encoder(&self, s: &Settings) -> Result<Box<dyn SentenceEncoder>>;
+    /// The train stage's body.
+    fn train(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()>;
+    /// Reference vectors of `texts` for a trained model dir and the base model dir.
+    fn export_reference(&self, trained: &Path, base: &Path, texts: &[&str]) -> Result<ExportReference>;
+}
+
+static BACKEND: OnceLock<Box<dyn TorchBackend>> = OnceLock::new();
+
+/// Register the process's backend (the coltrast-torch binary does, first thing). Later calls are ignored.
+pub fn register(b: Box<dyn TorchBackend>) {
+    let _ = BACKEND.set(b);
+}
+
+pub fn available() -> bool {
+    BACKEND.get().is_some()
+}
+
+pub fn backend() -> Result<&'static dyn TorchBackend> {
+    BACKEND
+        .get()
+        .map(|b| b.as_ref())
+        .ok_or_else(|| Error::NeedsTorch(format!("this needs libtorch, which only the {TORCH_BINARY} binary links")))
+}
+
+/// Whether `train.device = "auto"` means CUDA. With a backend, libtorch answers. Without one the answer is
+/// known only when no NVIDIA driver is loaded (then libtorch can see no GPU either); otherwise
+/// [`Error::NeedsTorch`], and the run goes to coltrast-torch.
+pub fn resolve_auto_cuda() -> Result<bool> {
+    if let Some(b) = BACKEND.get() {
+        return Ok(b.cuda_available());
+    }
+    let driver = Path::new("/proc/driver/nvidia/version").exists() || Path::new("/dev/nvidia0").exists();
+    if driver {
+        Err(Error::NeedsTorch("train.device = \"auto\": only libtorch can tell whether it sees the GPU".into()))
+    } else {
+        Ok(false)
+    }
+}
+
+/// Replace this process with coltrast-torch (next to the current executable) and the same arguments. Returns
+/// only on failure.
+pub fn exec_torch_binary() -> Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return Error::internal(format!("cannot find the running executable: {e}")),
+    };
+    let torch = exe.with_file_name(TORCH_BINARY);
+    if !torch.is_file() {
+        return Error::Usage(format!(
+            "{}: missing; this run trains or embeds with libtorch, which {TORCH_BINARY} does (run `make build`)",
+            torch.display()
+        ));
+    }
+    let err = std::process::Command::new(&torch).args(std::env::args_os().skip(1)).exec();
+    Error::internal(format!("{}: cannot start: {err}", torch.display()))
+}

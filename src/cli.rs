@@ -1,0 +1,204 @@
+//! The command line of `coltrast` (and of `coltrast-torch`, the same CLI with libtorch): parses arguments,
+//! calls [`crate::app`], maps errors to exit codes (0 success, 1 a user error, 2 an internal error). Errors
+//! print as one line. A `run` that must execute a libtorch stage in a process without libtorch is handed to
+//! `coltrast-torch` ([`crate::backend::exec_torch_binary`]) before anything is written.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, Common};
+use crate::engine::RunOptions;
+use crate::{backend, Error};
+
+/// Fine-tune a sentence encoder with ColTrast and serve fast retrieval, as a content-hashed pipeline.
+///
+/// Stages (in order): ingest, chunk, mine, train, export, index, eval. Each writes Parquet and a manifest under
+/// artifacts/<stage>/<fingerprint>/ and reruns only when its code, settings or inputs change.
+///
+/// Settings come from pipeline.toml, overridden by COLTRAST_<SECTION>__<KEY> environment variables,
+/// overridden by --set section.key=value.
+#[derive(Parser, Debug)]
+#[command(name = "coltrast", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct GlobalArgs {
+    /// The pipeline file [default: ./pipeline.toml if present, else built-in defaults].
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one setting, e.g. --set chunk.similarity_threshold=0.8 (repeatable).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+    /// More logging (-v info, -vv debug). COLTRAST_LOG=<filter> also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the named stages and what they need (all stages if none are named).
+    ///
+    /// Prints one line per stage: `cached` or `ran`, its wall time and its artifact dir.
+    /// Example: coltrast run ingest --set ingest.path=../shared/data/boolq
+    Run {
+        /// Stages to run; their upstream stages run (or are reused) first.
+        stages: Vec<String>,
+        /// Rerun this stage even if an artifact for its fingerprint exists (repeatable).
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Re-hash inputs and cached artifacts instead of trusting file metadata and sizes.
+        #[arg(long)]
+        verify: bool,
+        /// Fail at once instead of waiting if another run holds the artifacts lock.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show each stage: up to date, or why it would run (which setting or input changed).
+    Status,
+    /// Show a stage's artifact paths and manifest for the current settings (or its last run).
+    Show {
+        /// The stage, e.g. ingest.
+        stage: String,
+    },
+    /// Top chunks for a query, with project, score and text.
+    ///
+    /// Example: coltrast search "which model is used for X-rays" -k 5 --rerank
+    Search {
+        query: String,
+        #[command(flatten)]
+        q: QueryArgs,
+        /// Only this project's chunks.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// The most likely project for a question, a confidence, and its best chunks as answer context.
+    Ask {
+        question: String,
+        #[command(flatten)]
+        q: QueryArgs,
+    },
+    /// For one project, the best chunk per category (name, objective, model, data source, data size,
+    /// lessons, performance, framework).
+    Explore {
+        keywords: String,
+        #[command(flatten)]
+        q: QueryArgs,
+        /// The project to explore [default: the best match for the keywords].
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Results grouped by project: each project's best chunk and its relevance.
+    Compare {
+        query: String,
+        #[command(flatten)]
+        q: QueryArgs,
+    },
+    /// Analytics over the current artifacts (polars): chunks per project, chunk lengths, positive sources,
+    /// negatives per query, training's best epoch, eval by system and level.
+    Report,
+    /// Remove artifact dirs not reachable from the current settings, and leftovers of interrupted runs.
+    Gc {
+        /// Also keep this many of the newest unreachable artifacts per stage.
+        #[arg(long, default_value_t = 0)]
+        keep: usize,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct QueryArgs {
+    /// How many results [default: 5; ask: 3 chunks].
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Re-score the top index.rerank_depth hits by late-interaction MaxSim.
+    #[arg(long)]
+    rerank: bool,
+}
+
+fn qopts(q: QueryArgs, project: Option<String>, default_k: usize) -> app::QueryOpts {
+    app::QueryOpts { k: q.k.unwrap_or(default_k), json: q.json, rerank: q.rerank, project }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = std::env::var("COLTRAST_LOG").unwrap_or_else(|_| default.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Parse the process's arguments and run the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.global.verbose);
+    let common = Common { config: cli.global.config, sets: cli.global.sets };
+    let mut stdout = std::io::stdout().lock();
+    let result: Result<(), Error> = match cli.command {
+        Command::Run { stages, force, verify, no_wait } => {
+            match app::run(&common, &RunOptions { targets: stages, force, verify, no_wait }) {
+                Err(Error::NeedsTorch(why)) if !backend::available() => {
+                    tracing::info!("{why}: handing the run to {}", backend::TORCH_BINARY);
+                    Err(backend::exec_torch_binary())
+                }
+                r => r.map(|_| ()),
+            }
+        }
+        Command::Status => app::status(&common, &mut stdout).map(|_| ()),
+        Command::Show { stage } => app::show(&common, &stage, &mut stdout),
+        Command::Search { query, q, project } => app::search(&common, &query, &qopts(q, project, 5), &mut stdout),
+        Command::Ask { question, q } => app::ask(&common, &question, &qopts(q, None, 3), &mut stdout),
+        Command::Explore { keywords, q, project } => {
+            app::explore(&common, &keywords, &qopts(q, project, 8), &mut stdout)
+        }
+        Command::Compare { query, q } => app::compare(&common, &query, &qopts(q, None, 5), &mut stdout),
+        Command::Report => app::report(&common, &mut stdout),
+        Command::Gc { keep, dry_run } => app::gc(&common, keep, dry_run, &mut stdout).map(|_| ()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut line = format!("coltrast: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                let t = s.to_string();
+                if !line.contains(&t) {
+                    line.push_str(&format!(": {t}"));
+                }
+                src = s.source();
+            }
+            eprintln!("{line}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
