@@ -97,15 +97,17 @@ pub fn resolve_auto_cuda() -> Result<bool> {
     }
 }
 
-/// Replace this process with coltrast-torch (next to the current executable) and the same arguments. Returns
-/// only on failure.
+/// Replace this process with coltrast-torch and the same arguments. The binary is `$COLTRAST_TORCH_BIN` when
+/// set, else the one next to the current executable. Returns only on failure.
 pub fn exec_torch_binary() -> Error {
     use std::os::unix::process::CommandExt;
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => return Error::internal(format!("cannot find the running executable: {e}")),
+    let torch = match std::env::var_os("COLTRAST_TORCH_BIN") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => match std::env::current_exe() {
+            Ok(p) => p.with_file_name(TORCH_BINARY),
+            Err(e) => return Error::internal(format!("cannot find the running executable: {e}")),
+        },
     };
-    let torch = exe.with_file_name(TORCH_BINARY);
     if !torch.is_file() {
         return Error::Usage(format!(
             "{}: missing; this run trains or embeds with libtorch, which {TORCH_BINARY} does (run `make build`)",

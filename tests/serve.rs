@@ -169,6 +169,54 @@ fn int8_export_reruns_only_export_and_downstream() {
     assert!(out.stages().iter().all(|s| s.ends_with("cached")), "{:?}", out.stages());
 }
 
+/// The coltrast binary does not link libtorch. Runs whose libtorch stages (chunk, mine, train, export) are
+/// all cached, including reruns of index and eval, happen in coltrast itself; a run that must train is handed
+/// to coltrast-torch, and fails cleanly (exit 1, nothing new trusted) when that binary is missing.
+#[test]
+fn coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run() {
+    if let Ok(o) = std::process::Command::new("ldd").arg(bin()).output() {
+        let libs = String::from_utf8_lossy(&o.stdout);
+        let torch = libs.lines().map(|l| l.trim()).filter(|l| l.starts_with("libtorch") || l.starts_with("libc10"));
+        assert!(o.status.success() && torch.count() == 0, "coltrast links libtorch:\n{libs}");
+    }
+    let p = tiny_project("epochs = 1");
+    p.run(&["run"]).ok();
+    let without = |args: &[&str]| {
+        let o = p.cmd(args).env("COLTRAST_TORCH_BIN", "/nonexistent/coltrast-torch").output().unwrap();
+        Out(o, args.join(" "))
+    };
+    let out = without(&["run"]).ok();
+    assert!(out.stages().iter().all(|s| s.ends_with("cached")), "{:?}", out.stages());
+    // (eval searches exactly, so a new index factory does not change it: early cutoff)
+    let out = without(&["run", "--set", "index.factory=HNSW32"]).ok();
+    assert_eq!(
+        out.stages(),
+        ["ingest cached", "chunk cached", "mine cached", "train cached", "export cached", "index ran", "eval cached"]
+    );
+    let v = json(&without(&["search", "scans", "-k", "2", "--json", "--set", "index.factory=HNSW32"]).ok());
+    assert_eq!(v["chunks"].as_array().unwrap().len(), 2);
+
+    let arts = p.path().join("artifacts");
+    let before = trusted_dirs(&arts, "train").len();
+    let out = without(&["run", "--set", "train.epochs=2"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    assert!(out.stderr().contains("/nonexistent/coltrast-torch: missing"), "{}", out.stderr());
+    assert_eq!(out.stderr().lines().count(), 1, "{}", out.stderr());
+    assert_eq!(trusted_dirs(&arts, "train").len(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(arts.join("train"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // with coltrast-torch next to coltrast: handed over, and the output is one run's (no line twice)
+    let out = p.run(&["run", "--set", "train.epochs=2"]).ok();
+    assert_eq!(
+        out.stages(),
+        ["ingest cached", "chunk cached", "mine cached", "train ran", "export ran", "index ran", "eval ran"]
+    );
+}
+
 /// The full pipeline on the real MiniLM and the sample: the four example questions get the right project.
 #[test]
 fn sample_answers_the_four_example_questions() {
