@@ -3,6 +3,8 @@
 Runs the pipeline once to make sure it is cached, then times N repeats of each command and prints medians.
 The baseline in the same run is the cost of starting the binary at all (`coltrast --version`), so the
 ratio shows what fingerprinting and manifest checks add on top of process start-up.
+Also one `coltrast ask` as a whole process (load model, index and metadata, answer), against the same
+command in coltrast-torch, which links libtorch as the single binary did before the split.
 Usage: python3 bench/noop.py N
 """
 import os
@@ -13,6 +15,8 @@ import time
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 binary = os.environ["BIN"]
+torch_binary = os.path.join(os.path.dirname(binary), "coltrast-torch")
+question = "What AI model is used for medical diagnosis?"
 
 
 def timed(cmd):
@@ -30,6 +34,9 @@ for name, cmd in [
     ("coltrast --version (process start baseline)", [binary, "--version"]),
     ("coltrast run (all cached)", [binary, "run"]),
     ("make pipeline (all cached)", ["make", "-s", "pipeline"]),
+    ("coltrast-torch --version (libtorch linked)", [torch_binary, "--version"]),
+    ("coltrast ask (one process, cold)", [binary, "ask", question]),
+    ("coltrast-torch ask (libtorch linked)", [torch_binary, "ask", question]),
 ]:
     ts = sorted(timed(cmd) for _ in range(n))
     rows.append((name, statistics.median(ts), ts[int(0.9 * (n - 1))]))

@@ -1,6 +1,6 @@
 """Train-stage benchmarks on the sample dataset (CPU).
 
-1. Time per training step: coltrast's tch trainer (`examples/train_step_bench.rs`) against an equivalent
+1. Time per training step: coltrast's tch trainer (`torch/examples/train_step_bench.rs`) against an equivalent
    PyTorch eager loop (`bench/train_step.py`): same model, batches (8 pairs, each with its hard negatives;
    queries and distinct documents padded to their longest text), sequence lengths, loss, optimiser and
    threads. Alternating rounds in this run; medians over all timed steps and their ratio. Both sides also

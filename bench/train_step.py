@@ -1,4 +1,4 @@
-"""PyTorch eager baseline of one ColTrast training step, on the batches `examples/train_step_bench.rs` dumped.
+"""PyTorch eager baseline of one ColTrast training step, on the batches `torch/examples/train_step_bench.rs` dumped.
 
 Same model (transformers' BertModel on the base model dir, no pooler, SDPA attention, dropout as in its
 config), same heads (Dense initialised to the identity, the Rust side's initial token head), same batches and
