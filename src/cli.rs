@@ -162,6 +162,12 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.global.verbose);
     let common = Common { config: cli.global.config, sets: cli.global.sets };
+    let plans =
+        matches!(cli.command, Command::Run { .. } | Command::Status | Command::Show { .. } | Command::Gc { .. });
+    if plans && fingerprints_need_torch(&common) {
+        // The train stage's fingerprint depends on what libtorch says about the GPU.
+        return fail(backend::exec_torch_binary());
+    }
     let mut stdout = std::io::stdout().lock();
     let result: Result<(), Error> = match cli.command {
         Command::Run { stages, force, verify, no_wait } => {
@@ -186,8 +192,25 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(e) => fail(e),
+    }
+}
+
+/// True when this process has no libtorch and cannot compute the train stage's fingerprint without it:
+/// `train.device = "auto"` with an NVIDIA driver loaded ([`backend::resolve_auto_cuda`]).
+fn fingerprints_need_torch(common: &Common) -> bool {
+    if backend::available() {
+        return false;
+    }
+    let auto = app::resolve(common).map(|r| r.settings.train.device == crate::settings::TrainDevice::Auto);
+    auto.unwrap_or(false) && backend::resolve_auto_cuda().is_err()
+}
+
+/// Print an error as one line and map it to the exit code (a broken stdout pipe is not an error).
+fn fail(e: Error) -> ExitCode {
+    match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        e => {
             let mut line = format!("coltrast: {e}");
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
