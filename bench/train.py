@@ -39,7 +39,7 @@ def manifest(stage):
 
 run([BIN, "run", "mine"], cwd=proj)
 show, _ = manifest("mine")
-mine_dir = re.search(r"artifact:\s+(\S+)", show).group(1)
+mine_dir = os.path.join(proj, re.search(r"artifact:\s+(\S+)", show).group(1))  # relative to proj
 dump = os.path.join(tmp, "dump")
 
 def last_json(cmd):
