@@ -2,8 +2,9 @@
 //!
 //! **What.** Builds the ONNX graph (opset 17) of the fine-tuned model from its weights with [`crate::onnx`] —
 //! no Python, no tracing — and of the base model, which eval compares against. Then runs each exported graph
-//! in ONNX Runtime on fixed sentences and compares it with libtorch: the stage fails if the max absolute
-//! difference of the sentence embeddings (and, for the fine-tuned model, the token embeddings) exceeds 1e-4.
+//! in ONNX Runtime on fixed sentences and compares it with libtorch (its reference vectors come through
+//! [`crate::backend`], so this stage runs in coltrast-torch): the stage fails if the max absolute difference of
+//! the sentence embeddings (and, for the fine-tuned model, the token embeddings) exceeds 1e-4.
 //!
 //! **Inputs.** `train/model/` (a sentence-transformers dir with the ColTrast heads); the base model.
 //!
