@@ -162,22 +162,10 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.global.verbose);
     let common = Common { config: cli.global.config, sets: cli.global.sets };
-    let plans =
-        matches!(cli.command, Command::Run { .. } | Command::Status | Command::Show { .. } | Command::Gc { .. });
-    if plans && fingerprints_need_torch(&common) {
-        // The train stage's fingerprint depends on what libtorch says about the GPU.
-        return fail(backend::exec_torch_binary());
-    }
     let mut stdout = std::io::stdout().lock();
     let result: Result<(), Error> = match cli.command {
         Command::Run { stages, force, verify, no_wait } => {
-            match app::run(&common, &RunOptions { targets: stages, force, verify, no_wait }) {
-                Err(Error::NeedsTorch(why)) if !backend::available() => {
-                    tracing::info!("{why}: handing the run to {}", backend::TORCH_BINARY);
-                    Err(backend::exec_torch_binary())
-                }
-                r => r.map(|_| ()),
-            }
+            app::run(&common, &RunOptions { targets: stages, force, verify, no_wait }).map(|_| ())
         }
         Command::Status => app::status(&common, &mut stdout).map(|_| ()),
         Command::Show { stage } => app::show(&common, &stage, &mut stdout),
@@ -192,18 +180,14 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A run that must execute a libtorch stage, or a fingerprint only libtorch can compute (see
+        // crate::backend): raised before anything is written or printed, so coltrast-torch redoes the command.
+        Err(Error::NeedsTorch(why)) if !backend::available() => {
+            tracing::info!("{why}: handing the command to {}", backend::TORCH_BINARY);
+            fail(backend::exec_torch_binary())
+        }
         Err(e) => fail(e),
     }
-}
-
-/// True when this process has no libtorch and cannot compute the train stage's fingerprint without it:
-/// `train.device = "auto"` with an NVIDIA driver loaded ([`backend::resolve_auto_cuda`]).
-fn fingerprints_need_torch(common: &Common) -> bool {
-    if backend::available() {
-        return false;
-    }
-    let auto = app::resolve(common).map(|r| r.settings.train.device == crate::settings::TrainDevice::Auto);
-    auto.unwrap_or(false) && backend::resolve_auto_cuda().is_err()
 }
 
 /// Print an error as one line and map it to the exit code (a broken stdout pipe is not an error).

@@ -564,6 +564,8 @@ impl<'a, C> Pipeline<'a, C> {
             let upstream: BTreeMap<_, _> = stage.upstream().iter().map(|u| (*u, current[u].clone())).collect();
             let (fp, settings, inputs) = match self.fingerprint(*stage, &upstream, &mut hashes) {
                 Ok(x) => x,
+                // Only libtorch can fingerprint this stage here: the command goes to coltrast-torch.
+                Err(e @ Error::NeedsTorch(_)) => return Err(e),
                 Err(e) => {
                     out.push(StageStatus {
                         stage: stage.name(),

@@ -331,3 +331,71 @@ fn unknown_stage_is_a_user_error() {
     let out = f.run_with(&f.cfg(), &RunOptions { targets: vec!["c".into()], ..Default::default() }).unwrap();
     assert_eq!(outcomes(&out), "a:ran b:ran c:ran");
 }
+
+/// A stage that this process cannot run (as the libtorch stages in the coltrast binary), or whose fingerprint
+/// it cannot compute; everything else is the wrapped stage's.
+struct Unavailable<'a> {
+    inner: &'a dyn Stage<Cfg>,
+    unfingerprintable: bool,
+}
+
+impl Stage<Cfg> for Unavailable<'_> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        self.inner.upstream()
+    }
+    fn code_version(&self) -> u32 {
+        self.inner.code_version()
+    }
+    fn settings(&self, c: &Cfg) -> Result<toml::Value> {
+        if self.unfingerprintable {
+            return Err(coltrast::Error::NeedsTorch("only libtorch knows".into()));
+        }
+        self.inner.settings(c)
+    }
+    fn external_inputs(&self, c: &Cfg) -> Result<Vec<ExternalInput>> {
+        self.inner.external_inputs(c)
+    }
+    fn run(&self, ctx: &mut StageContext<'_, Cfg>) -> Result<()> {
+        self.inner.run(ctx)
+    }
+    fn available(&self) -> bool {
+        false
+    }
+}
+
+/// An unavailable stage that must run stops the whole run before anything runs or is written (so the
+/// coltrast binary can hand the command over); one that is cached, or outside the targets, does not.
+#[test]
+fn unavailable_stage_that_must_run_stops_the_run_before_anything_runs() {
+    let f = Fixture::new();
+    let cfg = f.cfg();
+    let c = Unavailable { inner: &f.c, unfingerprintable: false };
+    let run = |cfg: &Cfg, opts: &RunOptions| {
+        let p = Pipeline::new(vec![&f.a, &f.b, &c, &f.d], cfg, f.artifacts()).unwrap();
+        p.run(opts, |_| {}).map(|r| r.len())
+    };
+    assert!(matches!(run(&cfg, &RunOptions::default()), Err(coltrast::Error::NeedsTorch(_))));
+    assert_eq!(f.counts(), [0, 0, 0, 0], "nothing ran, a included");
+    assert!(!f.artifacts().join("a").exists(), "nothing was written");
+    // targets that do not reach c run here
+    assert_eq!(run(&cfg, &RunOptions { targets: vec!["d".into()], ..Default::default() }).unwrap(), 2);
+
+    f.run(&cfg);
+    let before = f.counts();
+    assert_eq!(run(&cfg, &RunOptions::default()).unwrap(), 4, "c cached: the run needs no backend");
+    assert_eq!(f.counts(), before);
+    let forced = RunOptions { force: vec!["c".into()], ..Default::default() };
+    assert!(matches!(run(&cfg, &forced), Err(coltrast::Error::NeedsTorch(_))));
+    // b reruns, so c (downstream) would too: stopped before b runs
+    let changed = Cfg { repeat: 3, ..cfg.clone() };
+    assert!(matches!(run(&changed, &RunOptions::default()), Err(coltrast::Error::NeedsTorch(_))));
+    assert_eq!(f.counts(), before);
+
+    // a fingerprint only the backend can compute: status says so as an error, not as a stale row
+    let c = Unavailable { inner: &f.c, unfingerprintable: true };
+    let p = Pipeline::new(vec![&f.a, &f.b, &c, &f.d], &cfg, f.artifacts()).unwrap();
+    assert!(matches!(p.status(), Err(coltrast::Error::NeedsTorch(_))));
+}
