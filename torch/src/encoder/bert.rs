@@ -126,18 +126,19 @@ impl BertSelfAttention {
     }
 }
 
-/// `attention.output`: dense, dropout, residual add, LayerNorm, as transformers' `BertSelfOutput`.
+/// Dense, dropout, residual add, LayerNorm: transformers' `BertSelfOutput` (`attention.output`, from the
+/// hidden size) and `BertOutput` (`output`, down from the intermediate size) are this block.
 #[derive(Debug)]
-pub struct BertSelfOutput {
+pub struct BertResidualOutput {
     dense: nn::Linear,
     layer_norm: nn::LayerNorm,
     dropout: f64,
 }
 
-impl BertSelfOutput {
-    pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
-        BertSelfOutput {
-            dense: linear(&vs / "dense", config.hidden_size, config.hidden_size, config),
+impl BertResidualOutput {
+    pub fn new(vs: nn::Path, in_features: i64, config: &BertConfig) -> Self {
+        BertResidualOutput {
+            dense: linear(&vs / "dense", in_features, config.hidden_size, config),
             layer_norm: layer_norm(&vs / "LayerNorm", config.hidden_size, config),
             dropout: config.hidden_dropout_prob,
         }
@@ -153,14 +154,14 @@ impl BertSelfOutput {
 #[derive(Debug)]
 pub struct BertAttention {
     self_attention: BertSelfAttention,
-    output: BertSelfOutput,
+    output: BertResidualOutput,
 }
 
 impl BertAttention {
     pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
         BertAttention {
             self_attention: BertSelfAttention::new(&vs / "self", config),
-            output: BertSelfOutput::new(&vs / "output", config),
+            output: BertResidualOutput::new(&vs / "output", config.hidden_size, config),
         }
     }
 
@@ -196,35 +197,12 @@ impl BertIntermediate {
     }
 }
 
-/// `output`: dense down-projection, dropout, residual add, LayerNorm, as transformers' `BertOutput`.
-#[derive(Debug)]
-pub struct BertOutput {
-    dense: nn::Linear,
-    layer_norm: nn::LayerNorm,
-    dropout: f64,
-}
-
-impl BertOutput {
-    pub fn new(vs: nn::Path, config: &BertConfig) -> Self {
-        BertOutput {
-            dense: linear(&vs / "dense", config.intermediate_size, config.hidden_size, config),
-            layer_norm: layer_norm(&vs / "LayerNorm", config.hidden_size, config),
-            dropout: config.hidden_dropout_prob,
-        }
-    }
-
-    pub fn forward_t(&self, hidden: &Tensor, input: &Tensor, train: bool) -> Tensor {
-        let xs = self.dense.forward(hidden).dropout(self.dropout, train);
-        self.layer_norm.forward(&(xs + input))
-    }
-}
-
 /// `encoder.layer.N`: attention then feed-forward, as transformers' `BertLayer` (post-LayerNorm).
 #[derive(Debug)]
 pub struct BertLayer {
     attention: BertAttention,
     intermediate: BertIntermediate,
-    output: BertOutput,
+    output: BertResidualOutput,
 }
 
 impl BertLayer {
@@ -232,7 +210,7 @@ impl BertLayer {
         BertLayer {
             attention: BertAttention::new(&vs / "attention", config),
             intermediate: BertIntermediate::new(&vs / "intermediate", config),
-            output: BertOutput::new(&vs / "output", config),
+            output: BertResidualOutput::new(&vs / "output", config.intermediate_size, config),
         }
     }
 

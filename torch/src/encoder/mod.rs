@@ -44,7 +44,7 @@ use tokenizers::Tokenizer;
 pub use batching::{length_sorted_batches, pad_batch, Batch, TokenizedText};
 pub use bert::{
     attention_mask_bias, BertAttention, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer, BertModel,
-    BertOutput, BertSelfAttention, BertSelfOutput,
+    BertResidualOutput, BertSelfAttention,
 };
 pub use config::{BertConfig, HiddenAct};
 pub use error::EncoderError;

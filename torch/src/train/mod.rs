@@ -84,6 +84,14 @@ pub struct LogRow {
     pub grad_norm: Option<f64>,
 }
 
+impl LogRow {
+    /// A validation pass after `step` updates: `losses` = (total, contrastive, late).
+    pub fn validation(epoch: u64, step: u64, losses: (f64, f64, f64)) -> LogRow {
+        let (loss, loss_contrastive, loss_late) = losses;
+        LogRow { epoch, step, split: "val".into(), lr: None, loss, loss_contrastive, loss_late, grad_norm: None }
+    }
+}
+
 /// Serde for `f64` as its bit pattern (exact round trip through JSON).
 pub mod f64_bits {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -391,16 +399,7 @@ pub fn train(
     } else if !val.is_empty() {
         let (t, c, l) = evaluate(model, &texts, val, cfg)?;
         tracing::info!(loss = t, contrastive = c, late = l, "validation before training");
-        log.push(LogRow {
-            epoch: 0,
-            step: 0,
-            split: "val".into(),
-            lr: None,
-            loss: t,
-            loss_contrastive: c,
-            loss_late: l,
-            grad_norm: None,
-        });
+        log.push(LogRow::validation(0, 0, (t, c, l)));
     }
 
     let bar = if hooks.progress {
@@ -466,16 +465,7 @@ pub fn train(
             let (t, c, l) = evaluate(model, &texts, val, cfg)?;
             let improved = early.observe(epoch, t);
             tracing::info!(epoch, loss = t, contrastive = c, late = l, improved, "validation");
-            log.push(LogRow {
-                epoch,
-                step: global_step,
-                split: "val".into(),
-                lr: None,
-                loss: t,
-                loss_contrastive: c,
-                loss_late: l,
-                grad_norm: None,
-            });
+            log.push(LogRow::validation(epoch, global_step, (t, c, l)));
             stopped = early.should_stop() && epoch < cfg.epochs;
         }
         let mut state = model.named_parameters();
