@@ -46,3 +46,8 @@ if want train; then
   export BENCH_PY="$(bash bench/venv.sh)"
   python3 bench/train.py | tee bench/results/train.md
 fi
+if want quality; then
+  if [[ ! -d "${AI_FAQ_DEV:-../shared/data/ai_faq_dev}" ]]; then echo "[bench] skipping quality: ../shared/data/ai_faq_dev not found (set AI_FAQ_DEV=...)"; else
+    python3 bench/quality.py | tee bench/results/quality.md
+  fi
+fi

@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod hash;
 pub mod index;
 pub mod late;
+pub mod lexical;
 pub mod metrics;
 pub mod onnx;
 pub mod progress;

@@ -2,8 +2,9 @@
 //!
 //! [`Searcher::open`] loads, once per process, the served ONNX model (ort), the FAISS index, the token store
 //! for reranking and the chunk table of the artifacts that match the current settings (falling back, with a
-//! warning, to the last run). Each query is then: tokenise + embed (ort) → FAISS search → optional MaxSim
-//! rerank of the top `index.rerank_depth` → chunk metadata.
+//! warning, to the last run). Each query is then: tokenise + embed (ort) → FAISS search → fused with BM25 over
+//! the chunks when `index.lexical_weight` > 0 (hybrid, [`crate::lexical`]) → optional rerank of the top
+//! `index.rerank_depth` by `(1 - index.rerank_weight) * score + index.rerank_weight * MaxSim` → chunk metadata.
 //!
 //! - `search`: the top chunks with project, score and text; `--project` keeps one project's chunks.
 //! - `ask`: the most likely project, a confidence, and its best 3 chunks as the answer context. The confidence
@@ -78,8 +79,11 @@ pub struct Searcher {
     enc: OrtEncoder,
     index: VectorIndex,
     tokens: TokenStore,
+    lexical: Option<crate::lexical::LexicalIndex>,
     chunks: Vec<chunk::Chunk>,
     rerank_depth: usize,
+    rerank_weight: f32,
+    lexical_weight: f32,
     temperature: f32,
 }
 
@@ -103,6 +107,20 @@ impl Searcher {
         let vindex = VectorIndex::read(&index_dir.join(index::FAISS))?;
         let tokens = TokenStore::read(&index_dir.join(index::TOKENS))?;
         let (chunks, _, _) = chunk::read_chunks(&chunk_dir)?;
+        let lexical_weight = settings.index.lexical_weight as f32;
+        let lexical = if lexical_weight > 0.0 {
+            let l = crate::lexical::LexicalIndex::open(&index_dir.join(index::BM25))?;
+            if l.len() != chunks.len() {
+                return Err(Error::Corrupt {
+                    path: index_dir.join(index::BM25),
+                    stage: "index".into(),
+                    message: format!("{} BM25 documents but chunks.parquet has {} rows", l.len(), chunks.len()),
+                });
+            }
+            Some(l)
+        } else {
+            None
+        };
         if chunks.len() != vindex.len() {
             return Err(Error::Corrupt {
                 path: index_dir.join(index::FAISS),
@@ -114,8 +132,11 @@ impl Searcher {
             enc,
             index: vindex,
             tokens,
+            lexical,
             chunks,
             rerank_depth: settings.index.rerank_depth as usize,
+            rerank_weight: settings.index.rerank_weight as f32,
+            lexical_weight,
             temperature: settings.train.temperature as f32,
         })
     }
@@ -144,11 +165,14 @@ impl Searcher {
             (self.enc.embed(&[query])?, None)
         };
         let mut hits = self.index.search(&emb.data, k)?.into_iter().next().unwrap_or_default();
+        if let Some(lex) = &self.lexical {
+            hits = crate::lexical::fuse(&hits, &lex.search(query, k)?, self.lexical_weight);
+        }
         if let Some(p) = project {
             hits.retain(|(r, _)| self.chunks[*r as usize].project_id == p);
         }
         if let Some(t) = toks {
-            hits = crate::late::rerank(hits, &t[0].data, &self.tokens, self.rerank_depth)?;
+            hits = crate::late::rerank(hits, &t[0].data, &self.tokens, self.rerank_depth, self.rerank_weight)?;
         }
         Ok(hits)
     }

@@ -124,6 +124,23 @@ pub fn report(settings: &Settings) -> Result<String> {
             &f,
         )?;
         fmt(&mut out, "Eval by system and level", &ev);
+        // Each system's document-level nDCG@10 against the untuned whole-document baseline.
+        let doc_ndcg = scan(&f)?.filter(col("level").eq(lit("document")).and(col("metric").eq(lit("ndcg@10"))));
+        let base = collect(doc_ndcg.clone().filter(col("system").eq(lit(stages::eval::BASELINE))), &f)?;
+        let baseline = base.column("value").ok().and_then(|c| c.f64().ok().and_then(|v| v.get(0)));
+        if let Some(b) = baseline {
+            let gains = collect(
+                doc_ndcg
+                    .select([
+                        col("system"),
+                        col("value").alias("ndcg@10"),
+                        (col("value") - lit(b)).alias("gain_vs_base_whole"),
+                    ])
+                    .sort(["ndcg@10"], SortMultipleOptions::default().with_order_descending(true)),
+                &f,
+            )?;
+            fmt(&mut out, "Document nDCG@10: gain of each system over base-whole", &gains);
+        }
     }
     Ok(out)
 }

@@ -167,6 +167,9 @@ pub enum ChunkCompare {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChunkStrategy {
+    /// A document that fits in max_tokens whole; a longer one cut along its Markdown sections, each chunk led
+    /// by its heading path.
+    Sections,
     /// Sentence-embed and merge consecutive similar sentences.
     Semantic,
     /// One chunk per document (embedded up to max_tokens), for BEIR-style comparisons.
@@ -177,8 +180,11 @@ pub enum ChunkStrategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChunkSettings {
-    /// `"semantic"` (default) or `"none"` (each document whole).
+    /// `"sections"` (default), `"semantic"` or `"none"` (each document whole, truncated at max_tokens).
     pub strategy: ChunkStrategy,
+    /// `"sections"`: a heading starts a new chunk only once the current chunk holds at least this many tokens
+    /// of text, so short sections merge with the next. Default 64.
+    pub min_tokens: i64,
     /// Consecutive sentences merge while their cosine similarity stays >= this. In [-1, 1]. Default 0.7.
     pub similarity_threshold: f64,
     /// `"previous"` (to the previous sentence) or `"centroid"` (to the running chunk mean).
@@ -193,7 +199,8 @@ pub struct ChunkSettings {
 impl Default for ChunkSettings {
     fn default() -> Self {
         ChunkSettings {
-            strategy: ChunkStrategy::Semantic,
+            strategy: ChunkStrategy::Sections,
+            min_tokens: 64,
             similarity_threshold: 0.7,
             compare: ChunkCompare::Previous,
             max_tokens: 256,
@@ -217,7 +224,9 @@ pub struct MineSettings {
     /// How a training query is written. Placeholders: {question}, {title}, {project_id}. Default
     /// "{question}" (see README: measured against "{title}: {question}").
     pub query_template: String,
-    /// Fraction of projects held out for validation (project-wise split). In [0, 1). Default 0.2.
+    /// Fraction held out for validation. Without qrels splits: of the projects (project-wise split). BEIR
+    /// input without a dev split: of the train queries, by a seeded hash of the query id. In [0, 1).
+    /// Default 0.2.
     pub val_split: f64,
     /// Seed of the split. Default 42.
     pub seed: i64,
@@ -259,6 +268,61 @@ impl TrainDevice {
     }
 }
 
+/// How much of the base model's weights the fine-tuned model keeps (weight averaging, as in WiSE-FT):
+/// `weights = mix * base + (1 - mix) * fine-tuned`, over the encoder and the Dense head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BaseMix {
+    /// Chosen on validation from [`BaseMix::GRID`] (0 when there is no validation data).
+    Auto,
+    /// A fixed share in [0, 1]; 0 = the fine-tuned weights as trained.
+    Fixed(f64),
+}
+
+impl BaseMix {
+    /// The shares `"auto"` tries.
+    pub const GRID: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+}
+
+impl Serialize for BaseMix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            BaseMix::Auto => s.serialize_str("auto"),
+            BaseMix::Fixed(x) => s.serialize_f64(*x),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BaseMix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = BaseMix;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number in [0, 1]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<BaseMix, E> {
+                match v.trim() {
+                    "auto" => Ok(BaseMix::Auto),
+                    other => other
+                        .parse::<f64>()
+                        .map(BaseMix::Fixed)
+                        .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<BaseMix, E> {
+                Ok(BaseMix::Fixed(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<BaseMix, E> {
+                Ok(BaseMix::Fixed(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<BaseMix, E> {
+                Ok(BaseMix::Fixed(v as f64))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// `[train]`: ColTrast fine-tuning (contrastive loss on pooled embeddings + late-interaction loss on token
 /// embeddings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,6 +360,9 @@ pub struct TrainSettings {
     pub seed: i64,
     /// `"auto"` (default: CUDA when libtorch sees a GPU), `"cpu"` or `"cuda"`.
     pub device: TrainDevice,
+    /// Share of the base model's weights in the output (weight averaging): `"auto"` (default) picks it on
+    /// validation from 0, 0.25, 0.5, 0.75, 1; a number in [0, 1] fixes it (0 = the fine-tuned weights).
+    pub base_mix: BaseMix,
 }
 
 impl Default for TrainSettings {
@@ -315,6 +382,7 @@ impl Default for TrainSettings {
             patience: 2,
             seed: 42,
             device: TrainDevice::Auto,
+            base_mix: BaseMix::Auto,
         }
     }
 }
@@ -363,11 +431,17 @@ pub struct IndexSettings {
     pub factory: String,
     /// `--rerank` and eval's coltrast+rerank re-score this many top hits by MaxSim. Default 50.
     pub rerank_depth: i64,
+    /// Rerank score = (1 - w) * pooled cosine + w * MaxSim, over the top `rerank_depth`. 1 = MaxSim alone
+    /// (the seed's rerank), 0 = no change. In [0, 1]. Default 0.3 (bench/results/quality.md).
+    pub rerank_weight: f64,
+    /// Hybrid search: score = (1 - w) * dense + w * BM25 (each min-max normalised over its candidates), for
+    /// the query commands and eval's `+hybrid` systems. 0 = dense only. In [0, 1]. Default 0.1.
+    pub lexical_weight: f64,
 }
 
 impl Default for IndexSettings {
     fn default() -> Self {
-        IndexSettings { factory: "Flat".into(), rerank_depth: 50 }
+        IndexSettings { factory: "Flat".into(), rerank_depth: 50, rerank_weight: 0.3, lexical_weight: 0.1 }
     }
 }
 
@@ -437,6 +511,9 @@ impl Settings {
         if !(-1.0..=1.0).contains(&self.chunk.similarity_threshold) {
             return Err(("chunk.similarity_threshold", "a number in [-1, 1]".into()));
         }
+        if self.chunk.min_tokens < 0 {
+            return Err(("chunk.min_tokens", "an integer >= 0".into()));
+        }
         if self.chunk.max_tokens < 8 {
             return Err(("chunk.max_tokens", "an integer >= 8 (and <= the model's max_seq_length)".into()));
         }
@@ -463,6 +540,12 @@ impl Settings {
         }
         if self.index.rerank_depth < 1 {
             return Err(("index.rerank_depth", "an integer >= 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.index.rerank_weight) {
+            return Err(("index.rerank_weight", "a number in [0, 1]".into()));
+        }
+        if !(0.0..=1.0).contains(&self.index.lexical_weight) {
+            return Err(("index.lexical_weight", "a number in [0, 1]".into()));
         }
         if self.eval.split.trim().is_empty() {
             return Err(("eval.split", "\"auto\", \"all\" or a split name".into()));
@@ -520,6 +603,11 @@ impl Settings {
         }
         if t.seed < 0 {
             return Err(("train.seed", "an integer >= 0".into()));
+        }
+        if let BaseMix::Fixed(x) = t.base_mix {
+            if !(0.0..=1.0).contains(&x) {
+                return Err(("train.base_mix", "\"auto\" or a number in [0, 1]".into()));
+            }
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ fn manifest(p: &Project, stage: &str) -> serde_json::Value {
 #[test]
 fn sample_runs_through_mine_and_threshold_change_reembeds_no_sentence() {
     let p = Project::new(&sample_toml());
-    let out = p.run(&["run", "mine"]).ok();
+    let out = p.run(&["run", "mine", "--set", "chunk.strategy=semantic"]).ok();
     assert_eq!(out.stages(), ["ingest ran", "chunk ran", "mine ran"]);
     let chunk = manifest(&p, "chunk");
     let n_sent = chunk["stats"]["sentences"].as_u64().unwrap();
@@ -31,7 +31,8 @@ fn sample_runs_through_mine_and_threshold_change_reembeds_no_sentence() {
     assert_eq!(chunk["stats"]["sentences_embedded"].as_u64().unwrap() > 0, true);
 
     // Only the threshold changes: chunk and later rerun, ingest stays cached, no sentence is re-embedded.
-    let out = p.run(&["run", "mine", "--set", "chunk.similarity_threshold=0.8"]).ok();
+    let out =
+        p.run(&["run", "mine", "--set", "chunk.strategy=semantic", "--set", "chunk.similarity_threshold=0.8"]).ok();
     let stages = out.stages();
     assert_eq!(stages[0], "ingest cached");
     assert_eq!(stages[1], "chunk ran");
@@ -70,16 +71,53 @@ fn sample_runs_through_mine_and_threshold_change_reembeds_no_sentence() {
     }
 }
 
+/// The default chunking on the seed's READMEs (all longer than max_seq_length): each is split along its
+/// sections, never truncated, and chunks cut out of a section are embedded after their heading path.
+#[test]
+fn default_sections_split_long_readmes_and_keep_every_sentence() {
+    let p = Project::new(&sample_toml());
+    p.run(&["run", "chunk"]).ok();
+    let arts = p.path().join("artifacts");
+    let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
+    let ds = coltrast::stages::ingest::read(&trusted_dirs(&arts, "ingest")[0]).unwrap();
+    assert_eq!(ds.projects.len(), 3);
+    for proj in &ds.projects {
+        let mine: Vec<_> = chunks.iter().filter(|c| c.project_id == proj.project_id).collect();
+        assert!(mine.len() >= 2, "{} was not split: {} chunk(s)", proj.project_id, mine.len());
+        for c in &mine {
+            assert!(c.n_tokens <= 256, "{c:?}");
+        }
+        // every sentence's plain text is in some chunk, in order: nothing truncated
+        let joined: String = mine.iter().map(|c| c.embed_text.as_str()).collect::<Vec<_>>().join(" ");
+        for sent in coltrast::text::split_sentences(&proj.text) {
+            assert!(joined.contains(&sent.plain), "{}: lost {:?}", proj.project_id, sent.plain);
+        }
+        // later chunks carry the README's title in their heading path
+        assert!(mine[1..].iter().all(|c| c.embed_text.starts_with(&proj.title)), "{:?}", mine[1].embed_text);
+    }
+}
+
 #[test]
 fn token_cap_setting_is_respected() {
     let p = Project::new(&sample_toml());
-    p.run(&["run", "chunk", "--set", "chunk.max_tokens=48"]).ok();
-    let (chunks, _, _) =
-        coltrast::stages::chunk::read_chunks(trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap())
-            .unwrap();
-    assert!(chunks.len() > 20);
-    for c in &chunks {
-        assert!(c.n_tokens <= 48, "{} tokens: {}", c.n_tokens, c.text);
+    for strategy in ["sections", "semantic"] {
+        let out =
+            p.run(&["run", "chunk", "--set", "chunk.max_tokens=48", "--set", &format!("chunk.strategy={strategy}")]);
+        let dir = out
+            .ok()
+            .stderr()
+            .lines()
+            .find(|l| l.starts_with("chunk"))
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_string();
+        let (chunks, _, _) = coltrast::stages::chunk::read_chunks(std::path::Path::new(&dir)).unwrap();
+        assert!(chunks.len() > 20);
+        for c in &chunks {
+            assert!(c.n_tokens <= 48, "{strategy}: {} tokens: {}", c.n_tokens, c.text);
+        }
     }
     let out = p.run(&["run", "chunk", "--set", "chunk.max_tokens=512"]);
     assert_eq!(out.code(), 1);

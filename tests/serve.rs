@@ -25,7 +25,7 @@ fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
     let p = tiny_project("epochs = 2");
     // Every sentence its own chunk (threshold 1), so that one README has several chunks.
     let mut toml = std::fs::read_to_string(p.path().join("pipeline.toml")).unwrap();
-    toml = toml.replace("[chunk]\n", "[chunk]\nsimilarity_threshold = 1.0\n");
+    toml = toml.replace("[chunk]\n", "[chunk]\nstrategy = \"semantic\"\nsimilarity_threshold = 1.0\n");
     p.write("pipeline.toml", toml);
     let base = ["--set", "export.model=base"];
     let out = p.run(&["run", base[0], base[1]]).ok();
@@ -33,7 +33,19 @@ fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
         out.stages(),
         ["ingest ran", "chunk ran", "mine ran", "train ran", "export ran", "index ran", "eval ran"]
     );
-    assert!(out.stdout().contains("| document | coltrast+rerank |"), "{}", out.stdout());
+    let stdout = out.stdout();
+    for system in ["base-whole", "base", "base+hybrid", "coltrast", "coltrast+rerank", "coltrast+hybrid"] {
+        assert!(stdout.contains(&format!("| document | {system} |")), "{system}: {stdout}");
+    }
+    // the run ends with the best system and its gain or loss over the whole-document baseline
+    let last = stdout.trim_end().lines().last().unwrap();
+    assert!(last.starts_with("best system: ") && last.contains("over base-whole"), "{last}");
+    let eval = manifest_of(&p, "eval");
+    let best = eval["stats"]["best_system"].as_str().unwrap();
+    assert!(last.contains(best) && best != "base-whole", "{last} / {best}");
+    let gain = eval["stats"]["best_gain_ndcg@10"].as_f64().unwrap();
+    let base_whole = eval["stats"]["base-whole/document/ndcg@10"].as_f64().unwrap();
+    assert!((eval["stats"]["best_ndcg@10"].as_f64().unwrap() - base_whole - gain).abs() < 1e-9, "{eval}");
     let first = manifest_of(&p, "index");
     let total = first["stats"]["texts_embedded"].as_u64().unwrap();
     assert!(total > 9, "{first}");
@@ -64,6 +76,17 @@ fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
     for c in v["chunks"].as_array().unwrap() {
         assert_eq!(c["project_id"], v["top_project"]);
     }
+    // Hybrid search: BM25 alone (weight 1) puts the only chunk with a rare word first, which a random tiny
+    // model cannot; weight 0 is dense only and must equal what FAISS gives.
+    let lex = json(
+        &p.run(&["search", "dashboard", "-k", "2", "--json", "--set", "index.lexical_weight=1", base[0], base[1]]).ok(),
+    );
+    assert!(lex["chunks"][0]["text"].as_str().unwrap().contains("dashboard"), "{lex}");
+    let dense = json(
+        &p.run(&["search", "dashboard", "-k", "2", "--json", "--set", "index.lexical_weight=0", base[0], base[1]]).ok(),
+    );
+    let scores: Vec<f64> = dense["chunks"].as_array().unwrap().iter().map(|c| c["score"].as_f64().unwrap()).collect();
+    assert!(scores[0] <= 1.0 + 1e-5 && scores[0] >= scores[1], "cosines: {dense}");
     let out = p.run(&["search", "scans", "--project", "gamma", "--json", base[0], base[1]]).ok();
     assert!(json(&out)["chunks"].as_array().unwrap().iter().all(|c| c["project_id"] == "gamma"));
     let out = p.run(&["search", "scans", "--project", "nope", base[0], base[1]]);
@@ -83,6 +106,7 @@ fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
         "Negatives per query",
         "best epoch",
         "Eval by system and level",
+        "gain of each system over base-whole",
     ] {
         assert!(report.contains(section), "{section} missing from:\n{report}");
     }

@@ -39,7 +39,7 @@
 //! w.finish()?;
 //! let store = TokenStore::read(dir)?;
 //! let query = [0.0, 1.0];
-//! let reranked = rerank(vec![(1, 0.9), (0, 0.8)], &query, &store, 10)?;
+//! let reranked = rerank(vec![(1, 0.9), (0, 0.8)], &query, &store, 10, 1.0)?;
 //! assert_eq!(reranked[0].0, 0); // MaxSim 1.0 beats 0.8
 //! # Ok::<(), coltrast::Error>(())
 //! ```
@@ -362,17 +362,15 @@ pub fn maxsim(query_tokens: &[f32], doc_tokens: &[f32], dim: usize) -> f32 {
     total / nq as f32
 }
 
-/// Re-score the first `depth` candidates (`(chunk_row, first-stage score)`, best first) by [`maxsim`]
-/// against the chunk's stored token vectors, and sort them by that score (descending; ties keep their
-/// first-stage order). Candidates beyond `depth` follow unchanged, in their original order and with their
-/// first-stage scores — so the returned scores are MaxSim for the first `min(depth, len)` entries only.
-/// A candidate whose tokens are not in the store is an [`Error::Corrupt`] (the store and the index disagree).
-pub fn rerank(
-    candidates: Vec<(i64, f32)>,
+/// MaxSim of the query against the stored tokens of each of the first `depth` candidates
+/// (`(chunk_row, first-stage score)`), in candidate order. A candidate whose tokens are not in the store is an
+/// [`Error::Corrupt`] (the store and the index disagree).
+pub fn maxsim_scores(
+    candidates: &[(i64, f32)],
     query_tokens: &[f32],
     store: &TokenStore,
     depth: usize,
-) -> Result<Vec<(i64, f32)>> {
+) -> Result<Vec<f32>> {
     let dim = store.dim();
     if query_tokens.len() % dim != 0 {
         return Err(Error::Usage(format!(
@@ -381,21 +379,32 @@ pub fn rerank(
         )));
     }
     let depth = depth.min(candidates.len());
-    let mut head: Vec<(usize, i64, f32)> = candidates[..depth]
+    candidates[..depth]
         .par_iter()
-        .enumerate()
-        .map_init(Vec::new, |buf, (pos, &(row, _))| {
+        .map_init(Vec::new, |buf, &(row, _)| {
             if store.tokens_into(row, buf) {
-                Ok((pos, row, maxsim(query_tokens, buf, dim)))
+                Ok(maxsim(query_tokens, buf, dim))
             } else {
                 Err(store.missing(row))
             }
         })
-        .collect::<Result<_>>()?;
-    head.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
-    let mut out: Vec<(i64, f32)> = head.into_iter().map(|(_, row, s)| (row, s)).collect();
-    out.extend_from_slice(&candidates[depth..]);
-    Ok(out)
+        .collect()
+}
+
+/// Re-score the first `depth` candidates (`(chunk_row, first-stage score)`, best first) by
+/// `(1 - weight) * first-stage score + weight * MaxSim` against the chunk's stored token vectors, and sort
+/// them by that score (descending; ties keep their first-stage order). Candidates beyond `depth` follow
+/// unchanged, in their original order and with their first-stage scores. `weight = 1` is a pure [`maxsim`]
+/// rerank; `weight = 0` keeps the order.
+pub fn rerank(
+    candidates: Vec<(i64, f32)>,
+    query_tokens: &[f32],
+    store: &TokenStore,
+    depth: usize,
+    weight: f32,
+) -> Result<Vec<(i64, f32)>> {
+    let scores = maxsim_scores(&candidates, query_tokens, store, depth)?;
+    Ok(crate::lexical::fuse_maxsim(&candidates, &scores, weight))
 }
 
 #[cfg(test)]

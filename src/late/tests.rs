@@ -169,7 +169,7 @@ fn rerank_changes_order_only_within_depth() {
     let candidates: Vec<(i64, f32)> = (0..30).map(|r| (r as i64, 1.0 - r as f32 / 100.0)).collect();
 
     let depth = 10;
-    let out = rerank(candidates.clone(), &query, &store, depth).unwrap();
+    let out = rerank(candidates.clone(), &query, &store, depth, 1.0).unwrap();
     assert_eq!(out.len(), 30);
     // Beyond depth: untouched, same order, same scores.
     assert_eq!(&out[depth..], &candidates[depth..]);
@@ -188,8 +188,8 @@ fn rerank_changes_order_only_within_depth() {
     assert_ne!(out[..depth].iter().map(|x| x.0).collect::<Vec<_>>(), (0..depth as i64).collect::<Vec<_>>());
 
     // Depth 0 is the identity; depth beyond the list reranks everything.
-    assert_eq!(rerank(candidates.clone(), &query, &store, 0).unwrap(), candidates);
-    let all = rerank(candidates.clone(), &query, &store, 1000).unwrap();
+    assert_eq!(rerank(candidates.clone(), &query, &store, 0, 1.0).unwrap(), candidates);
+    let all = rerank(candidates.clone(), &query, &store, 1000, 1.0).unwrap();
     assert_eq!(all.len(), 30);
     for w in all.windows(2) {
         assert!(w[0].1 >= w[1].1);
@@ -212,15 +212,15 @@ fn rerank_promotes_the_late_interaction_match() {
     w.finish().unwrap();
     let store = TokenStore::read(dir.path()).unwrap();
     let query = [e(0), e(1)].concat();
-    let out = rerank(vec![(3, 0.9), (7, 0.8), (9, 0.7)], &query, &store, 2).unwrap();
+    let out = rerank(vec![(3, 0.9), (7, 0.8), (9, 0.7)], &query, &store, 2, 1.0).unwrap();
     assert_eq!(out, vec![(7, 1.0), (3, 0.5), (9, 0.7)]);
     // A candidate the store does not know is an error naming the offsets file.
-    match rerank(vec![(4, 0.9)], &query, &store, 2) {
+    match rerank(vec![(4, 0.9)], &query, &store, 2, 1.0) {
         Err(e @ Error::Corrupt { .. }) => assert!(e.to_string().contains("chunk row 4")),
         other => panic!("{other:?}"),
     }
     // ... but only if it is within depth.
-    assert_eq!(rerank(vec![(3, 0.9), (4, 0.1)], &query, &store, 1).unwrap(), vec![(3, 0.5), (4, 0.1)]);
+    assert_eq!(rerank(vec![(3, 0.9), (4, 0.1)], &query, &store, 1, 1.0).unwrap(), vec![(3, 0.5), (4, 0.1)]);
     // A ragged query is an error.
-    assert!(rerank(vec![(3, 0.9)], &[1.0, 0.0, 0.0], &store, 1).is_err());
+    assert!(rerank(vec![(3, 0.9)], &[1.0, 0.0, 0.0], &store, 1, 1.0).is_err());
 }

@@ -284,12 +284,12 @@ fn tiny_model_with_tanh_dense_matches_tch() {
 
 #[test]
 fn quantize_columns_is_symmetric_per_column() {
-    // [[1, -0.5, 0], [-2, 0.25, 0]]: column maxima 2, 0.5 and an all-zero column
-    let w = [1.0, -0.5, 0.0, -2.0, 0.25, 0.0];
+    // [[1.5, -0.5, 0], [-2, 0.1, 0]]: column maxima 2, 0.5 and an all-zero column
+    let w = [1.5, -0.5, 0.0, -2.0, 0.1, 0.0];
     let (q, scales) = quantize_columns(&w, 2, 3);
-    assert_eq!(scales, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
-    // 1 / (2/127) = 63.5 and 0.25 / (0.5/127) = 63.5 round away from zero
-    assert_eq!(q, vec![64, -127, 0, -127, 64, 0]);
+    assert_eq!(scales, vec![2.0 / 63.0, 0.5 / 63.0, 1.0]);
+    // 1.5 / (2/63) = 47.25 and 0.1 / (0.5/63) = 12.6
+    assert_eq!(q, vec![47, -63, 0, -63, 13, 0]);
     let mut rng = Rng::new(5);
     let (rows, cols) = (7, 5);
     let w = rng.vec(rows * cols, 3.0);
@@ -297,10 +297,10 @@ fn quantize_columns_is_symmetric_per_column() {
     for (i, (&v, &qv)) in w.iter().zip(&q).enumerate() {
         let s = scales[i % cols];
         assert!((v - qv as f32 * s).abs() <= s / 2.0 + 1e-6, "element {i}: {v} vs {qv}·{s}");
-        assert!(qv != i8::MIN, "-128 is never used");
+        assert!((-63..=63).contains(&qv), "7-bit weights: {qv}");
     }
     for c in 0..cols {
-        assert!((0..rows).any(|r| q[r * cols + c].unsigned_abs() == 127), "column {c} uses the full range");
+        assert!((0..rows).any(|r| q[r * cols + c].unsigned_abs() == 63), "column {c} uses the full 7-bit range");
     }
 }
 

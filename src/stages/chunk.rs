@@ -4,6 +4,20 @@
 //! with the base model, and merges consecutive sentences into chunks while they stay similar. Chunks are what
 //! the retriever indexes and what mining draws positives and negatives from.
 //!
+//! Sections (`chunk.strategy = "sections"`, the default):
+//! - a document whose titled text (`title + " " + text` when the title is not already its first heading) fits
+//!   in `chunk.max_tokens` is one chunk, embedded exactly as `"none"` embeds it;
+//! - a longer one is split into sentences and packed in document order: a heading starts a new chunk once the
+//!   current one holds at least `chunk.min_tokens` tokens of text (shorter sections merge with the next), and
+//!   a chunk never exceeds `chunk.max_tokens`; a sentence longer than that on its own is cut into token windows;
+//! - each such chunk is embedded as `"<heading path>: <plain text>"`, the heading path being the headings that
+//!   contain its first sentence, outermost first, joined by `" > "` (the BEIR title counts as the top heading),
+//!   so a chunk cut out of a section still says what it is about. Nothing is truncated: the chunks cover every
+//!   sentence of the document.
+//!
+//! On ai_faq_dev (BEIR, 233 passages, 84 of them over 256 tokens) this measured best; the seed's semantic
+//! chunking at 0.7 cuts passages into one- or two-sentence fragments (bench/results/quality.md).
+//!
 //! Merging (`chunk.strategy = "semantic"`), sentence by sentence in document order:
 //! - a heading starts a new chunk (unless the current chunk holds only headings), and the next sentence
 //!   always joins it, so a heading stays with the text under it;
@@ -23,14 +37,14 @@
 //! **Outputs.**
 //! - `sentences.parquet`: `project_id` Utf8, `sentence_idx` Int64 (per project, from 0), `text` Utf8 (Markdown
 //!   kept), `n_tokens` Int64 (of the plain text, [CLS]/[SEP] included), `is_heading` Boolean, `embedding`
-//!   FixedSizeList<Float32, dim> (of the plain text). Empty with `strategy = "none"`.
+//!   FixedSizeList<Float32, dim> (of the plain text). Empty with `strategy = "none"` or `"sections"`.
 //! - `chunks.parquet`: `chunk_id` Utf8 (stable: blake3 of project id and chunk text, 16 hex digits), `project_id`
 //!   Utf8, `ordinal` Int64 (per project), `text` Utf8 (Markdown kept), `n_tokens` Int64, `first_sentence_idx`
 //!   Int64, `last_sentence_idx` Int64 (inclusive; -1 with `strategy = "none"`), `embed_text` Utf8 (exactly what
 //!   was embedded: the Markdown-stripped text, or the titled document with `strategy = "none"`), `embedding`
 //!   FixedSizeList<Float32, dim>.
 //!
-//! **Params.** `chunk.strategy`, `chunk.similarity_threshold`, `chunk.compare`, `chunk.max_tokens`
+//! **Params.** `chunk.strategy`, `chunk.min_tokens`, `chunk.similarity_threshold`, `chunk.compare`, `chunk.max_tokens`
 //! (`chunk.batch_size` is speed only and not in the key).
 //!
 //! **Cache.** Sentence and chunk embeddings go through [`crate::embed_cache`], keyed by (model hash, text
@@ -141,7 +155,7 @@ impl Stage<Settings> for ChunkStage {
         &["ingest"]
     }
     fn code_version(&self) -> u32 {
-        2
+        3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         s.section_without("chunk", &["batch_size"])
@@ -169,6 +183,7 @@ impl Stage<Settings> for ChunkStage {
         let counter = TokenCounter::new(encoder.as_ref())?;
         let out = match s.strategy {
             ChunkStrategy::Semantic => semantic(&ds.projects, encoder.as_ref(), &counter, &mut cache, &s, max_tokens)?,
+            ChunkStrategy::Sections => sections(&ds.projects, encoder.as_ref(), &counter, &mut cache, &s, max_tokens)?,
             ChunkStrategy::None => {
                 whole_documents(&ds.projects, encoder.as_ref(), &counter, &mut cache, &s, max_tokens)?
             }
@@ -195,6 +210,8 @@ struct SentenceRow {
     plain: String,
     n_tokens: i64,
     heading: bool,
+    /// Heading level 1-6; 0 for any other sentence.
+    level: u8,
     block: usize,
     table_row: bool,
     list_item: bool,
@@ -282,6 +299,102 @@ pub fn embed_all(
     })
 }
 
+/// A document's sentences (Markdown-aware), each over `budget` tokens cut into token windows. A document
+/// without a heading of its own (BEIR) gets its title as a level-1 heading first.
+fn split_rows(p: &ingest::Project, counter: &TokenCounter, budget: usize) -> Result<Vec<SentenceRow>> {
+    let mut rows: Vec<SentenceRow> = Vec::new();
+    let mut split = text::split_sentences(&p.text);
+    if needs_title(p) {
+        let title = text::Sentence {
+            text: p.title.clone(),
+            plain: p.title.clone(),
+            kind: text::SentenceKind::Heading { level: 1 },
+            heading: true,
+            start: 0,
+            end: 0,
+            block: usize::MAX,
+        };
+        split.insert(0, title);
+    }
+    for sent in split {
+        let n = counter.count(&sent.plain)?;
+        let pieces: Vec<(String, String, usize)> = if n <= budget {
+            vec![(sent.text.clone(), sent.plain.clone(), n)]
+        } else {
+            counter
+                .windows(&sent.plain, budget)?
+                .into_iter()
+                .map(|r| {
+                    let piece = sent.plain[r].trim().to_string();
+                    let n = counter.count(&piece)?;
+                    Ok((piece.clone(), piece, n))
+                })
+                .collect::<Result<_>>()?
+        };
+        let level = match sent.kind {
+            text::SentenceKind::Heading { level } => level,
+            _ => 0,
+        };
+        for (text, plain, n) in pieces {
+            if plain.is_empty() {
+                continue;
+            }
+            rows.push(SentenceRow {
+                project_id: p.project_id.clone(),
+                idx: rows.len() as i64,
+                text,
+                plain,
+                n_tokens: n as i64 + 2,
+                heading: sent.heading,
+                level,
+                block: sent.block,
+                table_row: sent.kind == text::SentenceKind::TableRow,
+                list_item: sent.kind == text::SentenceKind::ListItem,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Whether a document has a real title (BEIR) that is not already its first heading: then the title heads it.
+pub fn needs_title(p: &ingest::Project) -> bool {
+    p.title != p.project_id
+        && !p.title.is_empty()
+        && ingest::first_heading(&p.text).as_deref() != Some(p.title.as_str())
+}
+
+/// The document as one text: `title + " " + text` when the title is not already its first heading.
+pub fn titled_text(p: &ingest::Project) -> String {
+    if needs_title(p) {
+        format!("{} {}", p.title, p.text)
+    } else {
+        p.text.clone()
+    }
+}
+
+/// Markdown of consecutive sentences, with the separators their blocks imply.
+fn join_markdown(members: &[SentenceRow]) -> String {
+    let mut text = String::new();
+    for (k, r) in members.iter().enumerate() {
+        if k > 0 {
+            let prev = &members[k - 1];
+            text.push_str(if prev.block == r.block {
+                if r.table_row {
+                    "\n"
+                } else {
+                    " "
+                }
+            } else if prev.list_item && r.list_item {
+                "\n"
+            } else {
+                "\n\n"
+            });
+        }
+        text.push_str(&r.text);
+    }
+    text
+}
+
 fn semantic(
     projects: &[ingest::Project],
     encoder: &dyn SentenceEncoder,
@@ -296,52 +409,7 @@ fn semantic(
     let mut spans: Vec<Range<usize>> = Vec::with_capacity(projects.len());
     for p in projects {
         let start = sentences.len();
-        let mut split = text::split_sentences(&p.text);
-        if ingest::first_heading(&p.text).is_none() && p.title != p.project_id && !p.title.is_empty() {
-            // A document without a heading of its own (BEIR): its title heads it.
-            let title = text::Sentence {
-                text: p.title.clone(),
-                plain: p.title.clone(),
-                kind: text::SentenceKind::Heading { level: 1 },
-                heading: true,
-                start: 0,
-                end: 0,
-                block: usize::MAX,
-            };
-            split.insert(0, title);
-        }
-        for sent in split {
-            let n = counter.count(&sent.plain)?;
-            let pieces: Vec<(String, String, usize)> = if n <= budget {
-                vec![(sent.text.clone(), sent.plain.clone(), n)]
-            } else {
-                counter
-                    .windows(&sent.plain, budget)?
-                    .into_iter()
-                    .map(|r| {
-                        let piece = sent.plain[r].trim().to_string();
-                        let n = counter.count(&piece)?;
-                        Ok((piece.clone(), piece, n))
-                    })
-                    .collect::<Result<_>>()?
-            };
-            for (text, plain, n) in pieces {
-                if plain.is_empty() {
-                    continue;
-                }
-                sentences.push(SentenceRow {
-                    project_id: p.project_id.clone(),
-                    idx: (sentences.len() - start) as i64,
-                    text,
-                    plain,
-                    n_tokens: n as i64 + 2,
-                    heading: sent.heading,
-                    block: sent.block,
-                    table_row: sent.kind == text::SentenceKind::TableRow,
-                    list_item: sent.kind == text::SentenceKind::ListItem,
-                });
-            }
-        }
+        sentences.extend(split_rows(p, counter, budget)?);
         spans.push(start..sentences.len());
     }
     // 2. Embed them (cached by text).
@@ -364,24 +432,7 @@ fn semantic(
         let mut seen_ids = std::collections::HashSet::new();
         for (ordinal, range) in merge(&info, emb, dim, threshold, s.compare, max_tokens).into_iter().enumerate() {
             let members = &rows[range.clone()];
-            let mut text = String::new();
-            for (k, r) in members.iter().enumerate() {
-                if k > 0 {
-                    let prev = &members[k - 1];
-                    text.push_str(if prev.block == r.block {
-                        if r.table_row {
-                            "\n"
-                        } else {
-                            " "
-                        }
-                    } else if prev.list_item && r.list_item {
-                        "\n"
-                    } else {
-                        "\n\n"
-                    });
-                }
-                text.push_str(&r.text);
-            }
+            let text = join_markdown(members);
             let plain = members.iter().map(|r| r.plain.as_str()).collect::<Vec<_>>().join(" ");
             let n_tokens = counter.count(&plain)? + 2;
             let mut id = chunk_id(&p.project_id, &text);
@@ -407,6 +458,145 @@ fn semantic(
     Ok(Output { sentences_embedded, sentences, sentence_emb, chunks, chunk_emb })
 }
 
+/// `strategy = "sections"`: a document that fits in `max_tokens` is one chunk, exactly as `"none"` embeds it;
+/// a longer one is cut along its Markdown sections and packed up to the cap, each chunk led by its heading
+/// path. See the module docs.
+fn sections(
+    projects: &[ingest::Project],
+    encoder: &dyn SentenceEncoder,
+    counter: &TokenCounter,
+    cache: &mut EmbeddingCache,
+    s: &crate::settings::ChunkSettings,
+    max_tokens: usize,
+) -> Result<Output> {
+    let budget = max_tokens - 2;
+    let min_tokens = s.min_tokens.max(0) as usize;
+    let mut chunks = Vec::new();
+    let mut embed_texts: Vec<String> = Vec::new();
+    for p in projects {
+        let whole = titled_text(p);
+        let n = counter.count(&whole)?;
+        if n <= budget {
+            chunks.push(ChunkRow {
+                chunk_id: chunk_id(&p.project_id, &whole),
+                project_id: p.project_id.clone(),
+                ordinal: 0,
+                text: whole.clone(),
+                n_tokens: (n + 2) as i64,
+                first: -1,
+                last: -1,
+                embed_text: whole.clone(),
+            });
+            embed_texts.push(whole);
+            continue;
+        }
+        let rows = split_rows(p, counter, budget)?;
+        let mut seen_ids = std::collections::HashSet::new();
+        // The path, its ": " separator, and a margin of one token for the joins.
+        let mut path_cost = |path: &str| -> Result<usize> { Ok(counter.count(&format!("{path}:"))? + 1) };
+        let packed = pack_sections(&rows, budget, min_tokens, &mut path_cost)?;
+        for (ordinal, (range, path)) in packed.into_iter().enumerate() {
+            let members = &rows[range];
+            let text = join_markdown(members);
+            let body = members.iter().map(|r| r.plain.as_str()).collect::<Vec<_>>().join(" ");
+            let embed_text = if path.is_empty() { body } else { format!("{path}: {body}") };
+            let n_tokens = counter.count(&embed_text)? + 2;
+            let mut id = chunk_id(&p.project_id, &text);
+            if !seen_ids.insert(id.clone()) {
+                id = chunk_id(&p.project_id, &format!("{text}\u{0}{ordinal}"));
+                seen_ids.insert(id.clone());
+            }
+            chunks.push(ChunkRow {
+                chunk_id: id,
+                project_id: p.project_id.clone(),
+                ordinal: ordinal as i64,
+                text,
+                n_tokens: n_tokens as i64,
+                first: members[0].idx,
+                last: members[members.len() - 1].idx,
+                embed_text: embed_text.clone(),
+            });
+            embed_texts.push(embed_text);
+        }
+    }
+    let refs: Vec<&str> = embed_texts.iter().map(|s| s.as_str()).collect();
+    let chunk_emb = embed_all(encoder, cache, &refs, s.batch_size as usize, "embedding chunks")?;
+    Ok(Output { sentences_embedded: 0, sentences: vec![], sentence_emb: vec![], chunks, chunk_emb })
+}
+
+/// Section packing: sentence ranges and, for each, the heading path above its first sentence (the headings
+/// that contain it, outermost first, joined by " > "; a chunk that starts with a heading lists only that
+/// heading's ancestors). A new chunk starts at a heading once the current one holds at least `min_tokens`
+/// tokens of text, and whenever the next sentence would push the chunk, heading path included, past `budget`.
+fn pack_sections(
+    rows: &[SentenceRow],
+    budget: usize,
+    min_tokens: usize,
+    path_cost: &mut dyn FnMut(&str) -> Result<usize>,
+) -> Result<Vec<(Range<usize>, String)>> {
+    // The heading path in force before each sentence.
+    let mut stack: Vec<(u8, String)> = Vec::new();
+    let mut paths: Vec<String> = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.heading {
+            while stack.last().is_some_and(|(l, _)| *l >= r.level) {
+                stack.pop();
+            }
+        }
+        paths.push(stack.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(" > "));
+        if r.heading {
+            stack.push((r.level, r.plain.clone()));
+        }
+    }
+    let mut path_tokens = std::collections::HashMap::new();
+    let mut cost = |path: &str| -> Result<usize> {
+        if path.is_empty() {
+            return Ok(0);
+        }
+        if let Some(n) = path_tokens.get(path) {
+            return Ok(*n);
+        }
+        let n = path_cost(path)?;
+        path_tokens.insert(path.to_string(), n);
+        Ok(n)
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut text_tokens = 0; // tokens of non-heading sentences in the current chunk
+    let mut tokens = 0; // all tokens of the current chunk, heading path included
+    for (i, r) in rows.iter().enumerate() {
+        let n = (r.n_tokens - 2) as usize;
+        if i == start {
+            tokens = cost(&paths[i])? + n;
+            text_tokens = if r.heading { 0 } else { n };
+            continue;
+        }
+        let cut_at_heading = r.heading && text_tokens >= min_tokens.max(1);
+        if cut_at_heading || tokens + n > budget {
+            out.push((start..i, paths[start].clone()));
+            start = i;
+            tokens = cost(&paths[i])? + n;
+            text_tokens = if r.heading { 0 } else { n };
+        } else {
+            tokens += n;
+            if !r.heading {
+                text_tokens += n;
+            }
+        }
+    }
+    if start < rows.len() {
+        out.push((start..rows.len(), paths[start].clone()));
+    }
+    // A path so long that it alone overflows: drop it rather than exceed the cap.
+    for (range, path) in out.iter_mut() {
+        let body: usize = rows[range.clone()].iter().map(|r| (r.n_tokens - 2) as usize).sum();
+        if body + cost(path)? > budget {
+            path.clear();
+        }
+    }
+    Ok(out)
+}
+
 fn whole_documents(
     projects: &[ingest::Project],
     encoder: &dyn SentenceEncoder,
@@ -418,8 +608,7 @@ fn whole_documents(
     let mut chunks = Vec::new();
     let mut embed_texts: Vec<String> = Vec::new();
     for p in projects {
-        let titled = ingest::first_heading(&p.text).is_some() || p.title == p.project_id || p.title.is_empty();
-        let text = if titled { p.text.clone() } else { format!("{} {}", p.title, p.text) };
+        let text = titled_text(p);
         let n = counter.count(&text)?;
         // The encoder truncates at max_seq_length itself; cut earlier only when max_tokens is smaller.
         let embedded = if max_tokens < encoder.max_seq_length() && n > max_tokens - 2 {
@@ -625,6 +814,74 @@ mod tests {
         sents[1].heading = true;
         let emb = vecs(&[0.0, 90.0, 180.0]);
         assert_eq!(merge(&sents, &emb, 2, 0.7, ChunkCompare::Previous, 256), vec![0..3]);
+    }
+
+    /// Sentence rows: (tokens without [CLS]/[SEP], heading level or 0).
+    fn rows(spec: &[(usize, u8)]) -> Vec<SentenceRow> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(n, level))| SentenceRow {
+                project_id: "p".into(),
+                idx: i as i64,
+                text: format!("s{i}"),
+                plain: format!("H{i}"),
+                n_tokens: n as i64 + 2,
+                heading: level > 0,
+                level,
+                block: i,
+                table_row: false,
+                list_item: false,
+            })
+            .collect()
+    }
+
+    fn pack(spec: &[(usize, u8)], budget: usize, min: usize) -> Vec<(Range<usize>, String)> {
+        // a path costs one token per heading in it
+        let mut cost = |p: &str| -> Result<usize> { Ok(p.split(" > ").count()) };
+        pack_sections(&rows(spec), budget, min, &mut cost).unwrap()
+    }
+
+    #[test]
+    fn sections_cut_at_headings_once_the_chunk_holds_min_tokens() {
+        // # H0, text 30, ## H2, text 30, ## H4, text 5, ## H6, text 40
+        let spec = [(2, 1), (30, 0), (2, 2), (30, 0), (2, 2), (5, 0), (2, 2), (40, 0)];
+        let out = pack(&spec, 200, 20);
+        let ranges: Vec<Range<usize>> = out.iter().map(|o| o.0.clone()).collect();
+        // H4's section (5 tokens) is under min_tokens, so H6 joins it
+        assert_eq!(ranges, [0..2, 2..4, 4..8]);
+        // chunks that start at a heading carry only its ancestors; the first has none
+        let paths: Vec<&str> = out.iter().map(|o| o.1.as_str()).collect();
+        assert_eq!(paths, ["", "H0", "H0"]);
+        // min_tokens 0: every heading after some text cuts
+        assert_eq!(pack(&spec, 200, 0).len(), 4);
+        // a huge min_tokens merges everything that fits
+        assert_eq!(pack(&spec, 200, 1000).iter().map(|o| o.0.clone()).collect::<Vec<_>>(), [0..8]);
+    }
+
+    #[test]
+    fn sections_never_exceed_the_budget_and_cover_every_sentence() {
+        // # H0, ## H1, then 12 paragraphs of 20 tokens under H1, ### H14, 3 more
+        let mut spec = vec![(2, 1), (2, 2)];
+        spec.extend(std::iter::repeat((20, 0)).take(12));
+        spec.push((2, 3));
+        spec.extend(std::iter::repeat((20, 0)).take(3));
+        let out = pack(&spec, 64, 10);
+        let mut next = 0;
+        for (range, path) in &out {
+            assert_eq!(range.start, next, "gap or overlap: {out:?}");
+            next = range.end;
+            let body: usize = spec[range.clone()].iter().map(|s| s.0).sum();
+            let cost = if path.is_empty() { 0 } else { path.split(" > ").count() };
+            assert!(body + cost <= 64, "{range:?} {path:?}: {body} + {cost}");
+        }
+        assert_eq!(next, spec.len());
+        // a chunk cut out of H1's section says where it is from
+        assert_eq!(out[1].1, "H0 > H1");
+        // the level-3 heading is nested under both
+        let h14 = out.iter().find(|o| o.0.start == 14).expect("H14 starts a chunk");
+        assert_eq!(h14.1, "H0 > H1");
+        let after = out.iter().find(|o| o.0.start == 16);
+        assert!(after.is_none() || after.unwrap().1 == "H0 > H1 > H14");
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! # eval: what fine-tuning bought
+//! # eval: what coltrast bought, against what a user already has
 //!
-//! **What.** Ranks every chunk for each held-out query with three systems and scores the rankings:
-//! - `base`: the base model, through the same ONNX export and ONNX Runtime path;
-//! - `coltrast`: the fine-tuned model, pooled embeddings only;
-//! - `coltrast+rerank`: the fine-tuned model, its top `index.rerank_depth` re-scored by late-interaction MaxSim
-//!   over token embeddings.
+//! **What.** Ranks the held-out queries with these systems and scores the rankings:
+//! - `base-whole`: the baseline a user has without coltrast: the base model over whole documents
+//!   (`title + " " + text`, truncated at max_seq_length, as sentence-transformers embeds a BEIR corpus), no
+//!   chunks, no fine-tuning. Document level only. Every other system's gain is measured against it;
+//! - `base`: the base model over the chunks;
+//! - `base+hybrid`: `base` fused with BM25 over the chunks (`index.lexical_weight`, see [`crate::lexical`]);
+//! - `coltrast`: the fine-tuned model over the chunks, pooled embeddings only;
+//! - `coltrast+rerank`: `coltrast`'s top `index.rerank_depth` re-scored by
+//!   `(1 - index.rerank_weight) * cosine + index.rerank_weight * MaxSim` (late interaction over token
+//!   embeddings; weight 1 is a pure MaxSim rerank);
+//! - `coltrast+hybrid`: `coltrast` fused with BM25, as the query commands rank by default.
 //!
-//! Search is exact (inner product over all chunks), so the comparison of models is not blurred by the ANN
-//! settings of `index.factory`. Embeddings come from the same (model hash, text hash) cache as the index stage.
+//! All models go through the same ONNX export and ONNX Runtime path. Search is exact (inner product over all
+//! chunks), so the comparison of models is not blurred by the ANN settings of `index.factory`. Embeddings come
+//! from the same (model hash, text hash) cache as the index stage.
 //!
 //! **Levels.** `chunk`: the relevant item is the pair's positive chunk (pairs whose positive is the answer text
 //! are left out at this level). `document`: any chunk of the right project; a project ranks at its best chunk.
@@ -16,13 +23,21 @@
 //! **Queries.** `eval.split`: `"auto"` (default) takes the BEIR `test` split if present, else `val`, else `dev`;
 //! `"all"` takes every pair; any other value names a split.
 //!
-//! **Inputs.** `chunk/chunks.parquet`, `mine/pairs.parquet`, `export/{base,coltrast}/`.
+//! **Weights on validation.** When the pairs have a `val` (or `dev`) split other than the evaluated one,
+//! eval also sweeps `index.lexical_weight` and `index.rerank_weight` for `coltrast` on it and reports the
+//! document-level nDCG@10 of each value and the best one (`eval.md`, stats `val_best_lexical_weight`,
+//! `val_best_rerank_weight`): the numbers to tune those settings with, never the test split.
+//!
+//! **Inputs.** `ingest/projects.parquet`, `chunk/chunks.parquet`, `mine/pairs.parquet`,
+//! `export/{base,coltrast}/`.
 //!
 //! **Outputs.** `eval.parquet` (`system` Utf8, `level` Utf8, `metric` Utf8, `value` Float64, `queries` Int64),
 //! `eval_queries.parquet` (`qa_id` Utf8, `system` Utf8, `level` Utf8, `rank` Int64 nullable: 1-based rank of the
-//! first relevant item within the retrieved list, null if not retrieved), and `eval.md`, a readable table.
+//! first relevant item within the retrieved list, null if not retrieved), and `eval.md`, a readable table
+//! with each system's gain over `base-whole`. The manifest's stats name the best system (`best_system`, by
+//! document-level nDCG@10) and its gain (`best_gain_ndcg@10`).
 //!
-//! **Params.** `eval.split`, `index.rerank_depth`.
+//! **Params.** `eval.split`, `index.rerank_depth`, `index.rerank_weight`, `index.lexical_weight`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -41,7 +56,11 @@ use crate::table;
 pub const EVAL: &str = "eval.parquet";
 pub const QUERIES: &str = "eval_queries.parquet";
 pub const REPORT: &str = "eval.md";
-pub const SYSTEMS: [&str; 3] = ["base", "coltrast", "coltrast+rerank"];
+pub const BASELINE: &str = "base-whole";
+pub const SYSTEMS: [&str; 6] = [BASELINE, "base", "base+hybrid", "coltrast", "coltrast+rerank", "coltrast+hybrid"];
+/// The values swept on validation.
+pub const LEXICAL_GRID: [f64; 9] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5];
+pub const RERANK_GRID: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 pub fn eval_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -75,22 +94,46 @@ pub fn select<'a>(pairs: &'a [mine::Pair], split: &str) -> (String, Vec<&'a mine
     (chosen.to_string(), pairs.iter().filter(|p| p.split == chosen).collect())
 }
 
-/// Re-score the first `depth` of `ranked` by MaxSim; the rest keep their order after them.
+/// MaxSim of the query against each of the first `depth` of `ranked`.
+pub fn maxsim_head(
+    ranked: &[(i64, f32)],
+    q_tokens: &[f32],
+    doc_tokens: &[Vec<f32>],
+    dim: usize,
+    depth: usize,
+) -> Vec<f32> {
+    ranked[..depth.min(ranked.len())]
+        .iter()
+        .map(|&(row, _)| crate::late::maxsim(q_tokens, &doc_tokens[row as usize], dim))
+        .collect()
+}
+
+/// Re-score the first `depth` of `ranked` by `(1 - w) * score + w * MaxSim`; the rest keep their order.
 pub fn rerank_rows(
     ranked: &[(i64, f32)],
     q_tokens: &[f32],
     doc_tokens: &[Vec<f32>],
     dim: usize,
     depth: usize,
+    w: f32,
 ) -> Vec<(i64, f32)> {
-    let d = depth.min(ranked.len());
-    let mut head: Vec<(usize, i64, f32)> = ranked[..d]
+    crate::lexical::fuse_maxsim(ranked, &maxsim_head(ranked, q_tokens, doc_tokens, dim, depth), w)
+}
+
+/// Document-level nDCG@10 of rankings over chunk rows.
+fn doc_ndcg(rankings: &[Vec<(i64, f32)>], pairs: &[&mine::Pair], project_of: &[&str]) -> f64 {
+    let ms: Vec<QueryMetrics> = rankings
         .iter()
-        .enumerate()
-        .map(|(i, &(row, _))| (i, row, crate::late::maxsim(q_tokens, &doc_tokens[row as usize], dim)))
+        .zip(pairs)
+        .map(|(ranked, pair)| {
+            let docs: Vec<String> = docs_from_chunks(ranked, |r| project_of.get(r as usize).map(|p| p.to_string()))
+                .into_iter()
+                .map(|d| d.0)
+                .collect();
+            QueryMetrics::compute(&docs, &[pair.project_id.clone()].into_iter().collect::<BTreeSet<String>>())
+        })
         .collect();
-    head.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
-    head.into_iter().map(|(_, r, s)| (r, s)).chain(ranked[d..].iter().copied()).collect()
+    mean_metrics(&ms).get("ndcg@10").copied().unwrap_or(0.0)
 }
 
 struct SystemRun {
@@ -104,15 +147,17 @@ impl Stage<Settings> for Eval {
         "eval"
     }
     fn upstream(&self) -> &'static [&'static str] {
-        &["chunk", "mine", "export"]
+        &["ingest", "chunk", "mine", "export"]
     }
     fn code_version(&self) -> u32 {
-        1
+        2
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
         t.insert("split".into(), s.eval.split.clone().into());
         t.insert("rerank_depth".into(), s.index.rerank_depth.into());
+        t.insert("rerank_weight".into(), s.index.rerank_weight.into());
+        t.insert("lexical_weight".into(), s.index.lexical_weight.into());
         Ok(toml::Value::Table(t))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
@@ -120,6 +165,7 @@ impl Stage<Settings> for Eval {
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
+        let ds = crate::stages::ingest::read(ctx.upstream_dir("ingest")?)?;
         let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
         let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
         let (split, queries) = select(&pairs, &s.eval.split);
@@ -137,47 +183,73 @@ impl Stage<Settings> for Eval {
         let depth = s.index.rerank_depth as usize;
         let k = chunks.len().min(depth.max(100));
 
+        let val_pairs: Vec<&mine::Pair> = if split == "val" || split == "dev" {
+            vec![]
+        } else {
+            pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect()
+        };
+        let vtexts: Vec<&str> = val_pairs.iter().map(|p| p.query.as_str()).collect();
+        let (lw, rw) = (s.index.lexical_weight as f32, s.index.rerank_weight as f32);
+        let lexical = crate::lexical::LexicalIndex::build(None, &texts)?;
+        let bm25 = |qs: &[&str]| -> Result<Vec<Vec<(i64, f32)>>> { qs.iter().map(|q| lexical.search(q, k)).collect() };
+        let (q_bm25, v_bm25) = (bm25(&qtexts)?, bm25(&vtexts)?);
+
         let mut runs: Vec<SystemRun> = Vec::new();
+        let mut sweep: Vec<(&'static str, f64, f64)> = Vec::new();
         for model in [export::BASE, export::FINETUNED] {
             let mut m = index::ExportedModel::open(ctx, model)?;
             let (doc_emb, doc_tok, _) = m.embed(&texts, &format!("embedding chunks ({model})"))?;
-            let (info, enc) = (&m.info, &m.encoder);
-            let q = enc.embed_both(&qtexts)?;
-            let idx = crate::index::VectorIndex::build("Flat", info.embedding_dim, &doc_emb, None)?;
+            let idx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &doc_emb, None)?;
+            let q = m.encoder.embed_both(&qtexts)?;
             let hits = idx.search(&q.0.data, k)?;
-            let systems: &[&'static str] =
-                if model == export::BASE { &["base"] } else { &["coltrast", "coltrast+rerank"] };
-            for &name in systems {
-                let mut run = SystemRun { name, chunk_ranks: vec![], doc_ranks: vec![] };
-                for (qi, pair) in queries.iter().enumerate() {
-                    let ranked = if name == "coltrast+rerank" {
-                        rerank_rows(&hits[qi], &q.1[qi].data, &doc_tok, info.token_dim, depth)
-                    } else {
-                        hits[qi].clone()
-                    };
-                    let rows: Vec<i64> = ranked.iter().map(|r| r.0).collect();
-                    let pos = pair.positive_chunk_id.as_deref().and_then(|id| row_of.get(id)).copied();
-                    let (crank, cm) = match pos {
-                        Some(p) => {
-                            let rel: BTreeSet<i64> = [p].into();
-                            (
-                                rows.iter().position(|r| *r == p).map(|i| i as i64 + 1),
-                                Some(QueryMetrics::compute(&rows, &rel)),
-                            )
-                        }
-                        None => (None, None),
-                    };
-                    run.chunk_ranks.push((pair.qa_id.clone(), crank, cm));
-                    let docs: Vec<String> =
-                        docs_from_chunks(&ranked, |r| project_of.get(r as usize).map(|p| p.to_string()))
-                            .into_iter()
-                            .map(|d| d.0)
+            let token_dim = m.info.token_dim;
+            let hybrid = |dense: &[Vec<(i64, f32)>], lex: &[Vec<(i64, f32)>], w: f32| -> Vec<Vec<(i64, f32)>> {
+                dense.iter().zip(lex).map(|(d, l)| crate::lexical::fuse(d, l, w)).collect()
+            };
+            if model == export::BASE {
+                // The baseline: whole documents, one vector each, ranked directly.
+                let whole: Vec<String> = ds.projects.iter().map(chunk::titled_text).collect();
+                let wrefs: Vec<&str> = whole.iter().map(|t| t.as_str()).collect();
+                let (wemb, _, _) = m.embed(&wrefs, "embedding whole documents (base)")?;
+                let widx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &wemb, None)?;
+                let whits = widx.search(&q.0.data, ds.projects.len().min(100))?;
+                let pids: Vec<&str> = ds.projects.iter().map(|p| p.project_id.as_str()).collect();
+                runs.push(score_documents(BASELINE, &whits, &queries, &pids));
+                runs.push(score_system("base", &hits, &queries, &row_of, &project_of));
+                runs.push(score_system("base+hybrid", &hybrid(&hits, &q_bm25, lw), &queries, &row_of, &project_of));
+            } else {
+                let reranked: Vec<Vec<(i64, f32)>> = hits
+                    .iter()
+                    .zip(&q.1)
+                    .map(|(h, t)| rerank_rows(h, &t.data, &doc_tok, token_dim, depth, rw))
+                    .collect();
+                runs.push(score_system("coltrast", &hits, &queries, &row_of, &project_of));
+                runs.push(score_system("coltrast+rerank", &reranked, &queries, &row_of, &project_of));
+                runs.push(score_system("coltrast+hybrid", &hybrid(&hits, &q_bm25, lw), &queries, &row_of, &project_of));
+                if !val_pairs.is_empty() {
+                    let v = m.encoder.embed_both(&vtexts)?;
+                    let vhits = idx.search(&v.0.data, k)?;
+                    for w in LEXICAL_GRID {
+                        sweep.push((
+                            "lexical_weight",
+                            w,
+                            doc_ndcg(&hybrid(&vhits, &v_bm25, w as f32), &val_pairs, &project_of),
+                        ));
+                    }
+                    let heads: Vec<Vec<f32>> = vhits
+                        .iter()
+                        .zip(&v.1)
+                        .map(|(h, t)| maxsim_head(h, &t.data, &doc_tok, token_dim, depth))
+                        .collect();
+                    for w in RERANK_GRID {
+                        let r: Vec<Vec<(i64, f32)>> = vhits
+                            .iter()
+                            .zip(&heads)
+                            .map(|(h, m)| crate::lexical::fuse_maxsim(h, m, w as f32))
                             .collect();
-                    let rel: BTreeSet<String> = [pair.project_id.clone()].into();
-                    let drank = docs.iter().position(|d| *d == pair.project_id).map(|i| i as i64 + 1);
-                    run.doc_ranks.push((pair.qa_id.clone(), drank, QueryMetrics::compute(&docs, &rel)));
+                        sweep.push(("rerank_weight", w, doc_ndcg(&r, &val_pairs, &project_of)));
+                    }
                 }
-                runs.push(run);
             }
         }
 
@@ -206,7 +278,7 @@ impl Stage<Settings> for Eval {
             }
         }
         for (sys, level, metric, v, _) in &results {
-            if metric == "ndcg@10" || metric == "recall@1" {
+            if metric == "ndcg@10" || metric == "recall@1" || metric == "mrr@10" {
                 ctx.record_stat(&format!("{sys}/{level}/{metric}"), *v);
             }
         }
@@ -236,7 +308,47 @@ impl Stage<Settings> for Eval {
             ],
         )?;
         ctx.record_rows(QUERIES, n);
-        let md = report(&results, &split, queries.len(), chunks.len(), depth);
+        let ndcg =
+            |sys: &str| results.iter().find(|r| r.0 == sys && r.1 == "document" && r.2 == "ndcg@10").map(|r| r.3);
+        if let Some(base) = ndcg(BASELINE) {
+            let best = SYSTEMS.iter().filter(|s| **s != BASELINE).filter_map(|s| ndcg(s).map(|v| (*s, v))).fold(
+                None::<(&str, f64)>,
+                |acc, x| match acc {
+                    Some(a) if a.1 >= x.1 => Some(a),
+                    _ => Some(x),
+                },
+            );
+            ctx.record_stat("baseline_ndcg@10", base);
+            if let Some((sys, v)) = best {
+                ctx.record_stat("best_system", sys.to_string());
+                ctx.record_stat("best_ndcg@10", v);
+                ctx.record_stat("best_gain_ndcg@10", v - base);
+            }
+        }
+        let mut best_w: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for &(key, w, v) in &sweep {
+            let e = best_w.entry(key).or_insert((w, v));
+            if v > e.1 + 1e-12 {
+                *e = (w, v);
+            }
+        }
+        for (key, (w, _)) in &best_w {
+            ctx.record_stat(&format!("val_best_{key}"), *w);
+        }
+        let mut md = report(&results, &split, queries.len(), chunks.len(), depth);
+        if !sweep.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Weights on validation ({} val queries, coltrast, document nDCG@10)\n",
+                val_pairs.len()
+            );
+            for key in ["lexical_weight", "rerank_weight"] {
+                let row: Vec<String> =
+                    sweep.iter().filter(|r| r.0 == key).map(|r| format!("{}: {:.3}", r.1, r.2)).collect();
+                let best = best_w.get(key).map(|b| b.0).unwrap_or(0.0);
+                let _ = writeln!(md, "- `index.{key}` (best {best}): {}", row.join(", "));
+            }
+        }
         let p = ctx.output(REPORT);
         std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;
         Ok(())
@@ -254,21 +366,99 @@ fn report(
     for (s, l, m, v, n) in results {
         by.entry((l.clone(), s.clone())).or_default().insert(m.clone(), (*v, *n));
     }
+    let baseline = by.get(&("document".to_string(), BASELINE.to_string())).and_then(|m| m.get("ndcg@10")).map(|x| x.0);
     let mut out = String::new();
     let _ = writeln!(out, "# eval: {queries} queries ({split} split), {chunks} chunks, rerank depth {depth}\n");
-    let _ = writeln!(out, "| level | system | queries | {} |", METRIC_NAMES.join(" | "));
-    let _ = writeln!(out, "|---|---|---|{}", "---|".repeat(METRIC_NAMES.len()));
+    let _ = writeln!(out, "| level | system | queries | {} | gain vs {BASELINE} |", METRIC_NAMES.join(" | "));
+    let _ = writeln!(out, "|---|---|---|{}---|", "---|".repeat(METRIC_NAMES.len()));
     for level in ["document", "chunk"] {
         for sys in SYSTEMS {
             if let Some(m) = by.get(&(level.to_string(), sys.to_string())) {
                 let n = m.values().next().map(|x| x.1).unwrap_or(0);
                 let vals: Vec<String> =
                     METRIC_NAMES.iter().map(|k| format!("{:.3}", m.get(*k).map(|x| x.0).unwrap_or(0.0))).collect();
-                let _ = writeln!(out, "| {level} | {sys} | {n} | {} |", vals.join(" | "));
+                let gain = match (level, baseline, m.get("ndcg@10")) {
+                    ("document", Some(b), Some(v)) if sys != BASELINE => format!("{:+.3}", v.0 - b),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "| {level} | {sys} | {n} | {} | {gain} |", vals.join(" | "));
             }
         }
     }
+    if let Some(b) = baseline {
+        let best = SYSTEMS
+            .iter()
+            .filter(|s| **s != BASELINE)
+            .filter_map(|s| {
+                by.get(&("document".to_string(), s.to_string())).and_then(|m| m.get("ndcg@10")).map(|v| (*s, v.0))
+            })
+            .fold(None::<(&str, f64)>, |acc, x| match acc {
+                Some(a) if a.1 >= x.1 => Some(a),
+                _ => Some(x),
+            });
+        if let Some((sys, v)) = best {
+            let _ = writeln!(out, "\n{}", summary_line(sys, v, b));
+        }
+    }
     out
+}
+
+/// The one line `coltrast run` ends with: the best system and its gain (or loss) over `base-whole`.
+pub fn summary_line(best: &str, ndcg: f64, baseline: f64) -> String {
+    let d = ndcg - baseline;
+    let word = if d >= 0.0 { "gain" } else { "loss" };
+    format!("best system: {best}, document nDCG@10 {ndcg:.3}: {word} of {:.3} over {BASELINE} ({baseline:.3})", d.abs())
+}
+
+/// Score rankings over chunk rows at chunk and document level.
+fn score_system(
+    name: &'static str,
+    rankings: &[Vec<(i64, f32)>],
+    queries: &[&mine::Pair],
+    row_of: &HashMap<&str, i64>,
+    project_of: &[&str],
+) -> SystemRun {
+    let mut run = SystemRun { name, chunk_ranks: vec![], doc_ranks: vec![] };
+    for (ranked, pair) in rankings.iter().zip(queries) {
+        let rows: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+        let pos = pair.positive_chunk_id.as_deref().and_then(|id| row_of.get(id)).copied();
+        let (crank, cm) = match pos {
+            Some(p) => {
+                let rel: BTreeSet<i64> = [p].into();
+                (rows.iter().position(|r| *r == p).map(|i| i as i64 + 1), Some(QueryMetrics::compute(&rows, &rel)))
+            }
+            None => (None, None),
+        };
+        run.chunk_ranks.push((pair.qa_id.clone(), crank, cm));
+        let docs: Vec<String> = docs_from_chunks(ranked, |r| project_of.get(r as usize).map(|p| p.to_string()))
+            .into_iter()
+            .map(|d| d.0)
+            .collect();
+        run.doc_ranks.push(doc_rank(pair, &docs));
+    }
+    run
+}
+
+/// Score rankings over documents (rows of `project_ids`), at document level only.
+fn score_documents(
+    name: &'static str,
+    rankings: &[Vec<(i64, f32)>],
+    queries: &[&mine::Pair],
+    project_ids: &[&str],
+) -> SystemRun {
+    let mut run = SystemRun { name, chunk_ranks: vec![], doc_ranks: vec![] };
+    for (ranked, pair) in rankings.iter().zip(queries) {
+        let docs: Vec<String> =
+            ranked.iter().filter_map(|r| project_ids.get(r.0 as usize).map(|p| p.to_string())).collect();
+        run.doc_ranks.push(doc_rank(pair, &docs));
+    }
+    run
+}
+
+fn doc_rank(pair: &mine::Pair, docs: &[String]) -> (String, Option<i64>, QueryMetrics) {
+    let rel: BTreeSet<String> = [pair.project_id.clone()].into();
+    let rank = docs.iter().position(|d| *d == pair.project_id).map(|i| i as i64 + 1);
+    (pair.qa_id.clone(), rank, QueryMetrics::compute(docs, &rel))
 }
 
 #[cfg(test)]
@@ -281,7 +471,8 @@ mod tests {
         let q = vec![1.0, 0.0];
         let docs = vec![vec![0.0, 1.0], vec![0.6, 0.8], vec![1.0, 0.0], vec![1.0, 0.0]];
         let ranked = vec![(0, 0.9), (1, 0.8), (2, 0.7), (3, 0.6)];
-        let out = rerank_rows(&ranked, &q, &docs, 2, 3);
+        let out = rerank_rows(&ranked, &q, &docs, 2, 3, 1.0);
+        assert_eq!(rerank_rows(&ranked, &q, &docs, 2, 3, 0.0), ranked);
         let rows: Vec<i64> = out.iter().map(|r| r.0).collect();
         assert_eq!(rows, [2, 1, 0, 3]);
     }

@@ -49,7 +49,7 @@ impl Stage<Settings> for Export {
         &["train"]
     }
     fn code_version(&self) -> u32 {
-        2
+        3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model only picks what is served; both models are always exported.

@@ -18,6 +18,9 @@
 //! - `tokens/`: `token_embeddings.f16` (little-endian binary16, each chunk's token vectors back to back,
 //!   `[CLS]`/`[SEP]` included, padding excluded), `token_offsets.parquet` (`chunk_row` Int64, `offset` Int64 in
 //!   tokens, `n_tokens` Int32) and `token_embeddings.json` (`dim`, `dtype`, counts).
+//! - `bm25/`: a tantivy index of every chunk's `embed_text` (field `text`, row number as fast field `row`), for
+//!   BM25 in hybrid search ([`crate::lexical`]). Its bytes differ between runs (tantivy names segments by
+//!   random UUIDs); its content does not, and no stage reads it, so fingerprints and early cutoff are unaffected.
 //! - `index.json`: the served model, factory, dims and count.
 //!
 //! **Params.** `index.factory`, `export.model` (`index.rerank_depth` is used by queries and eval, not here).
@@ -39,6 +42,7 @@ pub const EMBEDDINGS: &str = "chunk_embeddings.parquet";
 pub const FAISS: &str = "index.faiss";
 pub const TOKENS: &str = "tokens";
 pub const INFO: &str = "index.json";
+pub const BM25: &str = "bm25";
 
 pub fn embeddings_schema(dim: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -128,7 +132,7 @@ impl Stage<Settings> for IndexStage {
         &["chunk", "export"]
     }
     fn code_version(&self) -> u32 {
-        1
+        2
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
@@ -168,6 +172,7 @@ impl Stage<Settings> for IndexStage {
             }
         }
         writer.finish()?;
+        crate::lexical::LexicalIndex::build(Some(&ctx.output(BM25)), &texts)?;
         let meta = serde_json::json!({
             "model": s.export.model.as_str(), "factory": s.index.factory, "embedding_dim": dim,
             "token_dim": info.token_dim, "count": chunks.len(), "onnx_model": served,

@@ -10,7 +10,11 @@
 //! - **Hard negatives.** The `mine.num_negatives` chunks of *other* projects most similar to the query,
 //!   skipping any whose similarity exceeds the positive's by more than `mine.false_negative_margin` (likely
 //!   false negatives) and any whose text equals the positive's.
-//! - **Split.** Inputs with qrels splits (BEIR `qrels/{train,dev,test}.tsv`) keep them. Otherwise the split is
+//! - **Texts.** Positives and negatives are chunks' `embed_text`: what the index embeds, so training sees the
+//!   texts exactly as they are served.
+//! - **Split.** Inputs with qrels splits (BEIR `qrels/{train,dev,test}.tsv`) keep them; when they have no dev
+//!   split, `mine.val_split` of the train queries become `val`, chosen by a seeded blake3 of the query id
+//!   ([`is_val_query`]), so early stopping and everything else tuned on validation work for BEIR too. Otherwise the split is
 //!   project-wise: `round(val_split × projects)` projects (at least one, and at least one left for training
 //!   when there are two or more) are drawn with a seeded shuffle and all their pairs are `val`; no project has
 //!   text on both sides. The sizes are logged and recorded in the manifest.
@@ -88,7 +92,7 @@ impl Stage<Settings> for Mine {
         &["ingest", "chunk"]
     }
     fn code_version(&self) -> u32 {
-        1
+        2
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         s.section_without("mine", &["batch_size"])
@@ -165,6 +169,24 @@ pub fn val_projects(ids: &BTreeSet<String>, frac: f64, seed: u64) -> BTreeSet<St
     v.into_iter().take(k).cloned().collect()
 }
 
+/// The query id of a BEIR Q&A id (`qid`, or `qid#k` for its k-th relevant document).
+pub fn query_id(qa_id: &str) -> &str {
+    qa_id.split_once('#').map(|(q, _)| q).unwrap_or(qa_id)
+}
+
+/// Whether a BEIR train query goes to validation: a seeded blake3 of its query id, read as a number in
+/// [0, 1), below `frac`. All pairs of one query fall on the same side, and adding queries never moves others.
+pub fn is_val_query(qa_id: &str, frac: f64, seed: u64) -> bool {
+    if frac <= 0.0 {
+        return false;
+    }
+    let mut h = crate::hash::StableHasher::new("coltrast-val-query");
+    h.u64(seed).str(query_id(qa_id));
+    let hex = h.finish();
+    let x = u64::from_str_radix(&hex[..16], 16).unwrap_or(0) as f64 / 2f64.powi(64);
+    x < frac
+}
+
 /// The mining itself, on embeddings from `embed` (texts → flat unit vectors).
 pub fn mine(
     ds: &ingest::Dataset,
@@ -211,6 +233,8 @@ pub fn mine(
     let answer_row: HashMap<usize, usize> = with_answer.iter().enumerate().map(|(r, &i)| (i, r)).collect();
 
     let has_qrels_split = !ds.qa.is_empty() && ds.qa.iter().all(|q| q.split.is_some());
+    // With qrels splits but no dev split of their own, validation is carved out of the train queries.
+    let carve = has_qrels_split && !ds.qa.iter().any(|q| matches!(q.split.as_deref(), Some("dev" | "val")));
     let project_ids: BTreeSet<String> = ds.projects.iter().map(|p| p.project_id.clone()).collect();
     let val = if has_qrels_split { BTreeSet::new() } else { val_projects(&project_ids, s.val_split, s.seed as u64) };
 
@@ -230,11 +254,11 @@ pub fn mine(
             let has_answer = answer_row.contains_key(&i);
             let (positive_text, positive_chunk_id, source, pos_vec) = match (best, has_answer) {
                 (Some((c, sim)), true) if sim as f64 >= s.positive_threshold => {
-                    (chunks[c].text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
+                    (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
                 }
                 (_, true) => (answers[i].to_string(), None, "answer", row(&answer_emb_flat, answer_row[&i])),
                 (Some((c, _)), false) => {
-                    (chunks[c].text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
+                    (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
                 }
                 (None, false) => {
                     return Err(Error::data(
@@ -260,12 +284,16 @@ pub fn mine(
                 if neg.len() >= s.num_negatives as usize {
                     break;
                 }
-                if sim as f64 > positive_score as f64 + s.false_negative_margin || chunks[c].text == positive_text {
+                if sim as f64 > positive_score as f64 + s.false_negative_margin || chunks[c].embed_text == positive_text
+                {
                     continue;
                 }
                 neg.push((c, sim));
             }
             let split = match &q.split {
+                Some(sp) if carve && sp == "train" && is_val_query(&q.qa_id, s.val_split, s.seed as u64) => {
+                    "val".to_string()
+                }
                 Some(sp) if has_qrels_split => sp.clone(),
                 _ if val.contains(&q.project_id) => "val".to_string(),
                 _ => "train".to_string(),
@@ -280,7 +308,7 @@ pub fn mine(
                 positive_source: source.to_string(),
                 positive_score,
                 negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
-                negative_texts: neg.iter().map(|(c, _)| chunks[*c].text.clone()).collect(),
+                negative_texts: neg.iter().map(|(c, _)| chunks[*c].embed_text.clone()).collect(),
                 negative_scores: neg.iter().map(|(_, s)| *s).collect(),
             })
         })
@@ -597,6 +625,60 @@ mod tests {
         }
         assert!(sides.values().all(|s| s.len() == 1), "{sides:?}");
         assert!(m.pairs.iter().any(|p| p.split == "val") && m.pairs.iter().any(|p| p.split == "train"));
+    }
+
+    #[test]
+    fn beir_without_dev_split_carves_validation_from_train_queries_by_hash() {
+        let (mut ds, chunks, emb) = dataset();
+        // 40 train queries (two qrels for some) and a test one, all on project "med"
+        ds.qa = (0..40)
+            .flat_map(|i| {
+                let k = if i % 5 == 0 { 2 } else { 1 };
+                (0..k).map(move |j| Qa {
+                    qa_id: if j == 0 { format!("q{i}") } else { format!("q{i}#{j}") },
+                    project_id: "med".into(),
+                    question: format!("xray question {i}"),
+                    answer: None,
+                    context: None,
+                    split: Some("train".into()),
+                })
+            })
+            .collect();
+        ds.qa.push(Qa {
+            qa_id: "t0".into(),
+            project_id: "med".into(),
+            question: "xray test".into(),
+            answer: None,
+            context: None,
+            split: Some("test".into()),
+        });
+        let mut s = settings();
+        s.val_split = 0.25;
+        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        let split_of: BTreeMap<&str, &str> = m.pairs.iter().map(|p| (p.qa_id.as_str(), p.split.as_str())).collect();
+        assert_eq!(split_of["t0"], "test");
+        let val: Vec<&&str> = split_of.iter().filter(|(_, s)| **s == "val").map(|(q, _)| q).collect();
+        assert!((4..=18).contains(&val.len()), "{val:?}");
+        // one query's pairs stay together, and the choice is the hash's
+        for p in &m.pairs {
+            assert_eq!(p.split, split_of[query_id(&p.qa_id)], "{}", p.qa_id);
+            if p.split != "test" {
+                assert_eq!(p.split == "val", is_val_query(&p.qa_id, 0.25, s.seed as u64));
+            }
+        }
+        // another seed draws other queries; 0 carves nothing
+        let other: Vec<bool> = (0..40).map(|i| is_val_query(&format!("q{i}"), 0.25, 7)).collect();
+        let this: Vec<bool> = (0..40).map(|i| is_val_query(&format!("q{i}"), 0.25, s.seed as u64)).collect();
+        assert_ne!(other, this);
+        s.val_split = 0.0;
+        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        assert!(m.pairs.iter().all(|p| p.split != "val"));
+        // a BEIR dev split is kept as it is: nothing carved
+        ds.qa[0].split = Some("dev".into());
+        s.val_split = 0.25;
+        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        assert_eq!(m.pairs.iter().filter(|p| p.split == "val").count(), 0);
+        assert_eq!(m.pairs.iter().filter(|p| p.split == "dev").count(), 1);
     }
 
     #[test]

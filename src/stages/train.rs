@@ -111,7 +111,7 @@ impl Stage<Settings> for Train {
         &["mine"]
     }
     fn code_version(&self) -> u32 {
-        1
+        2
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = s.section("train")?;

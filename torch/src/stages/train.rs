@@ -9,7 +9,7 @@ use tch::Device;
 
 use coltrast::engine::StageContext;
 use coltrast::error::{Error, Result};
-use coltrast::settings::{Settings, TrainDevice};
+use coltrast::settings::{BaseMix, Settings, TrainDevice};
 use coltrast::stages::mine;
 use coltrast::stages::train::{log_schema, CURVES, LOG, MODEL_DIR};
 use coltrast::table;
@@ -94,6 +94,8 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         Vec::new()
     };
     let mut model = ColTrastModel::new(encoder, dim, s.token_dim as usize, s.seed as u64, &pca_texts)?;
+    // Step 0's weights: the base model (with the Dense head at its start), for weight averaging.
+    let start = model.snapshot();
     let cfg = TrainConfig::from(&s);
     let work = ctx.work_dir()?.to_path_buf();
     let outcome = {
@@ -101,6 +103,20 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let hooks = Hooks { fault_point: &fault, progress: true };
         train::train(&cfg, &mut model, &train_set, &val_set, &work, &hooks)?
     };
+
+    let mix = choose_base_mix(&mut model, &start, s.base_mix, &val_set)?;
+    ctx.record_stat("base_mix", mix.chosen);
+    for (share, mrr) in &mix.tried {
+        ctx.record_stat(&format!("val_mrr_base_mix_{share}"), round(*mrr, 6));
+    }
+    if !mix.tried.is_empty() {
+        let tried: Vec<String> = mix.tried.iter().map(|(w, m)| format!("{w}: {m:.3}")).collect();
+        eprintln!(
+            "train: base_mix on validation (share of base weights: val MRR): {}; chose {}",
+            tried.join(", "),
+            mix.chosen
+        );
+    }
 
     let meta = ColtrastMeta {
         embedding_dim: model.embedding_dim(),
@@ -180,6 +196,72 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What [`choose_base_mix`] did: the share kept, and (for `"auto"`) each share tried with its validation MRR.
+pub struct MixChoice {
+    pub chosen: f64,
+    pub tried: Vec<(f64, f64)>,
+}
+
+/// `weights = share * start + (1 - share) * trained` for every tensor but the token head (which has no base:
+/// it starts random and stays as trained).
+pub fn blend(
+    start: &[(String, tch::Tensor)],
+    trained: &[(String, tch::Tensor)],
+    share: f64,
+) -> Vec<(String, tch::Tensor)> {
+    let _guard = tch::no_grad_guard();
+    trained
+        .iter()
+        .map(|(name, t)| {
+            let mixed = match start.iter().find(|(n, _)| n == name) {
+                Some((_, b)) if !name.starts_with("token_head.") && share > 0.0 => {
+                    b.to_device(t.device()) * share + t * (1.0 - share)
+                }
+                _ => t.shallow_clone(),
+            };
+            (name.clone(), mixed)
+        })
+        .collect()
+}
+
+/// Apply `train.base_mix` to the trained `model`: a fixed share, or under `"auto"` the share of
+/// [`BaseMix::GRID`] with the best validation ranking (MRR of the positive among the pooled hard negatives and
+/// the other positives; ties go to the pooled-negative accuracy, then the margin, then the smaller share).
+pub fn choose_base_mix(
+    model: &mut ColTrastModel,
+    start: &[(String, tch::Tensor)],
+    setting: BaseMix,
+    val: &[Example],
+) -> Result<MixChoice> {
+    let trained = model.snapshot();
+    let fixed = match setting {
+        BaseMix::Fixed(x) => Some(x),
+        BaseMix::Auto if val.is_empty() => Some(0.0),
+        BaseMix::Auto => None,
+    };
+    if let Some(x) = fixed {
+        if x > 0.0 {
+            model.load_parameters(&blend(start, &trained, x), "base_mix")?;
+        }
+        return Ok(MixChoice { chosen: x, tried: vec![] });
+    }
+    let mut tried = Vec::new();
+    let mut best: Option<(f64, (f64, f64, f64))> = None;
+    for share in BaseMix::GRID {
+        model.load_parameters(&blend(start, &trained, share), "base_mix")?;
+        let mut embed = |texts: &[&str]| -> Result<Vec<Vec<f32>>> { train::tensor_rows(&model.embed(texts, 64)?) };
+        let r = train::ranking(val, &mut embed)?;
+        tried.push((share, r.mrr));
+        let key = (r.mrr, r.pooled, r.margin);
+        if best.is_none_or(|(_, b)| key > b) {
+            best = Some((share, key));
+        }
+    }
+    let chosen = best.map(|b| b.0).unwrap_or(0.0);
+    model.load_parameters(&blend(start, &trained, chosen), "base_mix")?;
+    Ok(MixChoice { chosen, tried })
 }
 
 fn round(x: f64, digits: i32) -> f64 {

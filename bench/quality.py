@@ -1,0 +1,129 @@
+"""Issue 9: retrieval quality on ../shared/data/ai_faq_dev (BEIR layout; tuned on train, reported on test).
+
+Each experiment is a set of `--set` overrides on top of the defaults (the only default changed everywhere is
+`ingest.path`). Experiments that train run with 3 training seeds (`train.seed` = 1, 2, 3): the table gives the
+mean and the spread (max - min) over seeds. All experiments share one artifacts dir, so stages whose inputs did
+not change are cached across experiments (a sweep of eval-time weights trains nothing new).
+
+Writes one row per experiment and system: document-level nDCG@10, R@1, MRR@10 (mean ± spread), and the gain of
+the mean nDCG@10 over `base-whole` (the untuned base model over whole passages, measured in the same run).
+It also times the default pipeline on the sample dataset cold (fresh artifacts dir) and checks the seed's four
+example questions.
+
+Usage: python3 bench/quality.py [EXPERIMENT ...]   (env: BIN, AI_FAQ_DEV, QUALITY_SEEDS="1,2,3")
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ["BIN"]
+DEV = os.environ.get("AI_FAQ_DEV", os.path.abspath("../shared/data/ai_faq_dev"))
+SEEDS = [int(s) for s in os.environ.get("QUALITY_SEEDS", "1,2,3").split(",")]
+ARTS = os.environ.get("QUALITY_ARTIFACTS", os.path.join(tempfile.gettempdir(), "coltrast-quality-artifacts"))
+SYSTEMS = ["base-whole", "base", "base+hybrid", "coltrast", "coltrast+rerank", "coltrast+hybrid"]
+
+# name -> (description, overrides). Order: the defaults first, then the levers, each alone.
+EXPERIMENTS = {
+    "defaults": ("defaults (sections, min_tokens 64, lexical 0.1, rerank 0.3)", []),
+    "lexical-0": ("index.lexical_weight=0 (dense only)", ["index.lexical_weight=0"]),
+    "lexical-0.2": ("index.lexical_weight=0.2", ["index.lexical_weight=0.2"]),
+    "lexical-0.3": ("index.lexical_weight=0.3", ["index.lexical_weight=0.3"]),
+    "rerank-1": ("index.rerank_weight=1 (pure MaxSim rerank, the seed's)", ["index.rerank_weight=1"]),
+    "rerank-0.5": ("index.rerank_weight=0.5", ["index.rerank_weight=0.5"]),
+    "min-tokens-0": ("chunk.min_tokens=0 (every heading cuts)", ["chunk.min_tokens=0"]),
+    "semantic-0.7": ("chunk.strategy=semantic, threshold 0.7 (the seed's chunking)", ["chunk.strategy=semantic"]),
+    "none": ("chunk.strategy=none (whole passages, truncated)", ["chunk.strategy=none"]),
+    "lr-1e-5": ("train.learning_rate=1e-5", ["train.learning_rate=1e-5"]),
+    "epochs-3": ("train.epochs=3", ["train.epochs=3"]),
+}
+
+
+def run(overrides, seed, cwd):
+    args = ["--set", f"ingest.path={DEV}", "--set", f"artifacts_dir={ARTS}", "--set", f"train.seed={seed}"]
+    for o in overrides:
+        args += ["--set", o]
+    t = time.time()
+    p = subprocess.run([BIN, "run", *args], cwd=cwd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        raise SystemExit(f"[quality] run failed: {overrides} seed {seed}")
+    ran = [l.split()[0] for l in p.stderr.splitlines() if len(l.split()) > 1 and l.split()[1] == "ran"]
+    show = subprocess.run([BIN, "show", "eval", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    stats = json.loads(show[show.index("manifest:\n") + len("manifest:\n"):])["stats"]
+    return stats, ran, time.time() - t
+
+
+def fmt(vals):
+    if not vals:
+        return "–"
+    m = statistics.mean(vals)
+    return f"{m:.3f} ± {max(vals) - min(vals):.3f}" if len(vals) > 1 else f"{m:.3f}"
+
+
+SAMPLE_QUESTIONS = [
+    ("What AI model is used for medical diagnosis?", "medical-image-diagnosis"),
+    ("What is the data size for sentiment analysis?", "customer-sentiment-nlp"),
+    ("What are the lessons learned from the trading bot?", "rl-trading-bot"),
+    ("Which project uses reinforcement learning?", "rl-trading-bot"),
+]
+
+
+def sample_cold():
+    """The default pipeline on the sample, cold (fresh artifacts dir, so no embedding cache), and the seed's
+    four example questions."""
+    proj = tempfile.mkdtemp(prefix="coltrast-quality-sample-")
+    with open(os.path.join(proj, "pipeline.toml"), "w") as f:
+        f.write(f'[ingest]\npath = "{os.path.abspath("data/ai_projects_dataset.json")}"\n')
+    t = time.time()
+    p = subprocess.run([BIN, "run"], cwd=proj, check=True, capture_output=True, text=True)
+    wall = time.time() - t
+    last = p.stdout.strip().splitlines()[-1]
+    right = 0
+    for q, want in SAMPLE_QUESTIONS:
+        got = json.loads(subprocess.run([BIN, "ask", q, "--json"], cwd=proj, check=True, capture_output=True,
+                                        text=True).stdout)["top_project"]
+        right += got == want
+        print(f"- sample: {q!r} -> {got} ({'right' if got == want else 'WRONG, expected ' + want})")
+    print(f"- sample: default pipeline cold {wall:.1f} s (goal < 60 s); {right}/4 example questions right; "
+          f"last line: `{last}`")
+
+
+def main():
+    if not os.path.isdir(DEV):
+        print(f"[bench] skipping quality: ai_faq_dev not found at {DEV} (set AI_FAQ_DEV=...)")
+        return
+    names = sys.argv[1:] or list(EXPERIMENTS)
+    cwd = tempfile.mkdtemp(prefix="coltrast-quality-")
+    print("## Retrieval quality on ai_faq_dev test (64 questions), document level\n")
+    print(f"Training seeds {SEEDS}; mean ± spread (max − min). Gain: mean nDCG@10 minus base-whole's, same run.")
+    print("base-whole is the untuned base model over whole passages (the baseline a user already has).\n")
+    print("| experiment | system | nDCG@10 | R@1 | MRR@10 | gain vs base-whole | val best lexical / rerank weight |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        desc, overrides = EXPERIMENTS[name]
+        per_seed = [run(overrides, seed, cwd) for seed in SEEDS]
+        base = statistics.mean(s["base-whole/document/ndcg@10"] for s, _, _ in per_seed)
+        val_w = "; ".join(
+            f"{s.get('val_best_lexical_weight', '–')} / {s.get('val_best_rerank_weight', '–')}" for s, _, _ in per_seed)
+        for sysname in SYSTEMS:
+            get = lambda m: [s[f"{sysname}/document/{m}"] for s, _, _ in per_seed if f"{sysname}/document/{m}" in s]
+            nd = get("ndcg@10")
+            if not nd:
+                continue
+            gain = "" if sysname == "base-whole" else f"{statistics.mean(nd) - base:+.3f}"
+            print(f"| {desc} | {sysname} | {fmt(nd)} | {fmt(get('recall@1'))} | {fmt(get('mrr@10'))} | {gain} | "
+                  f"{val_w if sysname == 'coltrast' else ''} |", flush=True)
+        best = [(s["best_system"], s["best_gain_ndcg@10"]) for s, _, _ in per_seed]
+        walls = [w for _, _, w in per_seed]
+        print(f"| {desc} | best system per seed | {', '.join(f'{b} {g:+.3f}' for b, g in best)} | | | | "
+              f"wall {', '.join(f'{w:.0f}s' for w in walls)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
+    print()
+    sample_cold()
