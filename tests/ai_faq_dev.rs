@@ -1,0 +1,75 @@
+//! The quality dev set (`../shared/data/ai_faq_dev`, BEIR layout with train and test qrels, no dev split) on
+//! the real MiniLM: validation is carved out of the train queries only, and the default chunking keeps every
+//! passage that fits whole (embedded as sentence-transformers embeds it) while splitting the long ones without
+//! truncating them. Skips with a message when `../shared` is absent.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+
+#[test]
+fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
+    let Some(shared) = shared_dir() else {
+        eprintln!("skipping: ../shared is absent (ai_faq_dev lives in ../shared/data/ai_faq_dev)");
+        return;
+    };
+    let dev = shared.join("data/ai_faq_dev");
+    if !dev.is_dir() {
+        eprintln!("skipping: {} not found", dev.display());
+        return;
+    }
+    let p = Project::new(&format!("[ingest]\npath = \"{}\"\n", dev.display()));
+    p.run(&["run", "mine"]).ok();
+    let arts = p.path().join("artifacts");
+    let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&arts, "mine")[0]).unwrap();
+    let mut by_split: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for pair in &pairs {
+        by_split.entry(pair.split.as_str()).or_default().insert(pair.qa_id.as_str());
+    }
+    let read_qrels = |name: &str| -> BTreeSet<String> {
+        std::fs::read_to_string(dev.join("qrels").join(name))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next().map(String::from))
+            .collect()
+    };
+    let (train_q, test_q) = (read_qrels("train.tsv"), read_qrels("test.tsv"));
+    // test stays test, whole; val and train together are exactly the train qrels
+    assert_eq!(by_split["test"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(), test_q);
+    let val = &by_split["val"];
+    assert!(!val.is_empty() && val.len() < train_q.len() / 2, "{val:?}");
+    let carved: BTreeSet<String> = by_split["train"].union(val).map(|s| s.to_string()).collect();
+    assert_eq!(carved, train_q);
+    for q in val {
+        assert!(coltrast::stages::mine::is_val_query(q, 0.2, 42), "{q}");
+    }
+
+    let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
+    let ds = coltrast::stages::ingest::read(&trusted_dirs(&arts, "ingest")[0]).unwrap();
+    let (mut whole, mut split) = (0, 0);
+    for proj in &ds.projects {
+        let mine: Vec<_> = chunks.iter().filter(|c| c.project_id == proj.project_id).collect();
+        let titled = format!("{} {}", proj.title, proj.text);
+        for c in &mine {
+            assert!(c.n_tokens <= 256, "{}: {} tokens", proj.project_id, c.n_tokens);
+        }
+        if mine.len() == 1 {
+            whole += 1;
+            assert_eq!(mine[0].embed_text, titled, "{}", proj.project_id);
+        } else {
+            split += 1;
+            // a split passage's later chunks name their passage's title first
+            assert!(mine[1..].iter().all(|c| c.embed_text.starts_with(&proj.title)), "{}", proj.project_id);
+            // and its last words are still there
+            let last = coltrast::text::split_sentences(&proj.text).pop().unwrap();
+            let tail = last.plain.split_whitespace().last().unwrap().to_string();
+            assert!(mine.iter().any(|c| c.embed_text.contains(&tail)), "{}: lost {tail:?}", proj.project_id);
+        }
+    }
+    // the dataset's README: 84 of its 233 passages exceed 256 tokens
+    assert_eq!(whole + split, 233);
+    assert!((60..=100).contains(&split), "{split} split passages");
+}
