@@ -56,20 +56,22 @@ fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
         for c in &mine {
             assert!(c.n_tokens <= 256, "{}: {} tokens", proj.project_id, c.n_tokens);
         }
-        if mine.len() == 1 {
+        if mine.len() == 1 && mine[0].embed_text == titled {
             whole += 1;
-            assert_eq!(mine[0].embed_text, titled, "{}", proj.project_id);
         } else {
+            // over max_tokens as it stands: packed from its sentences (Markdown stripped, so it may fit in one)
             split += 1;
             // a split passage's later chunks name their passage's title first
-            assert!(mine[1..].iter().all(|c| c.embed_text.starts_with(&proj.title)), "{}", proj.project_id);
+            for c in &mine[1..] {
+                assert!(c.embed_text.starts_with(&proj.title), "{}: {:?}", proj.project_id, c.embed_text);
+            }
             // and its last words are still there
             let last = coltrast::text::split_sentences(&proj.text).pop().unwrap();
             let tail = last.plain.split_whitespace().last().unwrap().to_string();
             assert!(mine.iter().any(|c| c.embed_text.contains(&tail)), "{}: lost {tail:?}", proj.project_id);
         }
     }
-    // the dataset's README: 84 of its 233 passages exceed 256 tokens
+    // 84 of the 233 passages exceed 256 tokens as `title + " " + text` (counted with sentence-transformers)
     assert_eq!(whole + split, 233);
-    assert!((60..=100).contains(&split), "{split} split passages");
+    assert_eq!(split, 84, "{split} passages packed from sentences");
 }

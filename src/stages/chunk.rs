@@ -70,6 +70,8 @@ use crate::table;
 use crate::text;
 
 pub const SENTENCES: &str = "sentences.parquet";
+/// `"sections"`: tokens kept free for the heading path when an over-long sentence is cut into windows.
+const PATH_RESERVE: usize = 32;
 pub const CHUNKS: &str = "chunks.parquet";
 
 pub fn sentences_schema(dim: usize) -> Arc<Schema> {
@@ -210,7 +212,7 @@ struct SentenceRow {
     plain: String,
     n_tokens: i64,
     heading: bool,
-    /// Heading level 1-6; 0 for any other sentence.
+    /// Heading level 1-6 (0 for a BEIR title, the root of every path); 0 for any other sentence.
     level: u8,
     block: usize,
     table_row: bool,
@@ -302,6 +304,11 @@ pub fn embed_all(
 /// A document's sentences (Markdown-aware), each over `budget` tokens cut into token windows. A document
 /// without a heading of its own (BEIR) gets its title as a level-1 heading first.
 fn split_rows(p: &ingest::Project, counter: &TokenCounter, budget: usize) -> Result<Vec<SentenceRow>> {
+    split_rows_windowed(p, counter, budget)
+}
+
+/// [`split_rows`] with over-long sentences cut into windows of `window` tokens.
+fn split_rows_windowed(p: &ingest::Project, counter: &TokenCounter, window: usize) -> Result<Vec<SentenceRow>> {
     let mut rows: Vec<SentenceRow> = Vec::new();
     let mut split = text::split_sentences(&p.text);
     if needs_title(p) {
@@ -318,11 +325,11 @@ fn split_rows(p: &ingest::Project, counter: &TokenCounter, budget: usize) -> Res
     }
     for sent in split {
         let n = counter.count(&sent.plain)?;
-        let pieces: Vec<(String, String, usize)> = if n <= budget {
+        let pieces: Vec<(String, String, usize)> = if n <= window {
             vec![(sent.text.clone(), sent.plain.clone(), n)]
         } else {
             counter
-                .windows(&sent.plain, budget)?
+                .windows(&sent.plain, window)?
                 .into_iter()
                 .map(|r| {
                     let piece = sent.plain[r].trim().to_string();
@@ -332,6 +339,8 @@ fn split_rows(p: &ingest::Project, counter: &TokenCounter, budget: usize) -> Res
                 .collect::<Result<_>>()?
         };
         let level = match sent.kind {
+            // the BEIR title is the root of every heading path, above the text's own level-1 headings
+            _ if sent.block == usize::MAX => 0,
             text::SentenceKind::Heading { level } => level,
             _ => 0,
         };
@@ -490,7 +499,8 @@ fn sections(
             embed_texts.push(whole);
             continue;
         }
-        let rows = split_rows(p, counter, budget)?;
+        // Windows of over-long sentences leave room for a heading path of up to PATH_RESERVE tokens.
+        let rows = split_rows_windowed(p, counter, budget.saturating_sub(PATH_RESERVE).max(budget / 2))?;
         let mut seen_ids = std::collections::HashSet::new();
         // The path, its ": " separator, and a margin of one token for the joins.
         let mut path_cost = |path: &str| -> Result<usize> { Ok(counter.count(&format!("{path}:"))? + 1) };
@@ -587,11 +597,14 @@ fn pack_sections(
     if start < rows.len() {
         out.push((start..rows.len(), paths[start].clone()));
     }
-    // A path so long that it alone overflows: drop it rather than exceed the cap.
+    // A path too long for its chunk loses its innermost headings (down to none) rather than exceed the cap.
     for (range, path) in out.iter_mut() {
         let body: usize = rows[range.clone()].iter().map(|r| (r.n_tokens - 2) as usize).sum();
-        if body + cost(path)? > budget {
-            path.clear();
+        while !path.is_empty() && body + cost(path)? > budget {
+            match path.rfind(" > ") {
+                Some(i) => path.truncate(i),
+                None => path.clear(),
+            }
         }
     }
     Ok(out)

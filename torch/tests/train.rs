@@ -224,7 +224,8 @@ fn kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run() {
 #[test]
 fn early_stopping_outputs_the_best_epoch() {
     // A high learning rate makes the tiny model overfit quickly; patience 2 then stops training.
-    let p = tiny_project("epochs = 12\npatience = 2\nlearning_rate = 0.003\nwarmup_ratio = 0.0");
+    // base_mix = 0: the output is the best epoch's weights as trained (no averaging with the base).
+    let p = tiny_project("epochs = 12\npatience = 2\nlearning_rate = 0.003\nwarmup_ratio = 0.0\nbase_mix = 0");
     p.run(&["run", "train"]).ok();
     let dir = train_dir(&p);
     let m = manifest(&dir);
@@ -248,6 +249,44 @@ fn early_stopping_outputs_the_best_epoch() {
     let texts = train::Texts::new(&model, &[&tr, &va]).unwrap();
     let (loss, _, _) = train::evaluate(&model, &texts, &va, &cfg).unwrap();
     assert!((loss - best.loss).abs() < 1e-5, "output model val loss {loss}, best logged {}", best.loss);
+}
+
+/// Weight averaging: `base_mix = 1` gives back the base model's pooled embeddings; `"auto"` tries every share
+/// of the grid on validation, records each one's MRR, and keeps the best.
+#[test]
+fn base_mix_averages_with_the_base_weights() {
+    let texts = ["Alpha detects tumours in scans.", "Which coins does Gamma trade?", "a"];
+    let p = tiny_project("epochs = 2\nlearning_rate = 0.003\nbase_mix = 1");
+    p.run(&["run", "train"]).ok();
+    let dir = train_dir(&p);
+    let m = manifest(&dir);
+    assert_eq!(m["stats"]["base_mix"], 1.0, "{m}");
+    let _rng = rng_lock();
+    let (model, _) = export::load_model_dir(&dir.join("model"), Device::Cpu).unwrap();
+    let got = train::tensor_rows(&model.embed(&texts, 8).unwrap()).unwrap();
+    let base = Encoder::load(&p.path().join("tiny-model"), Device::Cpu).unwrap().embed(&texts, 8).unwrap();
+    for (i, row) in got.iter().enumerate() {
+        let diff = row.iter().zip(base.row(i)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "text {i}: max abs diff {diff} to the base model");
+    }
+    drop(_rng);
+
+    let p = tiny_project("epochs = 2\nlearning_rate = 0.003");
+    p.run(&["run", "train"]).ok();
+    let dir = train_dir(&p);
+    let m = manifest(&dir);
+    let chosen = m["stats"]["base_mix"].as_f64().unwrap();
+    let tried: Vec<(f64, f64)> = coltrast::settings::BaseMix::GRID
+        .iter()
+        .map(|w| (*w, m["stats"][format!("val_mrr_base_mix_{w}")].as_f64().unwrap_or_else(|| panic!("{w}: {m}"))))
+        .collect();
+    let best = tried.iter().map(|t| t.1).fold(f64::MIN, f64::max);
+    let at_chosen = tried.iter().find(|t| t.0 == chosen).unwrap().1;
+    assert_eq!(at_chosen, best, "chose {chosen} of {tried:?}");
+    // a share outside [0, 1] is refused before anything runs
+    let out = p.run(&["run", "train", "--set", "train.base_mix=1.5"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr().contains("train.base_mix"), "{}", out.stderr());
 }
 
 #[test]
