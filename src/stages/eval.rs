@@ -478,6 +478,28 @@ mod tests {
     }
 
     #[test]
+    fn report_shows_each_gain_over_base_whole_and_ends_with_the_best() {
+        let row = |sys: &str, level: &str, v: f64| (sys.to_string(), level.to_string(), "ndcg@10".to_string(), v, 10);
+        let results = vec![
+            row(BASELINE, "document", 0.80),
+            row("base", "document", 0.78),
+            row("coltrast+rerank", "document", 0.85),
+            row("base", "chunk", 0.70),
+        ];
+        let md = report(&results, "test", 10, 40, 50);
+        assert!(md.contains("| document | base | 10 |") && md.contains("| -0.020 |"), "{md}");
+        assert!(md.contains("| document | coltrast+rerank | 10 |") && md.contains("| +0.050 |"), "{md}");
+        // no gain for the baseline itself or at chunk level
+        assert!(md.lines().any(|l| l.starts_with("| chunk | base |") && l.ends_with("|  |")), "{md}");
+        let last = md.trim_end().lines().last().unwrap();
+        assert_eq!(last, "best system: coltrast+rerank, document nDCG@10 0.850: gain of 0.050 over base-whole (0.800)");
+        assert_eq!(
+            summary_line("base", 0.78, 0.8),
+            "best system: base, document nDCG@10 0.780: loss of 0.020 over base-whole (0.800)"
+        );
+    }
+
+    #[test]
     fn split_selection() {
         let mk = |s: &str| mine::Pair {
             qa_id: s.into(),
