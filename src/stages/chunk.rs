@@ -404,6 +404,34 @@ fn join_markdown(members: &[SentenceRow]) -> String {
     text
 }
 
+/// A chunk of consecutive sentences, embedded as `embed_text`; its id is unique within the document.
+fn sentence_chunk(
+    p: &ingest::Project,
+    ordinal: usize,
+    members: &[SentenceRow],
+    embed_text: String,
+    counter: &TokenCounter,
+    seen_ids: &mut std::collections::HashSet<String>,
+) -> Result<ChunkRow> {
+    let text = join_markdown(members);
+    let n_tokens = counter.count(&embed_text)? + 2;
+    let mut id = chunk_id(&p.project_id, &text);
+    if !seen_ids.insert(id.clone()) {
+        id = chunk_id(&p.project_id, &format!("{text}\u{0}{ordinal}"));
+        seen_ids.insert(id.clone());
+    }
+    Ok(ChunkRow {
+        chunk_id: id,
+        project_id: p.project_id.clone(),
+        ordinal: ordinal as i64,
+        text,
+        n_tokens: n_tokens as i64,
+        first: members[0].idx,
+        last: members[members.len() - 1].idx,
+        embed_text,
+    })
+}
+
 fn semantic(
     projects: &[ingest::Project],
     encoder: &dyn SentenceEncoder,
@@ -441,24 +469,8 @@ fn semantic(
         let mut seen_ids = std::collections::HashSet::new();
         for (ordinal, range) in merge(&info, emb, dim, threshold, s.compare, max_tokens).into_iter().enumerate() {
             let members = &rows[range.clone()];
-            let text = join_markdown(members);
             let plain = members.iter().map(|r| r.plain.as_str()).collect::<Vec<_>>().join(" ");
-            let n_tokens = counter.count(&plain)? + 2;
-            let mut id = chunk_id(&p.project_id, &text);
-            if !seen_ids.insert(id.clone()) {
-                id = chunk_id(&p.project_id, &format!("{text}\u{0}{ordinal}"));
-                seen_ids.insert(id.clone());
-            }
-            chunks.push(ChunkRow {
-                chunk_id: id,
-                project_id: p.project_id.clone(),
-                ordinal: ordinal as i64,
-                text,
-                n_tokens: n_tokens as i64,
-                first: members[0].idx,
-                last: members[members.len() - 1].idx,
-                embed_text: plain.clone(),
-            });
+            chunks.push(sentence_chunk(p, ordinal, members, plain.clone(), counter, &mut seen_ids)?);
             chunk_plains.push(plain);
         }
     }
@@ -507,25 +519,9 @@ fn sections(
         let packed = pack_sections(&rows, budget, min_tokens, &mut path_cost)?;
         for (ordinal, (range, path)) in packed.into_iter().enumerate() {
             let members = &rows[range];
-            let text = join_markdown(members);
             let body = members.iter().map(|r| r.plain.as_str()).collect::<Vec<_>>().join(" ");
             let embed_text = if path.is_empty() { body } else { format!("{path}: {body}") };
-            let n_tokens = counter.count(&embed_text)? + 2;
-            let mut id = chunk_id(&p.project_id, &text);
-            if !seen_ids.insert(id.clone()) {
-                id = chunk_id(&p.project_id, &format!("{text}\u{0}{ordinal}"));
-                seen_ids.insert(id.clone());
-            }
-            chunks.push(ChunkRow {
-                chunk_id: id,
-                project_id: p.project_id.clone(),
-                ordinal: ordinal as i64,
-                text,
-                n_tokens: n_tokens as i64,
-                first: members[0].idx,
-                last: members[members.len() - 1].idx,
-                embed_text: embed_text.clone(),
-            });
+            chunks.push(sentence_chunk(p, ordinal, members, embed_text.clone(), counter, &mut seen_ids)?);
             embed_texts.push(embed_text);
         }
     }
