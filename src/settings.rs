@@ -363,6 +363,19 @@ pub struct TrainSettings {
     /// Share of the base model's weights in the output (weight averaging): `"auto"` (default) picks it on
     /// validation from 0, 0.25, 0.5, 0.75, 1; a number in [0, 1] fixes it (0 = the fine-tuned weights).
     pub base_mix: BaseMix,
+    /// Memory budget, in MiB, for the activations that one forward pass keeps for its backward pass. A
+    /// batch whose queries and documents would need more is encoded in micro-batches that fit, and the loss
+    /// gradient is pushed back through each in turn (GradCache): the same loss and gradients, with peak memory
+    /// independent of `batch_size`. 0 = no bound (the whole batch in one pass). Default 512.
+    pub max_activation_mb: i64,
+    /// Texts per forward pass when micro-batching; 0 (default) = as many as `max_activation_mb` allows for
+    /// their padded length.
+    pub micro_batch_size: i64,
+    /// Memory the train stage may take, in MiB, on top of what the process holds when training starts. Before
+    /// the first step the stage estimates its need (optimizer state, gradients, weight copies, the largest
+    /// forward pass) and stops with one line saying what to lower if it does not fit. 0 (default) = the memory
+    /// the machine (or its cgroup) has available. Not part of the cache key: it never changes the result.
+    pub max_memory_mb: i64,
 }
 
 impl Default for TrainSettings {
@@ -383,6 +396,9 @@ impl Default for TrainSettings {
             seed: 42,
             device: TrainDevice::Auto,
             base_mix: BaseMix::Auto,
+            max_activation_mb: 512,
+            micro_batch_size: 0,
+            max_memory_mb: 0,
         }
     }
 }
@@ -603,6 +619,15 @@ impl Settings {
         }
         if t.seed < 0 {
             return Err(("train.seed", "an integer >= 0".into()));
+        }
+        if t.max_activation_mb < 0 {
+            return Err(("train.max_activation_mb", "an integer >= 0 (MiB; 0 = no bound)".into()));
+        }
+        if t.max_memory_mb < 0 {
+            return Err(("train.max_memory_mb", "an integer >= 0 (MiB; 0 = what the machine has available)".into()));
+        }
+        if t.micro_batch_size < 0 {
+            return Err(("train.micro_batch_size", "an integer >= 0 (0 = from train.max_activation_mb)".into()));
         }
         if let BaseMix::Fixed(x) = t.base_mix {
             if !(0.0..=1.0).contains(&x) {

@@ -25,6 +25,15 @@
 //!   the model's max_seq_length. After each epoch: validation loss (both terms, no dropout) on the `val` split
 //!   (BEIR's `dev`), early stopping with `train.patience`, and a checkpoint in the stage's working dir.
 //!   Without validation pairs there is no early stopping and the last epoch is the output.
+//! - **Memory** (`coltrast_torch::train::gradcache`, `coltrast_torch::train::memory`). A batch whose queries and
+//!   documents would keep more than `train.max_activation_mb` of activations (an estimate from the model's
+//!   shapes) is encoded in micro-batches (GradCache): representations without autograd, the loss and its
+//!   gradient on them, then each micro-batch again with autograd, back-propagating its slice. The loss and
+//!   gradients are the whole batch's (tested against the one-pass step); dropout in each micro-batch is seeded
+//!   from `(seed, step, micro-batch)` in both passes. Before the first step the stage checks that its estimate
+//!   (optimizer state, gradients, weight copies, the largest forward pass) fits `train.max_memory_mb` or the
+//!   machine's available memory, and otherwise stops with one line saying what to lower. The manifest's
+//!   `*_mb` stats say where the peak RSS went.
 //! - **Resume.** A checkpoint (weights, AdamW moments, step/schedule position, early-stopping state, the log;
 //!   RNG streams are re-derived from the epoch) is committed atomically after every epoch. A run interrupted
 //!   in any way (even `kill -9`) resumes after the last committed epoch and ends with the same bytes as an
@@ -51,7 +60,9 @@
 //!
 //! **Params.** `train.epochs`, `batch_size`, `learning_rate`, `weight_decay`, `warmup_ratio`,
 //! `max_grad_norm`, `temperature`, `contrastive_weight`, `late_interaction_weight`, `embedding_dim`,
-//! `token_dim`, `patience`, `seed`, `device` (hashed as the device it resolves to: `cpu` or `cuda`).
+//! `token_dim`, `patience`, `seed`, `device` (hashed as the device it resolves to: `cpu` or `cuda`),
+//! `base_mix`, `max_activation_mb`, `micro_batch_size`; `max_memory_mb` (not hashed: it only decides whether
+//! a run starts).
 //!
 //! **Example.** `coltrast run train --set train.epochs=3 --set train.device=cpu`
 
@@ -111,10 +122,12 @@ impl Stage<Settings> for Train {
         &["mine"]
     }
     fn code_version(&self) -> u32 {
-        2
+        // 3: batches beyond train.max_activation_mb are encoded in micro-batches (GradCache).
+        3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = s.section("train")?;
+        // max_memory_mb only decides whether a run may start.
+        let mut t = s.section_without("train", &["max_memory_mb"])?;
         if let Some(t) = t.as_table_mut() {
             t.insert("device".into(), toml::Value::String(resolved_device(s.train.device)?.into()));
         }

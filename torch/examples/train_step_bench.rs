@@ -17,7 +17,10 @@ use coltrast_torch::train::{self, optim::AdamW, BatchPlan, ColTrastModel, Exampl
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() == 6, "usage: train_step_bench MODEL_DIR MINE_DIR DUMP_DIR STEPS WARMUP");
+    anyhow::ensure!(
+        args.len() == 6 || args.len() == 7,
+        "usage: train_step_bench MODEL_DIR MINE_DIR DUMP_DIR STEPS WARMUP [MAX_ACTIVATION_MB]"
+    );
     let (model_dir, mine_dir, dump) = (&args[1], &args[2], std::path::Path::new(&args[3]));
     let steps: usize = args[4].parse()?;
     let warmup: usize = args[5].parse()?;
@@ -27,6 +30,14 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!train_set.is_empty(), "no training pairs in {mine_dir}");
     let settings = TrainSettings::default();
     let cfg = TrainConfig::from(&settings);
+    // The bounded step (GradCache when a batch exceeds the budget), timed on the same batches.
+    let bounded_cfg = TrainConfig {
+        max_activation_mb: match args.get(6) {
+            Some(v) => v.parse()?,
+            None => cfg.max_activation_mb,
+        },
+        ..cfg.clone()
+    };
     let encoder = coltrast_torch::encoder::Encoder::load(std::path::Path::new(model_dir), tch::Device::Cpu)?;
     let hidden = encoder.dim();
     let model = ColTrastModel::new(encoder, hidden, settings.token_dim as usize, cfg.seed, &[])?;
@@ -81,9 +92,27 @@ fn main() -> anyhow::Result<()> {
 
     tch::manual_seed(cfg.seed as i64);
     let mut opt = AdamW::new(model.named_parameters(), cfg.weight_decay);
+    let act = train::memory::ActivationModel::new(model.encoder().config(), model.token_dim());
+    let params = opt.parameters();
     let mut ms = Vec::new();
+    let mut bounded_ms = Vec::new();
+    let mut passes = Vec::new();
     let mut phases = [0f64; 4];
-    for batch in &batches {
+    for (k, batch) in batches.iter().enumerate() {
+        // Bounded step first on odd batches, second on even ones (neither side always runs warm).
+        let bounded = |opt: &mut AdamW| -> anyhow::Result<(f64, usize)> {
+            let t0 = Instant::now();
+            let st =
+                train::gradcache::step_gradients(&model, &texts, batch, &bounded_cfg, &act, &params, k as u64 + 1)?;
+            let norm = train::optim::global_norm(&st.grads);
+            opt.apply(&st.grads, train::optim::clip_coef(norm, cfg.max_grad_norm), cfg.learning_rate);
+            Ok((t0.elapsed().as_secs_f64() * 1000.0, st.groups))
+        };
+        if k % 2 == 1 {
+            let (t, g) = bounded(&mut opt)?;
+            bounded_ms.push(t);
+            passes.push(g);
+        }
         let t0 = Instant::now();
         let l = train::batch_loss(&model, &texts, batch, &cfg, true)?;
         let _ = l.total.double_value(&[]);
@@ -98,6 +127,11 @@ fn main() -> anyhow::Result<()> {
             phases[i] += d.as_secs_f64() * 1000.0 / batches.len() as f64;
         }
         ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if k % 2 == 0 {
+            let (t, g) = bounded(&mut opt)?;
+            bounded_ms.push(t);
+            passes.push(g);
+        }
     }
     eprintln!(
         "mean ms: forward+loss {:.0}, backward {:.0}, clip {:.0}, adamw {:.0}",
@@ -110,6 +144,8 @@ fn main() -> anyhow::Result<()> {
         "system": "coltrast (tch)", "threads": tch::get_num_threads(), "step_ms": timed,
         "median_ms": sorted[sorted.len() / 2], "padded_lengths": lens, "eval_loss_first_batch": eval,
         "phases_ms": {"forward_loss": phases[0], "backward": phases[1], "clip": phases[2], "optimizer": phases[3]},
+        "bounded_max_activation_mb": bounded_cfg.max_activation_mb, "bounded_step_ms": &bounded_ms[warmup..],
+        "bounded_passes": &passes[warmup..],
     });
     println!("{out}");
     Ok(())

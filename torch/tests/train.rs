@@ -172,6 +172,144 @@ fn library_resume_matches_an_uninterrupted_run() {
     }
 }
 
+/// The tiny model with dropout off, so that a step is a deterministic function of the weights.
+fn tiny_encoder_without_dropout() -> (tempfile::TempDir, Encoder) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_model(dir.path());
+    let path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let enc = Encoder::load(dir.path(), Device::Cpu).unwrap();
+    (dir, enc)
+}
+
+#[test]
+fn micro_batched_steps_have_the_same_losses_and_gradients() {
+    let _rng = rng_lock();
+    let examples = tiny_examples();
+    let refs: Vec<&Example> = examples.iter().take(6).collect();
+    let (_d, enc) = tiny_encoder_without_dropout();
+    let model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
+    let texts = train::Texts::new(&model, &[&examples]).unwrap();
+    let act = train::memory::ActivationModel::new(model.encoder().config(), model.token_dim());
+    let params: Vec<tch::Tensor> = model.named_parameters().into_iter().map(|(_, t)| t).collect();
+    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    let step =
+        |cfg: &TrainConfig| train::gradcache::step_gradients(&model, &texts, &refs, cfg, &act, &params, 1).unwrap();
+    // Today's step: the whole batch in one pass with autograd.
+    let whole = step(&TrainConfig { max_activation_mb: 0, micro_batch_size: 0, ..config() });
+    assert_eq!(whole.groups, 2);
+    // Docs of this batch: 6 positives + their negatives; budgets that force 2..n groups.
+    let tiny_budget = TrainConfig { max_activation_mb: 1, ..config() };
+    for cfg in [
+        TrainConfig { micro_batch_size: 1, ..config() },
+        TrainConfig { micro_batch_size: 2, ..config() },
+        TrainConfig { micro_batch_size: 5, ..config() },
+        tiny_budget.clone(),
+    ] {
+        let got = step(&cfg);
+        let label = format!("micro_batch_size {} max_activation_mb {}", cfg.micro_batch_size, cfg.max_activation_mb);
+        assert!(got.groups > 2, "{label}: the batch must really be split ({} passes)", got.groups);
+        for (a, b, what) in [
+            (whole.losses.0, got.losses.0, "total"),
+            (whole.losses.1, got.losses.1, "contrastive"),
+            (whole.losses.2, got.losses.2, "late"),
+        ] {
+            assert!((a - b).abs() < 1e-5, "{label}: {what} loss {a} vs {b}");
+        }
+        let mut checked = 0;
+        for ((name, g1), g2) in names.iter().zip(&whole.grads).zip(&got.grads) {
+            assert_eq!(g1.defined(), g2.defined(), "{label}: {name}");
+            if !g1.defined() {
+                continue;
+            }
+            let scale = g1.abs().max().double_value(&[]).max(1e-8);
+            let diff = (g1 - g2).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4 * scale + 1e-7, "{label}: {name}: max |diff| {diff} (max |g| {scale})");
+            checked += 1;
+        }
+        assert!(checked > 10, "{label}: only {checked} gradients compared");
+    }
+    // The gradients are not trivially equal: another batch gives other ones.
+    let other: Vec<&Example> = examples.iter().skip(6).take(6).collect();
+    let cfg = TrainConfig { max_activation_mb: 0, ..config() };
+    let g_other = train::gradcache::step_gradients(&model, &texts, &other, &cfg, &act, &params, 1).unwrap();
+    let w = names.iter().position(|n| n == "encoder.encoder.layer.0.attention.self.query.weight").unwrap();
+    assert!((&whole.grads[w] - &g_other.grads[w]).abs().max().double_value(&[]) > 1e-6);
+}
+
+#[test]
+fn micro_batched_passes_draw_the_same_dropout_masks() {
+    // GradCache's pass without autograd and its pass with autograd must see the same dropout masks, or the
+    // cached gradient belongs to other representations than the ones it is pushed through.
+    let _rng = rng_lock();
+    let (_d, enc) = tiny_encoder();
+    let model = ColTrastModel::new(enc, 32, 16, 3, &[]).unwrap();
+    let examples = tiny_examples();
+    let refs: Vec<&Example> = examples.iter().take(6).collect();
+    let texts = train::Texts::new(&model, &[&examples]).unwrap();
+    let act = train::memory::ActivationModel::new(model.encoder().config(), model.token_dim());
+    let params: Vec<tch::Tensor> = model.named_parameters().into_iter().map(|(_, t)| t).collect();
+    let cfg = TrainConfig { micro_batch_size: 2, ..config() };
+    let a = train::gradcache::step_gradients(&model, &texts, &refs, &cfg, &act, &params, 7).unwrap();
+    let b = train::gradcache::step_gradients(&model, &texts, &refs, &cfg, &act, &params, 7).unwrap();
+    let c = train::gradcache::step_gradients(&model, &texts, &refs, &cfg, &act, &params, 8).unwrap();
+    assert!(a.groups > 2);
+    assert_eq!(a.losses, b.losses, "same step, same masks");
+    assert_ne!(a.losses, c.losses, "another step draws other masks (dropout is on)");
+    for (x, y) in a.grads.iter().zip(&b.grads) {
+        assert_eq!(x.defined(), y.defined());
+        if x.defined() {
+            assert!(x.equal(y));
+        }
+    }
+    let queries: Vec<&str> = refs.iter().map(|e| e.query.as_str()).collect();
+    let grouping = train::memory::group_texts(
+        &queries.iter().map(|q| texts.get(q).unwrap().len()).collect::<Vec<_>>(),
+        &act,
+        0.0,
+        2,
+    );
+    let seeds = [11i64, 12, 13];
+    let without = {
+        let _g = tch::no_grad_guard();
+        train::gradcache::encode_groups(&model, &texts, &queries, &grouping, true, Some(&seeds)).unwrap()
+    };
+    let with = train::gradcache::encode_groups(&model, &texts, &queries, &grouping, true, Some(&seeds)).unwrap();
+    assert!(with.pooled.requires_grad());
+    assert!(without.pooled.equal(&with.pooled.detach()), "pooled vectors differ between the two passes");
+    assert!(without.tokens.equal(&with.tokens.detach()), "token vectors differ between the two passes");
+    // And the rows come back in input order: encoding the first query alone gives its row.
+    let _g = tch::no_grad_guard();
+    let alone = model.encode(&texts.batch(&queries[..1], Device::Cpu).unwrap(), false).pooled;
+    let all = train::gradcache::encode_groups(&model, &texts, &queries, &grouping, false, None).unwrap();
+    assert!((alone.get(0) - all.pooled.get(0)).abs().max().double_value(&[]) < 1e-6);
+}
+
+#[test]
+fn a_run_over_the_memory_limit_stops_with_one_line() {
+    let p = tiny_project("epochs = 1\nmax_memory_mb = 1");
+    let out = p.run(&["run", "train"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    let line = out.stderr().lines().find(|l| l.contains("needs about")).unwrap_or_default().to_string();
+    assert!(line.contains("train.max_memory_mb allows 1"), "{}", out.stderr());
+    assert!(line.contains("lower train.max_activation_mb (now 512)"), "{line}");
+    assert!(trusted_dirs(&p.path().join("artifacts"), "train").is_empty(), "no train artifact may be trusted");
+    // Raising the allowance lets the same run through, and the manifest says where the memory went.
+    let out = p.run(&["run", "train", "--set", "train.max_memory_mb=0"]).ok();
+    assert!(out.stages().contains(&"train ran".to_string()), "{:?}", out.stages());
+    let m = manifest(&train_dir(&p));
+    let s = &m["stats"];
+    for key in ["peak_rss_mb", "weights_mb", "optimizer_state_mb", "activations_estimate_mb", "checkpoint_peak_mb"] {
+        assert!(s[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {s}");
+    }
+    assert!(s["peak_rss_mb"].as_f64() >= s["steps_peak_mb"].as_f64());
+    let (opt, w) = (s["optimizer_state_mb"].as_f64().unwrap(), s["weights_mb"].as_f64().unwrap());
+    assert!((opt - 2.0 * w).abs() < 0.003, "AdamW holds two moments per weight: {opt} vs {w}");
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Through the binary, on the tiny model
 
@@ -361,6 +499,9 @@ fn bad_train_settings_are_one_line_errors() {
         ("train.temperature=0", "train.temperature: expected a number in (0, 10]"),
         ("train.device=tpu", "unknown variant `tpu`"),
         ("train.token_dim=0", "train.token_dim: expected an integer >= 1"),
+        ("train.max_activation_mb=-1", "train.max_activation_mb: expected an integer >= 0"),
+        ("train.micro_batch_size=-2", "train.micro_batch_size: expected an integer >= 0"),
+        ("train.max_memory_mb=-1", "train.max_memory_mb: expected an integer >= 0"),
     ] {
         let out = p.run(&["status", "--set", set]);
         assert_eq!(out.code(), 1, "{set}: {}", out.stderr());

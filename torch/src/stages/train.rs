@@ -16,7 +16,7 @@ use coltrast::table;
 
 use crate::encoder::Encoder;
 use crate::train::export::{self, ColtrastMeta};
-use crate::train::{self, ColTrastModel, Example, Hooks, LogRow, TrainConfig};
+use crate::train::{self, memory, ColTrastModel, Example, Hooks, LogRow, TrainConfig};
 
 /// The libtorch device for `train.device`.
 pub fn resolve_device(d: TrainDevice) -> Result<Device> {
@@ -46,12 +46,16 @@ pub fn split_pairs(pairs: &[mine::Pair]) -> (Vec<Example>, Vec<Example>, usize) 
 
 /// Run the train stage.
 pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
+    // The stage's own peak, not the earlier stages' of this process.
+    let rss_start = memory::rss().now;
+    memory::reset_peak();
     let s = ctx.config.train.clone();
     let device = resolve_device(s.device)?;
     if ctx.config.model.threads > 0 {
         crate::encoder::set_num_threads(ctx.config.model.threads as usize);
     }
     let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
+    let rss_pairs = memory::rss().now;
     let (train_set, val_set, ignored) = split_pairs(&pairs);
     tracing::info!(train = train_set.len(), val = val_set.len(), ignored, "pairs");
     if train_set.is_empty() {
@@ -65,7 +69,9 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         eprintln!("train: no validation pairs (split \"val\" or \"dev\"): early stopping is off and the last epoch is the output");
     }
     let base_dir = ctx.config.base_model_dir();
+    let rss_before_model = memory::rss().now;
     let encoder = Encoder::load(&base_dir, device).map_err(Error::from)?;
+    let rss_model = memory::rss().now.saturating_sub(rss_before_model);
 
     // The base model's ranking on val, by the base pipeline itself (mean pooling + normalisation).
     let base_rank = if val_set.is_empty() {
@@ -149,6 +155,7 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
     if let Some(e) = outcome.resumed_after {
         ctx.record_stat("resumed_after_epoch", e);
     }
+    record_memory(ctx, &outcome.memory, rss_start, rss_pairs.saturating_sub(rss_start), rss_model);
     let epoch_mean = |e: u64| {
         let v: Vec<f64> = outcome.log.iter().filter(|r| r.split == "train" && r.epoch == e).map(|r| r.loss).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -196,6 +203,36 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The memory stats of the manifest (MiB, three decimals): where the stage's peak RSS came from. `*_peak_mb`
+/// are the peaks of each phase (absolute RSS); the others are sizes or RSS growth.
+fn record_memory(
+    ctx: &mut StageContext<'_, Settings>,
+    m: &train::MemoryReport,
+    rss_start: u64,
+    rss_pairs: u64,
+    rss_model: u64,
+) {
+    let mib = |b: u64| round(b as f64 / memory::MIB, 3);
+    ctx.record_stat("rss_stage_start_mb", mib(rss_start));
+    ctx.record_stat("rss_pairs_mb", mib(rss_pairs));
+    ctx.record_stat("rss_model_load_mb", mib(rss_model));
+    ctx.record_stat("rss_texts_mb", mib(m.rss_texts));
+    ctx.record_stat("weights_mb", mib(m.weights));
+    ctx.record_stat("optimizer_state_mb", mib(m.optimizer));
+    ctx.record_stat("rss_before_steps_mb", mib(m.rss_before_steps));
+    ctx.record_stat("steps_peak_mb", mib(m.peak_steps));
+    ctx.record_stat("activations_mb", mib(m.peak_steps.saturating_sub(m.rss_before_steps)));
+    ctx.record_stat("activations_estimate_mb", mib(m.activation_estimate));
+    ctx.record_stat("maxsim_mb", mib(m.maxsim));
+    ctx.record_stat("validation_peak_mb", mib(m.peak_validation));
+    ctx.record_stat("checkpoint_peak_mb", mib(m.peak_checkpoint));
+    ctx.record_stat("max_passes_per_step", m.max_passes as u64);
+    ctx.record_stat("phase_peaks", m.phase_peaks);
+    // Everything since the stage started (export of the model dir and base_mix included).
+    let peak = memory::rss().peak.max(m.peak_steps).max(m.peak_validation).max(m.peak_checkpoint);
+    ctx.record_stat("peak_rss_mb", mib(peak));
 }
 
 /// What [`choose_base_mix`] did: the share kept, and (for `"auto"`) each share tried with its validation MRR.

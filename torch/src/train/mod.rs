@@ -5,7 +5,9 @@
 
 pub mod checkpoint;
 pub mod export;
+pub mod gradcache;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod plot;
@@ -39,6 +41,13 @@ pub struct TrainConfig {
     pub late_interaction_weight: f64,
     pub patience: u64,
     pub seed: u64,
+    /// Activation budget of one forward pass, MiB (0 = none); see [`gradcache`].
+    pub max_activation_mb: u64,
+    /// Texts per forward pass when micro-batching (0 = from the budget).
+    pub micro_batch_size: usize,
+    /// What the run may take, MiB (0 = what the machine has); decides only whether it starts.
+    #[serde(skip)]
+    pub max_memory_mb: u64,
 }
 
 impl From<&TrainSettings> for TrainConfig {
@@ -55,6 +64,9 @@ impl From<&TrainSettings> for TrainConfig {
             late_interaction_weight: s.late_interaction_weight,
             patience: s.patience.max(0) as u64,
             seed: s.seed.max(0) as u64,
+            max_activation_mb: s.max_activation_mb.max(0) as u64,
+            micro_batch_size: s.micro_batch_size.max(0) as usize,
+            max_memory_mb: s.max_memory_mb.max(0) as u64,
         }
     }
 }
@@ -131,6 +143,39 @@ pub struct TrainOutcome {
     pub resumed_after: Option<u64>,
     /// Updates per second in this process (not counting validation).
     pub steps_per_s: f64,
+    /// Where the memory went.
+    pub memory: MemoryReport,
+}
+
+/// Memory of one [`train`] call: resident set sizes (bytes) measured at its phases, and sizes computed from
+/// tensor shapes. Peaks are per phase where Linux lets the peak be reset (see [`memory::reset_peak`]),
+/// otherwise cumulative.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryReport {
+    /// RSS when `train` was called (the process, libtorch, the model, the caller's data).
+    pub rss_entry: u64,
+    /// RSS growth from tokenising the training and validation texts.
+    pub rss_texts: u64,
+    /// Bytes of the weights (all trainable tensors).
+    pub weights: u64,
+    /// Bytes of AdamW's moments.
+    pub optimizer: u64,
+    /// RSS just before the first step.
+    pub rss_before_steps: u64,
+    /// Peak RSS during the training steps.
+    pub peak_steps: u64,
+    /// Peak RSS during validation passes.
+    pub peak_validation: u64,
+    /// Peak RSS while writing checkpoints.
+    pub peak_checkpoint: u64,
+    /// Estimated activations of the largest forward pass of any step ([`memory::ActivationModel`]).
+    pub activation_estimate: u64,
+    /// Bytes of the largest MaxSim similarity tensor (`pairs × query tokens × document tokens` floats).
+    pub maxsim: u64,
+    /// Most forward passes in one step (2 = queries and documents in one pass each).
+    pub max_passes: usize,
+    /// Whether the phase peaks could be reset (else they are cumulative).
+    pub phase_peaks: bool,
 }
 
 /// Test hooks and display options.
@@ -205,8 +250,22 @@ pub fn batch_loss(
     let docs: Vec<&str> = plan.docs.iter().map(|s| s.as_str()).collect();
     let q = model.encode(&texts.batch(&queries, device)?, train);
     let d = model.encode(&texts.batch(&docs, device)?, train);
-    let n_docs = docs.len() as i64;
-    let candidates = Tensor::from_slice(&plan.candidates).view([batch.len() as i64, n_docs]).to_device(device);
+    Ok(plan_loss(model, &q, &d, &plan, cfg))
+}
+
+/// The ColTrast loss of a batch from its encoded queries (rows in batch order) and documents (rows in
+/// `plan.docs` order).
+pub fn plan_loss(
+    model: &ColTrastModel,
+    q: &model::Encoded,
+    d: &model::Encoded,
+    plan: &BatchPlan,
+    cfg: &TrainConfig,
+) -> BatchLoss {
+    let device = model.device();
+    let n_queries = plan.labels.len() as i64;
+    let n_docs = plan.docs.len() as i64;
+    let candidates = Tensor::from_slice(&plan.candidates).view([n_queries, n_docs]).to_device(device);
     let labels = Tensor::from_slice(&plan.labels).to_device(device);
     let contrastive = loss::info_nce(&q.pooled, &d.pooled, &candidates, &labels, cfg.temperature);
     let qi = Tensor::from_slice(&plan.late_query).to_device(device);
@@ -224,7 +283,7 @@ pub fn batch_loss(
         tracing::debug!(positive = mean(1.0), negative = mean(0.0), "mean MaxSim score");
     }
     let total = &contrastive * cfg.contrastive_weight + &late * cfg.late_interaction_weight;
-    Ok(BatchLoss { total, contrastive, late })
+    BatchLoss { total, contrastive, late }
 }
 
 /// Mean losses over `examples` in evaluation mode (no dropout, no gradients), batches of `batch_size` in
@@ -236,10 +295,11 @@ pub fn evaluate(
     cfg: &TrainConfig,
 ) -> Result<(f64, f64, f64)> {
     let _guard = tch::no_grad_guard();
+    let act = memory::ActivationModel::new(model.encoder().config(), model.token_dim());
     let (mut t, mut c, mut l, mut n) = (0.0, 0.0, 0.0, 0usize);
     for chunk in examples.chunks(cfg.batch_size) {
         let refs: Vec<&Example> = chunk.iter().collect();
-        let b = batch_loss(model, texts, &refs, cfg, false)?;
+        let b = gradcache::eval_loss(model, texts, &refs, cfg, &act)?;
         let k = chunk.len() as f64;
         t += b.total.double_value(&[]) * k;
         c += b.contrastive.double_value(&[]) * k;
@@ -371,11 +431,39 @@ pub fn train(
         return Err(Error::Usage("no training pairs: the mine stage produced no pairs with split \"train\"".into()));
     }
     std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
+    let mut mem = MemoryReport { rss_entry: memory::rss().now, ..Default::default() };
     let texts = Texts::new(model, &[train, val])?;
+    mem.rss_texts = memory::rss().now.saturating_sub(mem.rss_entry);
+    let act = memory::ActivationModel::new(model.encoder().config(), model.token_dim());
+    mem.weights =
+        model.named_parameters().iter().map(|(_, t)| t.numel() as u64 * t.kind().elt_size_in_bytes() as u64).sum();
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
     let schedule = Schedule::new(cfg.learning_rate, cfg.warmup_ratio, steps_per_epoch * cfg.epochs);
     let key = checkpoint_key(cfg, train, val, model);
+    for e in 1..=cfg.epochs {
+        for idx in rng::epoch_order(cfg.seed, e as usize, train.len()).chunks(cfg.batch_size) {
+            let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
+            note_shapes(&mut mem, &texts, &batch, cfg, &act);
+        }
+    }
+    let limits = memory::Limits {
+        max_activation_mb: cfg.max_activation_mb,
+        micro_batch_size: cfg.micro_batch_size,
+        max_memory_mb: cfg.max_memory_mb,
+    };
+    let w = mem.weights as f64;
+    // Gradients: a step's and, while micro-batches are summed, one more; copies: the checkpoint (weights and
+    // moments on their way to disk), the best epoch's snapshot and the base_mix blend.
+    let plan = memory::Plan {
+        gradients: 2.0 * w,
+        optimizer: 2.0 * w,
+        copies: 5.0 * w,
+        activations: mem.activation_estimate as f64,
+    };
+    memory::check_fits(&plan, memory::allowance(&limits, memory::available()), &limits)?;
     let mut opt = AdamW::new(model.named_parameters(), cfg.weight_decay);
+    mem.optimizer = opt.state_bytes();
+    let params = opt.parameters();
     let mut early = EarlyStopping::new(cfg.patience);
     let mut log: Vec<LogRow> = Vec::new();
     let mut start_epoch = 1u64;
@@ -412,6 +500,12 @@ pub fn train(
     let mut steps_here = 0u64;
     let mut step_time = 0f64;
     let mut epoch = start_epoch;
+    mem.rss_before_steps = memory::rss().now;
+    mem.phase_peaks = memory::reset_peak();
+    let peak_of = |field: &mut u64| {
+        *field = (*field).max(memory::rss().peak);
+        memory::reset_peak();
+    };
     while epoch <= cfg.epochs && !stopped {
         tch::manual_seed(rng::torch_seed(cfg.seed, epoch as usize));
         let order = rng::epoch_order(cfg.seed, epoch as usize, train.len());
@@ -420,17 +514,21 @@ pub fn train(
             let t0 = Instant::now();
             let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
             let lr = schedule.lr(global_step);
-            let b = batch_loss(model, &texts, &batch, cfg, true)?;
-            let grad_norm = opt.backward_step(&b.total, lr, cfg.max_grad_norm);
+            let step = gradcache::step_gradients(model, &texts, &batch, cfg, &act, &params, global_step + 1)?;
+            let grad_norm = optim::global_norm(&step.grads);
+            opt.apply(&step.grads, optim::clip_coef(grad_norm, cfg.max_grad_norm), lr);
+            drop(step.grads);
+            mem.max_passes = mem.max_passes.max(step.groups);
             global_step += 1;
+            let (loss, loss_contrastive, loss_late) = step.losses;
             let row = LogRow {
                 epoch,
                 step: global_step,
                 split: "train".into(),
                 lr: Some(lr),
-                loss: b.total.double_value(&[]),
-                loss_contrastive: b.contrastive.double_value(&[]),
-                loss_late: b.late.double_value(&[]),
+                loss,
+                loss_contrastive,
+                loss_late,
                 grad_norm: Some(grad_norm),
             };
             step_time += t0.elapsed().as_secs_f64();
@@ -461,12 +559,14 @@ pub fn train(
             }
             log.push(row);
         }
+        peak_of(&mut mem.peak_steps);
         if !val.is_empty() {
             let (t, c, l) = evaluate(model, &texts, val, cfg)?;
             let improved = early.observe(epoch, t);
             tracing::info!(epoch, loss = t, contrastive = c, late = l, improved, "validation");
             log.push(LogRow::validation(epoch, global_step, (t, c, l)));
             stopped = early.should_stop() && epoch < cfg.epochs;
+            peak_of(&mut mem.peak_validation);
         }
         let mut state = model.named_parameters();
         state.extend(opt.state());
@@ -477,6 +577,7 @@ pub fn train(
         ck.stopped = stopped;
         ck.log = log.clone();
         checkpoint::commit(work_dir, &ck)?;
+        peak_of(&mut mem.peak_checkpoint);
         (hooks.fault_point)(&format!("epoch-{epoch}"));
         if stopped {
             tracing::info!(epoch, best = ?early.best_epoch, "early stopping");
@@ -505,5 +606,32 @@ pub fn train(
         resumed_after,
         steps_per_s: if step_time > 0.0 { steps_here as f64 / step_time } else { 0.0 },
         log,
+        memory: mem,
     })
+}
+
+/// Records the largest forward pass (estimate) and the largest MaxSim tensor of a batch.
+fn note_shapes(
+    mem: &mut MemoryReport,
+    texts: &Texts,
+    batch: &[&Example],
+    cfg: &TrainConfig,
+    act: &memory::ActivationModel,
+) {
+    let plan = BatchPlan::new(batch);
+    let queries: Vec<&str> = batch.iter().map(|e| e.query.as_str()).collect();
+    let docs: Vec<&str> = plan.docs.iter().map(|s| s.as_str()).collect();
+    let len = |t: &&str| texts.get(t).map_or(0, |x| x.len());
+    let (lq, ld) = (queries.iter().map(len).max().unwrap_or(0), docs.iter().map(len).max().unwrap_or(0));
+    mem.maxsim = mem.maxsim.max((plan.late_query.len() * lq * ld * 4) as u64);
+    let largest = match gradcache::grouping(texts, &queries, &docs, cfg, act) {
+        None => act.bytes(queries.len(), lq) + act.bytes(docs.len(), ld),
+        Some((gq, gd)) => {
+            let group = |items: &[&str], g: &memory::Grouping| {
+                g.groups.iter().map(|grp| act.bytes(grp.len(), len(&items[grp[0]]))).fold(0.0, f64::max)
+            };
+            group(&queries, &gq).max(group(&docs, &gd))
+        }
+    };
+    mem.activation_estimate = mem.activation_estimate.max(largest as u64);
 }

@@ -122,6 +122,16 @@ impl AdamW {
         AdamW { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
     }
 
+    /// The parameters, in the order [`AdamW::apply`] takes their gradients (shallow copies).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|s| s.param.shallow_clone()).collect()
+    }
+
+    /// Bytes of the two moments.
+    pub fn state_bytes(&self) -> u64 {
+        self.params.iter().map(|s| 2 * s.param.numel() as u64 * s.param.kind().elt_size_in_bytes() as u64).sum()
+    }
+
     /// Gradients of `loss` for every parameter, in order (undefined for parameters it does not use),
     /// without touching `.grad`.
     pub fn gradients(&self, loss: &Tensor) -> Vec<Tensor> {

@@ -47,6 +47,7 @@ impl SplitMix64 {
 pub const STREAM_SHUFFLE: u64 = 1;
 pub const STREAM_TORCH: u64 = 2;
 pub const STREAM_TOKEN_HEAD: u64 = 3;
+pub const STREAM_MICRO: u64 = 4;
 
 /// The order of `n` training pairs in `epoch` (1-based).
 pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
@@ -58,6 +59,16 @@ pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
 /// libtorch's seed (dropout) for `epoch`.
 pub fn torch_seed(seed: u64, epoch: usize) -> i64 {
     (SplitMix64::derive(seed.wrapping_add(epoch as u64), STREAM_TORCH).next_u64() >> 1) as i64
+}
+
+/// libtorch's seed (dropout) for forward pass `pass` of update `step` when a batch is encoded in groups
+/// (see `gradcache`): the same in the pass without autograd and the pass with it.
+pub fn micro_seed(seed: u64, step: u64, pass: usize) -> i64 {
+    let mut g = SplitMix64::derive(seed.wrapping_add(step.wrapping_mul(0x9E37_79B9)), STREAM_MICRO);
+    for _ in 0..pass {
+        g.next_u64();
+    }
+    (g.next_u64() >> 1) as i64
 }
 
 #[cfg(test)]
