@@ -6,7 +6,9 @@
 //! baseline (`bench/train_step.py`) runs exactly the same model, batches, sequence lengths and loss. Then
 //! times `WARMUP + STEPS` steps (pad, forward with dropout, loss, backward, clip, AdamW) and prints one JSON
 //! line: per-step milliseconds, the mean time of each phase, threads, padded lengths, and the loss of the
-//! first batch without dropout (which both sides must agree on).
+//! first batch without dropout (which both sides must agree on). Each batch is also stepped a second time by the
+//! bounded step (`gradcache::step_gradients` with `train.max_activation_mb`, default or `MAX_ACTIVATION_MB`),
+//! alternating which of the two goes first, and its times, groups and recomputed groups are reported as well.
 //!
 //! `cargo run --release --example train_step_bench -- MODEL_DIR MINE_ARTIFACT_DIR DUMP_DIR STEPS WARMUP`
 
@@ -97,21 +99,23 @@ fn main() -> anyhow::Result<()> {
     let mut ms = Vec::new();
     let mut bounded_ms = Vec::new();
     let mut passes = Vec::new();
+    let mut recomputed = Vec::new();
     let mut phases = [0f64; 4];
     for (k, batch) in batches.iter().enumerate() {
         // Bounded step first on odd batches, second on even ones (neither side always runs warm).
-        let bounded = |opt: &mut AdamW| -> anyhow::Result<(f64, usize)> {
+        let bounded = |opt: &mut AdamW| -> anyhow::Result<(f64, usize, usize)> {
             let t0 = Instant::now();
             let st =
                 train::gradcache::step_gradients(&model, &texts, batch, &bounded_cfg, &act, &params, k as u64 + 1)?;
             let norm = train::optim::global_norm(&st.grads);
             opt.apply(&st.grads, train::optim::clip_coef(norm, cfg.max_grad_norm), cfg.learning_rate);
-            Ok((t0.elapsed().as_secs_f64() * 1000.0, st.groups))
+            Ok((t0.elapsed().as_secs_f64() * 1000.0, st.groups, st.recomputed))
         };
         if k % 2 == 1 {
-            let (t, g) = bounded(&mut opt)?;
+            let (t, g, r) = bounded(&mut opt)?;
             bounded_ms.push(t);
             passes.push(g);
+            recomputed.push(r);
         }
         let t0 = Instant::now();
         let l = train::batch_loss(&model, &texts, batch, &cfg, true)?;
@@ -128,9 +132,10 @@ fn main() -> anyhow::Result<()> {
         }
         ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         if k % 2 == 0 {
-            let (t, g) = bounded(&mut opt)?;
+            let (t, g, r) = bounded(&mut opt)?;
             bounded_ms.push(t);
             passes.push(g);
+            recomputed.push(r);
         }
     }
     eprintln!(
@@ -145,7 +150,7 @@ fn main() -> anyhow::Result<()> {
         "median_ms": sorted[sorted.len() / 2], "padded_lengths": lens, "eval_loss_first_batch": eval,
         "phases_ms": {"forward_loss": phases[0], "backward": phases[1], "clip": phases[2], "optimizer": phases[3]},
         "bounded_max_activation_mb": bounded_cfg.max_activation_mb, "bounded_step_ms": &bounded_ms[warmup..],
-        "bounded_passes": &passes[warmup..],
+        "bounded_passes": &passes[warmup..], "bounded_recomputed": &recomputed[warmup..],
     });
     println!("{out}");
     Ok(())

@@ -203,15 +203,25 @@ fn micro_batched_steps_have_the_same_losses_and_gradients() {
     assert_eq!(whole.groups, 2);
     // Docs of this batch: 6 positives + their negatives; budgets that force 2..n groups.
     let tiny_budget = TrainConfig { max_activation_mb: 1, ..config() };
-    for cfg in [
-        TrainConfig { micro_batch_size: 1, ..config() },
-        TrainConfig { micro_batch_size: 2, ..config() },
-        TrainConfig { micro_batch_size: 5, ..config() },
-        tiny_budget.clone(),
+    // (config, whether some groups are encoded twice, whether some keep their first-pass graph)
+    for (cfg, recompute, keep) in [
+        (TrainConfig { micro_batch_size: 1, max_activation_mb: 0, ..config() }, true, false),
+        (TrainConfig { micro_batch_size: 2, max_activation_mb: 0, ..config() }, true, false),
+        (TrainConfig { micro_batch_size: 5, max_activation_mb: 0, ..config() }, true, false),
+        (TrainConfig { micro_batch_size: 2, max_activation_mb: 512, ..config() }, false, true),
+        (tiny_budget.clone(), true, true),
     ] {
         let got = step(&cfg);
         let label = format!("micro_batch_size {} max_activation_mb {}", cfg.micro_batch_size, cfg.max_activation_mb);
         assert!(got.groups > 2, "{label}: the batch must really be split ({} passes)", got.groups);
+        assert_eq!(got.recomputed > 0, recompute, "{label}: {} of {} groups recomputed", got.recomputed, got.groups);
+        assert_eq!(
+            got.recomputed < got.groups,
+            keep,
+            "{label}: {} of {} groups recomputed",
+            got.recomputed,
+            got.groups
+        );
         for (a, b, what) in [
             (whole.losses.0, got.losses.0, "total"),
             (whole.losses.1, got.losses.1, "contrastive"),
@@ -252,7 +262,7 @@ fn micro_batched_passes_draw_the_same_dropout_masks() {
     let texts = train::Texts::new(&model, &[&examples]).unwrap();
     let act = train::memory::ActivationModel::new(model.encoder().config(), model.token_dim());
     let params: Vec<tch::Tensor> = model.named_parameters().into_iter().map(|(_, t)| t).collect();
-    let cfg = TrainConfig { micro_batch_size: 2, ..config() };
+    let cfg = TrainConfig { micro_batch_size: 2, max_activation_mb: 0, ..config() };
     let a = train::gradcache::step_gradients(&model, &texts, &refs, &cfg, &act, &params, 7).unwrap();
     let b = train::gradcache::step_gradients(&model, &texts, &refs, &cfg, &act, &params, 7).unwrap();
     let c = train::gradcache::step_gradients(&model, &texts, &refs, &cfg, &act, &params, 8).unwrap();

@@ -228,11 +228,14 @@ fn record_memory(
     ctx.record_stat("maxsim_mb", mib(m.maxsim));
     ctx.record_stat("validation_peak_mb", mib(m.peak_validation));
     ctx.record_stat("checkpoint_peak_mb", mib(m.peak_checkpoint));
+    ctx.record_stat("validation_growth_mb", mib(m.growth_validation));
+    ctx.record_stat("checkpoint_growth_mb", mib(m.growth_checkpoint));
     ctx.record_stat("max_passes_per_step", m.max_passes as u64);
     ctx.record_stat("phase_peaks", m.phase_peaks);
     // Everything since the stage started (export of the model dir and base_mix included).
-    let peak = memory::rss().peak.max(m.peak_steps).max(m.peak_validation).max(m.peak_checkpoint);
-    ctx.record_stat("peak_rss_mb", mib(peak));
+    let end = memory::rss().peak;
+    ctx.record_stat("end_peak_mb", mib(end));
+    ctx.record_stat("peak_rss_mb", mib(end.max(m.peak_steps).max(m.peak_validation).max(m.peak_checkpoint)));
 }
 
 /// What [`choose_base_mix`] did: the share kept, and (for `"auto"`) each share tried with its validation MRR.

@@ -15,9 +15,11 @@
 //!    the whole batch's, and the loss is the whole batch's.
 //!
 //! Dropout in each group is seeded from `(train.seed, step, group)` before both of its passes, so passes 1
-//! and 3 draw the same masks. Peak activation memory is one group's instead of the batch's; the price is the
-//! first pass (a forward pass without autograd, about a third of a step). A batch whose texts fit in the
-//! budget takes the plain step: one pass with autograd, exactly the arithmetic of an unbounded run.
+//! and 3 draw the same masks. Peak activation memory is about one budget's instead of the batch's; the price
+//! is the second forward pass of the recomputed groups (a forward pass is about 40% of a step on CPU). The
+//! smallest groups (the queries, and the shortest documents) keep their graph from pass 1 while their
+//! estimates add up to at most the budget, and are not encoded again. A batch whose texts fit in the budget
+//! takes the plain step: one pass with autograd, exactly the arithmetic of an unbounded run.
 
 use tch::{Kind, Tensor};
 
@@ -33,6 +35,8 @@ pub struct StepGradients {
     pub losses: (f64, f64, f64),
     pub grads: Vec<Tensor>,
     pub groups: usize,
+    /// Groups encoded a second time (the others kept their graph from the first pass).
+    pub recomputed: usize,
 }
 
 /// How the queries and the documents of a batch are encoded: `None` for one pass each (the plain step).
@@ -65,26 +69,26 @@ fn seeds(cfg: &TrainConfig, step: u64, n: usize) -> Vec<i64> {
     (0..n).map(|k| rng::micro_seed(cfg.seed, step, k)).collect()
 }
 
-/// Encodes `items` group by group (under whatever grad mode the caller set), seeding libtorch before each
-/// group when `seeds` is given, and returns the representations in input order, token vectors padded with
-/// zeros (mask 0) to the longest text.
-pub fn encode_groups(
+/// Encodes one group of `items` (under whatever grad mode is current), seeding libtorch first when `seed` is
+/// given.
+fn encode_group(
     model: &ColTrastModel,
     texts: &Texts,
     items: &[&str],
-    grouping: &Grouping,
+    group: &[usize],
     train: bool,
-    seeds: Option<&[i64]>,
+    seed: Option<i64>,
 ) -> Result<Encoded> {
-    let device = model.device();
-    let mut parts: Vec<Encoded> = Vec::with_capacity(grouping.groups.len());
-    for (k, group) in grouping.groups.iter().enumerate() {
-        let group_texts: Vec<&str> = group.iter().map(|&i| items[i]).collect();
-        if let Some(s) = seeds {
-            tch::manual_seed(s[k]);
-        }
-        parts.push(model.encode(&texts.batch(&group_texts, device)?, train));
+    let group_texts: Vec<&str> = group.iter().map(|&i| items[i]).collect();
+    if let Some(s) = seed {
+        tch::manual_seed(s);
     }
+    Ok(model.encode(&texts.batch(&group_texts, model.device())?, train))
+}
+
+/// The groups' representations as one batch in input order, token vectors padded with zeros (mask 0) to the
+/// longest text.
+fn assemble(parts: &[Encoded], grouping: &Grouping, n: usize, device: tch::Device) -> Encoded {
     let len = parts.iter().map(|e| e.mask.size()[1]).max().unwrap_or(0);
     let pad = |t: &Tensor, dims: usize| -> Tensor {
         let missing = len - t.size()[1];
@@ -100,16 +104,55 @@ pub fn encode_groups(
     let tokens = Tensor::cat(&parts.iter().map(|e| pad(&e.tokens, 3)).collect::<Vec<_>>(), 0);
     let mask = Tensor::cat(&parts.iter().map(|e| pad(&e.mask, 2)).collect::<Vec<_>>(), 0);
     // Rows are in group order; put them back in input order.
-    let mut position = vec![0i64; items.len()];
+    let mut position = vec![0i64; n];
     for (p, &i) in grouping.groups.iter().flatten().enumerate() {
         position[i] = p as i64;
     }
     let back = Tensor::from_slice(&position).to_device(device);
-    Ok(Encoded {
+    Encoded {
         pooled: pooled.index_select(0, &back),
         tokens: tokens.index_select(0, &back),
         mask: mask.index_select(0, &back),
-    })
+    }
+}
+
+/// Encodes `items` group by group (under whatever grad mode the caller set), seeding libtorch before each
+/// group when `seeds` is given, and returns the representations in input order, token vectors padded with
+/// zeros (mask 0) to the longest text.
+pub fn encode_groups(
+    model: &ColTrastModel,
+    texts: &Texts,
+    items: &[&str],
+    grouping: &Grouping,
+    train: bool,
+    seeds: Option<&[i64]>,
+) -> Result<Encoded> {
+    let parts = grouping
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(k, g)| encode_group(model, texts, items, g, train, seeds.map(|s| s[k])))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(assemble(&parts, grouping, items.len(), model.device()))
+}
+
+/// Which groups keep their autograd graph from the first pass instead of being encoded a second time: the
+/// smallest, as long as the kept estimates add up to at most `budget` bytes (none without a budget).
+fn kept_groups(estimates: &[f64], budget: f64) -> Vec<bool> {
+    let mut keep = vec![false; estimates.len()];
+    if budget <= 0.0 {
+        return keep;
+    }
+    let mut order: Vec<usize> = (0..estimates.len()).collect();
+    order.sort_by(|&a, &b| estimates[a].total_cmp(&estimates[b]));
+    let mut used = 0.0;
+    for i in order {
+        if used + estimates[i] <= budget {
+            keep[i] = true;
+            used += estimates[i];
+        }
+    }
+    keep
 }
 
 /// The loss of a batch without autograd or dropout (validation), encoding in groups when the batch does not
@@ -167,20 +210,45 @@ pub fn step_gradients(
     let Some((gq, gd)) = grouping(texts, &queries, &docs, cfg, act) else {
         let b = batch_loss(model, texts, batch, cfg, true)?;
         let grads = Tensor::run_backward(&[&b.total], &param_refs, false, false);
-        return Ok(StepGradients { losses: values(&b), grads, groups: 2 });
+        return Ok(StepGradients { losses: values(&b), grads, groups: 2, recomputed: 0 });
     };
     let n_groups = gq.groups.len() + gd.groups.len();
     let seeds = seeds(cfg, step, n_groups);
     let (seeds_q, seeds_d) = seeds.split_at(gq.groups.len());
+    let len_of = |t: &str| texts.get(t).map_or(0, |x| x.len());
+    let estimates: Vec<f64> = gq
+        .groups
+        .iter()
+        .map(|g| act.bytes(g.len(), len_of(queries[g[0]])))
+        .chain(gd.groups.iter().map(|g| act.bytes(g.len(), len_of(docs[g[0]]))))
+        .collect();
+    let keep = kept_groups(&estimates, cfg.max_activation_mb as f64 * MIB);
+    let (keep_q, keep_d) = keep.split_at(gq.groups.len());
 
-    // 1. Representations without autograd.
-    let (q, d) = {
-        let _guard = tch::no_grad_guard();
-        (
-            encode_groups(model, texts, &queries, &gq, true, Some(seeds_q))?,
-            encode_groups(model, texts, &docs, &gd, true, Some(seeds_d))?,
-        )
+    // 1. Representations: without autograd, except for the groups whose graph is kept for step 3.
+    let first_pass = |items: &[&str],
+                      grouping: &Grouping,
+                      seeds: &[i64],
+                      keep: &[bool]|
+     -> Result<(Encoded, Vec<Option<Encoded>>)> {
+        let mut parts = Vec::with_capacity(grouping.groups.len());
+        let mut kept = Vec::with_capacity(grouping.groups.len());
+        for (k, g) in grouping.groups.iter().enumerate() {
+            let e = if keep[k] {
+                encode_group(model, texts, items, g, true, Some(seeds[k]))?
+            } else {
+                let _guard = tch::no_grad_guard();
+                encode_group(model, texts, items, g, true, Some(seeds[k]))?
+            };
+            let detached =
+                Encoded { pooled: e.pooled.detach(), tokens: e.tokens.detach(), mask: e.mask.shallow_clone() };
+            kept.push(keep[k].then_some(e));
+            parts.push(detached);
+        }
+        Ok((assemble(&parts, grouping, items.len(), model.device()), kept))
     };
+    let (q, kept_q) = first_pass(&queries, &gq, seeds_q, keep_q)?;
+    let (d, kept_d) = first_pass(&docs, &gd, seeds_d, keep_d)?;
     // 2. The loss on them as leaves, and its gradient with respect to them.
     let leaf = |t: &Tensor| t.detach().set_requires_grad(true);
     let q = Encoded { pooled: leaf(&q.pooled), tokens: leaf(&q.tokens), mask: q.mask };
@@ -190,37 +258,45 @@ pub fn step_gradients(
     let losses = values(&b);
     drop(b);
 
-    // 3. Each group again, with autograd, back-propagating its slice of the cached gradient.
+    // 3. Each group with autograd (its kept graph, or encoded again), back-propagating its slice of the cached
+    // gradient. Kept graphs go first, so that their memory is released before any group is encoded again.
     let mut acc: Vec<Tensor> = (0..params.len()).map(|_| Tensor::new()).collect();
     let device = model.device();
-    for (items, grouping, seeds, g_pooled, g_tokens) in
-        [(&queries, &gq, seeds_q, &rep_grads[0], &rep_grads[1]), (&docs, &gd, seeds_d, &rep_grads[2], &rep_grads[3])]
-    {
-        for (k, group) in grouping.groups.iter().enumerate() {
-            let group_texts: Vec<&str> = group.iter().map(|&i| items[i]).collect();
-            let rows = Tensor::from_slice(&group.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
-            tch::manual_seed(seeds[k]);
-            let e = model.encode(&texts.batch(&group_texts, device)?, true);
-            let mut surrogate: Option<Tensor> = None;
-            let mut add = |term: Tensor| {
-                surrogate = Some(match surrogate.take() {
-                    Some(s) => s + term,
-                    None => term,
-                })
-            };
-            if g_pooled.defined() {
-                add((&e.pooled * g_pooled.index_select(0, &rows)).sum(Kind::Float));
-            }
-            if g_tokens.defined() {
-                let len = e.tokens.size()[1];
-                add((&e.tokens * g_tokens.index_select(0, &rows).narrow(1, 0, len)).sum(Kind::Float));
-            }
-            let Some(surrogate) = surrogate else { continue };
-            add_into(&mut acc, Tensor::run_backward(&[&surrogate], &param_refs, false, false));
+    let mut work: Vec<(&[&str], &Vec<usize>, i64, &Tensor, &Tensor, Option<Encoded>)> = Vec::new();
+    for (items, grouping, seeds, kept, g_pooled, g_tokens) in [
+        (&queries[..], &gq, seeds_q, kept_q, &rep_grads[0], &rep_grads[1]),
+        (&docs[..], &gd, seeds_d, kept_d, &rep_grads[2], &rep_grads[3]),
+    ] {
+        for ((group, &seed), e) in grouping.groups.iter().zip(seeds).zip(kept) {
+            work.push((items, group, seed, g_pooled, g_tokens, e));
         }
+    }
+    work.sort_by_key(|w| w.5.is_none());
+    for (items, group, seed, g_pooled, g_tokens, kept) in work {
+        let rows = Tensor::from_slice(&group.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
+        let e = match kept {
+            Some(e) => e,
+            None => encode_group(model, texts, items, group, true, Some(seed))?,
+        };
+        let mut surrogate: Option<Tensor> = None;
+        let mut add = |term: Tensor| {
+            surrogate = Some(match surrogate.take() {
+                Some(s) => s + term,
+                None => term,
+            })
+        };
+        if g_pooled.defined() {
+            add((&e.pooled * g_pooled.index_select(0, &rows)).sum(Kind::Float));
+        }
+        if g_tokens.defined() {
+            let len = e.tokens.size()[1];
+            add((&e.tokens * g_tokens.index_select(0, &rows).narrow(1, 0, len)).sum(Kind::Float));
+        }
+        let Some(surrogate) = surrogate else { continue };
+        add_into(&mut acc, Tensor::run_backward(&[&surrogate], &param_refs, false, false));
     }
     if acc.iter().all(|g| !g.defined()) {
         return Err(Error::internal("the loss reached no parameter"));
     }
-    Ok(StepGradients { losses, grads: acc, groups: n_groups })
+    Ok(StepGradients { losses, grads: acc, groups: n_groups, recomputed: keep.iter().filter(|k| !**k).count() })
 }

@@ -168,6 +168,10 @@ pub struct MemoryReport {
     pub peak_validation: u64,
     /// Peak RSS while writing checkpoints.
     pub peak_checkpoint: u64,
+    /// Largest RSS growth of one validation pass (its peak minus the RSS when it started).
+    pub growth_validation: u64,
+    /// Largest RSS growth while writing one checkpoint.
+    pub growth_checkpoint: u64,
     /// Estimated activations of the largest forward pass of any step ([`memory::ActivationModel`]).
     pub activation_estimate: u64,
     /// Bytes of the largest MaxSim similarity tensor (`pairs × query tokens × document tokens` floats).
@@ -502,8 +506,13 @@ pub fn train(
     let mut epoch = start_epoch;
     mem.rss_before_steps = memory::rss().now;
     mem.phase_peaks = memory::reset_peak();
-    let peak_of = |field: &mut u64| {
-        *field = (*field).max(memory::rss().peak);
+    // Each phase: its peak (absolute) and its growth over the RSS it started from; then a fresh peak.
+    let peak_of = |peak: &mut u64, growth: Option<(&mut u64, u64)>| {
+        let p = memory::rss().peak;
+        *peak = (*peak).max(p);
+        if let Some((g, start)) = growth {
+            *g = (*g).max(p.saturating_sub(start));
+        }
         memory::reset_peak();
     };
     while epoch <= cfg.epochs && !stopped {
@@ -559,15 +568,17 @@ pub fn train(
             }
             log.push(row);
         }
-        peak_of(&mut mem.peak_steps);
+        peak_of(&mut mem.peak_steps, None);
+        let rss_val = memory::rss().now;
         if !val.is_empty() {
             let (t, c, l) = evaluate(model, &texts, val, cfg)?;
             let improved = early.observe(epoch, t);
             tracing::info!(epoch, loss = t, contrastive = c, late = l, improved, "validation");
             log.push(LogRow::validation(epoch, global_step, (t, c, l)));
             stopped = early.should_stop() && epoch < cfg.epochs;
-            peak_of(&mut mem.peak_validation);
+            peak_of(&mut mem.peak_validation, Some((&mut mem.growth_validation, rss_val)));
         }
+        let rss_ck = memory::rss().now;
         let mut state = model.named_parameters();
         state.extend(opt.state());
         let name = checkpoint::state_file_name(epoch);
@@ -577,7 +588,7 @@ pub fn train(
         ck.stopped = stopped;
         ck.log = log.clone();
         checkpoint::commit(work_dir, &ck)?;
-        peak_of(&mut mem.peak_checkpoint);
+        peak_of(&mut mem.peak_checkpoint, Some((&mut mem.growth_checkpoint, rss_ck)));
         (hooks.fault_point)(&format!("epoch-{epoch}"));
         if stopped {
             tracing::info!(epoch, best = ?early.best_epoch, "early stopping");
