@@ -31,7 +31,13 @@ pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
     let started = std::time::Instant::now();
     let reports = pipeline.run(opts, |r| eprintln!("{}", r.line()))?;
     let ran = reports.iter().filter(|r| r.outcome == Outcome::Ran).count();
-    eprintln!("{} stages, {} ran, {} cached, {}", reports.len(), ran, reports.len() - ran, human_duration(started.elapsed()));
+    eprintln!(
+        "{} stages, {} ran, {} cached, {}",
+        reports.len(),
+        ran,
+        reports.len() - ran,
+        human_duration(started.elapsed())
+    );
     if let Some(eval) = reports.iter().find(|r| r.stage == "eval") {
         if let Ok(md) = std::fs::read_to_string(eval.dir.join(crate::stages::eval::REPORT)) {
             println!("{md}");
@@ -231,13 +237,7 @@ pub fn exp_show(common: &Common, opts: &crate::exp::ShowOptions, out: &mut dyn W
 }
 
 /// `coltrast exp plot`.
-pub fn exp_plot(
-    common: &Common,
-    metric: &str,
-    by: &str,
-    output: Option<PathBuf>,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub fn exp_plot(common: &Common, metric: &str, by: &str, output: Option<PathBuf>, out: &mut dyn Write) -> Result<()> {
     let s = resolve(common)?.settings;
     let (path, drawn) = crate::exp::plot(&s, metric, by, output)?;
     writeln!(
@@ -277,7 +277,8 @@ pub fn exp_apply(common: &Common, name: &str, out: &mut dyn Write) -> Result<()>
 pub fn exp_remove(common: &Common, names: &[String], out: &mut dyn Write) -> Result<()> {
     let s = resolve(common)?.settings;
     for n in crate::exp::remove(&s, names)? {
-        writeln!(out, "removed experiment {n}; `coltrast gc` frees the artifacts nothing else references").map_err(pipe)?;
+        writeln!(out, "removed experiment {n}; `coltrast gc` frees the artifacts nothing else references")
+            .map_err(pipe)?;
     }
     Ok(())
 }

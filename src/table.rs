@@ -37,7 +37,8 @@ pub fn write_parquet(path: &Path, schema: Arc<Schema>, columns: Vec<ArrayRef>) -
 /// One table as Parquet bytes (same writer properties), for files that are replaced atomically as a whole
 /// ([`crate::fsutil::write_atomic`]) rather than written inside a stage's temporary dir.
 pub fn parquet_bytes(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::internal(format!("building table: {e}")))?;
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::internal(format!("building table: {e}")))?;
     let mut bytes = Vec::new();
     let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props())).map_err(Error::internal)?;
     w.write(&batch).map_err(Error::internal)?;

@@ -118,13 +118,17 @@ fn a_2x2_sweep_runs_each_stage_the_fewest_times_and_reruns_cached() {
     assert_eq!(df.column("stat.train.best_epoch").unwrap().dtype(), &DataType::Int64);
     assert!(df.column("stat.chunk.chunks").unwrap().i64().unwrap().get(0).unwrap() >= 3);
     let ndcg = df.column("metric.coltrast/document/ndcg@10").unwrap().f64().unwrap();
-    assert!(ndcg.into_iter().all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))));
+    assert!((0..ndcg.len()).all(|i| ndcg.get(i).is_some_and(|v| (0.0..=1.0).contains(&v))));
     assert!(df.column("metric.base-whole/document/recall@1").is_ok());
     assert!(matches!(df.column("loss.val").unwrap().dtype(), DataType::List(_)));
 
     // diff: the differing setting, metrics with deltas, shared stages.
-    let names: Vec<String> =
-        show_json(&p)["experiments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = show_json(&p)["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names[0], "num_negatives=1,learning_rate=0.001");
     let diff = p.run(&["exp", "diff", &names[0], &names[1]]).ok().stdout();
     assert!(diff.contains("train.learning_rate") && !diff.contains("  mine.num_negatives"), "{diff}");
@@ -217,7 +221,12 @@ fn an_interrupted_sweep_finishes_on_rerun_without_duplicates() {
 
     // The rerun runs only the fourth experiment's own stages and records it once.
     let out = p.run(&SWEEP).ok();
-    assert_eq!(ran_per_stage(&out), counts(&[("train", 1), ("export", 1), ("index", 1), ("eval", 1)]), "{}", out.stderr());
+    assert_eq!(
+        ran_per_stage(&out),
+        counts(&[("train", 1), ("export", 1), ("index", 1), ("eval", 1)]),
+        "{}",
+        out.stderr()
+    );
     assert_eq!(out.stderr().matches("already recorded as").count(), 3, "{}", out.stderr());
     let df = experiments(&p);
     assert_eq!(df.height(), 4);

@@ -119,7 +119,12 @@ pub fn apply(file: &Path, record: &Record) -> Result<Vec<Change>> {
         if let Some(now) = lookup(&tree, key) {
             let want = settings::typed_value(key, &cell.to_string())?;
             if text(now) != text(&want) {
-                return Err(Error::internal(format!("{}: {key} is {} after apply, expected {}", file.display(), text(now), text(&want))));
+                return Err(Error::internal(format!(
+                    "{}: {key} is {} after apply, expected {}",
+                    file.display(),
+                    text(now),
+                    text(&want)
+                )));
             }
         }
     }
@@ -167,7 +172,10 @@ mod tests {
         let changes = apply(&file, &r).unwrap();
         let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["chunk.similarity_threshold", "chunk.strategy", "mine.num_negatives"]);
-        assert_eq!(changes[0], Change { key: "chunk.similarity_threshold".into(), before: "0.7".into(), after: "0.5".into() });
+        assert_eq!(
+            changes[0],
+            Change { key: "chunk.similarity_threshold".into(), before: "0.7".into(), after: "0.5".into() }
+        );
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(
             text,

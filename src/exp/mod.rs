@@ -76,10 +76,17 @@ pub fn plot(settings: &Settings, metric: &str, by: &str, output: Option<PathBuf>
     let f = file(settings);
     let records = record::read(&f)?;
     if records.is_empty() {
-        return Err(crate::Error::Usage(format!("{}: no experiments recorded yet; run `coltrast exp run` first", f.display())));
+        return Err(crate::Error::Usage(format!(
+            "{}: no experiments recorded yet; run `coltrast exp run` first",
+            f.display()
+        )));
     }
     let out = output.unwrap_or_else(|| {
-        let safe = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '_' }).collect::<String>();
+        let safe = |s: &str| {
+            s.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' { c } else { '_' })
+                .collect::<String>()
+        };
         f.with_file_name(format!("{}-by-{}.png", safe(metric), safe(by)))
     });
     let drawn = plot::plot(&records, metric, by, &out)?;

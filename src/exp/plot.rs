@@ -73,7 +73,9 @@ fn tidy(x: f64) -> String {
 pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Drawn> {
     let key = by.strip_prefix(super::record::SETTINGS).unwrap_or(by);
     if !records.iter().any(|r| r.setting(key).is_some()) {
-        return Err(Error::Usage(format!("--by {by}: not a setting of the recorded experiments (e.g. chunk.similarity_threshold)")));
+        return Err(Error::Usage(format!(
+            "--by {by}: not a setting of the recorded experiments (e.g. chunk.similarity_threshold)"
+        )));
     }
     let selected: Vec<&Record> = records.iter().filter(|r| r.params().iter().any(|p| p == key)).collect();
     if selected.is_empty() {
@@ -108,8 +110,12 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
 
     // x: the setting's values, numeric when they all are, else categories in sorted order.
     let numeric = selected.iter().all(|r| r.setting(key).and_then(Cell::as_f64).is_some());
-    let categories: Vec<String> =
-        selected.iter().map(|r| r.setting(key).map(|c| c.to_string()).unwrap_or_default()).collect::<BTreeSet<_>>().into_iter().collect();
+    let categories: Vec<String> = selected
+        .iter()
+        .map(|r| r.setting(key).map(|c| c.to_string()).unwrap_or_default())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let x_of = |r: &Record| -> Option<f64> {
         let c = r.setting(key)?;
         if numeric {
@@ -121,7 +127,8 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
     let xs: Vec<f64> = selected.iter().filter_map(|r| x_of(r)).collect();
     let (x_lo, x_hi) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
     let x_pad = if numeric { ((x_hi - x_lo) * 0.06).max(1e-3) } else { 0.5 };
-    let ys: Vec<f64> = selected.iter().flat_map(|r| cols.iter().filter_map(|c| r.number(&c.key))).filter(|y| y.is_finite()).collect();
+    let ys: Vec<f64> =
+        selected.iter().flat_map(|r| cols.iter().filter_map(|c| r.number(&c.key))).filter(|y| y.is_finite()).collect();
     if ys.is_empty() {
         return Err(Error::Usage(format!("{metric}: no values recorded for these experiments")));
     }
@@ -147,8 +154,10 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
     if !varying.is_empty() {
         sub.push(format!("one panel per {}", varying.join(" × ")));
     }
-    let eval_split: BTreeSet<String> = selected.iter().filter_map(|r| r.get("stat.eval.split").map(|c| c.to_string())).collect();
-    let eval_n: BTreeSet<String> = selected.iter().filter_map(|r| r.get("stat.eval.queries").map(|c| c.to_string())).collect();
+    let eval_split: BTreeSet<String> =
+        selected.iter().filter_map(|r| r.get("stat.eval.split").map(|c| c.to_string())).collect();
+    let eval_n: BTreeSet<String> =
+        selected.iter().filter_map(|r| r.get("stat.eval.queries").map(|c| c.to_string())).collect();
     if let (1, 1) = (eval_split.len(), eval_n.len()) {
         sub.push(format!(
             "evaluated on {} held-out {} queries",
@@ -166,7 +175,7 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
         _ => 3,
     };
     let grid_rows = n_panels.div_ceil(grid_cols);
-    let legend_w = 260u32;
+    let legend_w = 430u32;
     let (panel_w, panel_h, header_h) = (820u32, 500u32, 92u32);
     let size = (legend_w + panel_w * grid_cols as u32, header_h + panel_h * grid_rows as u32);
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -175,7 +184,9 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
     let root = BitMapBackend::new(out, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let (header, body) = root.split_vertically(header_h);
-    header.draw_text(&title, &("sans-serif", 26).into_font().color(&BLACK), (24, 14)).map_err(|e| err(e.to_string()))?;
+    header
+        .draw_text(&title, &("sans-serif", 26).into_font().color(&BLACK), (24, 14))
+        .map_err(|e| err(e.to_string()))?;
     header
         .draw_text(&sub.join("; "), &("sans-serif", 17).into_font().color(&RGBColor(70, 70, 70)), (24, 54))
         .map_err(|e| err(e.to_string()))?;
@@ -183,7 +194,8 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
     let areas = plots.split_evenly((grid_rows, grid_cols));
     let mut lines = 0;
     for (area, (values, recs)) in areas.iter().zip(&panels) {
-        let caption: String = varying.iter().zip(values).map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
+        let caption: String =
+            varying.iter().zip(values).map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
         let mut builder = ChartBuilder::on(area);
         builder.margin(18).x_label_area_size(50).y_label_area_size(70);
         if !caption.is_empty() {
@@ -198,7 +210,11 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
                 tidy(*x)
             } else {
                 let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 { cats.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    cats.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
             }
         };
         chart
@@ -228,7 +244,9 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
             } else {
                 chart.draw_series(LineSeries::new(pts.clone(), stroke)).map_err(|e| err(e.to_string()))?;
             }
-            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|e| err(e.to_string()))?;
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+                .map_err(|e| err(e.to_string()))?;
             if c.group != crate::stages::eval::BASELINE {
                 for p in &pts {
                     if best.is_none_or(|b| p.1 > b.1) {
@@ -249,24 +267,53 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
     }
     // The legend, beside the panels.
     let font = ("sans-serif", 17).into_font().color(&BLACK);
-    legend.draw_text("eval system", &("sans-serif", 18).into_font().color(&BLACK), (16, 40)).map_err(|e| err(e.to_string()))?;
+    legend
+        .draw_text("eval system", &("sans-serif", 18).into_font().color(&BLACK), (16, 40))
+        .map_err(|e| err(e.to_string()))?;
+    // A line hidden under another (the same value at every point) says so in the legend.
+    let series = |c: &Col| -> Vec<Option<String>> {
+        selected.iter().map(|r| r.number(&c.key).map(|v| format!("{v:.4}"))).collect()
+    };
+    let hidden_under = |i: usize| -> Option<String> {
+        let own = series(&cols[i]);
+        cols.iter().skip(i + 1).find(|o| series(o) == own).map(|o| {
+            if o.group.is_empty() {
+                o.label.clone()
+            } else {
+                o.group.clone()
+            }
+        })
+    };
     for (i, c) in cols.iter().enumerate() {
         let y = 76 + 30 * i as i32;
         let (color, dashed) = style_of(&c.group, i);
         let name = if c.group.is_empty() { c.label.clone() } else { c.group.clone() };
-        let label = if dashed { format!("{name} (baseline)") } else { name };
+        let mut label = if dashed { format!("{name} (baseline)") } else { name };
+        if let Some(top) = hidden_under(i) {
+            label = format!("{label}, under {top}");
+        }
         if dashed {
-            legend.draw(&PathElement::new(vec![(16, y), (26, y)], color.stroke_width(2))).map_err(|e| err(e.to_string()))?;
-            legend.draw(&PathElement::new(vec![(32, y), (42, y)], color.stroke_width(2))).map_err(|e| err(e.to_string()))?;
+            legend
+                .draw(&PathElement::new(vec![(16, y), (26, y)], color.stroke_width(2)))
+                .map_err(|e| err(e.to_string()))?;
+            legend
+                .draw(&PathElement::new(vec![(32, y), (42, y)], color.stroke_width(2)))
+                .map_err(|e| err(e.to_string()))?;
         } else {
-            legend.draw(&PathElement::new(vec![(16, y), (42, y)], color.stroke_width(3))).map_err(|e| err(e.to_string()))?;
+            legend
+                .draw(&PathElement::new(vec![(16, y), (42, y)], color.stroke_width(3)))
+                .map_err(|e| err(e.to_string()))?;
         }
         legend.draw(&Circle::new((29, y), 4, color.filled())).map_err(|e| err(e.to_string()))?;
         legend.draw_text(&label, &font, (52, y - 9)).map_err(|e| err(e.to_string()))?;
     }
     let note_y = 76 + 30 * cols.len() as i32 + 14;
     legend
-        .draw_text("one point per experiment", &("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90)), (16, note_y))
+        .draw_text(
+            "one point per experiment",
+            &("sans-serif", 14).into_font().color(&RGBColor(90, 90, 90)),
+            (16, note_y),
+        )
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(Drawn { experiments: selected.len(), panels: n_panels, lines })
@@ -310,7 +357,7 @@ mod tests {
         let d = plot(&recs, "ndcg@10", "chunk.similarity_threshold", &out).unwrap();
         assert_eq!(d, Drawn { experiments: 4, panels: 2, lines: 6 });
         let (w, h) = png_size(&std::fs::read(&out).unwrap());
-        assert_eq!((w, h), (260 + 2 * 820, 92 + 500));
+        assert_eq!((w, h), (430 + 2 * 820, 92 + 500));
         // one system only
         let d = plot(&recs, "coltrast/ndcg@10", "mine.num_negatives", &out).unwrap();
         assert_eq!(d, Drawn { experiments: 4, panels: 2, lines: 2 });

@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Float64Builder, Int64Array, LargeStringArray, ListArray,
-    ListBuilder, StringArray, StringBuilder, StringViewArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Float64Builder, Int64Array, LargeStringArray, ListArray, ListBuilder,
+    StringArray, StringBuilder, StringViewArray,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -248,7 +248,8 @@ fn column_kind(values: &[Option<&Cell>]) -> Kind {
 
 /// The records as one Parquet table (bytes).
 pub fn to_parquet(records: &[Record]) -> Result<Vec<u8>> {
-    let mut cols: Vec<&String> = records.iter().flat_map(|r| r.cells.keys()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut cols: Vec<&String> =
+        records.iter().flat_map(|r| r.cells.keys()).collect::<BTreeSet<_>>().into_iter().collect();
     for fixed in [ID, NAME] {
         if !cols.iter().any(|c| c.as_str() == fixed) {
             return Err(Error::internal(format!("experiment records without {fixed}")));
@@ -264,26 +265,34 @@ pub fn to_parquet(records: &[Record]) -> Result<Vec<u8>> {
         let (dt, array): (DataType, ArrayRef) = match k {
             Kind::Bool => (
                 DataType::Boolean,
-                Arc::new(values.iter().map(|v| match v {
-                    Some(Cell::Bool(b)) => Some(*b),
-                    _ => None,
-                }).collect::<BooleanArray>()),
+                Arc::new(
+                    values
+                        .iter()
+                        .map(|v| match v {
+                            Some(Cell::Bool(b)) => Some(*b),
+                            _ => None,
+                        })
+                        .collect::<BooleanArray>(),
+                ),
             ),
             Kind::Int => (
                 DataType::Int64,
-                Arc::new(values.iter().map(|v| match v {
-                    Some(Cell::Int(i)) => Some(*i),
-                    _ => None,
-                }).collect::<Int64Array>()),
+                Arc::new(
+                    values
+                        .iter()
+                        .map(|v| match v {
+                            Some(Cell::Int(i)) => Some(*i),
+                            _ => None,
+                        })
+                        .collect::<Int64Array>(),
+                ),
             ),
-            Kind::Float => (
-                DataType::Float64,
-                Arc::new(values.iter().map(|v| v.and_then(Cell::as_f64)).collect::<Float64Array>()),
-            ),
-            Kind::Str => (
-                DataType::Utf8,
-                Arc::new(values.iter().map(|v| v.map(|c| c.to_string())).collect::<StringArray>()),
-            ),
+            Kind::Float => {
+                (DataType::Float64, Arc::new(values.iter().map(|v| v.and_then(Cell::as_f64)).collect::<Float64Array>()))
+            }
+            Kind::Str => {
+                (DataType::Utf8, Arc::new(values.iter().map(|v| v.map(|c| c.to_string())).collect::<StringArray>()))
+            }
             Kind::FloatList => {
                 let mut b = ListBuilder::new(Float64Builder::new());
                 for v in &values {
@@ -458,7 +467,8 @@ pub fn remove(file: &Path, names: &[String]) -> Result<Vec<String>> {
 /// The error for a name that is not recorded, with the names that are.
 pub fn unknown(file: &Path, name: &str, records: &[Record]) -> Error {
     let names: Vec<&str> = records.iter().map(|r| r.name()).collect();
-    let known = if names.is_empty() { "none is recorded".to_string() } else { format!("recorded: {}", names.join(", ")) };
+    let known =
+        if names.is_empty() { "none is recorded".to_string() } else { format!("recorded: {}", names.join(", ")) };
     Error::Usage(format!("{}: no experiment named {name:?} ({known})", file.display()))
 }
 
@@ -505,7 +515,10 @@ mod tests {
         // ints and floats in one column become Float64; a missing metric is null
         assert_eq!(back[1].setting("chunk.similarity_threshold"), Some(&Cell::Float(1.0)));
         assert_eq!(back[1].get("metric.coltrast/document/ndcg@10"), None);
-        assert_eq!(back[1].fingerprints(), [("ingest".to_string(), "shared".to_string()), ("train".into(), "fp-b".into())]);
+        assert_eq!(
+            back[1].fingerprints(),
+            [("ingest".to_string(), "shared".to_string()), ("train".into(), "fp-b".into())]
+        );
         // a different experiment under a taken name gets a suffix
         let c = rec("c", "t=0.5", Cell::Float(0.5), Some(0.7));
         assert_eq!(append(&file, c).unwrap(), Appended::Added("t=0.5-2".into()));

@@ -23,11 +23,15 @@ pub fn section(artifacts: &Path) -> Result<Option<String>> {
     }
     let s = path.to_str().ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 path", path.display())))?;
     let err = polars_err(&path);
-    let df = LazyFrame::scan_parquet(PlRefPath::new(s), ScanArgsParquet::default()).map_err(&err)?.collect().map_err(&err)?;
+    let df = LazyFrame::scan_parquet(PlRefPath::new(s), ScanArgsParquet::default())
+        .map_err(&err)?
+        .collect()
+        .map_err(&err)?;
     let names: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
     let doc_ndcg: Vec<&String> =
         names.iter().filter(|c| c.starts_with(METRIC) && c.ends_with("/document/ndcg@10")).collect();
-    let systems: Vec<&String> = doc_ndcg.iter().copied().filter(|c| !c.contains(&format!("{METRIC}{BASELINE}/"))).collect();
+    let systems: Vec<&String> =
+        doc_ndcg.iter().copied().filter(|c| !c.contains(&format!("{METRIC}{BASELINE}/"))).collect();
     let baseline = format!("{METRIC}{BASELINE}/document/ndcg@10");
     // settings that differ between experiments
     let mut varying = Vec::new();
@@ -41,7 +45,8 @@ pub fn section(artifacts: &Path) -> Result<Option<String>> {
     select.extend(varying.iter().map(|c| col(c.as_str()).alias(c.strip_prefix(SETTINGS).unwrap_or(c))));
     let mut sort_by = None;
     if !systems.is_empty() {
-        let best = polars::lazy::dsl::max_horizontal(systems.iter().map(|c| col(c.as_str())).collect::<Vec<_>>()).map_err(&err)?;
+        let best = polars::lazy::dsl::max_horizontal(systems.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
+            .map_err(&err)?;
         select.push(best.clone().alias("best nDCG@10"));
         sort_by = Some("best nDCG@10");
         if names.contains(&baseline) {

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::settings::{self, Resolved, Sources};
 
+/// One combination: `(key, value)` per axis.
+pub type Combo = Vec<(String, String)>;
+
 /// One swept key and its values (as typed on the command line).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Axis {
@@ -58,7 +61,11 @@ pub fn parse_axes(sets: &[String]) -> Result<Vec<Axis>> {
         };
         let key = key.trim().to_string();
         if axes.iter().any(|a| a.key == key) {
-            return Err(Error::config(layer(set), &key, "given twice; list all its values in one --set, comma-separated"));
+            return Err(Error::config(
+                layer(set),
+                &key,
+                "given twice; list all its values in one --set, comma-separated",
+            ));
         }
         let values = split_values(raw).map_err(|m| Error::config(layer(set), &key, m))?;
         axes.push(Axis { key, values });
@@ -129,7 +136,7 @@ pub fn plan_with(
     let axes = parse_axes(sets)?;
     let combos = expand(&axes);
     let mut planned = Vec::with_capacity(combos.len());
-    let mut seen: BTreeMap<Vec<(String, String)>, &Vec<(String, String)>> = BTreeMap::new();
+    let mut seen: BTreeMap<Vec<(String, String)>, &Combo> = BTreeMap::new();
     for combo in &combos {
         let sets: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let resolved = resolve(sets.clone())?;
@@ -187,8 +194,8 @@ mod tests {
 
     #[test]
     fn plan_types_values_and_derives_stable_names() {
-        let p = plan_with(&s(&["chunk.similarity_threshold=0.50,0.6", "chunk.strategy=semantic"]), None, resolve)
-            .unwrap();
+        let p =
+            plan_with(&s(&["chunk.similarity_threshold=0.50,0.6", "chunk.strategy=semantic"]), None, resolve).unwrap();
         let names: Vec<&str> = p.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["similarity_threshold=0.5,strategy=semantic", "similarity_threshold=0.6,strategy=semantic"]);
         assert_eq!(p[0].resolved.settings.chunk.similarity_threshold, 0.5);

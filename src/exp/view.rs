@@ -161,7 +161,8 @@ pub fn value_columns(records: &[Record], specs: &[String]) -> Result<Vec<Col>> {
     for spec in specs {
         per_spec.push(metric_columns(records, spec)?);
     }
-    let mut systems: Vec<String> = per_spec.iter().flatten().filter(|c| !c.group.is_empty()).map(|c| c.group.clone()).collect();
+    let mut systems: Vec<String> =
+        per_spec.iter().flatten().filter(|c| !c.group.is_empty()).map(|c| c.group.clone()).collect();
     systems.sort_by_key(|s| system_rank(s));
     systems.dedup();
     let mut out: Vec<Col> = Vec::new();
@@ -189,7 +190,8 @@ pub fn setting_columns(records: &[Record]) -> Vec<String> {
     }
     let all: BTreeSet<&str> = records.iter().flat_map(|r| r.settings().into_keys()).collect();
     for k in all {
-        let values: BTreeSet<String> = records.iter().map(|r| r.setting(k).map(|c| c.to_string()).unwrap_or_default()).collect();
+        let values: BTreeSet<String> =
+            records.iter().map(|r| r.setting(k).map(|c| c.to_string()).unwrap_or_default()).collect();
         if values.len() > 1 && !keys.iter().any(|x| x == k) {
             keys.push(k.to_string());
         }
@@ -216,15 +218,23 @@ fn best_rows(records: &[&Record], cols: &[Col]) -> Vec<BTreeSet<usize>> {
                 .map(|r| r.get(&c.key).and_then(|v| v.as_f64().map(|x| (x, format_value(&c.key, v)))))
                 .collect();
             let pick = match c.better {
-                Better::Higher => shown.iter().flatten().map(|x| x.0).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x)))),
-                Better::Lower => shown.iter().flatten().map(|x| x.0).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x)))),
+                Better::Higher => {
+                    shown.iter().flatten().map(|x| x.0).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+                }
+                Better::Lower => {
+                    shown.iter().flatten().map(|x| x.0).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x))))
+                }
                 Better::Neither => None,
             };
             let Some(best) = pick else { return BTreeSet::new() };
             let best_text = shown.iter().flatten().find(|x| x.0 == best).map(|x| x.1.clone()).unwrap_or_default();
             // marking every row is no information
-            let marked: BTreeSet<usize> =
-                shown.iter().enumerate().filter(|(_, x)| x.as_ref().is_some_and(|x| x.1 == best_text)).map(|(i, _)| i).collect();
+            let marked: BTreeSet<usize> = shown
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.as_ref().is_some_and(|x| x.1 == best_text))
+                .map(|(i, _)| i)
+                .collect();
             if marked.len() == records.len() && records.len() > 1 {
                 BTreeSet::new()
             } else {
@@ -251,7 +261,7 @@ pub struct ShowOptions {
 }
 
 /// Order the records by a setting (ascending) or a value column (best first).
-fn sort_records<'a>(records: &mut Vec<&'a Record>, all: &[Record], spec: &str) -> Result<()> {
+fn sort_records(records: &mut [&Record], all: &[Record], spec: &str) -> Result<()> {
     let key = spec.strip_prefix(SETTINGS).unwrap_or(spec);
     if all.iter().any(|r| r.setting(key).is_some()) {
         let numeric = records.iter().all(|r| r.setting(key).is_none_or(|c| c.as_f64().is_some()));
@@ -289,7 +299,9 @@ pub fn render_show(records: &[Record], opts: &ShowOptions) -> Result<String> {
         return Ok(match opts.format {
             Format::Json => "{\"experiments\": []}\n".into(),
             Format::Csv => "name\n".into(),
-            Format::Table => "no experiments recorded yet; try `coltrast exp run --set mine.num_negatives=1,3`\n".into(),
+            Format::Table => {
+                "no experiments recorded yet; try `coltrast exp run --set mine.num_negatives=1,3`\n".into()
+            }
         });
     }
     let settings = setting_columns(records);
@@ -327,8 +339,11 @@ pub fn render_show(records: &[Record], opts: &ShowOptions) -> Result<String> {
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
-            let header: Vec<&str> =
-                ["name"].into_iter().chain(settings.iter().map(|s| s.as_str())).chain(cols.iter().map(|c| c.key.as_str())).collect();
+            let header: Vec<&str> = ["name"]
+                .into_iter()
+                .chain(settings.iter().map(|s| s.as_str()))
+                .chain(cols.iter().map(|c| c.key.as_str()))
+                .collect();
             w.write_record(&header).map_err(Error::internal)?;
             for r in &rows {
                 let mut line = vec![r.name().to_string()];
@@ -361,12 +376,14 @@ pub fn render_show(records: &[Record], opts: &ShowOptions) -> Result<String> {
                 t.rows.push(line);
             }
             let mut out = t.render();
-            let level = if cols.iter().all(|c| metric_parts(&c.key).is_some_and(|p| p.1 == "document")) {
-                "document-level metrics; "
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "{} experiments; {level}{}", rows.len(), if any_best { "* best in its column" } else { "" });
+            let mut notes = vec![format!("{} experiments", rows.len())];
+            if cols.iter().all(|c| metric_parts(&c.key).is_some_and(|p| p.1 == "document")) {
+                notes.push("document-level metrics".into());
+            }
+            if any_best {
+                notes.push("* best in its column".into());
+            }
+            let _ = writeln!(out, "{}", notes.join("; "));
             Ok(out)
         }
     }
@@ -396,7 +413,14 @@ impl TextTable {
         let n = self.labels.len();
         let w = |s: &str| s.chars().count();
         let mut widths: Vec<usize> = (0..n)
-            .map(|j| self.rows.iter().map(|r| w(&r[j])).chain([w(&self.labels[j]) + usize::from(self.right[j])]).max().unwrap_or(0))
+            .map(|j| {
+                self.rows
+                    .iter()
+                    .map(|r| w(&r[j]))
+                    .chain([w(&self.labels[j]) + usize::from(self.right[j])])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         // spans of equal, non-empty groups
         let mut spans: Vec<(usize, usize)> = Vec::new();
@@ -434,7 +458,13 @@ impl TextTable {
             let _ = writeln!(out, "{}", line.join("  ").trim_end());
         }
         let header: Vec<String> = (0..n)
-            .map(|j| if self.right[j] { pad(&format!("{} ", self.labels[j]), widths[j], true) } else { pad(&self.labels[j], widths[j], false) })
+            .map(|j| {
+                if self.right[j] {
+                    pad(&format!("{} ", self.labels[j]), widths[j], true)
+                } else {
+                    pad(&self.labels[j], widths[j], false)
+                }
+            })
             .collect();
         let _ = writeln!(out, "{}", header.join("  ").trim_end());
         let total: usize = widths.iter().sum::<usize>() + 2 * n.saturating_sub(1);
@@ -454,10 +484,18 @@ pub fn render_diff(a: &Record, b: &Record, json: bool) -> Result<String> {
     let pair = [a, b];
     let settings: Vec<String> = {
         let keys: BTreeSet<String> = pair.iter().flat_map(|r| r.settings().into_keys().map(String::from)).collect();
-        keys.into_iter().filter(|k| a.setting(k).map(|c| c.to_string()) != b.setting(k).map(|c| c.to_string())).collect()
+        keys.into_iter()
+            .filter(|k| a.setting(k).map(|c| c.to_string()) != b.setting(k).map(|c| c.to_string()))
+            .collect()
     };
-    let mut metrics: Vec<String> =
-        pair.iter().flat_map(|r| r.cells.keys()).filter(|k| k.starts_with(METRIC)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let mut metrics: Vec<String> = pair
+        .iter()
+        .flat_map(|r| r.cells.keys())
+        .filter(|k| k.starts_with(METRIC))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     metrics.sort_by_key(|k| {
         let (s, l, m) = metric_parts(k).unwrap_or(("", "", ""));
         (l.to_string(), METRIC_NAMES.iter().position(|x| *x == m), system_rank(s))
@@ -492,7 +530,9 @@ pub fn render_diff(a: &Record, b: &Record, json: bool) -> Result<String> {
     t.add_right("", &format!("A: {}", a.name()));
     t.add_right("", &format!("B: {}", b.name()));
     t.add_right("", "B - A");
-    let section = |t: &mut TextTable, title: &str| t.rows.push(vec![title.to_string(), String::new(), String::new(), String::new()]);
+    let section = |t: &mut TextTable, title: &str| {
+        t.rows.push(vec![title.to_string(), String::new(), String::new(), String::new()])
+    };
     section(&mut t, "settings that differ");
     if settings.is_empty() {
         t.rows.push(vec!["  (none)".into(), String::new(), String::new(), String::new()]);
@@ -605,10 +645,13 @@ mod tests {
         assert!(!lines[3].contains("0.800*"), "{out}");
         // the baseline is the same in every row: nothing to mark
         assert!(!out.contains("0.700*"), "{out}");
-        let sorted = render_show(&three(), &ShowOptions { sort: Some("coltrast/ndcg@10".into()), ..Default::default() }).unwrap();
+        let sorted =
+            render_show(&three(), &ShowOptions { sort: Some("coltrast/ndcg@10".into()), ..Default::default() })
+                .unwrap();
         let names: Vec<&str> = sorted.lines().skip(3).take(3).map(|l| l.split_whitespace().next().unwrap()).collect();
         assert_eq!(names, ["t=0.7", "t=0.9", "t=0.5"]);
-        let err = render_show(&three(), &ShowOptions { sort: Some("ndcg@10".into()), ..Default::default() }).unwrap_err();
+        let err =
+            render_show(&three(), &ShowOptions { sort: Some("ndcg@10".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("name one system"), "{err}");
         let by_loss = ShowOptions { metrics: vec!["val_loss_best".into()], ..Default::default() };
         let out = render_show(&three(), &by_loss).unwrap();
@@ -617,9 +660,10 @@ mod tests {
 
     #[test]
     fn show_json_and_csv() {
-        let j: serde_json::Value =
-            serde_json::from_str(&render_show(&three(), &ShowOptions { format: Format::Json, ..Default::default() }).unwrap())
-                .unwrap();
+        let j: serde_json::Value = serde_json::from_str(
+            &render_show(&three(), &ShowOptions { format: Format::Json, ..Default::default() }).unwrap(),
+        )
+        .unwrap();
         assert_eq!(j["experiments"].as_array().unwrap().len(), 3);
         assert_eq!(j["experiments"][0]["settings"]["chunk.similarity_threshold"], 0.5);
         assert_eq!(j["best"]["metric.coltrast/document/ndcg@10"], serde_json::json!(["t=0.7"]));
@@ -644,7 +688,8 @@ mod tests {
         let j: serde_json::Value = serde_json::from_str(&render_diff(&r[0], &r[2], true).unwrap()).unwrap();
         assert_eq!(j["settings"].as_array().unwrap().len(), 2);
         let m = j["metrics"].as_array().unwrap();
-        let d = m.iter().find(|x| x["column"] == "metric.coltrast/document/ndcg@10").unwrap()["delta"].as_f64().unwrap();
+        let d =
+            m.iter().find(|x| x["column"] == "metric.coltrast/document/ndcg@10").unwrap()["delta"].as_f64().unwrap();
         assert!((d - 0.03).abs() < 1e-9, "{d}");
     }
 }
