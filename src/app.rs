@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::engine::{Freshness, Outcome, Pipeline, RunOptions, StageReport};
+use crate::engine::{human_duration, Freshness, Outcome, Pipeline, RunOptions, StageReport};
 use crate::error::{Error, Result};
 use crate::settings::{self, Resolved, Sources};
 use crate::stages;
@@ -19,17 +19,6 @@ pub fn resolve(common: &Common) -> Result<Resolved> {
     settings::resolve(&Sources::from_process(common.config.clone(), common.sets.clone()))
 }
 
-fn human(d: std::time::Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 1.0 {
-        format!("{:.0} ms", s * 1000.0)
-    } else if s < 120.0 {
-        format!("{s:.1} s")
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
-}
-
 fn short(fp: &str) -> &str {
     &fp[..fp.len().min(12)]
 }
@@ -40,15 +29,15 @@ pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
     let s = &resolved.settings;
     let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
     let started = std::time::Instant::now();
-    let reports = pipeline.run(opts, |r| {
-        let what = match r.outcome {
-            Outcome::Cached => "cached",
-            Outcome::Ran => "ran",
-        };
-        eprintln!("{:<8} {:<6} {:>9}  {}", r.stage, what, human(r.wall), r.dir.display());
-    })?;
+    let reports = pipeline.run(opts, |r| eprintln!("{}", r.line()))?;
     let ran = reports.iter().filter(|r| r.outcome == Outcome::Ran).count();
-    eprintln!("{} stages, {} ran, {} cached, {}", reports.len(), ran, reports.len() - ran, human(started.elapsed()));
+    eprintln!(
+        "{} stages, {} ran, {} cached, {}",
+        reports.len(),
+        ran,
+        reports.len() - ran,
+        human_duration(started.elapsed())
+    );
     if let Some(eval) = reports.iter().find(|r| r.stage == "eval") {
         if let Ok(md) = std::fs::read_to_string(eval.dir.join(crate::stages::eval::REPORT)) {
             println!("{md}");
@@ -117,12 +106,13 @@ pub fn show(common: &Common, stage: &str, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// `coltrast gc`.
-pub fn gc(common: &Common, keep: usize, dry_run: bool, out: &mut dyn Write) -> Result<usize> {
+/// `coltrast gc`: with `keep_experiments`, every artifact a recorded experiment references stays.
+pub fn gc(common: &Common, keep: usize, dry_run: bool, keep_experiments: bool, out: &mut dyn Write) -> Result<usize> {
     let resolved = resolve(common)?;
     let s = &resolved.settings;
     let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
-    let removed = pipeline.gc(keep, dry_run)?;
+    let pinned = if keep_experiments { crate::exp::pinned(s)? } else { Default::default() };
+    let removed = pipeline.gc_pinned(keep, dry_run, &pinned)?;
     for p in &removed {
         writeln!(out, "{} {}", if dry_run { "would remove" } else { "removed" }, p.display()).map_err(pipe)?;
     }
@@ -229,4 +219,66 @@ pub fn report(common: &Common, out: &mut dyn Write) -> Result<()> {
     let s = resolve(common)?.settings;
     let text = crate::report::report(&s)?;
     write!(out, "{text}").map_err(pipe)
+}
+
+/// `coltrast exp run`: the sweep (stage lines on stderr), then the table of its experiments on stdout.
+pub fn exp_run(common: &Common, opts: &crate::exp::RunOptions, out: &mut dyn Write) -> Result<()> {
+    let done = crate::exp::run(common.config.clone(), &common.sets, opts)?;
+    let records: Vec<crate::exp::record::Record> = done.into_iter().map(|d| d.record).collect();
+    let text = crate::exp::view::render_show(&records, &crate::exp::ShowOptions::default())?;
+    write!(out, "{text}").map_err(pipe)
+}
+
+/// `coltrast exp show`.
+pub fn exp_show(common: &Common, opts: &crate::exp::ShowOptions, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let text = crate::exp::show(&s, opts, None)?;
+    write!(out, "{text}").map_err(pipe)
+}
+
+/// `coltrast exp plot`.
+pub fn exp_plot(common: &Common, metric: &str, by: &str, output: Option<PathBuf>, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let (path, drawn) = crate::exp::plot(&s, metric, by, output)?;
+    writeln!(
+        out,
+        "{}  ({} experiments, {} panel{}, {} lines)",
+        path.display(),
+        drawn.experiments,
+        drawn.panels,
+        if drawn.panels == 1 { "" } else { "s" },
+        drawn.lines
+    )
+    .map_err(pipe)
+}
+
+/// `coltrast exp diff`.
+pub fn exp_diff(common: &Common, a: &str, b: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let text = crate::exp::diff(&s, a, b, json)?;
+    write!(out, "{text}").map_err(pipe)
+}
+
+/// `coltrast exp apply`: into `--config FILE`, else ./pipeline.toml (created if missing).
+pub fn exp_apply(common: &Common, name: &str, out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    let config = common.config.clone().unwrap_or_else(|| PathBuf::from("pipeline.toml"));
+    let changes = crate::exp::apply(&s, &config, name)?;
+    if changes.is_empty() {
+        writeln!(out, "{}: already has the settings of {name}", config.display()).map_err(pipe)?;
+    }
+    for c in &changes {
+        writeln!(out, "{}: {} = {}  (was {})", config.display(), c.key, c.after, c.before).map_err(pipe)?;
+    }
+    Ok(())
+}
+
+/// `coltrast exp remove`.
+pub fn exp_remove(common: &Common, names: &[String], out: &mut dyn Write) -> Result<()> {
+    let s = resolve(common)?.settings;
+    for n in crate::exp::remove(&s, names)? {
+        writeln!(out, "removed experiment {n}; `coltrast gc` frees the artifacts nothing else references")
+            .map_err(pipe)?;
+    }
+    Ok(())
 }

@@ -104,6 +104,10 @@ enum Command {
     /// negatives per query, training's best epoch, eval by system and level.
     Report,
     /// Remove artifact dirs not reachable from the current settings, and leftovers of interrupted runs.
+    ///
+    /// Artifacts that a recorded experiment references are kept (see `coltrast exp`) unless
+    /// `--experiments ignore`.
+    /// Example: coltrast gc --dry-run --experiments ignore
     Gc {
         /// Also keep this many of the newest unreachable artifacts per stage.
         #[arg(long, default_value_t = 0)]
@@ -111,6 +115,109 @@ enum Command {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// `keep`: keep every artifact a recorded experiment references; `ignore`: collect them like any other.
+        #[arg(long, value_enum, default_value_t = ExperimentsGc::Keep, value_name = "keep|ignore")]
+        experiments: ExperimentsGc,
+    },
+    /// Experiments: sweep settings, compare their evals side by side, plot them, apply the best.
+    ///
+    /// Each experiment runs through the normal pipeline, so experiments share every stage they have in
+    /// common, and is recorded in artifacts/experiments/experiments.parquet.
+    /// Example: coltrast exp run --set mine.num_negatives=1,3 --set train.epochs=3,10 && coltrast exp show
+    Exp {
+        #[command(subcommand)]
+        command: ExpCommand,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ExperimentsGc {
+    Keep,
+    Ignore,
+}
+
+#[derive(Subcommand, Debug)]
+enum ExpCommand {
+    /// Run the Cartesian product of --set KEY=V1,V2,... values and record each experiment.
+    ///
+    /// Every value is typed and checked as `coltrast run --set` checks it, all of them before anything runs.
+    /// Commas separate values; a value in double quotes keeps its commas (--set 'index.factory="IVF4,Flat",Flat').
+    /// Experiments share the stages they have in common (a sweep of mine.num_negatives chunks once). Each is
+    /// identified by its settings and stage fingerprints: a rerun of the same sweep (e.g. after Ctrl-C) skips
+    /// the recorded ones and runs the rest. Names are derived from the values (num_negatives=3) unless --name.
+    ///
+    /// Example: coltrast exp run --set chunk.strategy=semantic --set chunk.similarity_threshold=0.5,0.7,0.9
+    Run {
+        /// The name of a single experiment, or the prefix of each name in a sweep (PREFIX-num_negatives=3).
+        #[arg(long, value_name = "PREFIX")]
+        name: Option<String>,
+        /// Re-hash inputs and cached artifacts instead of trusting file metadata and sizes.
+        #[arg(long)]
+        verify: bool,
+        /// Fail at once instead of waiting if another run holds the artifacts lock.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// A table of the recorded experiments, as `dvc exp show`: the settings that differ, the chosen metrics.
+    ///
+    /// One row per experiment; the best value of each metric column is marked `*`. METRIC is
+    /// [SYSTEM/][LEVEL/]METRIC: `ndcg@10` is every eval system's document-level nDCG@10, `coltrast/ndcg@10`
+    /// one system's, `chunk/R@1` chunk-level recall@1 (metrics: recall@1, recall@5, recall@10, mrr@10,
+    /// ndcg@10); any column of experiments.parquet also works (stat.train.best_epoch, run_time_s, or
+    /// best_epoch). Default: document-level nDCG@10 and R@1 of each system, base-whole included.
+    ///
+    /// Example: coltrast exp show --metric ndcg@10 --metric best_epoch --sort coltrast+hybrid/ndcg@10
+    Show {
+        /// A metric column to show (repeatable).
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// Order by a metric (best first) or a setting (ascending).
+        #[arg(long, value_name = "METRIC|KEY")]
+        sort: Option<String>,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV (full column names, full precision).
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Draw METRIC against one swept setting as a PNG: one line per eval system, other settings as panels.
+    ///
+    /// Plots the experiments whose `exp run` set KEY. METRIC is named as in `exp show` (ndcg@10: every
+    /// system, document level). Default file: artifacts/experiments/<METRIC>-by-<KEY>.png.
+    ///
+    /// Example: coltrast exp plot ndcg@10 --by chunk.similarity_threshold -o threshold.png
+    Plot {
+        /// The metric, e.g. ndcg@10, coltrast/R@1, chunk/ndcg@10.
+        metric: String,
+        /// The setting on the x axis, e.g. chunk.similarity_threshold.
+        #[arg(long, value_name = "KEY")]
+        by: String,
+        /// The PNG to write.
+        #[arg(short, long, value_name = "FILE.png")]
+        output: Option<PathBuf>,
+    },
+    /// Two experiments side by side: settings that differ, metrics with B - A, shared stages, stats.
+    ///
+    /// Example: coltrast exp diff num_negatives=1 num_negatives=3
+    Diff {
+        a: String,
+        b: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an experiment's settings into pipeline.toml (comments and layout kept), making it the default run.
+    ///
+    /// Only keys whose value differs are written; `coltrast run` afterwards finds every stage cached.
+    /// Example: coltrast exp apply num_negatives=3
+    Apply { name: String },
+    /// Forget recorded experiments; `coltrast gc` then frees the artifacts only they referenced.
+    ///
+    /// Example: coltrast exp remove num_negatives=1 num_negatives=5
+    Remove {
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -176,7 +283,10 @@ pub fn main() -> ExitCode {
         }
         Command::Compare { query, q } => app::compare(&common, &query, &qopts(q, None, 5), &mut stdout),
         Command::Report => app::report(&common, &mut stdout),
-        Command::Gc { keep, dry_run } => app::gc(&common, keep, dry_run, &mut stdout).map(|_| ()),
+        Command::Gc { keep, dry_run, experiments } => {
+            app::gc(&common, keep, dry_run, experiments == ExperimentsGc::Keep, &mut stdout).map(|_| ())
+        }
+        Command::Exp { command } => exp(&common, command, &mut stdout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -187,6 +297,26 @@ pub fn main() -> ExitCode {
             fail(backend::exec_torch_binary())
         }
         Err(e) => fail(e),
+    }
+}
+
+fn exp(common: &Common, command: ExpCommand, out: &mut dyn std::io::Write) -> Result<(), Error> {
+    match command {
+        ExpCommand::Run { name, verify, no_wait } => {
+            app::exp_run(common, &crate::exp::RunOptions { name, verify, no_wait }, out)
+        }
+        ExpCommand::Show { metrics, sort, json, csv } => {
+            let format = match (json, csv) {
+                (true, _) => crate::exp::Format::Json,
+                (_, true) => crate::exp::Format::Csv,
+                _ => crate::exp::Format::Table,
+            };
+            app::exp_show(common, &crate::exp::ShowOptions { metrics, sort, format }, out)
+        }
+        ExpCommand::Plot { metric, by, output } => app::exp_plot(common, &metric, &by, output, out),
+        ExpCommand::Diff { a, b, json } => app::exp_diff(common, &a, &b, json, out),
+        ExpCommand::Apply { name } => app::exp_apply(common, &name, out),
+        ExpCommand::Remove { names } => app::exp_remove(common, &names, out),
     }
 }
 

@@ -195,7 +195,8 @@ impl<'a, C> StageContext<'a, C> {
     }
 }
 
-fn fault_point(stage: &str, point: &str) {
+/// The same test hook outside a stage (e.g. `exp:recorded-2` between the experiments of a sweep).
+pub fn fault_point(stage: &str, point: &str) {
     if let Ok(spec) = std::env::var("COLTRAST_TEST_FAULT") {
         if spec == format!("{stage}:{point}") {
             eprintln!("coltrast: fault point {spec} reached; waiting to be killed");
@@ -220,6 +221,29 @@ pub struct StageReport {
     pub dir: PathBuf,
     pub wall: Duration,
     pub manifest: Manifest,
+}
+
+impl StageReport {
+    /// The line `coltrast run` prints for a stage: its name, `cached` or `ran`, the wall time, the artifact dir.
+    pub fn line(&self) -> String {
+        let what = match self.outcome {
+            Outcome::Cached => "cached",
+            Outcome::Ran => "ran",
+        };
+        format!("{:<8} {:<6} {:>9}  {}", self.stage, what, human_duration(self.wall), self.dir.display())
+    }
+}
+
+/// A duration for people: `12 ms`, `3.4 s`, `2m05s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
 }
 
 /// Options for [`Pipeline::run`].
@@ -417,8 +441,9 @@ impl<'a, C> Pipeline<'a, C> {
         Ok(file)
     }
 
-    /// Run the targets (and what they need). Cached stages are skipped; each report says which ran.
-    pub fn run(&self, opts: &RunOptions, mut on_report: impl FnMut(&StageReport)) -> Result<Vec<StageReport>> {
+    /// Fails with [`Error::NeedsTorch`] when `run` with these options would execute a stage that this process
+    /// cannot run (so the caller can hand the command over before anything is written).
+    pub fn check_available(&self, opts: &RunOptions) -> Result<()> {
         for f in &opts.force {
             self.find(f)?;
         }
@@ -434,6 +459,13 @@ impl<'a, C> Pipeline<'a, C> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Run the targets (and what they need). Cached stages are skipped; each report says which ran.
+    pub fn run(&self, opts: &RunOptions, mut on_report: impl FnMut(&StageReport)) -> Result<Vec<StageReport>> {
+        self.check_available(opts)?;
+        let plan = self.closure(&opts.targets)?;
         let _lock = self.take_lock(opts.no_wait)?;
         let mut hashes = self.hash_cache(opts.verify);
         let mut done: BTreeMap<&'static str, (PathBuf, Manifest)> = BTreeMap::new();
@@ -622,6 +654,12 @@ impl<'a, C> Pipeline<'a, C> {
     /// Remove artifact dirs not reachable from the current settings (keeping the `keep` newest per stage),
     /// and leftovers of interrupted runs. Returns the removed (or, with `dry_run`, removable) dirs.
     pub fn gc(&self, keep: usize, dry_run: bool) -> Result<Vec<PathBuf>> {
+        self.gc_pinned(keep, dry_run, &BTreeSet::new())
+    }
+
+    /// [`Pipeline::gc`], also keeping every artifact named in `pinned` as `(stage, fingerprint)` (those that
+    /// recorded experiments reference, see [`crate::exp`]).
+    pub fn gc_pinned(&self, keep: usize, dry_run: bool, pinned: &BTreeSet<(String, String)>) -> Result<Vec<PathBuf>> {
         let _lock = self.take_lock(false)?;
         let statuses = self.status()?;
         let mut removed = Vec::new();
@@ -642,6 +680,9 @@ impl<'a, C> Pipeline<'a, C> {
                     continue;
                 }
                 if !path.is_dir() || Some(&name) == current.as_ref() {
+                    continue;
+                }
+                if pinned.contains(&(stage.name().to_string(), name.clone())) {
                     continue;
                 }
                 let created = Manifest::read(&path.join(MANIFEST), stage.name()).map(|m| m.created_unix).unwrap_or(0);

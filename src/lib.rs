@@ -7,7 +7,8 @@
 //! export parity check need it; the `coltrast-torch` crate implements it, so this library and the `coltrast`
 //! binary do not link libtorch and start in milliseconds); [`onnx`] exports to ONNX (graph written in Rust) and [`embed`]
 //! (ONNX Runtime) embeds for index and queries; [`index`] (FAISS) searches vectors. [`late`] stores token
-//! embeddings and reranks by MaxSim; [`metrics`] scores ranked lists.
+//! embeddings and reranks by MaxSim; [`metrics`] scores ranked lists. [`exp`] sweeps settings and compares
+//! the recorded experiments.
 
 pub mod app;
 pub mod backend;
@@ -16,6 +17,7 @@ pub mod embed;
 pub mod embed_cache;
 pub mod engine;
 pub mod error;
+pub mod exp;
 pub mod fsutil;
 pub mod hash;
 pub mod index;

@@ -3,7 +3,8 @@
 //!
 //! Prints: chunks per project; the token-length distribution of chunks; the share of positives taken from the
 //! README (a chunk) versus the answer fallback; negatives per query; training's best epoch (lowest mean
-//! validation loss in `train_log.parquet`); and eval by system and level.
+//! validation loss in `train_log.parquet`); eval by system and level; and the recorded experiments
+//! ([`crate::exp::report`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -141,6 +142,9 @@ pub fn report(settings: &Settings) -> Result<String> {
             )?;
             fmt(&mut out, "Document nDCG@10: gain of each system over base-whole", &gains);
         }
+    }
+    if let Some(section) = crate::exp::report::section(&settings.artifacts_path())? {
+        out.push_str(&section);
     }
     Ok(out)
 }

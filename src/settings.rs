@@ -767,6 +767,19 @@ pub fn resolve(sources: &Sources) -> Result<Resolved> {
     Ok(Resolved { settings, config_file, provenance })
 }
 
+/// A value for the dotted `key`, typed from the raw string exactly as `--set key=raw` types it (by the
+/// default's type), without range checks: what `coltrast exp apply` writes back into pipeline.toml.
+pub fn typed_value(key: &str, raw: &str) -> Result<toml::Value> {
+    let defaults = toml::Value::try_from(Settings::default()).map_err(Error::internal)?;
+    let layer = format!("{key}={raw}");
+    let table = single_key_table(&layer, &defaults, key, raw)?;
+    let mut node = &toml::Value::Table(table);
+    for part in key.split('.') {
+        node = node.get(part).ok_or_else(|| Error::internal(format!("typed_value: {key}")))?;
+    }
+    Ok(node.clone())
+}
+
 /// Deserialize one layer on its own so that an unknown key or a wrong type names its exact path.
 fn check_layer(layer: &str, table: &toml::Table) -> Result<()> {
     let value = toml::Value::Table(table.clone());

@@ -34,6 +34,18 @@ pub fn write_parquet(path: &Path, schema: Arc<Schema>, columns: Vec<ArrayRef>) -
     Ok(rows)
 }
 
+/// One table as Parquet bytes (same writer properties), for files that are replaced atomically as a whole
+/// ([`crate::fsutil::write_atomic`]) rather than written inside a stage's temporary dir.
+pub fn parquet_bytes(schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<Vec<u8>> {
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::internal(format!("building table: {e}")))?;
+    let mut bytes = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props())).map_err(Error::internal)?;
+    w.write(&batch).map_err(Error::internal)?;
+    w.close().map_err(Error::internal)?;
+    Ok(bytes)
+}
+
 /// Read a whole Parquet file into one batch, checking it has the expected columns and types.
 pub fn read_parquet(path: &Path, stage: &str, expected: &Schema) -> Result<RecordBatch> {
     let corrupt = |m: String| Error::Corrupt { path: path.to_path_buf(), stage: stage.to_string(), message: m };
