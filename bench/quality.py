@@ -41,6 +41,9 @@ EXPERIMENTS = {
     "rerank-1": ("index.rerank_weight=1 (pure MaxSim rerank, the seed's)", ["index.rerank_weight=1"], SEEDS, ["coltrast+rerank"]),
     "rerank-0.1": ("index.rerank_weight=0.1", ["index.rerank_weight=0.1"], SEEDS, ["coltrast+rerank"]),
     "rerank-0.5": ("index.rerank_weight=0.5", ["index.rerank_weight=0.5"], SEEDS, ["coltrast+rerank"]),
+    # Bigger batches fit in the same memory since GradCache (train.max_activation_mb): more in-batch negatives.
+    "batch-32": ("train.batch_size=32", ["train.batch_size=32"], SEEDS, ALL),
+    "batch-64": ("train.batch_size=64", ["train.batch_size=64"], SEEDS, ALL),
     "semantic-0.7": ("chunk.strategy=semantic, threshold 0.7 (the seed's chunking)",
                      ["chunk.strategy=semantic", "train.epochs=1"], SEEDS[:1], UNTRAINED),
     "none": ("chunk.strategy=none (whole passages, truncated)", ["chunk.strategy=none", "train.epochs=1"], SEEDS[:1],
