@@ -34,8 +34,9 @@ pipeline: setup $(BIN)
 status: setup $(BIN)
 	@$(BIN) status
 
-## test: the whole test suite
-test: setup
+## test: the whole test suite (setup also installs Chromium, for the browser test of the search page)
+test:
+	@BROWSER=1 bash scripts/setup.sh
 	cargo test --release --locked --workspace
 
 ## bench: benchmarks (creates a separate Python venv for the baselines on first use)

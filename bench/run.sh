@@ -33,6 +33,14 @@ if want serve; then
     python3 bench/serve.py | tee bench/results/serve.md
   fi
 fi
+if want serve-http; then
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping serve-http: BoolQ not found at $BOOLQ"; else
+    cargo build --release --locked --example http_load -q
+    export HTTP_LOAD="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/http_load"
+    export BENCH_PY="$(bash bench/venv.sh)"
+    python3 bench/serve_http.py | tee bench/results/serve-http.md
+  fi
+fi
 if want reindex; then
   if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping reindex: BoolQ not found at $BOOLQ"; else
     cargo build --release --locked --example reindex_bench -q

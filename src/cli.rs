@@ -100,6 +100,17 @@ enum Command {
         #[command(flatten)]
         q: QueryArgs,
     },
+    /// Serve the current artifacts over HTTP: search, ask, explore, compare, OpenAI-compatible embeddings,
+    /// metrics, an OpenAPI document and a search page at /.
+    ///
+    /// Binds 127.0.0.1 unless --host says otherwise. With an API key (read from the environment variable
+    /// --api-key-env names, COLTRAST_API_KEY by default) every route but /healthz and /readyz needs
+    /// `Authorization: Bearer <key>`. A new index for these settings is served as soon as
+    /// artifacts/index/latest changes, on SIGHUP, or on POST /v1/admin/reload. SIGTERM or Ctrl-C finishes
+    /// in-flight requests, then exits 0.
+    ///
+    /// Example: coltrast serve --port 8080 & curl -s localhost:8080/v1/search -d '{"query": "which model?"}'
+    Serve(ServeArgs),
     /// Analytics over the current artifacts (polars): chunks per project, chunk lengths, positive sources,
     /// negatives per query, training's best epoch, eval by system and level.
     Report,
@@ -222,6 +233,46 @@ enum ExpCommand {
 }
 
 #[derive(Args, Debug)]
+struct ServeArgs {
+    /// The address to bind; anything but loopback is reachable from other machines.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port (0: any free port; the bound address is printed on stdout).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The environment variable that holds the API key [default: COLTRAST_API_KEY, if set].
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Close a dynamic batch before its padded size (texts × longest) would pass this many tokens.
+    #[arg(long, default_value_t = 16384, value_name = "N")]
+    max_batch_tokens: usize,
+    /// The longest a query waits to be batched with others (only while other requests are in flight).
+    #[arg(long, default_value_t = 2, value_name = "MS")]
+    max_batch_wait_ms: u64,
+    /// The largest request body, bytes (413 past it).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    body_limit: usize,
+    /// A request that takes longer gets 503.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    request_timeout: u64,
+    /// A client that has not sent its headers by then is disconnected.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    header_timeout: u64,
+    /// How often to check artifacts/index/latest for a new index (0: never).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    watch_interval_ms: u64,
+    /// Log lines as text or as JSON (one object per line, access logs with their request id).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
 struct QueryArgs {
     /// How many results [default: 5; ask: 3 chunks].
     #[arg(short, long)]
@@ -238,20 +289,58 @@ fn qopts(q: QueryArgs, project: Option<String>, default_k: usize) -> app::QueryO
     app::QueryOpts { k: q.k.unwrap_or(default_k), json: q.json, rerank: q.rerank, project }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// Logging to stderr. The server logs at info (its access log) with timestamps, as text or JSON lines.
+fn init_logging(verbose: u8, serve: Option<LogFormat>) {
+    let default = match (verbose, serve.is_some()) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
-    let filter = std::env::var("COLTRAST_LOG").unwrap_or_else(|_| default.to_string());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::new(std::env::var("COLTRAST_LOG").unwrap_or_else(|_| default.to_string()));
+    let _ = match serve {
+        Some(LogFormat::Json) => {
+            tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init()
+        }
+        Some(LogFormat::Text) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .without_time()
+            .try_init(),
+    };
+}
+
+fn serve(common: &Common, a: ServeArgs) -> Result<(), Error> {
+    let var = a.api_key_env.clone().unwrap_or_else(|| "COLTRAST_API_KEY".to_string());
+    let api_key = match std::env::var(&var) {
+        Ok(k) if !k.trim().is_empty() => Some(k.trim().to_string()),
+        _ if a.api_key_env.is_some() => {
+            return Err(Error::Usage(format!("--api-key-env {var}: the environment variable is not set or empty")))
+        }
+        _ => None,
+    };
+    let opts = crate::serve::ServeOptions {
+        host: a.host,
+        port: a.port,
+        api_key,
+        batch: crate::serve::BatchConfig {
+            max_batch_tokens: a.max_batch_tokens.max(1),
+            max_wait: std::time::Duration::from_millis(a.max_batch_wait_ms),
+        },
+        body_limit: a.body_limit,
+        request_timeout: std::time::Duration::from_secs(a.request_timeout.max(1)),
+        header_timeout: std::time::Duration::from_secs(a.header_timeout.max(1)),
+        watch_interval: (a.watch_interval_ms > 0).then(|| std::time::Duration::from_millis(a.watch_interval_ms)),
+        ..Default::default()
+    };
+    app::serve(common, opts)
 }
 
 /// Parse the process's arguments and run the command.
@@ -267,7 +356,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, if let Command::Serve(a) = &cli.command { Some(a.log_format) } else { None });
     let common = Common { config: cli.global.config, sets: cli.global.sets };
     let mut stdout = std::io::stdout().lock();
     let result: Result<(), Error> = match cli.command {
@@ -282,6 +371,10 @@ pub fn main() -> ExitCode {
             app::explore(&common, &keywords, &qopts(q, project, 8), &mut stdout)
         }
         Command::Compare { query, q } => app::compare(&common, &query, &qopts(q, None, 5), &mut stdout),
+        Command::Serve(a) => {
+            drop(stdout);
+            serve(&common, a)
+        }
         Command::Report => app::report(&common, &mut stdout),
         Command::Gc { keep, dry_run, experiments } => {
             app::gc(&common, keep, dry_run, experiments == ExperimentsGc::Keep, &mut stdout).map(|_| ())

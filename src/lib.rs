@@ -7,7 +7,7 @@
 //! export parity check need it; the `coltrast-torch` crate implements it, so this library and the `coltrast`
 //! binary do not link libtorch and start in milliseconds); [`onnx`] exports to ONNX (graph written in Rust) and [`embed`]
 //! (ONNX Runtime) embeds for index and queries; [`index`] (FAISS) searches vectors. [`late`] stores token
-//! embeddings and reranks by MaxSim; [`metrics`] scores ranked lists. [`exp`] sweeps settings and compares
+//! embeddings and reranks by MaxSim; [`metrics`] scores ranked lists; [`serve`] is the HTTP server. [`exp`] sweeps settings and compares
 //! the recorded experiments.
 
 pub mod app;
@@ -28,6 +28,7 @@ pub mod onnx;
 pub mod progress;
 pub mod query;
 pub mod report;
+pub mod serve;
 pub mod settings;
 pub mod stages;
 pub mod table;

@@ -2,6 +2,8 @@
 //! the real MiniLM with the sample dataset for the answers the pipeline must give.
 
 mod common;
+#[path = "common/server.rs"]
+mod server;
 
 use std::path::Path;
 
@@ -260,6 +262,129 @@ fn sample_answers_the_four_example_questions() {
         if let Some(n) = needle {
             let texts: String = v["chunks"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
             assert!(texts.contains(n), "{q}: {n} not in the answer context: {texts}");
+        }
+    }
+    // The same artifacts behind `coltrast serve`: a real browser types the seed question into the page.
+    search_page_in_headless_chromium(&p);
+}
+
+/// Headless Chromium (Debian's `chromium`) loads `/`, types the seed question, presses Enter, and must show
+/// the trading bot as the top project; the screenshot goes to the test's temp dir (and to
+/// $COLTRAST_SCREENSHOT when set, which is how docs/serve_page.png was made). Skips when Chromium is absent.
+fn search_page_in_headless_chromium(p: &Project) {
+    let Some(chromium) = ["chromium", "chromium-browser"].iter().find_map(|c| {
+        std::process::Command::new(c).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| *c)
+    }) else {
+        eprintln!("skipping the browser test: no chromium on PATH (make test installs it)");
+        return;
+    };
+    let s = server::Server::start(p, &[], &[]);
+    let profile = p.path().join("chromium-profile");
+    let mut browser = std::process::Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0"])
+        .arg("--remote-debugging-address=127.0.0.1")
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--window-size=1000,760")
+        .arg(format!("{}/", s.base))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = browser.stderr.take().unwrap();
+    let browser = Kill(browser);
+    // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
+    let port: u16 = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let port = loop {
+            let line = lines.next().expect("chromium exited before its DevTools line").unwrap();
+            if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
+                break rest.split('/').next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        port
+    };
+    let agent = server::agent();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ws_url = loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&agent.get(format!("http://127.0.0.1:{port}/json/list")).call().unwrap().body_mut().read_to_string().unwrap()).unwrap();
+        if let Some(page) = list.as_array().unwrap().iter().find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with(&s.base)) {
+            break page["webSocketDebuggerUrl"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no page target: {list}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let (ws, _) = tungstenite::connect(ws_url.as_str()).unwrap();
+    let mut page = Cdp { ws, id: 0 };
+    page.wait_for("document.readyState", "complete");
+    page.eval("document.getElementById('q').focus()");
+    page.call("Input.insertText", serde_json::json!({"text": "Which project uses reinforcement learning?"}));
+    for kind in ["keyDown", "keyUp"] {
+        page.call(
+            "Input.dispatchKeyEvent",
+            serde_json::json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"}),
+        );
+    }
+    page.wait_for("document.body.dataset.state || ''", "done");
+    let top = page.eval("document.getElementById('top-project').textContent");
+    let hits = page.eval("document.querySelectorAll('#hits li').length");
+    let confidence = page.eval("document.getElementById('confidence').textContent");
+    let shot = page.call("Page.captureScreenshot", serde_json::json!({"format": "png"}));
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    std::fs::write(p.path().join("serve_page.png"), &png).unwrap();
+    if let Ok(to) = std::env::var("COLTRAST_SCREENSHOT") {
+        std::fs::write(to, &png).unwrap();
+    }
+    drop(browser);
+    assert_eq!(top, "rl-trading-bot", "the page's top project");
+    assert!(hits.as_u64().unwrap() >= 5, "ranked chunks shown: {hits}");
+    assert!(confidence.as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{confidence}");
+    assert!(s.terminate().success());
+}
+
+/// A minimal Chrome DevTools Protocol client over one page's WebSocket.
+struct Cdp {
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    id: u64,
+}
+
+impl Cdp {
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.id += 1;
+        let msg = serde_json::json!({"id": self.id, "method": method, "params": params});
+        self.ws.send(tungstenite::Message::text(msg.to_string())).unwrap();
+        loop {
+            if let tungstenite::Message::Text(t) = self.ws.read().unwrap() {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["id"] == self.id {
+                    assert!(v["error"].is_null(), "{method}: {v}");
+                    return v["result"].clone();
+                }
+            }
+        }
+    }
+
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        self.call("Runtime.evaluate", serde_json::json!({"expression": js, "returnByValue": true}))["result"]["value"]
+            .clone()
+    }
+
+    fn wait_for(&mut self, js: &str, want: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.eval(js) != want {
+            assert!(std::time::Instant::now() < deadline, "{js} never became {want:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 }

@@ -248,10 +248,15 @@ impl OrtEncoder {
     /// Both outputs in one pass.
     pub fn embed_both(&self, texts: &[&str]) -> Result<(Embeddings, Vec<TokenRows>)> {
         let ids = self.tokenize(texts)?;
+        self.embed_both_ids(&ids)
+    }
+
+    /// Both outputs of pre-tokenised texts in one pass.
+    pub fn embed_both_ids(&self, ids: &[Vec<u32>]) -> Result<(Embeddings, Vec<TokenRows>)> {
         let (d, t) = (self.dim(), self.token_dim());
         let mut data = vec![0f32; ids.len() * d];
         let mut rows: Vec<Option<TokenRows>> = vec![None; ids.len()];
-        self.run_sorted(&ids, &[SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS], |orig, out, b| {
+        self.run_sorted(ids, &[SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS], |orig, out, b| {
             data[orig * d..(orig + 1) * d].copy_from_slice(&out[0].data[b * d..(b + 1) * d]);
             let width = out[1].shape[1];
             let n = ids[orig].len();

@@ -1,0 +1,133 @@
+"""`make bench` section serve-http: a load test of `coltrast serve` on loopback against the peer users build
+today (FastAPI + uvicorn + sentence-transformers + faiss-cpu, bench/serve_peer.py) serving the same model
+(the base MiniLM, `export.model = "base"`) and the same FAISS index (BoolQ's 2,939 passages, Flat), in the
+same run. Closed-loop load from examples/http_load.rs at concurrency 1, 8 and 32 on `/v1/search` (k=10,
+BoolQ questions), alternating the two servers round by round; medians over rounds.
+Usage: python3 bench/serve_http.py  (env: BIN, HTTP_LOAD, BENCH_PY, MODEL_DIR, BOOLQ; HTTP_ROUNDS,
+HTTP_SECONDS)
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BIN, LOAD, PY, MODEL, BOOLQ = (os.environ[k] for k in ["BIN", "HTTP_LOAD", "BENCH_PY", "MODEL_DIR", "BOOLQ"])
+ROUNDS, SECONDS = int(os.environ.get("HTTP_ROUNDS", "2")), float(os.environ.get("HTTP_SECONDS", "20"))
+LEVELS = [(1, 400), (8, 3000), (32, 6000)]
+here = os.path.dirname(os.path.abspath(__file__))
+tmp = tempfile.mkdtemp(prefix="coltrast-http-")
+
+# BoolQ with every passage but only 16 questions' qrels, so the (unused) train stage is short; the index
+# is the base model's over all 2,939 passages.
+data = os.path.join(tmp, "boolq")
+os.makedirs(data)
+shutil.copy(os.path.join(BOOLQ, "corpus.jsonl"), data)
+shutil.copy(os.path.join(BOOLQ, "queries.jsonl"), data)
+with open(os.path.join(BOOLQ, "qrels.tsv")) as f, open(os.path.join(data, "qrels.tsv"), "w") as g:
+    lines = f.read().splitlines()
+    g.write("\n".join(lines[:17]) + "\n")
+proj = os.path.join(tmp, "project")
+os.makedirs(proj)
+with open(os.path.join(proj, "pipeline.toml"), "w") as f:
+    f.write(f'[ingest]\npath = "{data}"\n[chunk]\nstrategy = "none"\n[train]\nepochs = 1\n[export]\nmodel = "base"\n')
+t = time.time()
+subprocess.run([BIN, "run", "index"], cwd=proj, check=True, capture_output=True)
+print(f"(pipeline to the index stage: {time.time() - t:.0f} s)", file=sys.stderr)
+latest = lambda stage: open(os.path.join(proj, "artifacts", stage, "latest")).read().strip()
+index_dir = os.path.join(proj, "artifacts", "index", latest("index"))
+chunks = os.path.join(proj, "artifacts", "chunk", latest("chunk"), "chunks.parquet")
+
+bodies = os.path.join(tmp, "bodies.jsonl")
+with open(os.path.join(BOOLQ, "queries.jsonl")) as f, open(bodies, "w") as g:
+    for line in f.read().splitlines()[:300]:
+        g.write(json.dumps({"query": json.loads(line)["text"], "k": 10}) + "\n")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(url, proc, seconds=180):
+    end = time.time() + seconds
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} never became ready")
+
+
+def load(port):
+    rows = []
+    for conc, n in LEVELS:
+        out = subprocess.run([LOAD, f"http://127.0.0.1:{port}/v1/search", bodies, str(conc), str(n), str(SECONDS)],
+                             check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
+
+
+def ours():
+    port = free_port()
+    p = subprocess.Popen([BIN, "serve", "--port", str(port)], cwd=proj, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        wait(f"http://127.0.0.1:{port}/readyz", p)
+        return load(port)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+
+
+def peer():
+    port = free_port()
+    p = subprocess.Popen([PY, os.path.join(here, "serve_peer.py"), MODEL, os.path.join(index_dir, "index.faiss"),
+                          chunks, str(port), "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait(f"http://127.0.0.1:{port}/healthz", p)
+        return load(port)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+
+
+runs = {"coltrast": [], "peer": []}
+for _ in range(ROUNDS):
+    runs["coltrast"].append(ours())
+    runs["peer"].append(peer())
+
+
+def med(system, i, key):
+    return statistics.median(r[i][key] for r in runs[system])
+
+
+print(f"## HTTP serving: `coltrast serve` against FastAPI + uvicorn + sentence-transformers + faiss-cpu\n")
+print(f"`POST /v1/search` (k=10) over BoolQ's {2939} passages (Flat index, the base MiniLM for both), 300 BoolQ "
+      f"questions cycled, closed loop from examples/http_load.rs on 127.0.0.1, {ROUNDS} alternating rounds "
+      f"(medians), up to {SECONDS:.0f} s per level, 2 cores shared by client and server.\n")
+print("| concurrency | coltrast req/s | peer req/s | throughput ratio | coltrast p50 / p99 | peer p50 / p99 | errors (ours / peer) |")
+print("|---|---|---|---|---|---|---|")
+for i, (conc, _) in enumerate(LEVELS):
+    ours_rps, peer_rps = med("coltrast", i, "rps"), med("peer", i, "rps")
+    errs = (sum(r[i]["errors"] for r in runs["coltrast"]), sum(r[i]["errors"] for r in runs["peer"]))
+    print(f"| {conc} | {ours_rps:.0f} | {peer_rps:.1f} | **{ours_rps / peer_rps:.1f}x** | "
+          f"{med('coltrast', i, 'p50_ms'):.2f} / {med('coltrast', i, 'p99_ms'):.2f} ms | "
+          f"{med('peer', i, 'p50_ms'):.1f} / {med('peer', i, 'p99_ms'):.1f} ms | {errs[0]} / {errs[1]} |")
+c32 = med("coltrast", 2, "rps") / med("peer", 2, "rps")
+p99_8 = med("coltrast", 1, "p99_ms")
+print(f"\ngoals: throughput at concurrency 32 >= 5x the peer's: {c32:.1f}x ({'met' if c32 >= 5 else 'NOT met'}); "
+      f"p99 at concurrency 8 <= 20 ms: {p99_8:.2f} ms ({'met' if p99_8 <= 20 else 'NOT met'})")
+print("\nraw:", json.dumps(runs), file=sys.stderr)
+shutil.rmtree(tmp, ignore_errors=True)
