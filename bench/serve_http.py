@@ -22,7 +22,11 @@ BIN, LOAD, PY, MODEL, BOOLQ = (os.environ[k] for k in ["BIN", "HTTP_LOAD", "BENC
 ROUNDS, SECONDS = int(os.environ.get("HTTP_ROUNDS", "2")), float(os.environ.get("HTTP_SECONDS", "20"))
 LEVELS = [(1, 400), (8, 3000), (32, 6000)]
 here = os.path.dirname(os.path.abspath(__file__))
-tmp = tempfile.mkdtemp(prefix="coltrast-http-")
+# The project lives in the cache so that a rerun finds every stage cached.
+tmp = os.path.join(os.environ.get("COLTRAST_CACHE", os.path.expanduser("~/.cache/coltrast")), "bench-serve-http")
+shutil.rmtree(os.path.join(tmp, "boolq"), ignore_errors=True)
+SERVE_ARGS = os.environ.get("SERVE_ARGS", "").split()
+SYSTEMS = os.environ.get("HTTP_SYSTEMS", "coltrast,peer").split(",")
 
 # BoolQ with every passage but only 16 questions' qrels, so the (unused) train stage is short; the index
 # is the base model's over all 2,939 passages.
@@ -34,7 +38,7 @@ with open(os.path.join(BOOLQ, "qrels.tsv")) as f, open(os.path.join(data, "qrels
     lines = f.read().splitlines()
     g.write("\n".join(lines[:17]) + "\n")
 proj = os.path.join(tmp, "project")
-os.makedirs(proj)
+os.makedirs(proj, exist_ok=True)
 with open(os.path.join(proj, "pipeline.toml"), "w") as f:
     f.write(f'[ingest]\npath = "{data}"\n[chunk]\nstrategy = "none"\n[train]\nepochs = 1\n[export]\nmodel = "base"\n')
 t = time.time()
@@ -81,7 +85,7 @@ def load(port):
 
 def ours():
     port = free_port()
-    p = subprocess.Popen([BIN, "serve", "--port", str(port)], cwd=proj, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen([BIN, "serve", "--port", str(port)] + SERVE_ARGS, cwd=proj, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     try:
         wait(f"http://127.0.0.1:{port}/readyz", p)
@@ -105,8 +109,17 @@ def peer():
 
 runs = {"coltrast": [], "peer": []}
 for _ in range(ROUNDS):
-    runs["coltrast"].append(ours())
-    runs["peer"].append(peer())
+    if "coltrast" in SYSTEMS:
+        runs["coltrast"].append(ours())
+    if "peer" in SYSTEMS:
+        runs["peer"].append(peer())
+if SYSTEMS != ["coltrast", "peer"]:
+    for s in SYSTEMS:
+        for i, (conc, _) in enumerate(LEVELS):
+            r = runs[s]
+            print(f"{s} {' '.join(SERVE_ARGS)} c{conc}: {statistics.median(x[i]['rps'] for x in r):.0f} req/s, "
+                  f"p50 {statistics.median(x[i]['p50_ms'] for x in r):.2f} p99 {statistics.median(x[i]['p99_ms'] for x in r):.2f} ms")
+    raise SystemExit(0)
 
 
 def med(system, i, key):
@@ -130,4 +143,3 @@ p99_8 = med("coltrast", 1, "p99_ms")
 print(f"\ngoals: throughput at concurrency 32 >= 5x the peer's: {c32:.1f}x ({'met' if c32 >= 5 else 'NOT met'}); "
       f"p99 at concurrency 8 <= 20 ms: {p99_8:.2f} ms ({'met' if p99_8 <= 20 else 'NOT met'})")
 print("\nraw:", json.dumps(runs), file=sys.stderr)
-shutil.rmtree(tmp, ignore_errors=True)

@@ -261,6 +261,9 @@ struct ServeArgs {
     /// How often to check artifacts/index/latest for a new index (0: never).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     watch_interval_ms: u64,
+    /// Let ONNX Runtime's threads spin while idle (lower latency alone on a machine, worse on shared cores).
+    #[arg(long)]
+    ort_spin: bool,
     /// Log lines as text or as JSON (one object per line, access logs with their request id).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -337,6 +340,7 @@ fn serve(common: &Common, a: ServeArgs) -> Result<(), Error> {
         body_limit: a.body_limit,
         request_timeout: std::time::Duration::from_secs(a.request_timeout.max(1)),
         header_timeout: std::time::Duration::from_secs(a.header_timeout.max(1)),
+        spin: a.ort_spin,
         watch_interval: (a.watch_interval_ms > 0).then(|| std::time::Duration::from_millis(a.watch_interval_ms)),
         ..Default::default()
     };

@@ -190,8 +190,23 @@ impl Searcher {
 
     /// Load the artifacts [`Searcher::locate`] found.
     pub fn open_located(settings: &Settings, located: Located) -> Result<Searcher> {
+        Self::open_located_with(settings, located, true)
+    }
+
+    /// [`Searcher::open_located`]; `spin`: whether ONNX Runtime's threads spin while idle
+    /// ([`crate::embed::EncoderOptions::spin`]; the server turns it off).
+    pub fn open_located_with(settings: &Settings, located: Located, spin: bool) -> Result<Searcher> {
         let index_dir = located.index.0.clone();
-        let enc = OrtEncoder::from_settings(&export::served_dir(&located.export.0, settings), settings)?;
+        let opts = crate::embed::EncoderOptions {
+            intra_threads: usize::try_from(settings.model.threads).unwrap_or(0),
+            spin,
+            ..Default::default()
+        };
+        let enc = OrtEncoder::load_with(
+            &export::served_dir(&located.export.0, settings),
+            &settings.ort_library_path(),
+            opts,
+        )?;
         let vindex = VectorIndex::read(&index_dir.join(index::FAISS))?;
         let tokens = TokenStore::read(&index_dir.join(index::TOKENS))?;
         let (chunks, _, _) = chunk::read_chunks(&located.chunk.0)?;

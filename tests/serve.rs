@@ -265,27 +265,37 @@ fn sample_answers_the_four_example_questions() {
         }
     }
     // The same artifacts behind `coltrast serve`: a real browser types the seed question into the page.
-    search_page_in_headless_chromium(&p);
+    let s = server::Server::start(&p, &[], &[]);
+    search_page_in_headless_chromium(&s.base, p.path());
+    assert!(s.terminate().success());
+}
+
+/// Debugging aid: the browser check against a server already running at $COLTRAST_PAGE_URL.
+#[test]
+#[ignore]
+fn page_against_a_running_server() {
+    let base = std::env::var("COLTRAST_PAGE_URL").expect("COLTRAST_PAGE_URL");
+    let dir = tempfile::tempdir().unwrap();
+    search_page_in_headless_chromium(&base, dir.path());
 }
 
 /// Headless Chromium (Debian's `chromium`) loads `/`, types the seed question, presses Enter, and must show
 /// the trading bot as the top project; the screenshot goes to the test's temp dir (and to
 /// $COLTRAST_SCREENSHOT when set, which is how docs/serve_page.png was made). Skips when Chromium is absent.
-fn search_page_in_headless_chromium(p: &Project) {
+fn search_page_in_headless_chromium(base: &str, dir: &Path) {
     let Some(chromium) = ["chromium", "chromium-browser"].iter().find_map(|c| {
         std::process::Command::new(c).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| *c)
     }) else {
         eprintln!("skipping the browser test: no chromium on PATH (make test installs it)");
         return;
     };
-    let s = server::Server::start(p, &[], &[]);
-    let profile = p.path().join("chromium-profile");
+    let profile = dir.join("chromium-profile");
     let mut browser = std::process::Command::new(chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0"])
         .arg("--remote-debugging-address=127.0.0.1")
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--window-size=1000,760")
-        .arg(format!("{}/", s.base))
+        .arg(format!("{base}/"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -317,7 +327,7 @@ fn search_page_in_headless_chromium(p: &Project) {
     let ws_url = loop {
         let list: serde_json::Value =
             serde_json::from_str(&agent.get(format!("http://127.0.0.1:{port}/json/list")).call().unwrap().body_mut().read_to_string().unwrap()).unwrap();
-        if let Some(page) = list.as_array().unwrap().iter().find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with(&s.base)) {
+        if let Some(page) = list.as_array().unwrap().iter().find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with(base)) {
             break page["webSocketDebuggerUrl"].as_str().unwrap().to_string();
         }
         assert!(std::time::Instant::now() < deadline, "no page target: {list}");
@@ -325,7 +335,7 @@ fn search_page_in_headless_chromium(p: &Project) {
     };
     let (ws, _) = tungstenite::connect(ws_url.as_str()).unwrap();
     let mut page = Cdp { ws, id: 0 };
-    page.wait_for("document.readyState", "complete");
+    page.wait_for("document.readyState === 'complete' && document.getElementById('q') ? 'ready' : 'loading'", "ready");
     page.eval("document.getElementById('q').focus()");
     page.call("Input.insertText", serde_json::json!({"text": "Which project uses reinforcement learning?"}));
     for kind in ["keyDown", "keyUp"] {
@@ -334,6 +344,7 @@ fn search_page_in_headless_chromium(p: &Project) {
             serde_json::json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"}),
         );
     }
+    assert_eq!(page.eval("document.getElementById('q').value"), "Which project uses reinforcement learning?");
     page.wait_for("document.body.dataset.state || ''", "done");
     let top = page.eval("document.getElementById('top-project').textContent");
     let hits = page.eval("document.querySelectorAll('#hits li').length");
@@ -342,7 +353,7 @@ fn search_page_in_headless_chromium(p: &Project) {
     use base64::Engine;
     let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    std::fs::write(p.path().join("serve_page.png"), &png).unwrap();
+    std::fs::write(dir.join("serve_page.png"), &png).unwrap();
     if let Ok(to) = std::env::var("COLTRAST_SCREENSHOT") {
         std::fs::write(to, &png).unwrap();
     }
@@ -350,7 +361,6 @@ fn search_page_in_headless_chromium(p: &Project) {
     assert_eq!(top, "rl-trading-bot", "the page's top project");
     assert!(hits.as_u64().unwrap() >= 5, "ranked chunks shown: {hits}");
     assert!(confidence.as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{confidence}");
-    assert!(s.terminate().success());
 }
 
 /// A minimal Chrome DevTools Protocol client over one page's WebSocket.
@@ -383,7 +393,10 @@ impl Cdp {
     fn wait_for(&mut self, js: &str, want: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while self.eval(js) != want {
-            assert!(std::time::Instant::now() < deadline, "{js} never became {want:?}");
+            if std::time::Instant::now() > deadline {
+                let page = self.eval("document.body.innerText");
+                panic!("{js} never became {want:?}; the page shows: {page}");
+            }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }

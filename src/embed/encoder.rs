@@ -43,11 +43,14 @@ pub struct EncoderOptions {
     pub max_batch_tokens: usize,
     /// At most this many texts per run. Default 256.
     pub max_batch_size: usize,
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work (its default). A server on few
+    /// cores turns it off, so idle spinning does not take the cores its other threads need.
+    pub spin: bool,
 }
 
 impl Default for EncoderOptions {
     fn default() -> Self {
-        EncoderOptions { intra_threads: 0, max_batch_tokens: 8192, max_batch_size: 256 }
+        EncoderOptions { intra_threads: 0, max_batch_tokens: 8192, max_batch_size: 256, spin: true }
     }
 }
 
@@ -156,6 +159,9 @@ impl OrtEncoder {
             builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| ort_err("intra threads", e))?;
         }
         builder = builder.with_inter_threads(1).map_err(|e| ort_err("inter threads", e))?;
+        if !opts.spin {
+            builder = builder.with_intra_op_spinning(false).map_err(|e| ort_err("intra-op spinning", e))?;
+        }
         let session = builder.commit_from_file(&model_path).map_err(|e| {
             Error::data(&model_path, "ONNX model", format!("ONNX Runtime cannot load it: {e} (re-export it)"))
         })?;

@@ -44,6 +44,9 @@ pub struct ServeOptions {
     pub watch_interval: Option<Duration>,
     /// How long in-flight requests get to finish after SIGTERM / Ctrl-C.
     pub shutdown_grace: Duration,
+    /// Let ONNX Runtime's intra-op threads spin while idle (off by default: on a few cores the spinning
+    /// takes the CPU from the request threads).
+    pub spin: bool,
 }
 
 impl Default for ServeOptions {
@@ -58,6 +61,7 @@ impl Default for ServeOptions {
             header_timeout: Duration::from_secs(10),
             watch_interval: Some(Duration::from_secs(1)),
             shutdown_grace: Duration::from_secs(30),
+            spin: false,
         }
     }
 }
@@ -92,7 +96,7 @@ async fn run(settings: Settings, opts: ServeOptions) -> Result<()> {
         .map_err(|e| Error::Usage(format!("--host {} --port {}: cannot bind: {e}", opts.host, opts.port)))?;
     let addr: SocketAddr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?;
     let latest = settings.artifacts_path().join("index").join("latest");
-    let state = Arc::new(AppState::new(settings, opts.batch, opts.api_key.as_deref(), opts.body_limit));
+    let state = Arc::new(AppState::new(settings, opts.batch, opts.api_key.as_deref(), opts.body_limit, opts.spin));
     let app = api::router(state.clone(), opts.request_timeout);
     {
         use std::io::Write;

@@ -45,13 +45,15 @@ pub struct AppState {
     pub inflight: Arc<AtomicUsize>,
     pub api_key: Option<blake3::Hash>,
     pub body_limit: usize,
+    /// Whether ONNX Runtime's threads spin while idle.
+    pub spin: bool,
     current: RwLock<Option<Arc<Generation>>>,
     next: AtomicU64,
     reloading: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, batch: BatchConfig, api_key: Option<&str>, body_limit: usize) -> AppState {
+    pub fn new(settings: Settings, batch: BatchConfig, api_key: Option<&str>, body_limit: usize, spin: bool) -> AppState {
         AppState {
             settings,
             metrics: Arc::new(Metrics::new()),
@@ -59,6 +61,7 @@ impl AppState {
             inflight: Arc::new(AtomicUsize::new(0)),
             api_key: api_key.map(|k| blake3::hash(k.as_bytes())),
             body_limit,
+            spin,
             current: RwLock::new(None),
             next: AtomicU64::new(1),
             reloading: tokio::sync::Mutex::new(()),
@@ -91,7 +94,7 @@ impl AppState {
                     return Ok(None);
                 }
             }
-            Searcher::open_located(&me.settings, located).map(Some)
+            Searcher::open_located_with(&me.settings, located, me.spin).map(Some)
         })
         .await
         .map_err(|e| Error::internal(format!("loading the artifacts: {e}")));
