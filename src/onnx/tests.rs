@@ -224,7 +224,7 @@ fn check_tiny_against_tch(dense: bool, tanh: bool, head: bool) {
     )
     .unwrap();
     // a small token budget forces several batches with different padding
-    let opts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3 };
+    let opts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3, ..Default::default() };
     let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
     let d = if dense { TINY_DENSE } else { TINY_HIDDEN };
     let t = if head { TINY_TOKEN } else { TINY_HIDDEN };
@@ -341,7 +341,7 @@ fn tiny_int8_export_quantises_every_encoder_matmul_and_stays_close_to_tch() {
 
     let Some(lib) = ort_lib(test) else { return };
     // small batches: dynamic batch and sequence dims
-    let eopts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3 };
+    let eopts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3, ..Default::default() };
     let enc = OrtEncoder::load_with(int8_path.parent().unwrap(), &lib, eopts).unwrap();
     let ids = enc.tokenize(TEXTS).unwrap();
     let r = tch_reference(&src, &ids, true, false, true);
