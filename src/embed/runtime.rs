@@ -33,8 +33,8 @@ static ENV: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
 fn setup_hint(lib: &Path, what: &str) -> Error {
     Error::Usage(format!(
-        "{}: {what}; run `make setup` to install ONNX Runtime 1.31 there, or point model.ort_library \
-         (COLTRAST_MODEL__ORT_LIBRARY) at a libonnxruntime.so 1.31",
+        "{}: {what}; run `make setup` (`make setup GPU=1` for model.device = \"cuda\") to install ONNX Runtime \
+         1.31 there, or point model.ort_library (COLTRAST_MODEL__ORT_LIBRARY) at a libonnxruntime.so 1.31",
         lib.display()
     ))
 }
