@@ -179,7 +179,7 @@ mkdir -p "$(dirname "$OUT")"
   echo
   echo "(steps/s over the whole run, first step included; batch_size 8, each pair with 3 hard negatives.)"
   echo
-  echo "## The pipeline after CUDA training, model.device = \"$DEV\""
+  echo "## The rest of the pipeline after the $DEV training, model.device = \"$DEV\""
   echo
   echo "export, index and eval: ${pipeline_s} s; the index manifest's device stat: $index_device."
   echo "$best"

@@ -91,7 +91,15 @@ pub fn compare_losses(cpu: &[EpochLoss], cuda: &[EpochLoss]) -> Result<Vec<LossC
                 if c.epoch == 0 { (c.loss.abs().max(1.0), ROUNDING_TOL) } else { (c.loss.abs(), TRAJECTORY_TOL) };
             let rel_diff = (c.loss - g.loss).abs() / scale;
             let ok = g.loss.is_finite() && rel_diff <= tolerance;
-            LossComparison { split: c.split.clone(), epoch: c.epoch, cpu: c.loss, cuda: g.loss, rel_diff, tolerance, ok }
+            LossComparison {
+                split: c.split.clone(),
+                epoch: c.epoch,
+                cpu: c.loss,
+                cuda: g.loss,
+                rel_diff,
+                tolerance,
+                ok,
+            }
         })
         .collect())
 }
@@ -147,7 +155,10 @@ mod tests {
     fn cosine_stats() {
         use crate::embed::Embeddings;
         let a = Embeddings { dim: 2, data: vec![1.0, 0.0, 0.0, 1.0] };
-        let b = Embeddings { dim: 2, data: vec![1.0, 0.0, std::f32::consts::FRAC_1_SQRT_2, std::f32::consts::FRAC_1_SQRT_2] };
+        let b = Embeddings {
+            dim: 2,
+            data: vec![1.0, 0.0, std::f32::consts::FRAC_1_SQRT_2, std::f32::consts::FRAC_1_SQRT_2],
+        };
         let s = CosineStats::of(&a, &b).unwrap();
         assert_eq!(s.n, 2);
         assert!((s.min - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-6);

@@ -15,10 +15,16 @@ use coltrast::settings::{ModelDevice, Settings};
 
 #[test]
 fn cuda_provider_starts_on_a_gpu_and_says_why_not_elsewhere() {
-    let s = Settings { model: coltrast::settings::ModelSettings { device: ModelDevice::Cuda, ..Default::default() }, ..Default::default() };
+    let s = Settings {
+        model: coltrast::settings::ModelSettings { device: ModelDevice::Cuda, ..Default::default() },
+        ..Default::default()
+    };
     let lib = s.ort_library_path();
     if !lib.is_file() {
-        eprintln!("SKIP cuda_provider_starts_on_a_gpu_and_says_why_not_elsewhere: no {} (make setup GPU=1)", lib.display());
+        eprintln!(
+            "SKIP cuda_provider_starts_on_a_gpu_and_says_why_not_elsewhere: no {} (make setup GPU=1)",
+            lib.display()
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -79,7 +79,8 @@ impl Stage<Settings> for Export {
         let ft = OrtEncoder::from_settings_on(&out_ft, s, ModelDevice::Cpu)?;
         let pooled = ft.parity(PARITY_SENTENCES, &reference.sentence)?;
         let tokens = token_parity(&ft, &reference.tokens)?;
-        let base = OrtEncoder::from_settings_on(&out_base, s, ModelDevice::Cpu)?.parity(PARITY_SENTENCES, &reference.base_sentence)?;
+        let base = OrtEncoder::from_settings_on(&out_base, s, ModelDevice::Cpu)?
+            .parity(PARITY_SENTENCES, &reference.base_sentence)?;
         write_parity(&ctx.output("parity.json"), s.export.quantize, &pooled, tokens, &base)?;
         ctx.record_stat("parity_max_abs_diff_coltrast", pooled.max_abs_diff as f64);
         ctx.record_stat("parity_max_abs_diff_tokens", tokens.max_abs_diff as f64);

@@ -18,8 +18,10 @@ fn gpu_here() -> bool {
 #[test]
 fn train_device_cuda_without_build_or_gpu_fails_before_anything_runs() {
     if coltrast_torch::CUDA_BUILT && gpu_here() {
-        eprintln!("SKIP train_device_cuda_without_build_or_gpu_fails_before_anything_runs: a CUDA build on a GPU \
-                   machine trains on CUDA (scripts/gpu_check.sh checks that)");
+        eprintln!(
+            "SKIP train_device_cuda_without_build_or_gpu_fails_before_anything_runs: a CUDA build on a GPU \
+                   machine trains on CUDA (scripts/gpu_check.sh checks that)"
+        );
         return;
     }
     let p = tiny_project("epochs = 1");
