@@ -15,10 +15,12 @@
 #      CPU and on CUDA: passages/s each and the cosine of CUDA to CPU per passage;
 #   5. the report.
 #
-# Usage: scripts/gpu_check.sh [--cpu-only] [--epochs N] [--limit N] [--boolq DIR] [--out FILE]
+# Usage: scripts/gpu_check.sh [--cpu-only] [--no-setup] [--epochs N] [--limit N] [--boolq DIR] [--out FILE]
 #   --cpu-only  no GPU needed: the same steps with CPU only (the CUDA runs are replaced by CPU runs, so the loss
 #               table compares the CPU run with itself). It checks the script, not the GPU: its report goes to
 #               $TMPDIR/gpu_check_cpu_only.md unless --out says otherwise, never to bench/results/gpu.md.
+#   --no-setup  skip `make setup` (a machine without registry access: COLTRAST_CACHE must already hold what
+#               setup GPU=1 installs, or LIBTORCH must name a CUDA libtorch 2.11 with its nvidia libraries)
 #   --epochs N  training epochs on the sample (default 3; the sample has 12 training pairs: 2 steps per epoch)
 #   --limit N   BoolQ passages to embed (default 0 = all 2939)
 #   --boolq DIR the BoolQ folder (default ../shared/data/boolq beside the repo, else /work/shared/data/boolq)
@@ -26,6 +28,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CPU_ONLY=0
+NO_SETUP=0
 EPOCHS=3
 LIMIT=0
 OUT=""
@@ -33,11 +36,12 @@ BOOLQ=""
 while (($#)); do
   case "$1" in
     --cpu-only) CPU_ONLY=1 ;;
+    --no-setup) NO_SETUP=1 ;;
     --epochs) EPOCHS="$2"; shift ;;
     --limit) LIMIT="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --boolq) BOOLQ="$2"; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -78,11 +82,17 @@ stat_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sta
 
 # --- 1. setup and build -------------------------------------------------------------------------------------
 t=$SECONDS
-log "make setup GPU=$GPU"
-make -C "$REPO" --no-print-directory setup
+if ((NO_SETUP)); then
+  log "setup skipped (--no-setup)"
+  BUILD_ARGS=(-o setup)
+else
+  log "make setup GPU=$GPU"
+  make -C "$REPO" --no-print-directory setup
+  BUILD_ARGS=()
+fi
 setup_s=$((SECONDS - t)); t=$SECONDS
 log "make build GPU=$GPU and the gpu_check helper"
-make -C "$REPO" --no-print-directory build
+make -C "$REPO" --no-print-directory "${BUILD_ARGS[@]}" build
 (cd "$REPO" && cargo build --release --locked -p coltrast-torch --example gpu_check "${FEATURES[@]}")
 build_s=$((SECONDS - t))
 seen=$("$HELPER" device)
