@@ -7,23 +7,34 @@ export CARGO_TARGET_DIR ?= $(COLTRAST_CACHE)/target
 export LIBTORCH ?= $(COLTRAST_CACHE)/libtorch
 # libtorch_cpu needs libcudart/libcupti from the lean venv even on CPU; the rpath of torch's libs finds them.
 
+# GPU=1: setup also installs the CUDA wheels and ONNX Runtime's CUDA provider, and the build links libtorch_cuda
+# (cargo feature coltrast-torch/cuda). Unset (or 0): the CPU-only default.
+GPU ?=
+export GPU
+CUDA := $(filter-out 0,$(GPU))
+CARGO_FEATURES := $(if $(CUDA),--features coltrast-torch/cuda,)
+# The binaries are rebuilt when GPU changes: this file holds the features of the last build.
+FEATURES_FILE := $(CARGO_TARGET_DIR)/coltrast-features
+$(shell mkdir -p '$(CARGO_TARGET_DIR)' && { echo '$(CARGO_FEATURES)' | cmp -s - '$(FEATURES_FILE)' || echo '$(CARGO_FEATURES)' > '$(FEATURES_FILE)'; })
+
 # Two binaries: coltrast (no libtorch: starts in milliseconds) and coltrast-torch (the same CLI with libtorch),
 # which coltrast hands every run that must train or embed with libtorch.
 BIN := $(CARGO_TARGET_DIR)/release/coltrast
 SOURCES := $(shell find src torch/src -name '*.rs' 2>/dev/null) Cargo.toml torch/Cargo.toml Cargo.lock build.rs torch/build.rs
 ARGS ?=
 
-.PHONY: setup pipeline test bench build status clean-artifacts
+.PHONY: setup pipeline test bench build status clean-artifacts gpu-check
 
 ## setup: system packages, lean libtorch, libonnxruntime and the base model, into $(COLTRAST_CACHE)
+##        (GPU=1: also the CUDA wheels and onnxruntime-gpu)
 setup:
 	@bash scripts/setup.sh
 
 ## build: the release binaries (only when sources changed)
 build: setup $(BIN)
 
-$(BIN): $(SOURCES)
-	cargo build --release --locked --workspace --bins
+$(BIN): $(SOURCES) $(FEATURES_FILE)
+	cargo build --release --locked --workspace --bins $(CARGO_FEATURES)
 	@touch $@
 
 ## pipeline: run every stage of pipeline.toml (cached stages are skipped)
@@ -37,7 +48,7 @@ status: setup $(BIN)
 ## test: the whole test suite (setup also installs Chromium, for the browser test of the search page)
 test:
 	@BROWSER=1 bash scripts/setup.sh
-	cargo test --release --locked --workspace
+	cargo test --release --locked --workspace $(CARGO_FEATURES)
 
 ## bench: benchmarks (creates a separate Python venv for the baselines on first use)
 bench: setup $(BIN)
@@ -45,3 +56,7 @@ bench: setup $(BIN)
 
 clean-artifacts:
 	rm -rf artifacts
+
+## gpu-check: on a GPU machine, CUDA against CPU for training and embedding; writes bench/results/gpu.md
+gpu-check:
+	@bash scripts/gpu_check.sh $(ARGS)

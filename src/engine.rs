@@ -58,6 +58,12 @@ pub trait Stage<C>: Sync {
     fn available(&self) -> bool {
         true
     }
+    /// A check that must pass before a run that would execute this stage starts at all (e.g. the device it asks
+    /// for exists), so that a bad setting fails at once instead of after the stages before it. Called for
+    /// every planned stage; its error counts only when the stage would run (stale or forced).
+    fn preflight(&self, _config: &C) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -462,9 +468,30 @@ impl<'a, C> Pipeline<'a, C> {
         Ok(())
     }
 
+    /// The first [`Stage::preflight`] error of a planned stage that would run (stale or forced). Checks are
+    /// cheap; status (fingerprints) is computed only when one fails.
+    pub fn preflight(&self, opts: &RunOptions) -> Result<()> {
+        let plan = self.closure(&opts.targets)?;
+        let failed: Vec<(&'static str, Error)> =
+            plan.iter().filter_map(|st| st.preflight(self.config).err().map(|e| (st.name(), e))).collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let statuses = self.status()?;
+        for (name, err) in failed {
+            let forced = opts.force.iter().any(|f| f == name);
+            let stale = statuses.iter().any(|x| x.stage == name && matches!(x.freshness, Freshness::Stale { .. }));
+            if forced || stale {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
     /// Run the targets (and what they need). Cached stages are skipped; each report says which ran.
     pub fn run(&self, opts: &RunOptions, mut on_report: impl FnMut(&StageReport)) -> Result<Vec<StageReport>> {
         self.check_available(opts)?;
+        self.preflight(opts)?;
         let plan = self.closure(&opts.targets)?;
         let _lock = self.take_lock(opts.no_wait)?;
         let mut hashes = self.hash_cache(opts.verify);

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod backend;
 pub mod cli;
+pub mod devcheck;
 pub mod embed;
 pub mod embed_cache;
 pub mod engine;

@@ -199,6 +199,7 @@ impl Searcher {
         let index_dir = located.index.0.clone();
         let opts = crate::embed::EncoderOptions {
             intra_threads: usize::try_from(settings.model.threads).unwrap_or(0),
+            device: settings.model.device,
             spin,
             ..Default::default()
         };

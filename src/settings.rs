@@ -98,11 +98,39 @@ pub struct ModelSettings {
     pub ort_library: String,
     /// Threads for the native engines; 0 (default) means one per core.
     pub threads: i64,
+    /// Where ONNX Runtime embeds for index, eval and the query commands: `"cpu"` (default) or `"cuda"` (its CUDA
+    /// execution provider; `make setup GPU=1` installs it). A missing provider is an error, never a quiet
+    /// fallback to the CPU. Speed only: not part of any cache key (see [`ModelDevice`]).
+    pub device: ModelDevice,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
-        ModelSettings { base: String::new(), ort_library: String::new(), threads: 0 }
+        ModelSettings { base: String::new(), ort_library: String::new(), threads: 0, device: ModelDevice::Cpu }
+    }
+}
+
+/// Where ONNX Runtime runs the exported model (`model.device`).
+///
+/// Not hashed: a forward pass on the GPU gives the same vectors up to float rounding (cosine to the CPU's
+/// above 0.9999, as `scripts/gpu_check.sh` measures), the same class of difference as `model.threads`, which
+/// is not hashed either. Training is different: `train.device` is hashed, because rounding differences compound
+/// over thousands of optimizer steps into different weights. The export stage's parity check always runs on
+/// the CPU, so the exported artifact does not depend on this setting at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelDevice {
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider, GPU 0.
+    Cuda,
+}
+
+impl ModelDevice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelDevice::Cpu => "cpu",
+            ModelDevice::Cuda => "cuda",
+        }
     }
 }
 
@@ -505,9 +533,16 @@ impl Settings {
         hf_hub_cache().and_then(|hub| hf_snapshot(&hub, &self.model.base)).unwrap_or(local)
     }
 
+    /// `model.ort_library`, or by default the library of `make setup` that fits `model.device`: the CPU build
+    /// (`$COLTRAST_CACHE/onnxruntime/`) or, for `"cuda"`, the onnxruntime-gpu build with its CUDA execution
+    /// provider (`$COLTRAST_CACHE/onnxruntime-gpu/`, from `make setup GPU=1`).
     pub fn ort_library_path(&self) -> PathBuf {
         if self.model.ort_library.is_empty() {
-            cache_dir().join("onnxruntime").join("libonnxruntime.so")
+            let dir = match self.model.device {
+                ModelDevice::Cpu => "onnxruntime",
+                ModelDevice::Cuda => "onnxruntime-gpu",
+            };
+            cache_dir().join(dir).join("libonnxruntime.so")
         } else {
             self.resolve_path(&self.model.ort_library)
         }
@@ -961,6 +996,29 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("environment variable COLTRAST_MODEL__THREADS: model.threads: expected"), "{msg}");
         assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn devices_are_checked_and_pick_the_ort_library() {
+        let err = resolve(&sources(None, &[], &["model.device=gpu"])).unwrap_err().to_string();
+        assert!(err.starts_with("--set model.device=gpu: model.device: "), "{err}");
+        assert!(err.contains("`cpu`") && err.contains("`cuda`") && !err.contains('\n'), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "[train]\ndevice = \"gpu\"\n");
+        let err = resolve(&sources(Some(cfg.clone()), &[], &[])).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: train.device: ", cfg.display())), "{err}");
+        assert!(err.contains("`auto`") && err.contains("`cuda`"), "{err}");
+
+        let cpu = resolve(&sources(None, &[], &[])).unwrap().settings;
+        assert_eq!(cpu.model.device, ModelDevice::Cpu);
+        let cuda = resolve(&sources(None, &[("COLTRAST_MODEL__DEVICE", "cuda")], &[])).unwrap().settings;
+        assert_eq!(cuda.model.device, ModelDevice::Cuda);
+        assert!(cpu.ort_library_path().ends_with("onnxruntime/libonnxruntime.so"));
+        assert!(cuda.ort_library_path().ends_with("onnxruntime-gpu/libonnxruntime.so"));
+        let own = resolve(&sources(None, &[], &["model.device=cuda", "model.ort_library=/opt/ort/libonnxruntime.so"]))
+            .unwrap()
+            .settings;
+        assert_eq!(own.ort_library_path(), Path::new("/opt/ort/libonnxruntime.so"));
     }
 
     #[test]

@@ -399,3 +399,61 @@ fn unavailable_stage_that_must_run_stops_the_run_before_anything_runs() {
     let p = Pipeline::new(vec![&f.a, &f.b, &c, &f.d], &cfg, f.artifacts()).unwrap();
     assert!(matches!(p.status(), Err(coltrast::Error::NeedsTorch(_))));
 }
+
+/// A stage whose preflight check fails (as train with `train.device = "cuda"` on a machine without one);
+/// everything else is the wrapped stage's.
+struct Refuses<'a> {
+    inner: &'a dyn Stage<Cfg>,
+}
+
+impl Stage<Cfg> for Refuses<'_> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        self.inner.upstream()
+    }
+    fn code_version(&self) -> u32 {
+        self.inner.code_version()
+    }
+    fn settings(&self, c: &Cfg) -> Result<toml::Value> {
+        self.inner.settings(c)
+    }
+    fn external_inputs(&self, c: &Cfg) -> Result<Vec<ExternalInput>> {
+        self.inner.external_inputs(c)
+    }
+    fn run(&self, ctx: &mut StageContext<'_, Cfg>) -> Result<()> {
+        self.inner.run(ctx)
+    }
+    fn preflight(&self, _: &Cfg) -> Result<()> {
+        Err(coltrast::Error::Usage("c: no such device here".into()))
+    }
+}
+
+/// A failed preflight of a stage that would run stops the run before anything runs; a cached stage's, or one
+/// outside the targets, does not.
+#[test]
+fn failed_preflight_of_a_stage_that_must_run_stops_the_run_before_anything_runs() {
+    let f = Fixture::new();
+    let cfg = f.cfg();
+    let c = Refuses { inner: &f.c };
+    let run = |cfg: &Cfg, opts: &RunOptions| {
+        let p = Pipeline::new(vec![&f.a, &f.b, &c, &f.d], cfg, f.artifacts()).unwrap();
+        p.run(opts, |_| {}).map(|r| r.len())
+    };
+    let err = run(&cfg, &RunOptions::default()).unwrap_err();
+    assert_eq!(err.to_string(), "c: no such device here");
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(f.counts(), [0, 0, 0, 0], "nothing ran, a included");
+    assert!(!f.artifacts().join("a").exists(), "nothing was written");
+    assert_eq!(run(&cfg, &RunOptions { targets: vec!["d".into()], ..Default::default() }).unwrap(), 2);
+
+    f.run(&cfg);
+    let before = f.counts();
+    assert_eq!(run(&cfg, &RunOptions::default()).unwrap(), 4, "c cached: its check does not matter");
+    let forced = RunOptions { force: vec!["c".into()], ..Default::default() };
+    assert!(run(&cfg, &forced).is_err());
+    let changed = Cfg { repeat: 3, ..cfg.clone() };
+    assert!(run(&changed, &RunOptions::default()).is_err(), "a reruns, so c would: stopped before a");
+    assert_eq!(f.counts(), before);
+}

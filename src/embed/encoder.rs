@@ -29,10 +29,10 @@ use ort::value::Tensor;
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::runtime::{environment, ort_err};
+use super::runtime::{environment, ort_err, use_device};
 use crate::error::{Error, Result};
 use crate::onnx::{OnnxModelInfo, ATTENTION_MASK, INPUT_IDS, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS, TOKEN_TYPE_IDS};
-use crate::settings::Settings;
+use crate::settings::{ModelDevice, Settings};
 
 /// Tuning of an [`OrtEncoder`]. Speed only: results do not depend on it (beyond float rounding).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,11 +46,20 @@ pub struct EncoderOptions {
     /// Whether ONNX Runtime's intra-op threads spin while waiting for work (its default). A server on few
     /// cores turns it off, so idle spinning does not take the cores its other threads need.
     pub spin: bool,
+    /// ONNX Runtime's execution provider: the CPU (default) or CUDA (an error if this library or machine has
+    /// none; see [`super::runtime::use_device`]).
+    pub device: ModelDevice,
 }
 
 impl Default for EncoderOptions {
     fn default() -> Self {
-        EncoderOptions { intra_threads: 0, max_batch_tokens: 8192, max_batch_size: 256, spin: true }
+        EncoderOptions {
+            intra_threads: 0,
+            max_batch_tokens: 8192,
+            max_batch_size: 256,
+            spin: true,
+            device: ModelDevice::Cpu,
+        }
     }
 }
 
@@ -121,10 +130,18 @@ impl OrtEncoder {
         Self::load_with(onnx_dir, ort_library, EncoderOptions { intra_threads, ..EncoderOptions::default() })
     }
 
-    /// Load with the library path and thread count of the settings (`model.ort_library`, `model.threads`).
+    /// Load with the library path, thread count and device of the settings (`model.ort_library`,
+    /// `model.threads`, `model.device`).
     pub fn from_settings(onnx_dir: &Path, settings: &Settings) -> Result<OrtEncoder> {
-        let threads = usize::try_from(settings.model.threads).unwrap_or(0);
-        Self::load(onnx_dir, &settings.ort_library_path(), threads)
+        Self::from_settings_on(onnx_dir, settings, settings.model.device)
+    }
+
+    /// As [`OrtEncoder::from_settings`], on `device` whatever `model.device` says (export checks parity on the
+    /// CPU).
+    pub fn from_settings_on(onnx_dir: &Path, settings: &Settings, device: ModelDevice) -> Result<OrtEncoder> {
+        let intra_threads = usize::try_from(settings.model.threads).unwrap_or(0);
+        let opts = EncoderOptions { intra_threads, device, ..EncoderOptions::default() };
+        Self::load_with(onnx_dir, &settings.ort_library_path(), opts)
     }
 
     pub fn load_with(onnx_dir: &Path, ort_library: &Path, opts: EncoderOptions) -> Result<OrtEncoder> {
@@ -152,6 +169,7 @@ impl OrtEncoder {
         tokenizer.with_padding(None);
 
         let mut builder = Session::builder(&env).map_err(|e| ort_err("session builder", e))?;
+        builder = use_device(builder, opts.device, ort_library)?;
         builder = builder
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| ort_err("optimization level", e))?;

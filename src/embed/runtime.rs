@@ -5,9 +5,12 @@
 //! library, wrong version, a panic inside `ort`) becomes an [`Error`] that tells the user to run
 //! `make setup`.
 //!
-//! Inputs: the library path (`Settings::ort_library_path()`).
+//! Inputs: the library path (`Settings::ort_library_path()`); for [`use_device`], `model.device`.
 //! Outputs: a shared [`ort::environment::Environment`]; later calls reuse it (a different path after the
-//! first successful load is ignored with a warning: a process can load one ONNX Runtime).
+//! first successful load is ignored with a warning: a process can load one ONNX Runtime). [`use_device`]
+//! puts a session on the CUDA execution provider, or fails with one line saying why it cannot: this library
+//! has no CUDA provider, or the provider cannot start (no GPU, no driver, a CUDA library missing). ONNX
+//! Runtime's own habit, a logged error and a quiet fall back to the CPU, is never used.
 //!
 //! Example:
 //! ```no_run
@@ -21,15 +24,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::environment::Environment;
+use ort::session::builder::SessionBuilder;
 
 use crate::error::{Error, Result};
+use crate::settings::ModelDevice;
 
 static ENV: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
 fn setup_hint(lib: &Path, what: &str) -> Error {
     Error::Usage(format!(
-        "{}: {what}; run `make setup` to install ONNX Runtime 1.31 there, or point model.ort_library \
-         (COLTRAST_MODEL__ORT_LIBRARY) at a libonnxruntime.so 1.31",
+        "{}: {what}; run `make setup` (`make setup GPU=1` for model.device = \"cuda\") to install ONNX Runtime \
+         1.31 there, or point model.ort_library (COLTRAST_MODEL__ORT_LIBRARY) at a libonnxruntime.so 1.31",
         lib.display()
     ))
 }
@@ -69,6 +74,70 @@ pub fn environment(lib: &Path) -> Result<Environment> {
     };
     *slot = Some((lib.to_path_buf(), env.clone()));
     Ok(env)
+}
+
+/// Where `make setup GPU=1` links the CUDA and cuDNN libraries of the venv, beside libonnxruntime.so.
+pub const CUDA_LIB_LINK: &str = "cuda-lib";
+pub const CUDNN_LIB_LINK: &str = "cudnn-lib";
+
+static PRELOADED: Mutex<bool> = Mutex::new(false);
+
+/// Load the CUDA and cuDNN libraries that the CUDA execution provider needs from the links beside `lib`, when
+/// setup made them (a library installed elsewhere relies on the system's search path instead). Once loaded,
+/// the provider's own dependencies resolve to them by soname, with no LD_LIBRARY_PATH.
+fn preload_cuda_libraries(lib: &Path) -> Result<()> {
+    let mut done = PRELOADED.lock().unwrap_or_else(|p| p.into_inner());
+    if *done {
+        return Ok(());
+    }
+    let dir = lib.parent().unwrap_or(Path::new("."));
+    let (cuda, cudnn) = (dir.join(CUDA_LIB_LINK), dir.join(CUDNN_LIB_LINK));
+    let cuda = cuda.is_dir().then_some(cuda);
+    let cudnn = cudnn.is_dir().then_some(cudnn);
+    if cuda.is_some() || cudnn.is_some() {
+        ort::ep::cuda::preload_dylibs(cuda.as_deref(), cudnn.as_deref()).map_err(|e| {
+            Error::Usage(format!(
+                "model.device = \"cuda\": {}: {}; run `make setup GPU=1` again",
+                dir.display(),
+                one_line(&e.to_string())
+            ))
+        })?;
+    }
+    *done = true;
+    Ok(())
+}
+
+/// Put the session on `device`. `lib` is the library the environment came from (for the messages and the
+/// preloaded CUDA libraries).
+pub fn use_device(builder: SessionBuilder, device: ModelDevice, lib: &Path) -> Result<SessionBuilder> {
+    use ort::ep::{ExecutionProvider, CUDA};
+    match device {
+        ModelDevice::Cpu => Ok(builder),
+        ModelDevice::Cuda => {
+            if !CUDA::is_available().unwrap_or(false) {
+                return Err(Error::Usage(format!(
+                    "model.device = \"cuda\": {} has no CUDA execution provider (a CPU-only ONNX Runtime); run \
+                     `make setup GPU=1` and leave model.ort_library empty, or set model.device = \"cpu\"",
+                    lib.display()
+                )));
+            }
+            preload_cuda_libraries(lib)?;
+            builder.with_execution_providers([CUDA::default().with_device_id(0).build().error_on_failure()]).map_err(
+                |e| {
+                    Error::Usage(format!(
+                        "model.device = \"cuda\": ONNX Runtime's CUDA execution provider cannot start ({}); \
+                         is there an NVIDIA GPU and driver? Or set model.device = \"cpu\"",
+                        one_line(&e.to_string())
+                    ))
+                },
+            )
+        }
+    }
+}
+
+/// ONNX Runtime's messages can span lines; errors here are one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `ort` errors carry non-Send builders; keep only their text.

@@ -109,3 +109,22 @@ fn encoder_reports_dims_and_handles_odd_inputs() {
     let too_long = vec![5u32; 25];
     assert!(enc.run_batch(&[&too_long], &["sentence_embedding"]).is_err());
 }
+
+#[test]
+fn cuda_on_a_cpu_only_library_is_one_line_not_a_fallback() {
+    let Some(lib) = ort_lib("cuda_on_a_cpu_only_library_is_one_line_not_a_fallback") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    write_tiny_model(&src, true, false, 9);
+    let onnx = tmp.path().join("onnx");
+    crate::onnx::export_sentence_model(&src, &onnx.join("model.onnx")).unwrap();
+    let opts = EncoderOptions { intra_threads: 1, device: crate::settings::ModelDevice::Cuda, ..Default::default() };
+    let e = OrtEncoder::load_with(&onnx, &lib, opts).err().expect("the CPU build of ONNX Runtime has no CUDA provider");
+    let msg = e.to_string();
+    assert!(msg.contains("has no CUDA execution provider") && msg.contains("make setup GPU=1"), "{msg}");
+    assert!(msg.contains(&lib.display().to_string()) && !msg.contains('\n'), "{msg}");
+    assert_eq!(e.exit_code(), 1);
+    // The same library and model on the CPU load fine.
+    let cpu = EncoderOptions { intra_threads: 1, ..Default::default() };
+    assert_eq!(OrtEncoder::load_with(&onnx, &lib, cpu).unwrap().embed(&["a"]).unwrap().len(), 1);
+}

@@ -28,7 +28,7 @@ use crate::embed::{cosine, max_abs_diff, OrtEncoder, ParityReport, PARITY_SENTEN
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::onnx::{export_sentence_model_with, ExportOptions, Quantize};
-use crate::settings::Settings;
+use crate::settings::{ModelDevice, Settings};
 use crate::stages::train;
 
 pub const FINETUNED: &str = "coltrast";
@@ -73,12 +73,14 @@ impl Stage<Settings> for Export {
         ctx.record_stat("token_dim", info_ft.token_dim as u64);
         ctx.record_stat("onnx_bytes", info_ft.onnx_bytes);
 
-        // Parity: ort against libtorch on fixed sentences.
+        // Parity: ort against libtorch on fixed sentences, on the CPU whatever model.device says (a GPU's
+        // rounding is not what this gate measures, and the artifact must not depend on the device).
         let reference = crate::backend::backend()?.export_reference(&trained, &s.base_model_dir(), PARITY_SENTENCES)?;
-        let ft = OrtEncoder::from_settings(&out_ft, s)?;
+        let ft = OrtEncoder::from_settings_on(&out_ft, s, ModelDevice::Cpu)?;
         let pooled = ft.parity(PARITY_SENTENCES, &reference.sentence)?;
         let tokens = token_parity(&ft, &reference.tokens)?;
-        let base = OrtEncoder::from_settings(&out_base, s)?.parity(PARITY_SENTENCES, &reference.base_sentence)?;
+        let base = OrtEncoder::from_settings_on(&out_base, s, ModelDevice::Cpu)?
+            .parity(PARITY_SENTENCES, &reference.base_sentence)?;
         write_parity(&ctx.output("parity.json"), s.export.quantize, &pooled, tokens, &base)?;
         ctx.record_stat("parity_max_abs_diff_coltrast", pooled.max_abs_diff as f64);
         ctx.record_stat("parity_max_abs_diff_tokens", tokens.max_abs_diff as f64);

@@ -24,6 +24,8 @@
 //! - `index.json`: the served model, factory, dims and count.
 //!
 //! **Params.** `index.factory`, `export.model` (`index.rerank_depth` is used by queries and eval, not here).
+//! `model.device` picks ONNX Runtime's execution provider (CPU or CUDA); it is not hashed (speed only, see
+//! [`crate::settings::ModelDevice`]) and is recorded as the manifest's `device` stat.
 
 use std::sync::Arc;
 
@@ -152,6 +154,8 @@ impl Stage<Settings> for IndexStage {
         let (flat, tokens, embedded) = model.embed(&texts, "embedding chunks (ort)")?;
         let info = &model.info;
         ctx.record_stat("texts_embedded", embedded as u64);
+        // model.device is speed only (not hashed), but the manifest says where the vectors were made.
+        ctx.record_stat("device", ctx.config.model.device.as_str());
         ctx.record_stat("texts_from_cache", (texts.len() - embedded) as u64);
         tracing::info!(chunks = chunks.len(), embedded, "indexing");
 

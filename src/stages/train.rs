@@ -76,7 +76,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::backend;
 use crate::engine::{ExternalInput, Stage, StageContext};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::settings::{Settings, TrainDevice};
 
 pub const MODEL_DIR: &str = "model";
@@ -112,6 +112,40 @@ pub fn resolved_device(d: TrainDevice) -> Result<&'static str> {
     })
 }
 
+/// Whether `train.device` can work on this machine and build: `Ok` for `"cpu"` and `"auto"` always; for
+/// `"cuda"` an error whose one line says which is missing, the CUDA build or the GPU.
+pub fn check_device(d: TrainDevice, cuda_built: bool, cuda_available: bool) -> Result<()> {
+    match d {
+        TrainDevice::Cuda if !cuda_built => Err(Error::Usage(
+            "train.device = \"cuda\": this coltrast-torch was built without CUDA (run `make setup GPU=1` and \
+             `make build GPU=1`), or set train.device = \"auto\" or \"cpu\""
+                .into(),
+        )),
+        TrainDevice::Cuda if !cuda_available => Err(Error::Usage(
+            "train.device = \"cuda\": libtorch sees no CUDA device on this machine (no NVIDIA GPU or driver); set \
+             train.device = \"auto\" or \"cpu\""
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The line a run logs for the device `train.device` resolved to, and why.
+pub fn device_choice(d: TrainDevice, cuda_built: bool, cuda_available: bool) -> String {
+    let why = match (d, cuda_built, cuda_available) {
+        (TrainDevice::Cpu, ..) => "train.device = \"cpu\"",
+        (TrainDevice::Cuda, ..) => "train.device = \"cuda\"",
+        (TrainDevice::Auto, false, _) => "train.device = \"auto\"; this build has no CUDA (make build GPU=1)",
+        (TrainDevice::Auto, true, false) => "train.device = \"auto\"; libtorch sees no CUDA device",
+        (TrainDevice::Auto, true, true) => "train.device = \"auto\"; libtorch sees a CUDA device",
+    };
+    let on = match (d, cuda_available) {
+        (TrainDevice::Cpu, _) | (TrainDevice::Auto, false) => "cpu",
+        _ => "cuda:0",
+    };
+    format!("train: on {on} ({why})")
+}
+
 pub struct Train;
 
 impl Stage<Settings> for Train {
@@ -142,11 +176,43 @@ impl Stage<Settings> for Train {
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         backend::backend()?.train(ctx)
     }
+    fn preflight(&self, s: &Settings) -> Result<()> {
+        // Without libtorch in this process the run goes to coltrast-torch first (or train is cached).
+        match backend::backend() {
+            Ok(b) => check_device(s.train.device, b.cuda_built(), b.cuda_available()),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_without_the_build_or_the_gpu_says_which() {
+        let no_build = check_device(TrainDevice::Cuda, false, false).unwrap_err();
+        assert!(no_build.to_string().contains("built without CUDA"), "{no_build}");
+        assert!(no_build.to_string().contains("make build GPU=1"), "{no_build}");
+        let no_gpu = check_device(TrainDevice::Cuda, true, false).unwrap_err();
+        assert!(no_gpu.to_string().contains("sees no CUDA device"), "{no_gpu}");
+        for e in [&no_build, &no_gpu] {
+            assert_eq!(e.exit_code(), 1);
+            assert!(!e.to_string().contains('\n'));
+        }
+        assert!(check_device(TrainDevice::Cuda, true, true).is_ok());
+        for built in [false, true] {
+            for gpu in [false, true] {
+                assert!(check_device(TrainDevice::Auto, built, gpu).is_ok());
+                assert!(check_device(TrainDevice::Cpu, built, gpu).is_ok());
+            }
+        }
+        assert!(device_choice(TrainDevice::Auto, false, false).starts_with("train: on cpu ("));
+        assert!(device_choice(TrainDevice::Auto, false, false).contains("no CUDA"));
+        assert!(device_choice(TrainDevice::Auto, true, false).contains("sees no CUDA device"));
+        assert!(device_choice(TrainDevice::Auto, true, true).starts_with("train: on cuda:0 ("));
+        assert!(device_choice(TrainDevice::Cpu, true, true).starts_with("train: on cpu ("));
+    }
 
     #[test]
     fn explicit_devices_resolve_without_libtorch() {

@@ -24,6 +24,9 @@ pub mod train;
 
 use encoder::{Encoder, EncoderError};
 
+/// Whether this build links libtorch_cuda (the `cuda` feature; see build.rs). Without it libtorch sees no GPU.
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
 /// Register libtorch as this process's [`coltrast::backend`].
 pub fn register() {
     coltrast::backend::register(Box::new(Torch));
@@ -49,6 +52,10 @@ impl SentenceEncoder for Encoder {
 impl TorchBackend for Torch {
     fn cuda_available(&self) -> bool {
         tch::Cuda::is_available()
+    }
+
+    fn cuda_built(&self) -> bool {
+        CUDA_BUILT
     }
 
     fn base_encoder(&self, s: &Settings) -> Result<Box<dyn SentenceEncoder>> {

@@ -11,23 +11,24 @@ use coltrast::engine::StageContext;
 use coltrast::error::{Error, Result};
 use coltrast::settings::{BaseMix, Settings, TrainDevice};
 use coltrast::stages::mine;
-use coltrast::stages::train::{log_schema, CURVES, LOG, MODEL_DIR};
+use coltrast::stages::train::{self as train_stage, log_schema, CURVES, LOG, MODEL_DIR};
 use coltrast::table;
 
 use crate::encoder::Encoder;
 use crate::train::export::{self, ColtrastMeta};
 use crate::train::{self, memory, ColTrastModel, Example, Hooks, LogRow, TrainConfig};
 
-/// The libtorch device for `train.device`.
+/// The libtorch device for `train.device`, logged with the reason it was chosen. `"cuda"` without a CUDA build
+/// or without a GPU is an error saying which (the engine's preflight asks the same before anything runs).
 pub fn resolve_device(d: TrainDevice) -> Result<Device> {
-    match d {
-        TrainDevice::Auto => Ok(Device::cuda_if_available()),
-        TrainDevice::Cpu => Ok(Device::Cpu),
-        TrainDevice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        TrainDevice::Cuda => {
-            Err(Error::Usage("train.device = \"cuda\" but libtorch sees no GPU; use \"auto\" or \"cpu\"".into()))
-        }
-    }
+    let available = tch::Cuda::is_available();
+    train_stage::check_device(d, crate::CUDA_BUILT, available)?;
+    eprintln!("{}", train_stage::device_choice(d, crate::CUDA_BUILT, available));
+    Ok(match d {
+        TrainDevice::Cpu => Device::Cpu,
+        TrainDevice::Auto if !available => Device::Cpu,
+        TrainDevice::Auto | TrainDevice::Cuda => Device::Cuda(0),
+    })
 }
 
 /// Mined pairs by split: (`train`, `val` + `dev`, count of others such as `test`).
