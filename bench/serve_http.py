@@ -14,7 +14,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -83,28 +82,26 @@ def load(port):
     return rows
 
 
-def ours():
-    port = free_port()
-    p = subprocess.Popen([BIN, "serve", "--port", str(port)] + SERVE_ARGS, cwd=proj, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+def serve_and_load(cmd, ready_path, port, cwd=None):
+    """Start a server, wait until `ready_path` answers 200, load it, stop it with SIGTERM."""
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait(f"http://127.0.0.1:{port}/readyz", p)
+        wait(f"http://127.0.0.1:{port}{ready_path}", p)
         return load(port)
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
+
+
+def ours():
+    port = free_port()
+    return serve_and_load([BIN, "serve", "--port", str(port)] + SERVE_ARGS, "/readyz", port, cwd=proj)
 
 
 def peer():
     port = free_port()
-    p = subprocess.Popen([PY, os.path.join(here, "serve_peer.py"), MODEL, os.path.join(index_dir, "index.faiss"),
-                          chunks, str(port), "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait(f"http://127.0.0.1:{port}/healthz", p)
-        return load(port)
-    finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=60)
+    cmd = [PY, os.path.join(here, "serve_peer.py"), MODEL, os.path.join(index_dir, "index.faiss"), chunks, str(port), "256"]
+    return serve_and_load(cmd, "/healthz", port)
 
 
 runs = {"coltrast": [], "peer": []}
