@@ -15,9 +15,11 @@ ARGS ?=
 
 .PHONY: setup pipeline test bench build status clean-artifacts
 
-## setup: system packages, lean libtorch, libonnxruntime and the base model, into $(COLTRAST_CACHE)
+## setup: system packages, lean libtorch, libonnxruntime and the base model, into $(COLTRAST_CACHE);
+## with RAY=1 also a venv with ray 2.60.0 and the Ray driver (python/coltrast_ray), for executor.kind = "ray"
+RAY ?=
 setup:
-	@bash scripts/setup.sh
+	@RAY=$(RAY) bash scripts/setup.sh
 
 ## build: the release binaries (only when sources changed)
 build: setup $(BIN)

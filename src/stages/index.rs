@@ -23,7 +23,12 @@
 //!   random UUIDs); its content does not, and no stage reads it, so fingerprints and early cutoff are unaffected.
 //! - `index.json`: the served model, factory, dims and count.
 //!
+//! **Executor.** The texts the caches lack are embedded shard by shard first, in this process or on a Ray
+//! cluster (`[executor]`, see [`crate::executor`]); the stage then reads every embedding from the caches, so
+//! what it writes does not depend on where the shards ran. The manifest records the shards (per Ray node).
+//!
 //! **Params.** `index.factory`, `export.model` (`index.rerank_depth` is used by queries and eval, not here).
+//! `[executor]` is speed only and not in the key.
 
 use std::sync::Arc;
 
@@ -56,6 +61,10 @@ pub struct IndexStage;
 
 /// One exported ONNX model, ready to embed through its (model hash, text hash) caches.
 pub struct ExportedModel {
+    /// `export/<fingerprint>/<name>/`.
+    pub dir: std::path::PathBuf,
+    /// The caches' key: `onnx-<blake3 of model.onnx>`.
+    pub key: String,
     pub info: crate::onnx::OnnxModelInfo,
     pub encoder: OrtEncoder,
     pub embeddings: EmbeddingCache,
@@ -78,7 +87,20 @@ impl ExportedModel {
         let key = format!("onnx-{hash}");
         let embeddings = EmbeddingCache::open(ctx.cache_root(), &key, info.embedding_dim)?;
         let tokens = TokenCache::open(ctx.cache_root(), &key, info.token_dim)?;
-        Ok(ExportedModel { info, encoder, embeddings, tokens })
+        Ok(ExportedModel { dir, key, info, encoder, embeddings, tokens })
+    }
+
+    /// Embed what the caches lack on the executor of `s` (see [`crate::executor`]); afterwards every text of
+    /// `texts` is a cache hit.
+    pub fn prefill(&mut self, s: &Settings, texts: &[&str], what: &str) -> Result<crate::executor::Prefill> {
+        let m = crate::executor::Model {
+            dir: &self.dir,
+            key: &self.key,
+            encoder: &self.encoder,
+            embeddings: &mut self.embeddings,
+            tokens: &mut self.tokens,
+        };
+        crate::executor::prefill(s, m, texts, what)
     }
 
     /// Sentence and token embeddings of `texts` through the caches (see [`embed_cached`]); caches are flushed.
@@ -149,7 +171,16 @@ impl Stage<Settings> for IndexStage {
         let served = export::served_name(s);
         let mut model = ExportedModel::open(ctx, served)?;
         let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
-        let (flat, tokens, embedded) = model.embed(&texts, "embedding chunks (ort)")?;
+        let what = match s.executor.kind {
+            crate::settings::ExecutorKind::Local => "embedding chunks (ort)",
+            crate::settings::ExecutorKind::Ray => "embedding shards (ray)",
+        };
+        let pre = model.prefill(s, &texts, what)?;
+        for (k, v) in pre.stats() {
+            ctx.record_stat(k, v);
+        }
+        let (flat, tokens, after) = model.embed(&texts, "embedding chunks (ort)")?;
+        let embedded = pre.texts + after;
         let info = &model.info;
         ctx.record_stat("texts_embedded", embedded as u64);
         ctx.record_stat("texts_from_cache", (texts.len() - embedded) as u64);
