@@ -1055,6 +1055,18 @@ mod tests {
     }
 
     #[test]
+    fn ray_executor_needs_an_address_and_executor_keys_are_checked() {
+        let err = resolve(&sources(None, &[], &["executor.kind=ray"])).unwrap_err().to_string();
+        assert!(err.starts_with("--set executor.kind=ray: executor.ray_address: expected"), "{err}");
+        let err = resolve(&sources(None, &[], &["executor.shard_texts=0"])).unwrap_err().to_string();
+        assert!(err.contains("executor.shard_texts"), "{err}");
+        let err = resolve(&sources(None, &[], &["executor.kind=spark"])).unwrap_err().to_string();
+        assert!(err.contains("executor.kind") && err.contains("ray"), "{err}");
+        let s = resolve(&sources(None, &[], &["executor.kind=ray", "executor.ray_address=10.0.0.1:6379"])).unwrap();
+        assert_eq!(s.settings.executor.kind, ExecutorKind::Ray);
+    }
+
+    #[test]
     fn unknown_set_key_is_an_error() {
         let err = resolve(&sources(None, &[], &["ingest.nope=1"])).unwrap_err().to_string();
         assert!(err.contains("unknown key"), "{err}");

@@ -26,13 +26,18 @@ use crate::settings::Settings;
 use super::shard::{self, Shard};
 use super::{Model, Prefill};
 
-/// `executor.shared_dir`, or `<artifacts>/.cache/shards`.
+/// A path as every task sees it: absolute (tasks run in another working directory).
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+/// `executor.shared_dir`, or `<artifacts>/.cache/shards`, absolute.
 pub fn shared_dir(s: &Settings) -> PathBuf {
-    if s.executor.shared_dir.trim().is_empty() {
+    absolute(if s.executor.shared_dir.trim().is_empty() {
         s.artifacts_path().join(".cache").join("shards")
     } else {
         s.resolve_path(&s.executor.shared_dir)
-    }
+    })
 }
 
 /// `executor.python`, or the venv of `make setup RAY=1`.
@@ -48,7 +53,7 @@ pub fn python(s: &Settings) -> PathBuf {
 /// must not load libtorch).
 pub fn worker_bin(s: &Settings) -> Result<PathBuf> {
     if !s.executor.worker_bin.trim().is_empty() {
-        return Ok(s.resolve_path(&s.executor.worker_bin));
+        return Ok(absolute(s.resolve_path(&s.executor.worker_bin)));
     }
     let exe = std::env::current_exe().map_err(|e| Error::internal(format!("current executable: {e}")))?;
     Ok(exe.with_file_name("coltrast"))
@@ -188,7 +193,7 @@ fn submit(
     }
     let bin = worker_bin(s)?;
     let threads = s.executor.task_cpus.ceil().max(1.0) as usize;
-    let ort = s.ort_library_path();
+    let ort = absolute(s.ort_library_path());
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("COLTRAST_TEST_") || k == "COLTRAST_LOG" || k == "COLTRAST_CACHE")
         .collect();
