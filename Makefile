@@ -27,8 +27,10 @@ ARGS ?=
 
 ## setup: system packages, lean libtorch, libonnxruntime and the base model, into $(COLTRAST_CACHE)
 ##        (GPU=1: also the CUDA wheels and onnxruntime-gpu)
+##        (RAY=1: also a venv with ray 2.60.0 and the Ray driver python/coltrast_ray, for executor.kind = "ray")
+RAY ?=
 setup:
-	@bash scripts/setup.sh
+	@RAY=$(RAY) bash scripts/setup.sh
 
 ## build: the release binaries (only when sources changed)
 build: setup $(BIN)
@@ -47,7 +49,7 @@ status: setup $(BIN)
 
 ## test: the whole test suite (setup also installs Chromium, for the browser test of the search page)
 test:
-	@BROWSER=1 bash scripts/setup.sh
+	@BROWSER=1 RAY=$(RAY) bash scripts/setup.sh
 	cargo test --release --locked --workspace $(CARGO_FEATURES)
 
 ## bench: benchmarks (creates a separate Python venv for the baselines on first use)

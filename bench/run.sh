@@ -59,3 +59,14 @@ if want quality; then
     python3 bench/quality.py | tee bench/results/quality.md
   fi
 fi
+if want ray; then
+  RAY_VENV="$CACHE/ray-venv"
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping ray: BoolQ not found at $BOOLQ";
+  elif [[ ! -x "$RAY_VENV/bin/ray" ]]; then echo "[bench] skipping ray: Ray not installed (make setup RAY=1)";
+  elif [[ $(id -u) -ne 0 ]]; then echo "[bench] skipping ray: the Ray cluster runs in a network namespace (needs root)";
+  else
+    cargo build --release --locked --bins --example ray_bench -q
+    export RAY_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/ray_bench" RAY_VENV
+    python3 bench/ray.py | tee bench/results/ray.md
+  fi
+fi

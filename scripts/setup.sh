@@ -10,6 +10,7 @@
 #         ONNX Runtime 1.31.1 with its CUDA execution provider (from the onnxruntime-gpu wheel), into
 #         $COLTRAST_CACHE/onnxruntime-gpu, which model.device = "cuda" loads.
 #         Without GPU nothing of this is fetched.
+#   RAY=1 (optional): a venv with ray 2.60.0 and the Ray driver python/coltrast_ray, for executor.kind = "ray".
 # Everything lands in $COLTRAST_CACHE (default ~/.cache/coltrast). A stamp per part makes a second run a fast
 # no-op.
 set -euo pipefail
@@ -25,7 +26,29 @@ ORT_VERSION=1.31.1
 MODEL_PKG_VERSION=0.1.0
 MODEL_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 
+RAY_VERSION=2.60.0
 log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- Ray (only with RAY=1): its own venv and stamp, so asking for it later does not redo the rest -----
+# The driver package is reinstalled whenever python/ changes (its content hash is the stamp).
+setup_ray() {
+  local venv="$CACHE/ray-venv" src
+  src="$(cd "$(dirname "$0")/.." && pwd)/python"
+  local want
+  want="$RAY_VERSION $(cd "$src" && find . -path ./build -prune -o -type f \( -name '*.py' -o -name '*.toml' \) -print | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$venv/.stamp" && "$(cat "$venv/.stamp")" == "$want" ]]; then
+    return 0
+  fi
+  if [[ ! -x "$venv/bin/ray" ]]; then
+    log "installing ray $RAY_VERSION into $venv (~285 MB)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "ray==$RAY_VERSION"
+  fi
+  log "installing the Ray driver (python/coltrast_ray) into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$src"
+  echo "$want" > "$venv/.stamp"
+}
 
 # --- optional: Chromium, for the browser test of the server's search page (`make test` asks for it) ----
 if [[ "${BROWSER:-0}" == 1 ]] && ! command -v chromium >/dev/null; then
@@ -47,6 +70,11 @@ CUDA_WHEELS=(
   nvidia-cudnn-cu13==9.19.0.56 nvidia-cusparselt-cu13==0.8.0 nvidia-nccl-cu13==2.28.9 nvidia-nvshmem-cu13==3.4.5
 )
 GPU_STAMP_VERSION="1 ${CUDA_WHEELS[*]} onnxruntime-gpu==$ORT_VERSION"
+
+mkdir -p "$CACHE"
+if [[ "${RAY:-}" == 1 ]]; then
+  setup_ray
+fi
 
 stamped() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
 if stamped "$STAMP" "$STAMP_VERSION" && { [[ -z "$GPU" ]] || stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; }; then

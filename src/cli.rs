@@ -139,6 +139,36 @@ enum Command {
         #[command(subcommand)]
         command: ExpCommand,
     },
+    /// What the executors run: `worker embed` embeds one shard (see `executor.kind` in pipeline.toml).
+    Worker {
+        #[command(subcommand)]
+        command: WorkerCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkerCommand {
+    /// Embed one shard with an exported ONNX model: a Parquet of (text_hash, text) in, a Parquet of
+    /// (text_hash, embedding, n_tokens, tokens) out, written atomically. Prints one JSON line of timings.
+    ///
+    /// Example: coltrast worker embed --model export/base --shard s.texts.parquet --output s.embeddings.parquet
+    Embed {
+        /// The exported model's dir (model.onnx, tokenizer.json, onnx_model.json).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// The shard file.
+        #[arg(long, value_name = "FILE")]
+        shard: PathBuf,
+        /// The output file to write.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// ONNX Runtime threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// libonnxruntime.so [default: the one of `make setup`].
+        #[arg(long, value_name = "FILE")]
+        ort_library: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +329,8 @@ fn init_logging(verbose: u8, serve: Option<LogFormat>) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::new(std::env::var("COLTRAST_LOG").unwrap_or_else(|_| default.to_string()));
+    let filter =
+        tracing_subscriber::EnvFilter::new(std::env::var("COLTRAST_LOG").unwrap_or_else(|_| default.to_string()));
     let _ = match serve {
         Some(LogFormat::Json) => {
             tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init()
@@ -384,6 +415,14 @@ pub fn main() -> ExitCode {
             app::gc(&common, keep, dry_run, experiments == ExperimentsGc::Keep, &mut stdout).map(|_| ())
         }
         Command::Exp { command } => exp(&common, command, &mut stdout),
+        Command::Worker { command: WorkerCommand::Embed { model, shard, output, threads, ort_library } } => {
+            let ort_library = ort_library.unwrap_or_else(|| crate::settings::Settings::default().ort_library_path());
+            let args = crate::executor::worker::EmbedArgs { model, shard, output, threads, ort_library };
+            crate::executor::worker::run(&args).and_then(|line| {
+                use std::io::Write;
+                writeln!(stdout, "{line}").map_err(|e| Error::io("<stdout>", e))
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

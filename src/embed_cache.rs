@@ -70,7 +70,8 @@ pub struct EmbeddingCache {
     pub hits: usize,
 }
 
-fn key(text: &str) -> [u8; 32] {
+/// The cache key of a text: the blake3 of its exact bytes.
+pub fn key(text: &str) -> [u8; 32] {
     *blake3::hash(text.as_bytes()).as_bytes()
 }
 
@@ -129,6 +130,20 @@ impl EmbeddingCache {
 
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Remember one embedding computed elsewhere (a shard's output, see [`crate::executor`]) under its text's
+    /// key; a key already present is left as it is. Persisted by the next [`EmbeddingCache::flush`].
+    pub fn insert_key(&mut self, key: [u8; 32], embedding: &[f32]) -> Result<()> {
+        if embedding.len() != self.dim {
+            return Err(Error::internal(format!("embedding of {} floats, expected {}", embedding.len(), self.dim)));
+        }
+        if !self.index.contains_key(&key) {
+            self.index.insert(key, self.data.len() / self.dim);
+            self.data.extend_from_slice(embedding);
+            self.pending.push(key);
+        }
+        Ok(())
     }
 
     /// Embeddings of `texts` (flat, row-major, input order). Texts not in the cache go to `embed` (once each,
@@ -247,6 +262,19 @@ impl TokenCache {
     /// Token vectors of `text` as f32 (row-major `n × dim`), if cached.
     pub fn get(&self, text: &str) -> Option<Vec<f32>> {
         self.map.get(&key(text)).map(|v| v.iter().map(|b| half::f16::from_bits(*b).to_f32()).collect())
+    }
+
+    /// Remember token vectors computed elsewhere, already as f16 bits (a shard's output), under their text's
+    /// key; a key already present is left as it is.
+    pub fn insert_key_f16(&mut self, key: [u8; 32], bits: Vec<u16>) -> Result<()> {
+        if bits.len() % self.dim != 0 {
+            return Err(Error::internal(format!("{} token values are not a multiple of dim {}", bits.len(), self.dim)));
+        }
+        if !self.map.contains_key(&key) {
+            self.map.insert(key, bits);
+            self.pending.push(key);
+        }
+        Ok(())
     }
 
     pub fn insert(&mut self, text: &str, tokens: &[f32]) {

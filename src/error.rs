@@ -40,6 +40,9 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// Sharded embedding failed on its executor (a shard that failed for good on Ray, the driver died, ...).
+    #[error("{0}")]
+    Executor(String),
     /// This process has no libtorch (see [`crate::backend`]); the `coltrast` binary hands such runs over to
     /// `coltrast-torch` before anything is written.
     #[error("{0}")]
@@ -69,7 +72,7 @@ impl Error {
             | Error::Usage(_)
             | Error::Locked { .. } => 1,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 1,
-            Error::Io { .. } | Error::Internal(_) | Error::NeedsTorch(_) => 2,
+            Error::Io { .. } | Error::Internal(_) | Error::NeedsTorch(_) | Error::Executor(_) => 2,
         }
     }
 }

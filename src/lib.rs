@@ -18,6 +18,7 @@ pub mod embed;
 pub mod embed_cache;
 pub mod engine;
 pub mod error;
+pub mod executor;
 pub mod exp;
 pub mod fsutil;
 pub mod hash;

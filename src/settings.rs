@@ -65,6 +65,7 @@ pub struct Settings {
     pub export: ExportSettings,
     pub index: IndexSettings,
     pub eval: EvalSettings,
+    pub executor: ExecutorSettings,
     /// Directory that relative paths are resolved against: the config file's directory (not a setting).
     #[serde(skip)]
     pub root: PathBuf,
@@ -82,6 +83,7 @@ impl Default for Settings {
             export: ExportSettings::default(),
             index: IndexSettings::default(),
             eval: EvalSettings::default(),
+            executor: ExecutorSettings::default(),
             root: PathBuf::from("."),
         }
     }
@@ -503,6 +505,71 @@ impl Default for EvalSettings {
     }
 }
 
+/// Where the embedding shards run (see [`crate::executor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutorKind {
+    /// In this process, one shard after another (ONNX Runtime uses every core of `model.threads`).
+    Local,
+    /// One Ray task per shard on the cluster at `executor.ray_address`, each running `coltrast worker embed`.
+    Ray,
+}
+
+impl ExecutorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Ray => "ray",
+        }
+    }
+}
+
+/// `[executor]`: where the index stage's embedding runs. Speed only: no key of this section is part of any
+/// cache key, so a Ray run and a local run share every artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSettings {
+    /// `"local"` (default: in this process) or `"ray"` (one Ray task per shard).
+    pub kind: ExecutorKind,
+    /// Texts per shard: the texts not in the embedding cache, sorted by length, are cut into contiguous runs
+    /// of this many. Default 1024 (bench/results/ray.md: Ray's per-shard overhead stays under 5%).
+    pub shard_texts: i64,
+    /// `"ray"`: the address of a running Ray cluster (`host:port` of its head, as `ray start --head` prints).
+    pub ray_address: String,
+    /// `"ray"`: a directory every node reads and writes at the same path (a local dir on one machine, NFS or a
+    /// mounted bucket on a cluster), for the model, the shards and their outputs. Empty (default) means
+    /// `<artifacts_dir>/.cache/shards`, which only works when every node is this machine.
+    pub shared_dir: String,
+    /// `"ray"`: CPUs each task asks Ray for; the worker runs that many ONNX Runtime threads. Default 1.
+    pub task_cpus: f64,
+    /// `"ray"`: GPUs each task asks Ray for (0 = none). Default 0.
+    pub task_gpus: f64,
+    /// `"ray"`: times Ray retries a shard whose worker died or failed, before the stage fails. Default 3.
+    pub max_retries: i64,
+    /// `"ray"`: the Python with ray and the driver installed. Empty (default) means the venv of
+    /// `make setup RAY=1`: `$COLTRAST_CACHE/ray-venv/bin/python`.
+    pub python: String,
+    /// `"ray"`: the `coltrast` binary the tasks run, at a path valid on every node. Empty (default) means the
+    /// `coltrast` binary of this run (next to the running executable).
+    pub worker_bin: String,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        ExecutorSettings {
+            kind: ExecutorKind::Local,
+            shard_texts: 1024,
+            ray_address: String::new(),
+            shared_dir: String::new(),
+            task_cpus: 1.0,
+            task_gpus: 0.0,
+            max_retries: 3,
+            python: String::new(),
+            worker_bin: String::new(),
+        }
+    }
+}
+
 impl Settings {
     /// A path setting resolved against the config file's directory.
     pub fn resolve_path(&self, p: &str) -> PathBuf {
@@ -604,7 +671,31 @@ impl Settings {
         if self.chunk.batch_size < 1 {
             return Err(("chunk.batch_size", "an integer >= 1".into()));
         }
+        self.validate_executor()?;
         self.validate_train()
+    }
+
+    fn validate_executor(&self) -> std::result::Result<(), (&'static str, String)> {
+        let x = &self.executor;
+        if x.shard_texts < 1 {
+            return Err(("executor.shard_texts", "an integer >= 1".into()));
+        }
+        if !(x.task_cpus.is_finite() && x.task_cpus > 0.0) {
+            return Err(("executor.task_cpus", "a number > 0".into()));
+        }
+        if !(x.task_gpus.is_finite() && x.task_gpus >= 0.0) {
+            return Err(("executor.task_gpus", "a number >= 0".into()));
+        }
+        if x.max_retries < 0 {
+            return Err(("executor.max_retries", "an integer >= 0".into()));
+        }
+        if x.kind == ExecutorKind::Ray && x.ray_address.trim().is_empty() {
+            return Err((
+                "executor.ray_address",
+                "the host:port of a running Ray cluster's head when executor.kind = \"ray\"".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_train(&self) -> std::result::Result<(), (&'static str, String)> {
@@ -1019,6 +1110,18 @@ mod tests {
             .unwrap()
             .settings;
         assert_eq!(own.ort_library_path(), Path::new("/opt/ort/libonnxruntime.so"));
+    }
+
+    #[test]
+    fn ray_executor_needs_an_address_and_executor_keys_are_checked() {
+        let err = resolve(&sources(None, &[], &["executor.kind=ray"])).unwrap_err().to_string();
+        assert!(err.contains("executor.ray_address: expected the host:port"), "{err}");
+        let err = resolve(&sources(None, &[], &["executor.shard_texts=0"])).unwrap_err().to_string();
+        assert!(err.contains("executor.shard_texts"), "{err}");
+        let err = resolve(&sources(None, &[], &["executor.kind=spark"])).unwrap_err().to_string();
+        assert!(err.contains("executor.kind") && err.contains("ray"), "{err}");
+        let s = resolve(&sources(None, &[], &["executor.kind=ray", "executor.ray_address=10.0.0.1:6379"])).unwrap();
+        assert_eq!(s.settings.executor.kind, ExecutorKind::Ray);
     }
 
     #[test]

@@ -142,7 +142,8 @@ fn every_route_answers_and_the_query_routes_agree_with_the_cli() {
     let page = s.get("/", None);
     assert!(page.body.contains("<form id=\"form\"") && page.body.contains("/v1/ask"), "{}", page.body);
     let api = s.get("/openapi.json", None).json();
-    for route in ["/v1/search", "/v1/search/batch", "/v1/ask", "/v1/explore", "/v1/compare", "/v1/embeddings", "/v1/info"]
+    for route in
+        ["/v1/search", "/v1/search/batch", "/v1/ask", "/v1/explore", "/v1/compare", "/v1/embeddings", "/v1/info"]
     {
         assert!(api["paths"][route].is_object(), "{route} missing from openapi.json");
     }
@@ -311,7 +312,8 @@ fn a_new_index_is_swapped_in_under_load_with_no_error_and_no_mixed_generation() 
         let r = s.post("/v1/search", &json!({"query": "dashboard", "k": 100}).to_string());
         assert_eq!(r.status, 200, "{}", r.body);
         let g: u64 = r.header("x-coltrast-generation").unwrap().parse().unwrap();
-        let ids = r.json()["hits"].as_array().unwrap().iter().map(|h| h["chunk_id"].as_str().unwrap().to_string()).collect();
+        let ids =
+            r.json()["hits"].as_array().unwrap().iter().map(|h| h["chunk_id"].as_str().unwrap().to_string()).collect();
         (g, ids)
     };
     let (g1, first) = all_chunks(&s);
@@ -381,8 +383,12 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     // a request whose body is still arriving when SIGTERM comes
     let body = json!({"query": "What does Alpha detect?", "k": 2}).to_string();
     let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
-    write!(conn, "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())
-        .unwrap();
+    write!(
+        conn,
+        "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     conn.write_all(&body.as_bytes()[..5]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     s.signal("TERM");
@@ -441,9 +447,27 @@ impl Rng {
 /// random bytes.
 fn fuzz_body(r: &mut Rng, route: &str) -> Vec<u8> {
     let values = [
-        json!(null), json!(true), json!(-1), json!(0), json!(1), json!(100), json!(101), json!(1e308), json!(-0.5),
-        json!(u64::MAX), json!(""), json!(" "), json!("x"), json!("é\u{0}\u{ffff}"), json!([]), json!(["a"]), json!([1, 2]),
-        json!({}), json!({"a": {"b": [null]}}), json!("What does Alpha detect?"), json!("gamma"),
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(0),
+        json!(1),
+        json!(100),
+        json!(101),
+        json!(1e308),
+        json!(-0.5),
+        json!(u64::MAX),
+        json!(""),
+        json!(" "),
+        json!("x"),
+        json!("é\u{0}\u{ffff}"),
+        json!([]),
+        json!(["a"]),
+        json!([1, 2]),
+        json!({}),
+        json!({"a": {"b": [null]}}),
+        json!("What does Alpha detect?"),
+        json!("gamma"),
     ];
     let keys = ["query", "k", "project", "rerank", "queries", "input", "model", "encoding_format", "dimensions", "x"];
     let mut obj = serde_json::Map::new();
@@ -461,7 +485,9 @@ fn fuzz_body(r: &mut Rng, route: &str) -> Vec<u8> {
     let query = if query.trim().is_empty() { "x".to_string() } else { query };
     let mut valid = match route {
         "/v1/search/batch" => json!({"queries": (0..1 + r.below(5)).map(|_| query.clone()).collect::<Vec<_>>()}),
-        "/v1/embeddings" => json!({"input": if r.below(2) == 0 { json!(query) } else { json!([query, "two"]) }, "model": "m"}),
+        "/v1/embeddings" => {
+            json!({"input": if r.below(2) == 0 { json!(query) } else { json!([query, "two"]) }, "model": "m"})
+        }
         _ => json!({"query": query}),
     };
     if r.below(2) == 0 && route != "/v1/embeddings" && route != "/v1/explore" {
@@ -557,7 +583,10 @@ fn access_logs_are_json_lines_with_the_request_id() {
     let lines: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(!lines.is_empty(), "{logs}");
     let access = |rid: &str| {
-        lines.iter().find(|l| l["fields"]["request_id"] == rid).unwrap_or_else(|| panic!("no access line for {rid}: {logs}"))
+        lines
+            .iter()
+            .find(|l| l["fields"]["request_id"] == rid)
+            .unwrap_or_else(|| panic!("no access line for {rid}: {logs}"))
     };
     let line = access(&id);
     assert_eq!((&line["fields"]["path"], &line["fields"]["status"]), (&json!("/v1/search"), &json!(200)));

@@ -325,9 +325,22 @@ fn search_page_in_headless_chromium(base: &str, dir: &Path) {
     let agent = server::agent();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let ws_url = loop {
-        let list: serde_json::Value =
-            serde_json::from_str(&agent.get(format!("http://127.0.0.1:{port}/json/list")).call().unwrap().body_mut().read_to_string().unwrap()).unwrap();
-        if let Some(page) = list.as_array().unwrap().iter().find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with(base)) {
+        let list: serde_json::Value = serde_json::from_str(
+            &agent
+                .get(format!("http://127.0.0.1:{port}/json/list"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap();
+        if let Some(page) = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with(base))
+        {
             break page["webSocketDebuggerUrl"].as_str().unwrap().to_string();
         }
         assert!(std::time::Instant::now() < deadline, "no page target: {list}");

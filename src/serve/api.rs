@@ -224,9 +224,9 @@ async fn with_generation<T: Send + 'static>(
 ) -> Result<(Arc<Generation>, T), ApiError> {
     let g = state.current().ok_or_else(ApiError::not_ready)?;
     let g2 = g.clone();
-    let out = tokio::task::spawn_blocking(move || work(&g2))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request failed: {e}")))??;
+    let out = tokio::task::spawn_blocking(move || work(&g2)).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request failed: {e}"))
+    })??;
     Ok((g, out))
 }
 
@@ -293,10 +293,9 @@ async fn ask(State(st): State<Arc<AppState>>, ApiJson(req): ApiJson<AskRequest>)
 async fn explore(State(st): State<Arc<AppState>>, ApiJson(req): ApiJson<ExploreRequest>) -> Result<Response, ApiError> {
     check(&req.query, 1)?;
     let rerank = req.rerank.unwrap_or(false);
-    let (g, e) = with_generation(&st, move |g| {
-        g.searcher.with(&g.batcher).explore(&req.query, req.project.as_deref(), rerank)
-    })
-    .await?;
+    let (g, e) =
+        with_generation(&st, move |g| g.searcher.with(&g.batcher).explore(&req.query, req.project.as_deref(), rerank))
+            .await?;
     Ok(answered(&g, e))
 }
 
@@ -335,7 +334,9 @@ async fn embeddings(
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(ApiError::invalid("encoding_format", format!("{other:?}: expected \"float\" or \"base64\""))),
+        Some(other) => {
+            return Err(ApiError::invalid("encoding_format", format!("{other:?}: expected \"float\" or \"base64\"")))
+        }
     };
     let dimensions = req.dimensions;
     let model = req.model.unwrap_or_else(|| st.settings.model.base.clone());
@@ -343,7 +344,10 @@ async fn embeddings(
         let enc = g.searcher.encoder();
         if let Some(d) = dimensions {
             if d != enc.dim() {
-                return Err(crate::Error::Usage(format!("dimensions: the model has {} dimensions, not {d}", enc.dim())));
+                return Err(crate::Error::Usage(format!(
+                    "dimensions: the model has {} dimensions, not {d}",
+                    enc.dim()
+                )));
             }
         }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -178,7 +178,9 @@ async fn watch(state: Arc<AppState>, latest: std::path::PathBuf, every: Duration
             seen = now;
             match state.reload(false).await {
                 Ok(r) => tracing::info!("artifacts/index/latest changed: {r:?}"),
-                Err(e) => tracing::error!("reload after artifacts/index/latest changed: {e} (still serving the old generation)"),
+                Err(e) => tracing::error!(
+                    "reload after artifacts/index/latest changed: {e} (still serving the old generation)"
+                ),
             }
         }
     }

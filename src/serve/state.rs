@@ -53,7 +53,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, batch: BatchConfig, api_key: Option<&str>, body_limit: usize, spin: bool) -> AppState {
+    pub fn new(
+        settings: Settings,
+        batch: BatchConfig,
+        api_key: Option<&str>,
+        body_limit: usize,
+        spin: bool,
+    ) -> AppState {
         AppState {
             settings,
             metrics: Arc::new(Metrics::new()),
@@ -118,10 +124,8 @@ impl AppState {
             self.inflight.clone(),
             format!("coltrast-batch-{number}"),
         )?;
-        let loaded_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let loaded_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let generation = Arc::new(Generation { number, searcher, batcher, loaded_at });
         self.metrics.index_size.set(generation.searcher.num_chunks() as i64);
         self.metrics.generation.set(number as i64);

@@ -23,9 +23,14 @@
 //!   random UUIDs); its content does not, and no stage reads it, so fingerprints and early cutoff are unaffected.
 //! - `index.json`: the served model, factory, dims and count.
 //!
+//! **Executor.** The texts the caches lack are embedded shard by shard first, in this process or on a Ray
+//! cluster (`[executor]`, see [`crate::executor`]); the stage then reads every embedding from the caches, so
+//! what it writes does not depend on where the shards ran. The manifest records the shards (per Ray node).
+//!
 //! **Params.** `index.factory`, `export.model` (`index.rerank_depth` is used by queries and eval, not here).
 //! `model.device` picks ONNX Runtime's execution provider (CPU or CUDA); it is not hashed (speed only, see
 //! [`crate::settings::ModelDevice`]) and is recorded as the manifest's `device` stat.
+//! `[executor]` is speed only and not in the key.
 
 use std::sync::Arc;
 
@@ -58,6 +63,10 @@ pub struct IndexStage;
 
 /// One exported ONNX model, ready to embed through its (model hash, text hash) caches.
 pub struct ExportedModel {
+    /// `export/<fingerprint>/<name>/`.
+    pub dir: std::path::PathBuf,
+    /// The caches' key: `onnx-<blake3 of model.onnx>`.
+    pub key: String,
     pub info: crate::onnx::OnnxModelInfo,
     pub encoder: OrtEncoder,
     pub embeddings: EmbeddingCache,
@@ -80,7 +89,20 @@ impl ExportedModel {
         let key = format!("onnx-{hash}");
         let embeddings = EmbeddingCache::open(ctx.cache_root(), &key, info.embedding_dim)?;
         let tokens = TokenCache::open(ctx.cache_root(), &key, info.token_dim)?;
-        Ok(ExportedModel { info, encoder, embeddings, tokens })
+        Ok(ExportedModel { dir, key, info, encoder, embeddings, tokens })
+    }
+
+    /// Embed what the caches lack on the executor of `s` (see [`crate::executor`]); afterwards every text of
+    /// `texts` is a cache hit.
+    pub fn prefill(&mut self, s: &Settings, texts: &[&str], what: &str) -> Result<crate::executor::Prefill> {
+        let m = crate::executor::Model {
+            dir: &self.dir,
+            key: &self.key,
+            encoder: &self.encoder,
+            embeddings: &mut self.embeddings,
+            tokens: &mut self.tokens,
+        };
+        crate::executor::prefill(s, m, texts, what)
     }
 
     /// Sentence and token embeddings of `texts` through the caches (see [`embed_cached`]); caches are flushed.
@@ -151,7 +173,16 @@ impl Stage<Settings> for IndexStage {
         let served = export::served_name(s);
         let mut model = ExportedModel::open(ctx, served)?;
         let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
-        let (flat, tokens, embedded) = model.embed(&texts, "embedding chunks (ort)")?;
+        let what = match s.executor.kind {
+            crate::settings::ExecutorKind::Local => "embedding chunks (ort)",
+            crate::settings::ExecutorKind::Ray => "embedding shards (ray)",
+        };
+        let pre = model.prefill(s, &texts, what)?;
+        for (k, v) in pre.stats() {
+            ctx.record_stat(k, v);
+        }
+        let (flat, tokens, after) = model.embed(&texts, "embedding chunks (ort)")?;
+        let embedded = pre.texts + after;
         let info = &model.info;
         ctx.record_stat("texts_embedded", embedded as u64);
         // model.device is speed only (not hashed), but the manifest says where the vectors were made.

@@ -80,9 +80,10 @@ impl Server {
             let mut rest = String::new();
             let _ = out.read_to_string(&mut rest);
         });
-        let url = first.trim().strip_prefix("coltrast serve: listening on ").unwrap_or_else(|| {
-            panic!("no listening line: {first:?}; stderr: {}", stderr.lock().unwrap())
-        });
+        let url = first
+            .trim()
+            .strip_prefix("coltrast serve: listening on ")
+            .unwrap_or_else(|| panic!("no listening line: {first:?}; stderr: {}", stderr.lock().unwrap()));
         let addr: std::net::SocketAddr = url.strip_prefix("http://").unwrap().parse().unwrap();
         assert!(addr.ip().is_loopback(), "{addr}");
         Server { child, base: url.to_string(), addr, stderr, agent: agent() }
@@ -106,11 +107,7 @@ impl Server {
 
     fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
         let mut r = r.unwrap_or_else(|e| panic!("request failed: {e}"));
-        let headers = r
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
+        let headers = r.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
         let status = r.status().as_u16();
         let body = r.body_mut().with_config().limit(64 << 20).read_to_string().unwrap_or_default();
         Reply { status, body, headers }
