@@ -74,36 +74,52 @@ for r in rows:
     split = " / ".join(str(v) for v in per.values()) if per else "-"
     print(f"| {r['label']} | {r['seconds']:.1f} | {r['texts'] / r['seconds']:.1f} | {base / r['seconds']:.2f}x | {split} |")
 
-l1, r1 = rows[0], rows[2]
-t_text = l1["seconds"] / texts                      # seconds per text on one core, in-process
-over_shard = (r1["seconds"] - l1["seconds"]) / shards  # everything Ray adds, per shard, 1 node vs 1 thread
+l1, r1, r2 = rows[0], rows[2], rows[3]
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "ray.json"), "w") as f:
+    json.dump(rows, f, indent=1)
+t_text = l1["seconds"] / texts  # seconds per text on one core, in-process (local merge included)
 st = r1["stats"]
-in_task = (st["shard_attempt_s_total"] - st["shard_embed_s_total"]) / shards  # process start, model load, I/O
+# 1 node x 1 CPU runs its tasks one at a time, so its wall time splits cleanly:
+#   wall = outside (planning, shard files, driver start and ray.init, gaps between tasks, merge) + sum(attempts)
+#   attempt = embedding + in-task overhead (worker process start, model load, Parquet in and out)
+t_ray_text = st["shard_embed_s_total"] / texts
+o_task = (st["shard_attempt_s_total"] - st["shard_embed_s_total"]) / shards
 load = st["shard_load_s_total"] / shards
-outside = r1["seconds"] - st["shard_attempt_s_total"]  # planning, shard files, driver start, merge (serial)
+outside = r1["seconds"] - st["shard_attempt_s_total"]
+over_e2e = (r1["seconds"] - l1["seconds"]) / shards
 shard_cost = SHARD * t_text
-print(f"\n- Per-text cost on one core: {t_text * 1000:.1f} ms; a shard of {SHARD} texts: {shard_cost:.1f} s.")
-print(f"- Ray over local, per shard (1 node x 1 CPU vs local 1 thread, end to end): {over_shard:.2f} s "
-      f"= {100 * over_shard / shard_cost:.1f}% of a shard's embedding.")
-print(f"  Inside each task (worker process start, model load {load:.2f} s, Parquet in and out): {in_task:.2f} s; "
-      f"outside the tasks (planning, shard files, driver and Ray connection, merge; serial): {outside:.1f} s "
-      f"for the whole run.")
-need = 20 * max(over_shard, 0.0) / t_text
-print(f"- shard_texts keeping Ray's per-shard overhead under 5%: overhead / (shard_texts x per-text cost) < 0.05, "
-      f"so shard_texts > 20 x {over_shard:.2f} / {t_text:.4f} = {need:.0f}; the default 1024 gives "
-      f"{100 * over_shard / (1024 * t_text):.1f}%.")
+print(f"\n- Per-text cost on one core, in-process: {t_text * 1000:.1f} ms; a shard of {SHARD} texts: {shard_cost:.1f} s. "
+      f"Inside the Ray workers the same embedding took {t_ray_text * 1000:.1f} ms per text "
+      f"({100 * (t_ray_text / t_text - 1):+.0f}%: Ray's own processes share these 2 cores).")
+print(f"- Ray's overhead per shard, inside the task (worker process start, model load {load:.2f} s, Parquet in and "
+      f"out): **{o_task:.2f} s** = {100 * o_task / shard_cost:.1f}% of a {SHARD}-text shard's embedding.")
+print(f"- Outside the tasks (planning, shard files, driver start and ray.init, gaps between tasks, merge into the "
+      f"caches; serial): {outside:.1f} s for the whole run, {1000 * outside / texts:.2f} ms per text.")
+print(f"- End to end, Ray 1 node x 1 CPU against local 1 thread: {r1['seconds'] - l1['seconds']:+.1f} s, "
+      f"{over_e2e:.2f} s per shard ({100 * over_e2e / shard_cost:.1f}% of a shard), which also holds the slower "
+      f"embedding on the shared cores and the serial part.")
+need = 20 * o_task / t_text
+print(f"- shard_texts that keeps the in-task overhead under 5%: o / (shard_texts x t) < 0.05, so shard_texts > "
+      f"20 x {o_task:.2f} / {t_text:.4f} = **{need:.0f}**; the default 1024 gives {100 * o_task / (1024 * t_text):.1f}%. "
+      f"Counting the whole end-to-end difference as overhead instead: > {20 * over_e2e / t_text:.0f}.")
+print(f"- 2 nodes x 1 CPU against 1 node: {r1['seconds'] / r2['seconds']:.2f}x (both nodes on the same 2 cores "
+      f"here, so this is not a scaling figure).")
 print("\n### Paper estimate at N nodes\n")
-print("T(N) = serial + shards x (shard_texts x t + o) / (N x k), throughput = texts / T(N), with t the per-text "
-      "cost on one core measured above, o the per-shard overhead, k = 1 task per node (1 CPU each), serial the "
-      "part outside the tasks (measured, grows with the texts merged). Assumes: nodes like this machine's cores, "
-      "the embedding CPU-bound and not sharing cores (each node its own machine), the shared dir not a bottleneck "
-      "(each shard reads ~0.2 MB of text and writes its vectors), at least N shards, and no stragglers.\n")
-print("| nodes | shard_texts | texts | estimated texts/s |")
-print("|---|---|---|---|")
+print("T(N) = c x texts + ceil(shards / N) x (shard_texts x t + o), throughput = texts / T(N): t the in-process "
+      "per-text cost on one core and o the in-task overhead per shard, both measured above; c the serial part per "
+      "text (measured above; it is mostly the merge into the caches and writing shard files, so it is taken to grow "
+      "with the texts); 1 task per node. Assumes: nodes like one core of this machine, each its own machine (no "
+      "shared cores), the shared dir not a bottleneck (a shard reads its texts and writes its sentence vectors and "
+      "f16 token vectors, 768 bytes per token), no stragglers. The serial part caps throughput at "
+      f"1 / c = {texts / outside:.0f} texts/s whatever N is: past that, merging while shards run would be the next step.\n")
+print("| nodes | shard_texts | texts | estimated texts/s | share of time in Ray overhead |")
+print("|---|---|---|---|---|")
+c = outside / texts
 for n_texts in (texts, 1_000_000):
-    for s in (SHARD, 1024):
-        n_sh = -(-n_texts // s)
-        serial = outside * n_texts / texts
+    for sz in (SHARD, 1024):
+        n_sh = -(-n_texts // sz)
         for nodes in (1, 2, 8, 64):
-            t_total = serial + n_sh * (s * t_text + over_shard) / nodes
-            print(f"| {nodes} | {s} | {n_texts} | {n_texts / t_total:.0f} |")
+            waves = -(-n_sh // nodes)
+            t_total = c * n_texts + waves * (min(sz, n_texts) * t_text + o_task)
+            share = waves * o_task / t_total
+            print(f"| {nodes} | {sz} | {n_texts} | {n_texts / t_total:.0f} | {100 * share:.1f}% |")
