@@ -69,6 +69,15 @@ pub fn output_schema(dim: usize) -> Arc<Schema> {
     ]))
 }
 
+/// A shard file through [`table::read_parquet`], as a data error (`<file>: shard: <why>`): shard files belong to
+/// no stage, so the stage error's "rerun with --force <stage>" would name nothing.
+fn read(path: &Path, what: &str, schema: &Schema) -> Result<arrow::record_batch::RecordBatch> {
+    table::read_parquet(path, what, schema).map_err(|e| match e {
+        Error::Corrupt { path, message, .. } => Error::data(path, what, message),
+        e => e,
+    })
+}
+
 fn hashes(keys: &[[u8; 32]]) -> Result<ArrayRef> {
     Ok(Arc::new(FixedSizeBinaryArray::try_from_iter(keys.iter()).map_err(Error::internal)?))
 }
@@ -89,7 +98,7 @@ pub fn write_texts(path: &Path, texts: &[&str]) -> Result<()> {
 
 /// Read a shard file; every text must match its hash.
 pub fn read_texts(path: &Path) -> Result<Vec<String>> {
-    let b = table::read_parquet(path, "shard", &texts_schema())?;
+    let b = read(path, "shard", &texts_schema())?;
     let hs = hash_col(&b, path)?;
     let texts = table::str_col(&b, "text")?;
     (0..b.num_rows())
@@ -130,7 +139,7 @@ pub fn write_output(path: &Path, out: &Output, token_dim: usize) -> Result<()> {
 /// Read an output file and check it is the output of the shard of `texts` (same hashes, same order) for a
 /// model of these dims.
 pub fn read_output(path: &Path, texts: &[&str], dim: usize, token_dim: usize) -> Result<Output> {
-    let b = table::read_parquet(path, "shard output", &output_schema(dim))?;
+    let b = read(path, "shard output", &output_schema(dim))?;
     let hs = hash_col(&b, path)?;
     if b.num_rows() != texts.len() {
         return Err(Error::data(path, "rows", format!("{} rows, the shard has {} texts", b.num_rows(), texts.len())));
@@ -199,5 +208,17 @@ mod tests {
         assert_eq!(read_texts(&s).unwrap(), ["one", "two"]);
         // no temporary left behind
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_broken_shard_file_is_one_line_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.texts.parquet");
+        std::fs::write(&p, b"junk").unwrap();
+        let err = read_texts(&p).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: shard: not a readable Parquet file", p.display())), "{err}");
+        assert!(!err.contains("--force") && !err.contains('\n'), "{err}");
+        let err = read_output(&p, &["one"], 2, 2).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: shard output: ", p.display())), "{err}");
     }
 }
