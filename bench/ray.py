@@ -86,6 +86,8 @@ t_ray_text = st["shard_embed_s_total"] / texts
 o_task = (st["shard_attempt_s_total"] - st["shard_embed_s_total"]) / shards
 load = st["shard_load_s_total"] / shards
 outside = r1["seconds"] - st["shard_attempt_s_total"]
+merge = st["merge_s"]  # reading the outputs back, merging into the caches, flushing: grows with the texts
+fixed = outside - merge  # planning, shard files, model copy, driver start and ray.init, gaps between tasks
 over_e2e = (r1["seconds"] - l1["seconds"]) / shards
 shard_cost = SHARD * t_text
 print(f"\n- Per-text cost on one core, in-process: {t_text * 1000:.1f} ms; a shard of {SHARD} texts: {shard_cost:.1f} s. "
@@ -93,8 +95,10 @@ print(f"\n- Per-text cost on one core, in-process: {t_text * 1000:.1f} ms; a sha
       f"({100 * (t_ray_text / t_text - 1):+.0f}%: Ray's own processes share these 2 cores).")
 print(f"- Ray's overhead per shard, inside the task (worker process start, model load {load:.2f} s, Parquet in and "
       f"out): **{o_task:.2f} s** = {100 * o_task / shard_cost:.1f}% of a {SHARD}-text shard's embedding.")
-print(f"- Outside the tasks (planning, shard files, driver start and ray.init, gaps between tasks, merge into the "
-      f"caches; serial): {outside:.1f} s for the whole run, {1000 * outside / texts:.2f} ms per text.")
+print(f"- Outside the tasks (serial, on the machine that runs coltrast): {outside:.1f} s for the whole run: "
+      f"merging the outputs into the caches (read back, insert, flush) {merge:.1f} s = {1000 * merge / texts:.2f} ms "
+      f"per text, and {fixed:.1f} s for the rest (planning, shard files, the model's copy to the shared dir, "
+      f"the driver's start and ray.init, gaps between tasks).")
 print(f"- End to end, Ray 1 node x 1 CPU against local 1 thread: {r1['seconds'] - l1['seconds']:+.1f} s, "
       f"{over_e2e:.2f} s per shard ({100 * over_e2e / shard_cost:.1f}% of a shard), which also holds the slower "
       f"embedding on the shared cores and the serial part.")
@@ -105,21 +109,20 @@ print(f"- shard_texts that keeps the in-task overhead under 5%: o / (shard_texts
 print(f"- 2 nodes x 1 CPU against 1 node: {r1['seconds'] / r2['seconds']:.2f}x (both nodes on the same 2 cores "
       f"here, so this is not a scaling figure).")
 print("\n### Paper estimate at N nodes\n")
-print("T(N) = c x texts + ceil(shards / N) x (shard_texts x t + o), throughput = texts / T(N): t the in-process "
-      "per-text cost on one core and o the in-task overhead per shard, both measured above; c the serial part per "
-      "text (measured above; it is mostly the merge into the caches and writing shard files, so it is taken to grow "
-      "with the texts); 1 task per node. Assumes: nodes like one core of this machine, each its own machine (no "
-      "shared cores), the shared dir not a bottleneck (a shard reads its texts and writes its sentence vectors and "
-      "f16 token vectors, 768 bytes per token), no stragglers. The serial part caps throughput at "
-      f"1 / c = {texts / outside:.0f} texts/s whatever N is: past that, merging while shards run would be the next step.\n")
-print("| nodes | shard_texts | texts | estimated texts/s | share of time in Ray overhead |")
+print("T(N) = F + m x texts + ceil(shards / N) x (shard_texts x t + o), throughput = texts / T(N): t the in-process "
+      "per-text cost on one core, o the in-task overhead per shard, m the merge cost per text and F the rest of "
+      "the serial part, all measured above (F is taken as fixed; planning and shard files do grow with the texts, "
+      "but are small next to the merge). 1 task per node. Assumes: nodes like one core of this machine, each its "
+      "own machine (no shared cores), the shared dir not a bottleneck (a shard reads its texts and writes its "
+      "sentence vectors and f16 token vectors, 768 bytes per token), no stragglers. The merge caps throughput at "
+      f"1 / m = {texts / merge:.0f} texts/s whatever N is: past that, merging while shards run would be the next step.\n")
+print("| nodes | shard_texts | texts | estimated texts/s | share of time in Ray's fixed and in-task overhead |")
 print("|---|---|---|---|---|")
-c = outside / texts
 for n_texts in (texts, 1_000_000):
     for sz in (SHARD, 1024):
         n_sh = -(-n_texts // sz)
         for nodes in (1, 2, 8, 64):
             waves = -(-n_sh // nodes)
-            t_total = c * n_texts + waves * (min(sz, n_texts) * t_text + o_task)
-            share = waves * o_task / t_total
+            t_total = fixed + merge / texts * n_texts + waves * (min(sz, n_texts) * t_text + o_task)
+            share = (fixed + waves * o_task) / t_total
             print(f"| {nodes} | {sz} | {n_texts} | {n_texts / t_total:.0f} | {100 * share:.1f}% |")

@@ -55,6 +55,9 @@ pub struct Prefill {
     pub load_s: f64,
     pub embed_s: f64,
     pub attempt_s: f64,
+    /// Seconds spent reading the shard outputs back and merging them into the caches, flush included (Ray
+    /// only; the local executor merges as it embeds).
+    pub merge_s: f64,
 }
 
 impl Prefill {
@@ -72,6 +75,7 @@ impl Prefill {
             v.push(("shard_load_s_total", self.load_s.into()));
             v.push(("shard_embed_s_total", self.embed_s.into()));
             v.push(("shard_attempt_s_total", self.attempt_s.into()));
+            v.push(("merge_s", self.merge_s.into()));
         }
         v
     }

@@ -143,6 +143,7 @@ pub fn run(s: &Settings, model: Model<'_>, shards: &[Shard<'_>], what: &str) -> 
         submit(s, &model_dir, &dir, &todo, shards.len(), what, &mut out)?;
     }
     // Merge every shard's output, in plan order.
+    let merge = std::time::Instant::now();
     let (dim, token_dim) = (model.encoder.dim(), model.encoder.token_dim());
     for sh in shards {
         let f = files(&dir, sh);
@@ -165,6 +166,7 @@ pub fn run(s: &Settings, model: Model<'_>, shards: &[Shard<'_>], what: &str) -> 
     }
     model.embeddings.flush()?;
     model.tokens.flush()?;
+    out.merge_s = merge.elapsed().as_secs_f64();
     for sh in shards {
         let f = files(&dir, sh);
         let _ = std::fs::remove_file(&f.texts);
