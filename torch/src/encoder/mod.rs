@@ -603,9 +603,12 @@ fn toy_wordpiece(
     post_processor: serde_json::Value,
     words: &[&str],
 ) -> Result<Tokenizer, EncoderError> {
+    // Consecutive ids over the distinct tokens (a repeated word keeps its first id), so the largest id is
+    // vocab size - 1.
     let mut vocab = serde_json::Map::new();
-    for (i, w) in specials.iter().chain(words.iter()).enumerate() {
-        vocab.entry(w.to_string()).or_insert(serde_json::json!(i));
+    for w in specials.iter().chain(words.iter()) {
+        let next = vocab.len();
+        vocab.entry(w.to_string()).or_insert(serde_json::json!(next));
     }
     let added: Vec<serde_json::Value> = specials
         .iter()
