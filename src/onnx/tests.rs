@@ -397,6 +397,60 @@ fn tiny_mpnet_export_matches_the_tch_encoder() {
 }
 
 #[test]
+fn mpnet_matches_sentence_transformers() {
+    // The real all-mpnet-base-v2 exported and run by ONNX Runtime against ../shared/fixtures/mpnet_reference.json
+    // (sentence-transformers 6.2.0): identical ids, sentence cosine >= 0.9999, hidden-state samples within 1e-4.
+    let test = "mpnet_matches_sentence_transformers";
+    let (Some(lib), Some(model), Some(fx)) =
+        (ort_lib(test), mpnet_dir(test), fixture_named(test, "mpnet_reference.json"))
+    else {
+        return;
+    };
+    let cases = cases(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx_dir = tmp.path().join("onnx");
+    let info = export_sentence_model_with(
+        &model,
+        &onnx_dir.join("model.onnx"),
+        &ExportOptions { last_hidden_state: true, ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!((info.embedding_dim, info.token_dim, info.max_seq_length), (768, 768, 384));
+    let opts = EncoderOptions { intra_threads: 2, max_batch_size: 4, ..Default::default() };
+    let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let ids = enc.tokenize(&texts).unwrap();
+    for (c, got) in cases.iter().zip(&ids) {
+        assert_eq!(&c.ids, got, "token ids of {:?}", c.text);
+    }
+
+    let emb = enc.embed(&texts).unwrap();
+    assert_eq!((emb.len(), emb.dim), (cases.len(), 768));
+    let (mut worst, mut min_cos) = (0f32, 1f32);
+    for (i, c) in cases.iter().enumerate() {
+        let cos = cosine(emb.row(i), &c.sentence);
+        assert!(cos >= 0.9999, "cos {cos} for {:?}", c.text);
+        min_cos = min_cos.min(cos);
+        worst = worst.max(max_abs_diff(emb.row(i), &c.sentence));
+    }
+    assert!(worst <= 1e-4, "max abs diff vs sentence-transformers {worst}");
+
+    // the hidden state, each case alone (as the reference ran them)
+    let mut worst_h = 0f32;
+    for c in &cases {
+        let out = enc.run_batch(&[c.ids.as_slice()], &[LAST_HIDDEN_STATE]).unwrap();
+        let n = c.ids.len();
+        let row = |t: usize| &out[0].data[t * 768..(t + 1) * 768];
+        worst_h = worst_h.max(max_abs_diff(&row(0)[..16], &c.first16));
+        worst_h = worst_h.max(max_abs_diff(&row(n - 1)[..16], &c.last16));
+        let mean_abs: f32 = out[0].data.iter().map(|x| x.abs()).sum::<f32>() / (n * 768) as f32;
+        assert!((mean_abs - c.mean_abs).abs() <= 1e-4, "mean abs {mean_abs} vs {} for {:?}", c.mean_abs, c.text);
+    }
+    assert!(worst_h <= 1e-4, "last hidden state max abs diff {worst_h}");
+    eprintln!("{test}: sentence max abs diff {worst:.2e}, min cos {min_cos:.7}; hidden max abs diff {worst_h:.2e}");
+}
+
+#[test]
 fn quantize_columns_is_symmetric_per_column() {
     // [[1.5, -0.5, 0], [-2, 0.1, 0]]: column maxima 2, 0.5 and an all-zero column
     let w = [1.5, -0.5, 0.0, -2.0, 0.1, 0.0];
