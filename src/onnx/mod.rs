@@ -1,4 +1,4 @@
-//! ONNX export of a sentence model (BERT + mean pooling + optional Dense + token head), written in Rust.
+//! ONNX export of a sentence model (BERT or MPNet + mean pooling + optional Dense + token head), written in Rust.
 //!
 //! What: reads a sentence-transformers model directory ([`model_dir`]), builds the ONNX graph with
 //! hand-declared protobuf messages ([`proto`], [`graph`]) and writes `model.onnx`, the tokenizer files and

@@ -3,8 +3,9 @@
 //! What: `Transformer → Pooling(mean) → [Dense] → Normalize`, plus coltrast's optional token head.
 //!
 //! Inputs (a directory):
-//! - `config.json` (HF BERT config) and `model.safetensors` (HF BERT keys, no `bert.` prefix; a `bert.`
-//!   prefix is accepted too);
+//! - `config.json` (HF BERT or MPNet config: `model_type` `"bert"` or `"mpnet"`) and `model.safetensors` (HF
+//!   keys, no `bert.`/`mpnet.` prefix; a `bert.` prefix is accepted too; MPNet: `encoder.layer.N.attention.attn.*`,
+//!   `encoder.relative_attention_bias`, no token type embeddings);
 //! - `sentence_bert_config.json` (`max_seq_length`; default: `max_position_embeddings`);
 //! - `modules.json` (optional; locates the Pooling / Dense modules; without it `1_Pooling` and, when
 //!   present, `2_Dense` are used; with it, a Dense module is used only when listed);
@@ -30,9 +31,19 @@ use serde::Deserialize;
 use super::safetensors::Weights;
 use crate::error::{Error, IoContext, Result};
 
-/// The fields of an HF BERT `config.json` that the graph needs.
+/// The fields of an HF BERT or MPNet `config.json` that the graph needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct BertConfig {
+    /// `"bert"` (or absent, for older files) or `"mpnet"`; any other type is refused. Optional keys default as
+    /// transformers' config class of that type (MPNet: `layer_norm_eps` 1e-5, `pad_token_id` 1).
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// Padding id; MPNet's positions start after it. Default 0 (BERT), 1 (MPNet).
+    #[serde(default)]
+    pub pad_token_id: usize,
+    /// MPNet only: rows of `encoder.relative_attention_bias`. Default 32.
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: usize,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -49,6 +60,9 @@ pub struct BertConfig {
     pub position_embedding_type: String,
 }
 
+fn default_buckets() -> usize {
+    32
+}
 fn default_type_vocab() -> usize {
     2
 }
@@ -73,8 +87,31 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 impl BertConfig {
     pub fn from_file(path: &Path) -> Result<BertConfig> {
-        let c: BertConfig = read_json(path)?;
+        let mut v: serde_json::Value = read_json(path)?;
         let bad = |k: &str, m: String| Err(Error::data(path, k, m));
+        match v.get("model_type") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(t)) if t == "bert" || t == "mpnet" => {}
+            Some(t) => return bad("model_type", format!("{t} is not supported; supported: bert, mpnet")),
+        }
+        if v["model_type"] == "mpnet" {
+            let o = v.as_object_mut().expect("a config with a model_type is an object");
+            o.entry("layer_norm_eps").or_insert(serde_json::json!(1e-5));
+            o.entry("pad_token_id").or_insert(serde_json::json!(1));
+        }
+        let c: BertConfig = serde_path_to_error::deserialize(v).map_err(|e| {
+            let at = e.path().to_string();
+            Error::data(path, if at == "." { "(root)".to_string() } else { at }, e.inner().to_string())
+        })?;
+        if c.is_mpnet() && c.relative_attention_num_buckets < MPNET_BUCKETS {
+            return bad(
+                "relative_attention_num_buckets",
+                format!("{} is fewer than the {MPNET_BUCKETS} buckets MPNet uses", c.relative_attention_num_buckets),
+            );
+        }
+        if c.is_mpnet() && c.max_positions() < 2 {
+            return bad("max_position_embeddings", "leaves no positions after the padding id".into());
+        }
         if c.hidden_size == 0 || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
             return bad(
                 "hidden_size",
@@ -102,6 +139,43 @@ impl BertConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// `model_type = "mpnet"`: relative position bias, positions after the padding id, no token types.
+    pub fn is_mpnet(&self) -> bool {
+        self.model_type.as_deref() == Some("mpnet")
+    }
+
+    /// The longest input the position table covers: `max_position_embeddings` (BERT); MPNet's positions run
+    /// from `pad_token_id + 1`, so `max_position_embeddings - pad_token_id - 1`.
+    pub fn max_positions(&self) -> usize {
+        if self.is_mpnet() {
+            self.max_position_embeddings.saturating_sub(self.pad_token_id + 1)
+        } else {
+            self.max_position_embeddings
+        }
+    }
+}
+
+/// Buckets of MPNet's relative position bias (transformers' `compute_position_bias` always uses 32).
+pub const MPNET_BUCKETS: usize = 32;
+/// Distances from this on share the last bucket of their direction.
+pub const MPNET_MAX_DISTANCE: i64 = 128;
+
+/// transformers' `MPNetEncoder.relative_position_bucket` for one relative position (`key - query`), in float32
+/// as torch computes it: keys before the query use buckets 0..16, keys after 16..32; distances 0..8 have a
+/// bucket each, longer ones `8 + trunc(ln(n / 8) / ln(16) * 8)`, capped at 15.
+pub fn mpnet_bucket(relative_position: i64) -> i64 {
+    let half = MPNET_BUCKETS as i64 / 2;
+    let max_exact = half / 2;
+    let n = -relative_position;
+    let ret = if n < 0 { half } else { 0 };
+    let n = n.abs();
+    if n < max_exact {
+        return ret + n;
+    }
+    let log_ratio = (MPNET_MAX_DISTANCE as f64 / max_exact as f64).ln() as f32;
+    let large = ((n as f32 / max_exact as f32).ln() / log_ratio * (half - max_exact) as f32) as i64;
+    ret + (max_exact + large).min(half - 1)
 }
 
 /// A linear layer in HF layout: `weight` is `[out, in]` row-major.
@@ -183,7 +257,10 @@ pub struct SentenceModel {
     pub max_seq_length: usize,
     pub word_embeddings: Vec<f32>,
     pub position_embeddings: Vec<f32>,
+    /// BERT's token type table `[type_vocab_size, H]`; empty for MPNet.
     pub token_type_embeddings: Vec<f32>,
+    /// MPNet's relative attention bias table `[buckets, heads]`, shared by all layers; `None` for BERT.
+    pub relative_attention_bias: Option<Vec<f32>>,
     pub embeddings_norm: LayerNorm,
     pub layers: Vec<EncoderLayer>,
     pub dense: Option<DenseHead>,
@@ -286,15 +363,15 @@ impl SentenceModel {
         let st_path = dir.join("sentence_bert_config.json");
         let max_seq_length = if st_path.is_file() {
             let st: StConfig = read_json(&st_path)?;
-            st.max_seq_length.unwrap_or(config.max_position_embeddings)
+            st.max_seq_length.unwrap_or(config.max_positions())
         } else {
-            config.max_position_embeddings
+            config.max_positions()
         };
-        if max_seq_length == 0 || max_seq_length > config.max_position_embeddings {
+        if max_seq_length == 0 || max_seq_length > config.max_positions() {
             return Err(Error::data(
                 &st_path,
                 "max_seq_length",
-                format!("{max_seq_length} must be in 1..={} (max_position_embeddings)", config.max_position_embeddings),
+                format!("{max_seq_length} must be in 1..={} (the positions of the model)", config.max_positions()),
             ));
         }
 
@@ -306,30 +383,46 @@ impl SentenceModel {
             )));
         }
         let w = Weights::open(&st_file)?;
-        let p = if !w.contains("embeddings.word_embeddings.weight")
-            && w.contains("bert.embeddings.word_embeddings.weight")
-        {
-            "bert."
-        } else {
-            ""
+        let prefixed = |p: &str| w.contains(&format!("{p}embeddings.word_embeddings.weight"));
+        let p = match (prefixed(""), config.is_mpnet()) {
+            (false, false) if prefixed("bert.") => "bert.",
+            (false, true) if prefixed("mpnet.") => "mpnet.",
+            _ => "",
         };
         let word_embeddings =
             w.f32_shaped(&format!("{p}embeddings.word_embeddings.weight"), &[config.vocab_size, h])?;
         let position_embeddings =
             w.f32_shaped(&format!("{p}embeddings.position_embeddings.weight"), &[config.max_position_embeddings, h])?;
-        let token_type_embeddings =
-            w.f32_shaped(&format!("{p}embeddings.token_type_embeddings.weight"), &[config.type_vocab_size, h])?;
+        let (token_type_embeddings, relative_attention_bias) = if config.is_mpnet() {
+            let shape = [config.relative_attention_num_buckets, config.num_attention_heads];
+            (Vec::new(), Some(w.f32_shaped(&format!("{p}encoder.relative_attention_bias.weight"), &shape)?))
+        } else {
+            let shape = [config.type_vocab_size, h];
+            (w.f32_shaped(&format!("{p}embeddings.token_type_embeddings.weight"), &shape)?, None)
+        };
+        // Where one layer's tensors are, under encoder.layer.N (BERT / MPNet names).
+        let [q, k, v, ao, an] = if config.is_mpnet() {
+            ["attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "attention.LayerNorm"]
+        } else {
+            [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+                "attention.output.LayerNorm",
+            ]
+        };
         let embeddings_norm = LayerNorm::load(&w, &format!("{p}embeddings.LayerNorm"), h)?;
         let inter = config.intermediate_size;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let b = format!("{p}encoder.layer.{l}");
             layers.push(EncoderLayer {
-                query: Linear::load(&w, &format!("{b}.attention.self.query"), h, h)?,
-                key: Linear::load(&w, &format!("{b}.attention.self.key"), h, h)?,
-                value: Linear::load(&w, &format!("{b}.attention.self.value"), h, h)?,
-                attn_out: Linear::load(&w, &format!("{b}.attention.output.dense"), h, h)?,
-                attn_norm: LayerNorm::load(&w, &format!("{b}.attention.output.LayerNorm"), h)?,
+                query: Linear::load(&w, &format!("{b}.{q}"), h, h)?,
+                key: Linear::load(&w, &format!("{b}.{k}"), h, h)?,
+                value: Linear::load(&w, &format!("{b}.{v}"), h, h)?,
+                attn_out: Linear::load(&w, &format!("{b}.{ao}"), h, h)?,
+                attn_norm: LayerNorm::load(&w, &format!("{b}.{an}"), h)?,
                 intermediate: Linear::load(&w, &format!("{b}.intermediate.dense"), inter, h)?,
                 output: Linear::load(&w, &format!("{b}.output.dense"), h, inter)?,
                 out_norm: LayerNorm::load(&w, &format!("{b}.output.LayerNorm"), h)?,
@@ -367,6 +460,7 @@ impl SentenceModel {
             word_embeddings,
             position_embeddings,
             token_type_embeddings,
+            relative_attention_bias,
             embeddings_norm,
             layers,
             dense,

@@ -127,6 +127,18 @@ fn export_errors_name_the_file() {
     assert!(e.to_string().contains("config.json") && e.to_string().contains("hidden_act"), "{e}");
     assert_eq!(e.exit_code(), 1);
 
+    // Another model type is refused by name; BERT weights under an MPNet config are not built into a graph.
+    write_tiny_model(&src, true, true, 1);
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"bert\"", "\"roberta\"");
+    std::fs::write(src.join("config.json"), cfg).unwrap();
+    let e = export_sentence_model(&src, &out).unwrap_err().to_string();
+    assert!(e.contains("config.json: model_type: \"roberta\" is not supported; supported: bert, mpnet"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"roberta\"", "\"mpnet\"");
+    std::fs::write(src.join("config.json"), cfg).unwrap();
+    let e = export_sentence_model(&src, &out).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("encoder.relative_attention_bias.weight"), "{e}");
+
     write_tiny_model(&src, true, true, 1);
     std::fs::write(src.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ").unwrap();
     let e = export_sentence_model(&src, &out).unwrap_err().to_string();
@@ -280,6 +292,162 @@ fn tiny_model_without_heads_matches_tch() {
 #[test]
 fn tiny_model_with_tanh_dense_matches_tch() {
     check_tiny_against_tch(true, true, false);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// MPNet
+
+/// A tiny random MPNet (2 layers, hidden 32, 2 heads, 66 positions, pad id 1) made by the tch encoder and
+/// written as a sentence-transformers dir with max_seq_length 40; returns that encoder.
+fn write_tiny_mpnet(dir: &Path, seed: u64) -> coltrast_torch::encoder::Encoder {
+    use coltrast_torch::encoder::{toy_mpnet_tokenizer, Encoder, ModelConfig};
+    let mut words: Vec<String> = ('a'..='z').map(|c| c.to_string()).collect();
+    words.extend(('a'..='z').map(|c| format!("##{c}")));
+    for w in ["the", "model", "data", "query", "token", "embed", "##ing", "##s", "is", "a", ".", ",", "?", "!"] {
+        words.push(w.to_string());
+    }
+    let refs: Vec<&str> = words.iter().map(|w| w.as_str()).collect();
+    let tokenizer = toy_mpnet_tokenizer(&refs).unwrap();
+    let vocab = tokenizer.get_vocab_size(true) as i64;
+    let enc = Encoder::random(ModelConfig::tiny_mpnet(vocab), tokenizer, 40, tch::Device::Cpu, seed).unwrap();
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    enc.var_store().save(dir.join("model.safetensors")).unwrap();
+    let mut cfg = serde_json::to_value(enc.config()).unwrap();
+    cfg["architectures"] = serde_json::json!(["MPNetForMaskedLM"]);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    enc.tokenizer().save(dir.join("tokenizer.json"), false).unwrap();
+    std::fs::write(dir.join("sentence_bert_config.json"), r#"{"max_seq_length": 40, "do_lower_case": false}"#).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}"#,
+    )
+    .unwrap();
+    enc
+}
+
+#[test]
+fn mpnet_buckets_equal_the_tch_encoders() {
+    // The export's constant bucket table must be what the tch encoder (and so transformers) computes, at every
+    // distance up to past max_seq_length 384 (rounding at the logarithmic bucket edges included).
+    let rel: Vec<i64> = (-600..=600).collect();
+    let want = coltrast_torch::encoder::mpnet::relative_position_bucket(
+        &tch::Tensor::from_slice(&rel),
+        coltrast_torch::encoder::mpnet::NUM_BUCKETS,
+        coltrast_torch::encoder::mpnet::MAX_DISTANCE,
+    );
+    let want: Vec<i64> = Vec::try_from(want).unwrap();
+    let got: Vec<i64> = rel.iter().map(|&r| super::model_dir::mpnet_bucket(r)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn tiny_mpnet_export_matches_the_tch_encoder() {
+    let test = "tiny_mpnet_export_matches_the_tch_encoder";
+    let Some(lib) = ort_lib(test) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    let tch_enc = write_tiny_mpnet(&src, 42);
+    let onnx_dir = tmp.path().join("onnx");
+    let info = export_sentence_model_with(
+        &src,
+        &onnx_dir.join("model.onnx"),
+        &ExportOptions { last_hidden_state: true, ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!((info.embedding_dim, info.hidden_size, info.max_seq_length), (32, 32, 40));
+    let proto = decode(&onnx_dir.join("model.onnx"));
+    let inits: Vec<&str> = proto.graph.as_ref().unwrap().initializer.iter().map(|t| t.name.as_str()).collect();
+    assert!(inits.contains(&"encoder.relative_attention_bias.weight"), "{inits:?}");
+    assert!(!inits.iter().any(|n| n.contains("token_type")), "MPNet has no token types: {inits:?}");
+
+    // a small token budget forces several batches with different padding
+    let opts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3, ..Default::default() };
+    let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
+    let texts: Vec<String> = TEXTS.iter().map(|t| t.to_string()).chain(["the model ".repeat(30)]).collect();
+    let texts: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
+    let ids = enc.tokenize(&texts).unwrap();
+    let want_ids = tch_enc.tokenize(&texts).unwrap();
+    for (got, want) in ids.iter().zip(&want_ids) {
+        assert_eq!(got.iter().map(|&i| i as i64).collect::<Vec<_>>(), want.ids);
+        assert_eq!((got[0], *got.last().unwrap()), (0, 2), "<s> ... </s>");
+    }
+    assert_eq!(ids.last().unwrap().len(), 40, "truncated at max_seq_length (past 16 tokens of distance)");
+
+    let emb = enc.embed(&texts).unwrap();
+    let want = tch_enc.embed(&texts, 4).unwrap();
+    let (mut worst, mut min_cos) = (0f32, 1f32);
+    for i in 0..texts.len() {
+        worst = worst.max(max_abs_diff(emb.row(i), want.row(i)));
+        min_cos = min_cos.min(cosine(emb.row(i), want.row(i)));
+    }
+    assert!(worst <= 1e-4 && min_cos >= 0.9999, "sentence max abs diff {worst}, min cos {min_cos}");
+
+    // the raw hidden state, all texts in one padded batch
+    let hidden = tch_enc.embed_tokens(&texts, 1).unwrap();
+    let refs: Vec<&[u32]> = ids.iter().map(|s| s.as_slice()).collect();
+    let out = enc.run_batch(&refs, &[LAST_HIDDEN_STATE]).unwrap();
+    let width = out[0].shape[1];
+    let mut worst_h = 0f32;
+    for (i, s) in ids.iter().enumerate() {
+        let start = i * width * TINY_HIDDEN;
+        worst_h = worst_h.max(max_abs_diff(&out[0].data[start..start + s.len() * TINY_HIDDEN], &hidden[i].data));
+    }
+    assert!(worst_h <= 1e-4, "hidden max abs diff {worst_h}");
+    eprintln!("{test}: sentence max abs diff {worst:.2e} (min cos {min_cos:.8}), hidden {worst_h:.2e}");
+}
+
+#[test]
+fn mpnet_matches_sentence_transformers() {
+    // The real all-mpnet-base-v2 exported and run by ONNX Runtime against ../shared/fixtures/mpnet_reference.json
+    // (sentence-transformers 6.2.0): identical ids, sentence cosine >= 0.9999, hidden-state samples within 1e-4.
+    let test = "mpnet_matches_sentence_transformers";
+    let (Some(lib), Some(model), Some(fx)) =
+        (ort_lib(test), mpnet_dir(test), fixture_named(test, "mpnet_reference.json"))
+    else {
+        return;
+    };
+    let cases = cases(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx_dir = tmp.path().join("onnx");
+    let info = export_sentence_model_with(
+        &model,
+        &onnx_dir.join("model.onnx"),
+        &ExportOptions { last_hidden_state: true, ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!((info.embedding_dim, info.token_dim, info.max_seq_length), (768, 768, 384));
+    let opts = EncoderOptions { intra_threads: 2, max_batch_size: 4, ..Default::default() };
+    let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let ids = enc.tokenize(&texts).unwrap();
+    for (c, got) in cases.iter().zip(&ids) {
+        assert_eq!(&c.ids, got, "token ids of {:?}", c.text);
+    }
+
+    let emb = enc.embed(&texts).unwrap();
+    assert_eq!((emb.len(), emb.dim), (cases.len(), 768));
+    let (mut worst, mut min_cos) = (0f32, 1f32);
+    for (i, c) in cases.iter().enumerate() {
+        let cos = cosine(emb.row(i), &c.sentence);
+        assert!(cos >= 0.9999, "cos {cos} for {:?}", c.text);
+        min_cos = min_cos.min(cos);
+        worst = worst.max(max_abs_diff(emb.row(i), &c.sentence));
+    }
+    assert!(worst <= 1e-4, "max abs diff vs sentence-transformers {worst}");
+
+    // the hidden state, each case alone (as the reference ran them)
+    let mut worst_h = 0f32;
+    for c in &cases {
+        let out = enc.run_batch(&[c.ids.as_slice()], &[LAST_HIDDEN_STATE]).unwrap();
+        let n = c.ids.len();
+        let row = |t: usize| &out[0].data[t * 768..(t + 1) * 768];
+        worst_h = worst_h.max(max_abs_diff(&row(0)[..16], &c.first16));
+        worst_h = worst_h.max(max_abs_diff(&row(n - 1)[..16], &c.last16));
+        let mean_abs: f32 = out[0].data.iter().map(|x| x.abs()).sum::<f32>() / (n * 768) as f32;
+        assert!((mean_abs - c.mean_abs).abs() <= 1e-4, "mean abs {mean_abs} vs {} for {:?}", c.mean_abs, c.text);
+    }
+    assert!(worst_h <= 1e-4, "last hidden state max abs diff {worst_h}");
+    eprintln!("{test}: sentence max abs diff {worst:.2e}, min cos {min_cos:.7}; hidden max abs diff {worst_h:.2e}");
 }
 
 #[test]

@@ -27,10 +27,30 @@ pub fn minilm_dir(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// The sentence-transformers reference numbers (../shared/fixtures), or None (with a message).
+/// all-mpnet-base-v2 as `make setup MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2"` installs it, or None (with a
+/// message).
+pub fn mpnet_dir(test: &str) -> Option<PathBuf> {
+    let p = crate::settings::cache_dir().join("models").join("all-mpnet-base-v2");
+    if p.join("model.safetensors").is_file() && p.join("tokenizer.json").is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIP {test}: no all-mpnet-base-v2 at {} (make setup MODELS=\"all-MiniLM-L6-v2 all-mpnet-base-v2\")",
+            p.display()
+        );
+        None
+    }
+}
+
+/// The sentence-transformers reference numbers for MiniLM (../shared/fixtures), or None (with a message).
 pub fn fixture(test: &str) -> Option<serde_json::Value> {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/minilm_reference.json");
-    match std::fs::read_to_string(p) {
+    fixture_named(test, "minilm_reference.json")
+}
+
+/// `../shared/fixtures/<name>`, or None (with a message).
+pub fn fixture_named(test: &str, name: &str) -> Option<serde_json::Value> {
+    let p = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    match std::fs::read_to_string(&p) {
         Ok(t) => Some(serde_json::from_str(&t).expect("fixture is JSON")),
         Err(_) => {
             eprintln!("SKIP {test}: fixture {p} is absent");

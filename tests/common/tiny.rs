@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use coltrast_torch::encoder::{toy_tokenizer, BertConfig, Encoder};
+use coltrast_torch::encoder::{toy_mpnet_tokenizer, toy_tokenizer, Encoder, ModelConfig};
 use coltrast_torch::train::export;
 use tch::Device;
 
@@ -108,15 +108,27 @@ pub fn tiny_vocab() -> Vec<String> {
 
 /// A tiny random BERT (2 layers, hidden 32) saved as a sentence-transformers model dir.
 pub fn write_tiny_model(dir: &Path) {
-    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
     let vocab = tiny_vocab();
     let refs: Vec<&str> = vocab.iter().map(|s| s.as_str()).collect();
     let tokenizer = toy_tokenizer(&refs).unwrap();
     let n = tokenizer.get_vocab_size(true) as i64;
-    let config = BertConfig::tiny(n);
+    write_tiny(dir, ModelConfig::tiny(n), tokenizer, "BertModel");
+}
+
+/// A tiny random MPNet (2 layers, hidden 32, relative position bias, `<s>`/`</s>` tokenizer, pad id 1) saved as
+/// a sentence-transformers model dir laid out as all-mpnet-base-v2's.
+pub fn write_tiny_mpnet_model(dir: &Path) {
+    let vocab = tiny_vocab();
+    let refs: Vec<&str> = vocab.iter().map(|s| s.as_str()).collect();
+    let tokenizer = toy_mpnet_tokenizer(&refs).unwrap();
+    let n = tokenizer.get_vocab_size(true) as i64;
+    write_tiny(dir, ModelConfig::tiny_mpnet(n), tokenizer, "MPNetForMaskedLM");
+}
+
+fn write_tiny(dir: &Path, config: ModelConfig, tokenizer: tokenizers::Tokenizer, class: &str) {
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
     let mut cfg = serde_json::to_value(&config).unwrap();
-    cfg["model_type"] = "bert".into();
-    cfg["architectures"] = serde_json::json!(["BertModel"]);
+    cfg["architectures"] = serde_json::json!([class]);
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
     let enc = Encoder::random(config, tokenizer, 64, Device::Cpu, 11).unwrap();
@@ -138,6 +150,15 @@ pub fn write_tiny_model(dir: &Path) {
 
 /// A project dir with the tiny dataset and model; `extra` is appended to pipeline.toml's [train].
 pub fn tiny_project(train: &str) -> Project {
+    tiny_project_with(train, write_tiny_model)
+}
+
+/// [`tiny_project`] on the tiny random MPNet instead of the tiny BERT.
+pub fn tiny_mpnet_project(train: &str) -> Project {
+    tiny_project_with(train, write_tiny_mpnet_model)
+}
+
+fn tiny_project_with(train: &str, write_model: fn(&Path)) -> Project {
     let p = Project::new(&format!(
         "[model]\nbase = \"tiny-model\"\nthreads = 1\n[ingest]\npath = \"data.json\"\n[chunk]\nmax_tokens = 64\n\
          [train]\ndevice = \"cpu\"\nbatch_size = 2\n{train}\n"
@@ -145,7 +166,7 @@ pub fn tiny_project(train: &str) -> Project {
     p.write("data.json", tiny_dataset());
     {
         let _rng = rng_lock();
-        write_tiny_model(&p.path().join("tiny-model"));
+        write_model(&p.path().join("tiny-model"));
     }
     p
 }

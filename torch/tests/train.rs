@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use coltrast_torch::encoder::Encoder;
+use coltrast_torch::encoder::{Encoder, TransformerModel};
 use coltrast_torch::train::{self, export, ColTrastModel, Example, TrainConfig};
 use common::tiny::*;
 use common::*;
@@ -435,6 +435,38 @@ fn base_mix_averages_with_the_base_weights() {
     let out = p.run(&["run", "train", "--set", "train.base_mix=1.5"]);
     assert_eq!(out.code(), 1);
     assert!(out.stderr().contains("train.base_mix"), "{}", out.stderr());
+}
+
+#[test]
+fn tiny_mpnet_trains_through_chunk_mine_and_train() {
+    // The whole training path (ingest, chunk, mine, train) on a tiny random MPNet through the tch encoder.
+    let p = tiny_mpnet_project("epochs = 2\nlearning_rate = 0.003\nbase_mix = 0");
+    p.run(&["run", "train"]).ok();
+    let dir = train_dir(&p);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("model/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model_type"], "mpnet", "{cfg}");
+    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
+    let train_rows: Vec<_> = log.iter().filter(|r| r.split == "train").collect();
+    assert_eq!(train_rows.len(), 8, "2 epochs x 4 steps");
+    assert!(log.iter().all(|r| r.loss.is_finite() && r.loss_contrastive.is_finite() && r.loss_late.is_finite()));
+
+    let _rng = rng_lock();
+    let (model, _) = export::load_model_dir(&dir.join("model"), Device::Cpu).unwrap();
+    assert!(matches!(model.encoder().model(), TransformerModel::MPNet(_)));
+    let base = Encoder::load(&p.path().join("tiny-model"), Device::Cpu).unwrap();
+    let (trained, base) = (model.encoder().var_store().variables(), base.var_store().variables());
+    // Training moved the MPNet-only relative position bias and the attention weights (base_mix = 0 keeps them).
+    for name in ["encoder.relative_attention_bias.weight", "encoder.layer.0.attention.attn.q.weight"] {
+        let moved = (&trained[name] - &base[name]).abs().max().double_value(&[]);
+        assert!(moved > 1e-6, "{name} did not change in training ({moved})");
+    }
+    let texts = ["What does Alpha detect?", "Tumors in chest scans.", "a"];
+    let got = train::tensor_rows(&model.embed(&texts, 8).unwrap()).unwrap();
+    for row in got {
+        let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
 }
 
 #[test]

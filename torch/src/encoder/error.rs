@@ -6,13 +6,18 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
     /// The model directory is not there.
-    #[error("model directory {path} does not exist (run `make setup`, or pass a local model directory)")]
+    #[error(
+        "model directory {path} does not exist (run `make setup`; for all-mpnet-base-v2, \
+         `make setup MODELS=\"all-MiniLM-L6-v2 all-mpnet-base-v2\"`; or pass a local model directory)"
+    )]
     MissingModelDir { path: PathBuf },
 
     /// The model was named like a Hugging Face hub id, which cannot be fetched here.
     #[error(
         "model {id:?} is not a local directory, and coltrast does not download models: \
-         run `make setup` (it installs sentence-transformers/all-MiniLM-L6-v2 under the cache) \
+         run `make setup` (it installs sentence-transformers/all-MiniLM-L6-v2 under the cache, and \
+         all-mpnet-base-v2 with MODELS=\"all-MiniLM-L6-v2 all-mpnet-base-v2\"; name it by model.base = \
+         \"all-mpnet-base-v2\") \
          or pass a local directory holding config.json, model.safetensors and tokenizer.json"
     )]
     NotDownloadable { id: String },

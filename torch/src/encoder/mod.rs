@@ -1,15 +1,17 @@
-//! Sentence encoder on libtorch (tch): a BERT port that reproduces sentence-transformers.
+//! Sentence encoder on libtorch (tch): BERT and MPNet ports that reproduce sentence-transformers.
 //!
 //! **What.** The one seam through which the chunk / mine / train stages run the sentence encoder
-//! (sentence-transformers/all-MiniLM-L6-v2 or a fine-tuned copy of it). [`Encoder`] holds the
-//! [`BertModel`] and its `VarStore`, the tokenizer, `max_seq_length` and the device. It gives sentence
+//! (sentence-transformers/all-MiniLM-L6-v2, all-mpnet-base-v2, or a fine-tuned copy of either). [`Encoder`]
+//! holds the [`TransformerModel`] that `config.json`'s `model_type` asks for ([`bert`] or [`mpnet`], over the
+//! shared blocks of [`layers`]) and its `VarStore`, the tokenizer, `max_seq_length` and the device. It gives sentence
 //! embeddings exactly as `SentenceTransformer.encode(..., normalize_embeddings=True)` (Transformer →
 //! mean Pooling → Normalize), token embeddings (the last hidden state) for late interaction, and the
 //! pieces training needs ([`Encoder::forward`] with dropout, [`mean_pool`], [`l2_normalize`]).
 //!
-//! **Inputs.** A model directory as sentence-transformers saves it: `config.json` ([`BertConfig`]),
-//! `model.safetensors` (HF BERT keys without a `bert.` prefix), `tokenizer.json`, and optionally
-//! `sentence_bert_config.json` (`max_seq_length`, 256 for MiniLM), `modules.json` and
+//! **Inputs.** A model directory as sentence-transformers saves it: `config.json` ([`ModelConfig`]: `model_type`
+//! `"bert"` or `"mpnet"`), `model.safetensors` (HF keys without a `bert.`/`mpnet.` prefix), `tokenizer.json`
+//! (`[CLS]`/`[SEP]` for BERT, `<s>`/`</s>` for MPNet, as the file says), and optionally
+//! `sentence_bert_config.json` (`max_seq_length`, 256 for MiniLM, 384 for MPNet), `modules.json` and
 //! `1_Pooling/config.json` (checked to be mean pooling). Nothing is downloaded. Texts are `&str`.
 //!
 //! **Outputs.** [`Embeddings`]: one flat row-major `Vec<f32>` of `len × dim` unit vectors in input order;
@@ -31,9 +33,12 @@
 //! ```
 
 mod batching;
-mod bert;
+pub mod bert;
 mod config;
 mod error;
+pub mod layers;
+mod model;
+pub mod mpnet;
 mod pooling;
 
 use std::path::{Path, PathBuf};
@@ -42,12 +47,12 @@ use tch::{nn, Device, Kind, Tensor};
 use tokenizers::Tokenizer;
 
 pub use batching::{length_sorted_batches, pad_batch, Batch, TokenizedText};
-pub use bert::{
-    attention_mask_bias, BertAttention, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer, BertModel,
-    BertResidualOutput, BertSelfAttention,
-};
-pub use config::{BertConfig, HiddenAct};
+pub use bert::{BertEmbeddings, BertModel};
+pub use config::{Architecture, HiddenAct, ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use error::EncoderError;
+pub use layers::{attention_mask_bias, Intermediate, LayerStack, MultiHeadAttention, ResidualOutput, TransformerLayer};
+pub use model::TransformerModel;
+pub use mpnet::{MPNetEmbeddings, MPNetEncoder, MPNetModel};
 pub use pooling::{l2_normalize, mean_pool};
 
 use batching::to_vec_f32;
@@ -57,7 +62,7 @@ pub use coltrast::embed::Embeddings;
 /// The last hidden state of one text, without padding: `ids.len()` rows of `dim` floats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenEmbeddings {
-    /// Token ids, with `[CLS]` first and `[SEP]` last, truncated to `max_seq_length`.
+    /// Token ids, with `[CLS]` (`<s>`) first and `[SEP]` (`</s>`) last, truncated to `max_seq_length`.
     pub ids: Vec<i64>,
     pub dim: usize,
     /// Row-major `[ids.len(), dim]`.
@@ -76,11 +81,11 @@ pub fn set_num_threads(n: usize) {
     tch::set_num_threads(n.clamp(1, i32::MAX as usize) as i32);
 }
 
-/// A BERT sentence encoder with its tokenizer, weights and device.
+/// A BERT or MPNet sentence encoder with its tokenizer, weights and device.
 #[derive(Debug)]
 pub struct Encoder {
-    config: BertConfig,
-    model: BertModel,
+    config: ModelConfig,
+    model: TransformerModel,
     vs: nn::VarStore,
     tokenizer: Tokenizer,
     max_seq_length: usize,
@@ -96,7 +101,7 @@ impl Encoder {
             }
             return Err(EncoderError::MissingModelDir { path: model_dir.to_path_buf() });
         }
-        let config = BertConfig::from_file(&model_dir.join("config.json"))?;
+        let config = ModelConfig::from_file(&model_dir.join("config.json"))?;
         let pooling_dir = check_modules(model_dir)?;
         check_pooling(&model_dir.join(pooling_dir).join("config.json"))?;
         let max_seq_length = read_max_seq_length(model_dir, &config)?;
@@ -123,7 +128,7 @@ impl Encoder {
     /// biases, unit LayerNorms) with a deterministic generator seeded by `seed`, independent of
     /// libtorch's global RNG. For unit tests on tiny models and for training from scratch.
     pub fn random(
-        config: BertConfig,
+        config: ModelConfig,
         tokenizer: Tokenizer,
         max_seq_length: usize,
         device: Device,
@@ -131,9 +136,12 @@ impl Encoder {
     ) -> Result<Encoder, EncoderError> {
         let origin = PathBuf::from("<in-memory config>");
         config.validate().map_err(|(field, message)| EncoderError::Config { path: origin.clone(), field, message })?;
-        if max_seq_length as i64 > config.max_position_embeddings || max_seq_length < 2 {
+        if max_seq_length as i64 > config.max_positions() || max_seq_length < 2 {
             return Err(EncoderError::InvalidArgument(format!(
-                "max_seq_length {max_seq_length} must be in [2, max_position_embeddings={}]",
+                "max_seq_length {max_seq_length} must be in [2, {}] (the positions a {} model with \
+                 max_position_embeddings={} has)",
+                config.max_positions(),
+                config.model_type(),
                 config.max_position_embeddings
             )));
         }
@@ -143,7 +151,7 @@ impl Encoder {
     }
 
     fn build(
-        config: BertConfig,
+        config: ModelConfig,
         mut tokenizer: Tokenizer,
         max_seq_length: usize,
         device: Device,
@@ -173,12 +181,13 @@ impl Encoder {
             }))
             .map_err(|source| EncoderError::TokenizerLoad { path: tokenizer_path.to_path_buf(), source })?;
         let vs = nn::VarStore::new(device);
-        let model = BertModel::new(vs.root(), &config);
+        let model = TransformerModel::new(vs.root(), &config);
         Ok(Encoder { config, model, vs, tokenizer, max_seq_length, device })
     }
 
     /// Overwrites every weight matrix with normal(0, initializer_range) draws from a generator seeded
-    /// by `seed` (variables in name order), and zeroes the padding row of the word embeddings.
+    /// by `seed` (variables in name order), and zeroes the padding row of the embeddings that have one
+    /// (the word embeddings; for MPNet also the position embeddings, as transformers' init).
     fn fill_random(&self, seed: u64) -> Result<(), EncoderError> {
         let mut rng = SplitMix64(seed);
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
@@ -193,7 +202,9 @@ impl Encoder {
             let values: Vec<f32> = (0..numel).map(|_| (rng.normal() * std) as f32).collect();
             let src = Tensor::from_slice(&values).view(var.size().as_slice()).to_device(self.device);
             var.f_copy_(&src)?;
-            if name == "embeddings.word_embeddings.weight" {
+            let mpnet = matches!(self.config.arch, Architecture::MPNet { .. });
+            if name == "embeddings.word_embeddings.weight" || (mpnet && name == "embeddings.position_embeddings.weight")
+            {
                 let _ = var.get(self.config.pad_token_id).f_fill_(0.0)?;
             }
         }
@@ -201,12 +212,12 @@ impl Encoder {
     }
 
     /// The architecture.
-    pub fn config(&self) -> &BertConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
     /// The module tree (for training code that wants to run blocks directly).
-    pub fn model(&self) -> &BertModel {
+    pub fn model(&self) -> &TransformerModel {
         &self.model
     }
 
@@ -239,7 +250,8 @@ impl Encoder {
         self.device
     }
 
-    /// Tokenises `texts` in parallel: `[CLS] … [SEP]`, truncated to `max_seq_length`, unpadded.
+    /// Tokenises `texts` in parallel: `[CLS] … [SEP]` (MPNet: `<s> … </s>`), truncated to `max_seq_length`,
+    /// unpadded.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<TokenizedText>, EncoderError> {
         let encodings =
             self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|source| EncoderError::Tokenize { source })?;
@@ -262,8 +274,9 @@ impl Encoder {
         Ok(pad_batch(&refs, self.config.pad_token_id, self.device))
     }
 
-    /// Runs the BERT model: `input_ids`, `attention_mask` (1 = token, 0 = padding) and optional
-    /// `token_type_ids` (zeros when `None`), all `[b, s]` int64 → `last_hidden_state` `[b, s, hidden]`.
+    /// Runs the model: `input_ids`, `attention_mask` (1 = token, 0 = padding) and optional
+    /// `token_type_ids` (zeros when `None`; MPNet accepts only zeros), all `[b, s]` int64 →
+    /// `last_hidden_state` `[b, s, hidden]`.
     /// Dropout is active only when `train`; gradients are tracked unless the caller is in `no_grad`.
     /// Shapes and id ranges are checked so bad input is an error, not a libtorch abort.
     pub fn forward(
@@ -279,10 +292,13 @@ impl Encoder {
                 "input_ids must be a non-empty [batch, seq] tensor, got shape {size:?}"
             )));
         }
-        if size[1] > self.config.max_position_embeddings {
+        if size[1] > self.config.max_positions() {
             return Err(EncoderError::InvalidArgument(format!(
-                "sequence length {} exceeds max_position_embeddings {}",
-                size[1], self.config.max_position_embeddings
+                "sequence length {} exceeds the {} positions of this {} model (max_position_embeddings {})",
+                size[1],
+                self.config.max_positions(),
+                self.config.model_type(),
+                self.config.max_position_embeddings
             )));
         }
         let token_type_ids = match token_type_ids {
@@ -292,7 +308,7 @@ impl Encoder {
         for (name, t, limit) in [
             ("input_ids", input_ids, self.config.vocab_size),
             ("attention_mask", attention_mask, 2),
-            ("token_type_ids", &token_type_ids, self.config.type_vocab_size),
+            ("token_type_ids", &token_type_ids, self.config.token_types()),
         ] {
             if t.size() != size {
                 return Err(EncoderError::InvalidArgument(format!(
@@ -477,12 +493,12 @@ fn check_pooling(path: &Path) -> Result<(), EncoderError> {
 }
 
 /// `max_seq_length` from `sentence_bert_config.json`, as sentence-transformers; without that file, the
-/// model's `max_position_embeddings`. Never more than `max_position_embeddings`.
-fn read_max_seq_length(model_dir: &Path, config: &BertConfig) -> Result<usize, EncoderError> {
+/// positions the model has ([`ModelConfig::max_positions`]). Never more than that.
+fn read_max_seq_length(model_dir: &Path, config: &ModelConfig) -> Result<usize, EncoderError> {
     let path = model_dir.join("sentence_bert_config.json");
-    let limit = config.max_position_embeddings as usize;
+    let limit = config.max_positions() as usize;
     if !path.is_file() {
-        tracing::warn!(path = %path.display(), limit, "no sentence_bert_config.json; max_seq_length = max_position_embeddings");
+        tracing::warn!(path = %path.display(), limit, "no sentence_bert_config.json; max_seq_length = the model's positions");
         return Ok(limit);
     }
     let value = read_json(&path)?;
@@ -496,7 +512,7 @@ fn read_max_seq_length(model_dir: &Path, config: &BertConfig) -> Result<usize, E
         return Err(bad(format!("must be at least 2 (room for [CLS] and [SEP]), got {n}")));
     }
     if n as usize > limit {
-        tracing::warn!(path = %path.display(), n, limit, "max_seq_length exceeds max_position_embeddings; clamped");
+        tracing::warn!(path = %path.display(), n, limit, "max_seq_length exceeds the model's positions; clamped");
     }
     Ok((n as usize).min(limit))
 }
@@ -525,7 +541,9 @@ fn check_checkpoint(path: &Path, vs: &nn::VarStore) -> Result<(), EncoderError> 
         let entry = header.get(&name).ok_or_else(|| {
             bad(
                 name.clone(),
-                "tensor missing from the checkpoint (is this a BERT model saved without a prefix?)".to_string(),
+                "tensor missing from the checkpoint (is it a model of config.json's model_type, saved without a \
+                 `bert.`/`mpnet.` prefix?)"
+                    .to_string(),
             )
         })?;
         let shape: Option<Vec<i64>> =
@@ -565,9 +583,32 @@ impl SplitMix64 {
 /// `[PAD] [UNK] [CLS] [SEP] [MASK]`, then `words` in order. Lower-cases like MiniLM's tokenizer.
 pub fn toy_tokenizer(words: &[&str]) -> Result<Tokenizer, EncoderError> {
     let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    let post = serde_json::json!({"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]});
+    toy_wordpiece(&specials, "[UNK]", post, words)
+}
+
+/// An MPNet-style tokenizer over a small vocabulary, for tests with tiny MPNets: ids 0..5 are
+/// `<s> <pad> </s> <unk> <mask>` (so `<pad>` is 1, MPNet's padding id), then `words` in order; texts become
+/// `<s> … </s>` (RobertaProcessing, as all-mpnet-base-v2's tokenizer.json). Lower-cases like MPNet's.
+pub fn toy_mpnet_tokenizer(words: &[&str]) -> Result<Tokenizer, EncoderError> {
+    let specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
+    let post = serde_json::json!({"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0],
+                                  "trim_offsets": true, "add_prefix_space": false});
+    toy_wordpiece(&specials, "<unk>", post, words)
+}
+
+fn toy_wordpiece(
+    specials: &[&str],
+    unk: &str,
+    post_processor: serde_json::Value,
+    words: &[&str],
+) -> Result<Tokenizer, EncoderError> {
+    // Consecutive ids over the distinct tokens (a repeated word keeps its first id), so the largest id is
+    // vocab size - 1.
     let mut vocab = serde_json::Map::new();
-    for (i, w) in specials.iter().chain(words.iter()).enumerate() {
-        vocab.entry(w.to_string()).or_insert(serde_json::json!(i));
+    for w in specials.iter().chain(words.iter()) {
+        let next = vocab.len();
+        vocab.entry(w.to_string()).or_insert(serde_json::json!(next));
     }
     let added: Vec<serde_json::Value> = specials
         .iter()
@@ -585,9 +626,9 @@ pub fn toy_tokenizer(words: &[&str]) -> Result<Tokenizer, EncoderError> {
         "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
                        "strip_accents": null, "lowercase": true},
         "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "post_processor": post_processor,
         "decoder": null,
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+        "model": {"type": "WordPiece", "unk_token": unk, "continuing_subword_prefix": "##",
                   "max_input_chars_per_word": 100, "vocab": vocab}
     });
     Tokenizer::from_bytes(json.to_string().as_bytes())

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::model::ColTrastModel;
-use crate::encoder::{BertConfig, Encoder};
+use crate::encoder::{Encoder, ModelConfig};
 use coltrast::error::{Error, IoContext, Result};
 
 pub const TOKEN_HEAD: &str = "coltrast_token_head.safetensors";
@@ -188,7 +188,7 @@ pub fn write_model_dir(out: &Path, base: &Path, model: &ColTrastModel, meta: &Co
 
 /// Loads a model dir written by [`write_model_dir`] (encoder, both heads and the MaxSim affine).
 pub fn load_model_dir(dir: &Path, device: Device) -> Result<(ColTrastModel, ColtrastMeta)> {
-    let config = BertConfig::from_file(&dir.join("config.json")).map_err(Error::from)?;
+    let config = ModelConfig::from_file(&dir.join("config.json")).map_err(Error::from)?;
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| Error::Usage(format!("{}: unreadable tokenizer: {e}", tok_path.display())))?;
@@ -197,10 +197,10 @@ pub fn load_model_dir(dir: &Path, device: Device) -> Result<(ColTrastModel, Colt
         Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("max_seq_length").and_then(|x| x.as_u64()))
-            .unwrap_or(config.max_position_embeddings as u64) as usize,
-        Err(_) => config.max_position_embeddings as usize,
+            .unwrap_or(config.max_positions() as u64) as usize,
+        Err(_) => config.max_positions() as usize,
     };
-    let max_seq = max_seq.min(config.max_position_embeddings as usize);
+    let max_seq = max_seq.min(config.max_positions() as usize);
     let mut encoder = Encoder::random(config, tokenizer, max_seq, device, 0).map_err(Error::from)?;
     let weights = dir.join("model.safetensors");
     encoder

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use coltrast::error::{Error, Result};
 
-use crate::encoder::BertConfig;
+use crate::encoder::ModelConfig;
 
 /// Saved float32 values per token and hidden unit, per layer.
 pub const ACT_PER_TOKEN_HIDDEN: f64 = 16.0;
@@ -39,7 +39,7 @@ pub struct ActivationModel {
 }
 
 impl ActivationModel {
-    pub fn new(config: &BertConfig, token_dim: usize) -> Self {
+    pub fn new(config: &ModelConfig, token_dim: usize) -> Self {
         ActivationModel {
             layers: config.num_hidden_layers as f64,
             hidden: config.hidden_size as f64,
