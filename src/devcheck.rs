@@ -19,46 +19,14 @@
 //! assert!(compare_losses(&a, &b).unwrap().iter().all(|c| c.ok));
 //! ```
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use arrow::array::Float64Array;
-
 use crate::error::{Error, Result};
-use crate::stages::train;
-use crate::table;
 
 /// Epoch 0 (no training yet): rounding only.
 pub const ROUNDING_TOL: f64 = 1e-3;
 /// Epochs after training started: different dropout masks per device.
 pub const TRAJECTORY_TOL: f64 = 0.15;
 
-/// The mean loss of one split ("train": over the epoch's steps; "val": the pass at the epoch's end).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpochLoss {
-    pub split: String,
-    pub epoch: i64,
-    pub loss: f64,
-}
-
-/// Per split and epoch, the mean `loss` of a train artifact dir's `train_log.parquet`.
-pub fn epoch_losses(train_dir: &Path) -> Result<Vec<EpochLoss>> {
-    let path = train_dir.join(train::LOG);
-    let batch = table::read_parquet(&path, "train", &train::log_schema())?;
-    let epoch = table::i64_col(&batch, "epoch")?;
-    let split = table::str_col(&batch, "split")?;
-    let loss = batch
-        .column_by_name("loss")
-        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-        .ok_or_else(|| Error::data(&path, "loss", "not a Float64 column"))?;
-    let mut per: BTreeMap<(String, i64), (f64, usize)> = BTreeMap::new();
-    for i in 0..batch.num_rows() {
-        let e = per.entry((split.value(i).to_string(), epoch.value(i))).or_insert((0.0, 0));
-        e.0 += loss.value(i);
-        e.1 += 1;
-    }
-    Ok(per.into_iter().map(|((split, epoch), (sum, n))| EpochLoss { split, epoch, loss: sum / n as f64 }).collect())
-}
+pub use crate::stages::train::{epoch_losses, EpochLoss};
 
 /// One row of the comparison.
 #[derive(Debug, Clone, PartialEq)]

@@ -236,22 +236,9 @@ fn add_metrics(r: &mut Record, dir: &Path) -> Result<()> {
 
 /// `loss.train` (mean over each epoch's steps, epochs 1..) and `loss.val` (epochs 0..) from train_log.parquet.
 fn add_losses(r: &mut Record, dir: &Path) -> Result<()> {
-    let path = dir.join(train::LOG);
-    let batch = table::read_parquet(&path, "train", &train::log_schema())?;
-    let epoch = table::i64_col(&batch, "epoch")?;
-    let split = table::str_col(&batch, "split")?;
-    let loss = batch
-        .column_by_name("loss")
-        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-        .ok_or_else(|| Error::internal(format!("{}: column loss is not Float64", path.display())))?;
-    let mut per: BTreeMap<(String, i64), (f64, usize)> = BTreeMap::new();
-    for i in 0..batch.num_rows() {
-        let e = per.entry((split.value(i).to_string(), epoch.value(i))).or_insert((0.0, 0));
-        e.0 += loss.value(i);
-        e.1 += 1;
-    }
+    let losses = train::epoch_losses(dir)?;
     for s in ["train", "val"] {
-        let v: Vec<f64> = per.iter().filter(|((x, _), _)| x == s).map(|(_, (sum, n))| sum / *n as f64).collect();
+        let v: Vec<f64> = losses.iter().filter(|l| l.split == s).map(|l| l.loss).collect();
         if !v.is_empty() {
             r.set(format!("{}{s}", record::LOSS), Cell::FloatList(v));
         }

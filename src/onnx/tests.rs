@@ -418,22 +418,7 @@ fn mpnet_matches_sentence_transformers() {
     assert_eq!((info.embedding_dim, info.token_dim, info.max_seq_length), (768, 768, 384));
     let opts = EncoderOptions { intra_threads: 2, max_batch_size: 4, ..Default::default() };
     let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
-    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
-    let ids = enc.tokenize(&texts).unwrap();
-    for (c, got) in cases.iter().zip(&ids) {
-        assert_eq!(&c.ids, got, "token ids of {:?}", c.text);
-    }
-
-    let emb = enc.embed(&texts).unwrap();
-    assert_eq!((emb.len(), emb.dim), (cases.len(), 768));
-    let (mut worst, mut min_cos) = (0f32, 1f32);
-    for (i, c) in cases.iter().enumerate() {
-        let cos = cosine(emb.row(i), &c.sentence);
-        assert!(cos >= 0.9999, "cos {cos} for {:?}", c.text);
-        min_cos = min_cos.min(cos);
-        worst = worst.max(max_abs_diff(emb.row(i), &c.sentence));
-    }
-    assert!(worst <= 1e-4, "max abs diff vs sentence-transformers {worst}");
+    let (_, _, worst, min_cos) = assert_ids_and_sentences(&enc, &cases, 768);
 
     // the hidden state, each case alone (as the reference ran them)
     let mut worst_h = 0f32;
@@ -579,6 +564,32 @@ fn cases(fx: &serde_json::Value) -> Vec<Case> {
         .collect()
 }
 
+/// The fixture's checks on ids and sentence embeddings, shared by every model: identical ids, and each sentence
+/// embedding within cosine 0.9999 and 1e-4 of sentence-transformers'. Returns the ids, the embeddings, the
+/// largest absolute difference and the smallest cosine.
+fn assert_ids_and_sentences(
+    enc: &OrtEncoder,
+    cases: &[Case],
+    dim: usize,
+) -> (Vec<Vec<u32>>, crate::embed::Embeddings, f32, f32) {
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let ids = enc.tokenize(&texts).unwrap();
+    for (c, got) in cases.iter().zip(&ids) {
+        assert_eq!(&c.ids, got, "token ids of {:?}", c.text);
+    }
+    let emb = enc.embed(&texts).unwrap();
+    assert_eq!((emb.len(), emb.dim), (cases.len(), dim));
+    let (mut worst, mut min_cos) = (0f32, 1f32);
+    for (i, c) in cases.iter().enumerate() {
+        let cos = cosine(emb.row(i), &c.sentence);
+        assert!(cos >= 0.9999, "cos {cos} for {:?}", c.text);
+        min_cos = min_cos.min(cos);
+        worst = worst.max(max_abs_diff(emb.row(i), &c.sentence));
+    }
+    assert!(worst <= 1e-4, "max abs diff vs sentence-transformers {worst}");
+    (ids, emb, worst, min_cos)
+}
+
 #[test]
 fn minilm_matches_sentence_transformers() {
     let test = "minilm_matches_sentence_transformers";
@@ -595,23 +606,8 @@ fn minilm_matches_sentence_transformers() {
     let opts = EncoderOptions { intra_threads: 2, max_batch_size: 5, ..Default::default() };
     let enc = OrtEncoder::load_with(&onnx_dir, &lib, opts).unwrap();
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
-
-    let ids = enc.tokenize(&texts).unwrap();
-    for (c, got) in cases.iter().zip(&ids) {
-        assert_eq!(&c.ids, got, "token ids of {:?}", c.text);
-    }
-
     // batches of at most 5 with mixed lengths (dynamic batch and sequence dims)
-    let emb = enc.embed(&texts).unwrap();
-    assert_eq!((emb.len(), emb.dim), (cases.len(), 384));
-    let (mut worst, mut min_cos) = (0f32, 1f32);
-    for (i, c) in cases.iter().enumerate() {
-        let cos = cosine(emb.row(i), &c.sentence);
-        assert!(cos >= 0.9999, "cos {cos} for {:?}", c.text);
-        min_cos = min_cos.min(cos);
-        worst = worst.max(max_abs_diff(emb.row(i), &c.sentence));
-    }
-    assert!(worst <= 1e-4, "max abs diff vs sentence-transformers {worst}");
+    let (ids, emb, worst, min_cos) = assert_ids_and_sentences(&enc, &cases, 384);
     eprintln!("{test}: max abs diff {worst:.2e}, min cos {min_cos:.7}");
 
     // one by one (batch 1, no padding) equals batched
