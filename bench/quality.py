@@ -10,7 +10,12 @@ the mean nDCG@10 over `base-whole` (the untuned base model over whole passages, 
 It also times the default pipeline on the sample dataset cold (fresh artifacts dir) and checks the seed's four
 example questions.
 
-Usage: python3 bench/quality.py [EXPERIMENT ...]   (env: BIN, AI_FAQ_DEV, QUALITY_SEEDS="1,2,3")
+For the MPNet experiment (`model.base=all-mpnet-base-v2`, installed by `make setup MODELS=...`), each seed's
+fine-tuned model dir is then loaded by `SentenceTransformer(path)` and exported by coltrast; the cosines between
+sentence-transformers' vectors, coltrast's ort vectors and Python onnxruntime's on that model.onnx are reported
+(needs SERVE_BENCH and BENCH_PY, which `make bench` sets).
+
+Usage: python3 bench/quality.py [EXPERIMENT ...]   (env: BIN, AI_FAQ_DEV, QUALITY_SEEDS="1,2,3", MPNET_SETS)
 """
 import json
 import os
@@ -32,6 +37,7 @@ SYSTEMS = ["base-whole", "base", "base+hybrid", "coltrast", "coltrast+rerank", "
 # which do not depend on training: they run with train.epochs=1 and one seed to keep the bench under an hour,
 # and their fine-tuned rows are not shown.
 ALL = None
+MPNET_SETS = [x for x in os.environ.get("MPNET_SETS", "").split(",") if x]
 UNTRAINED = ["base-whole", "base", "base+hybrid"]
 EXPERIMENTS = {
     "defaults": ("defaults", [], SEEDS, ALL),
@@ -44,6 +50,10 @@ EXPERIMENTS = {
     # Bigger batches fit in the same memory since GradCache (train.max_activation_mb): more in-batch negatives.
     "batch-32": ("train.batch_size=32", ["train.batch_size=32"], SEEDS, ALL),
     "batch-64": ("train.batch_size=64", ["train.batch_size=64"], SEEDS, ALL),
+    # The seed's "for better performance" base (issue 10): about 9x MiniLM's compute per token.
+    # MPNET_SETS adds overrides (comma-separated, e.g. "train.epochs=2" where 10 epochs of MPNet take too long).
+    "mpnet": (", ".join(["model.base=all-mpnet-base-v2", *MPNET_SETS]), ["model.base=all-mpnet-base-v2", *MPNET_SETS],
+              SEEDS, ALL),
     "semantic-0.7": ("chunk.strategy=semantic, threshold 0.7 (the seed's chunking)",
                      ["chunk.strategy=semantic", "train.epochs=1"], SEEDS[:1], UNTRAINED),
     "none": ("chunk.strategy=none (whole passages, truncated)", ["chunk.strategy=none", "train.epochs=1"], SEEDS[:1],
@@ -75,6 +85,41 @@ def train_stat(overrides, seed, cwd, key):
         args += ["--set", o]
     show = subprocess.run([BIN, "show", "train", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
     return json.loads(show[show.index("manifest:\n") + len("manifest:\n"):])["stats"].get(key, "–")
+
+
+def artifact(stage, overrides, seed, cwd):
+    args = ["--set", f"ingest.path={DEV}", "--set", f"artifacts_dir={ARTS}", "--set", f"train.seed={seed}"]
+    for o in overrides:
+        args += ["--set", o]
+    show = subprocess.run([BIN, "show", stage, *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    path = next(l.split(None, 1)[1].strip() for l in show.splitlines() if l.startswith("artifact:"))
+    return path if os.path.isabs(path) else os.path.join(cwd, path)
+
+
+def check_tuned_dirs(name, seeds, cwd):
+    """SentenceTransformer(path) on each seed's fine-tuned model dir against coltrast's export of it (ort) and
+    Python onnxruntime on that model.onnx, over the first 64 ai_faq_dev passages."""
+    ex, py = os.environ.get("SERVE_BENCH"), os.environ.get("BENCH_PY")
+    if not ex or not py:
+        print(f"- {name}: SERVE_BENCH/BENCH_PY not set; the fine-tuned model dirs were not loaded by "
+              "sentence-transformers")
+        return
+    _, overrides, _, _ = EXPERIMENTS[name]
+    corpus = os.path.join(DEV, "corpus.jsonl")
+    for seed in seeds:
+        model_dir = os.path.join(artifact("train", overrides, seed, cwd), "model")
+        tmp = tempfile.mkdtemp(prefix="coltrast-quality-st-")
+        vec, onnx_dir = os.path.join(tmp, "ours.f32"), os.path.join(tmp, "onnx")
+        subprocess.run([ex, "embed", corpus, model_dir, vec, "64", "1", "none", onnx_dir], check=True,
+                       capture_output=True)
+        out = subprocess.run([py, "bench/ort_st.py", model_dir, corpus, "64", vec, "1", onnx_dir], check=True,
+                             capture_output=True, text=True).stdout
+        r = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+        c, po = r["cosines"][vec], r["python_onnxruntime"]
+        print(f"- {name} seed {seed}: SentenceTransformer(fine-tuned dir) vs coltrast's ort export: min cos "
+              f"{c['min_cos']:.7f}; Python onnxruntime on that model.onnx vs sentence-transformers: min cos "
+              f"{po['vs_sentence_transformers']['min_cos']:.7f}, vs coltrast: {po['vs_coltrast']['min_cos']:.7f} "
+              f"({r['passages']} passages, max_seq_length {r['max_seq_length']})", flush=True)
 
 
 def fmt(vals):
@@ -141,8 +186,16 @@ def main():
             best = [(s["best_system"], s["best_gain_ndcg@10"]) for s, _, _ in per_seed]
             mixes = [str(train_stat(overrides, seed, cwd, "base_mix")) for seed in seeds]
             walls = [w for _, _, w in per_seed]
+            peaks = [str(train_stat(overrides, seed, cwd, "peak_rss_mb")) for seed in seeds]
+            epochs = [f"{train_stat(overrides, seed, cwd, 'best_epoch')}/{train_stat(overrides, seed, cwd, 'epochs_run')}"
+                      for seed in seeds]
             print(f"| {desc} | best system per seed | {', '.join(f'{b} {g:+.3f}' for b, g in best)} | | | | "
-                  f"base_mix chosen {', '.join(mixes)}; wall {', '.join(f'{w:.0f}s' for w in walls)} |", flush=True)
+                  f"base_mix chosen {', '.join(mixes)}; wall {', '.join(f'{w:.0f}s' for w in walls)}; train peak "
+                  f"RSS {', '.join(peaks)} MiB; best/run epochs {', '.join(epochs)} |", flush=True)
+    for name in names:
+        if name == "mpnet":
+            print()
+            check_tuned_dirs(name, EXPERIMENTS[name][2], cwd)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,36 @@ if want train; then
 fi
 if want quality; then
   if [[ ! -d "${AI_FAQ_DEV:-../shared/data/ai_faq_dev}" ]]; then echo "[bench] skipping quality: ../shared/data/ai_faq_dev not found (set AI_FAQ_DEV=...)"; else
+    cargo build --release --locked --example serve_bench -q
+    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
+    export BENCH_PY="$(bash bench/venv.sh)"
     python3 bench/quality.py | tee bench/results/quality.md
+  fi
+fi
+# mpnet: all-mpnet-base-v2 (make setup MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2") against sentence-transformers'
+# MPNet: embedding throughput and cosines (float32, int8, Python onnxruntime on the export), the train step against
+# PyTorch eager at batch 8, and quality on ai_faq_dev (base and ColTrast-tuned, 3 seeds) next to MiniLM's defaults.
+# MPNET_SECTIONS=speed,train,quality selects parts (the quality part trains 6 models: hours on 2 cores).
+if want mpnet; then
+  MPNET_DIR="$CACHE/models/all-mpnet-base-v2"
+  if [[ ! -f "$MPNET_DIR/model.safetensors" ]]; then echo "[bench] skipping mpnet: not installed (make setup MODELS=\"all-MiniLM-L6-v2 all-mpnet-base-v2\")"; else
+    parts=",${MPNET_SECTIONS:-speed,train,quality},"
+    cargo build --release --locked --example serve_bench -q
+    cargo build --release --locked -p coltrast-torch --example train_step_bench -q
+    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
+    export TRAIN_EXAMPLE="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/train_step_bench"
+    export BENCH_PY="$(bash bench/venv.sh)"
+    if [[ $parts == *,speed,* ]]; then
+      if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping mpnet speed: BoolQ not found at $BOOLQ"; else
+        MODEL_DIR="$MPNET_DIR" SERVE_SECTIONS=throughput ORT_N="${MPNET_N:-200}" python3 bench/serve.py | tee bench/results/mpnet-embed.md
+      fi
+    fi
+    if [[ $parts == *,train,* ]]; then
+      MODEL_DIR="$MPNET_DIR" TRAIN_SECTIONS=speed python3 bench/train.py | tee bench/results/mpnet-train.md
+    fi
+    if [[ $parts == *,quality,* && -d "${AI_FAQ_DEV:-../shared/data/ai_faq_dev}" ]]; then
+      python3 bench/quality.py defaults mpnet | tee bench/results/quality-mpnet.md
+    fi
   fi
 fi
 if want ray; then

@@ -155,7 +155,7 @@ if "speed" in SECTIONS:
     t = statistics.median(x for run_ in torch_ for x in run_["step_ms"])
     lens = rust[0]["padded_lengths"]
 
-    print(f"## Training step time (sample pairs, batch 8, CPU, {rust[0]['threads']} threads, {ROUNDS} alternating rounds "
+    print(f"## Training step time, {os.path.basename(os.path.normpath(MODEL))} (sample pairs, batch 8, CPU, {rust[0]['threads']} threads, {ROUNDS} alternating rounds "
           f"x {STEPS} timed steps after {WARMUP} warm-up)\n")
     print("Padded shapes per step (queries len, documents len, documents): "
           + ", ".join(f"({q}, {d}, {n})" for q, d, n in lens[WARMUP:]) + "\n")
@@ -237,7 +237,8 @@ if "memory" in SECTIONS:
     else:
         print(f"(ai_faq_dev not found at {DEV}: its rows are skipped)\n")
     print_memory(rows)
-    print("all-mpnet-base-v2: not measured yet (the base model is MiniLM-only until MPNet is supported).\n")
+    print("all-mpnet-base-v2: its train stage's peak RSS on ai_faq_dev (default settings, 3 seeds) is in "
+          "bench/results/quality-mpnet.md (`BENCH=mpnet make bench`).\n")
 
 if "speed" in SECTIONS and os.path.isdir(DEV):
     # Step time bounded vs unbounded on ai_faq_dev's long documents (one round: steps take seconds).
@@ -252,7 +253,8 @@ if "speed" in SECTIONS and os.path.isdir(DEV):
     dev_mine = os.path.join(dev, re.search(r"artifact:\s+(\S+)", show).group(1))
     r = last_json([EXAMPLE, MODEL, dev_mine, os.path.join(tmp, "dump-dev"), os.environ.get("TRAIN_DEV_STEPS", "4"), "1"])
     ratio = statistics.median(r["bounded_step_ms"]) / statistics.median(r["step_ms"])
-    print("## Step time, bounded (GradCache) vs unbounded, ai_faq_dev train pairs (batch 8, CPU)\n")
+    print(f"## Step time, bounded (GradCache) vs unbounded, {os.path.basename(os.path.normpath(MODEL))}, ai_faq_dev "
+          "train pairs (batch 8, CPU)\n")
     print("Padded shapes per step (queries len, documents len, documents): "
           + ", ".join(f"({q}, {d}, {n})" for q, d, n in r["padded_lengths"][1:]) + "\n")
     print("| step | median ms/step | groups per step (of which encoded twice) |")

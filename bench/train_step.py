@@ -1,7 +1,7 @@
 """PyTorch eager baseline of one ColTrast training step, on the batches `torch/examples/train_step_bench.rs` dumped.
 
-Same model (transformers' BertModel on the base model dir, no pooler, SDPA attention, dropout as in its
-config), same heads (Dense initialised to the identity, the Rust side's initial token head), same batches and
+Same model (transformers' BertModel or MPNetModel on the base model dir, as its config.json's model_type
+says; no pooler; SDPA attention where transformers has it for the architecture (BERT), dropout as in its config), same heads (Dense initialised to the identity, the Rust side's initial token head), same batches and
 padding (queries and the batch's distinct documents each padded to their longest text, truncation at
 max_seq_length), same loss (InfoNCE with the dumped candidate masks and labels; MaxSim BCE on the dumped
 pairs), same optimiser (torch.optim.AdamW, weight decay on weight matrices only), clipping at max_grad_norm.
@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 dump = sys.argv[1]
 fused = "--fused" in sys.argv[2:]
@@ -27,7 +27,11 @@ spec = json.load(open(os.path.join(dump, "batches.json")))
 torch.set_num_threads(spec["threads"])
 torch.manual_seed(42)
 
-model = BertModel.from_pretrained(spec["model_dir"], add_pooling_layer=False, attn_implementation="sdpa")
+model_type = AutoConfig.from_pretrained(spec["model_dir"]).model_type
+if model_type not in ("bert", "mpnet"):
+    raise SystemExit(f"{spec['model_dir']}: model_type {model_type!r}, expected bert or mpnet")
+extra = {"attn_implementation": "sdpa"} if model_type == "bert" else {}
+model = AutoModel.from_pretrained(spec["model_dir"], add_pooling_layer=False, **extra)
 tok = AutoTokenizer.from_pretrained(spec["model_dir"])
 H = model.config.hidden_size
 dense = torch.nn.Linear(H, spec["embedding_dim"])

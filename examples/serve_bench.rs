@@ -1,8 +1,8 @@
 //! Benchmark helper for `make bench` (issue 5): ONNX Runtime embedding throughput and query latency.
 //!
-//! `serve_bench embed CORPUS.jsonl MODEL_DIR OUT.f32 N REPEATS [none|int8]` — exports MODEL_DIR to ONNX (Rust graph,
-//! float32 or with int8 MatMuls),
-//! embeds the first N passages as `title + " " + text` with ort, prints a JSON line and writes the vectors
+//! `serve_bench embed CORPUS.jsonl MODEL_DIR OUT.f32 N REPEATS [none|int8] [ONNX_DIR]` — exports MODEL_DIR to ONNX
+//! (Rust graph, float32 or with int8 MatMuls; into ONNX_DIR when given, so that another runtime can load the same
+//! file, else into a temporary dir), embeds the first N passages as `title + " " + text` with ort, prints a JSON line and writes the vectors
 //! (row-major f32, little-endian) so the Python side can compare them with sentence-transformers.
 //!
 //! `serve_bench latency CORPUS.jsonl QUERIES.jsonl MODEL_DIR SYNTHETIC_N [none,int8]` — per export mode, one process: load model, embed
@@ -54,8 +54,9 @@ fn main() -> anyhow::Result<()> {
         Some("embed") => {
             let (corpus, model, out) = (&a[2], &a[3], &a[4]);
             let (n, repeats): (usize, usize) = (a[5].parse()?, a[6].parse()?);
-            export(model, tmp.path(), a.get(7))?;
-            let enc = OrtEncoder::from_settings(tmp.path(), &settings)?;
+            let onnx_dir = a.get(8).map(std::path::PathBuf::from).unwrap_or_else(|| tmp.path().to_path_buf());
+            export(model, &onnx_dir, a.get(7))?;
+            let enc = OrtEncoder::from_settings(&onnx_dir, &settings)?;
             let texts = lines(corpus, n, doc)?;
             let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
             enc.embed(&refs[..8.min(refs.len())])?;

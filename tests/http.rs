@@ -626,3 +626,45 @@ print(json.dumps([d.embedding for d in r.data]))
     }
     assert!(s.terminate().success());
 }
+
+/// MPNet through the ort seam: the whole pipeline on the tiny random MPNet (index and eval run on its ONNX
+/// export), the CLI's search, the server over it, and the int8 export, which passes the export stage's parity
+/// check and still serves.
+#[test]
+fn tiny_mpnet_runs_every_stage_and_is_served() {
+    let p = tiny_mpnet_project("epochs = 1");
+    let out = p.run(&["run"]).ok();
+    assert_eq!(out.stages().len(), 7, "{:?}", out.stages());
+    let export_dir = |p: &Project| {
+        let arts = p.path().join("artifacts/export");
+        arts.join(std::fs::read_to_string(arts.join("latest")).unwrap().trim())
+    };
+    for served in ["coltrast", "base"] {
+        let info = coltrast::onnx::OnnxModelInfo::read(&export_dir(&p).join(served)).unwrap();
+        assert_eq!((info.model_type.as_str(), info.pad_token_id), ("mpnet", 1), "{served}");
+    }
+    let q = "Which project trades crypto coins?";
+    let cli = cli_json(&p, &["search", q, "-k", "3", "--json"]);
+    assert_eq!(cli["chunks"].as_array().unwrap().len(), 3, "{cli}");
+
+    let s = Server::start(&p, &[], &[]);
+    let info = s.get("/v1/info", None).json();
+    assert_eq!(info["model"]["served"], "coltrast", "{info}");
+    let hits = s.post_json("/v1/search", json!({"query": q, "k": 3}));
+    assert_same_hits(&hits["hits"], &cli["chunks"], "MPNet search");
+    let e = s.post_json("/v1/embeddings", json!({"input": ["Alpha detects tumors", "a"], "model": "m"}));
+    for row in e["data"].as_array().unwrap() {
+        let v = floats(&row["embedding"]);
+        assert_eq!(v.len() as u64, info["model"]["dim"].as_u64().unwrap());
+        assert!((v.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-4);
+    }
+    drop(s);
+
+    let int8 = ["--set", "export.quantize=int8"];
+    let out = p.run(&["run", int8[0], int8[1]]).ok();
+    assert!(out.stages().contains(&"export ran".to_string()), "{:?}", out.stages());
+    let info = coltrast::onnx::OnnxModelInfo::read(&export_dir(&p).join("coltrast")).unwrap();
+    assert_eq!((info.quantize, info.model_type.as_str()), (coltrast::onnx::Quantize::Int8, "mpnet"));
+    let v = cli_json(&p, &["search", q, "-k", "2", "--json", int8[0], int8[1]]);
+    assert_eq!(v["chunks"].as_array().unwrap().len(), 2, "{v}");
+}

@@ -313,7 +313,7 @@ impl OrtEncoder {
         Ok(())
     }
 
-    /// Low level: pad one batch of token ids to its longest member, run it, return the named float outputs
+    /// Low level: pad one batch of token ids to its longest member (with the model's pad id), run it, return the named float outputs
     /// (padded: `[batch, longest, ..]` for token outputs). `token_type_ids` are all 0 (single sentences).
     /// Empty id lists are not allowed (every tokenised text has at least [CLS] and [SEP]).
     pub fn run_batch(&self, ids: &[&[u32]], outputs: &[&str]) -> Result<Vec<OutputTensor>> {
@@ -328,7 +328,7 @@ impl OrtEncoder {
                 self.info.max_seq_length
             )));
         }
-        let mut input_ids = vec![0i64; b * width];
+        let mut input_ids = vec![i64::from(self.info.pad_token_id); b * width];
         let mut mask = vec![0i64; b * width];
         for (r, seq) in ids.iter().enumerate() {
             for (c, &id) in seq.iter().enumerate() {

@@ -157,6 +157,18 @@ pub struct OnnxModelInfo {
     /// `"none"` (float32) or `"int8"` (absent in files written before quantisation existed: float32).
     #[serde(default)]
     pub quantize: Quantize,
+    /// The architecture the graph was built for (`"bert"` or `"mpnet"`; absent in older files: `"bert"`).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// The id a batch is padded with (BERT's `[PAD]` 0, MPNet's `<pad>` 1; absent in older files: 0). The graph
+    /// reads positions from the attention mask, so results do not depend on it; padding with the model's own id
+    /// keeps the inputs what the model's tokenizer would give.
+    #[serde(default)]
+    pub pad_token_id: u32,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
 }
 
 impl OnnxModelInfo {
@@ -251,6 +263,8 @@ pub fn export_sentence_model_with(model_dir: &Path, out_path: &Path, opts: &Expo
         token_head: model.token_head.is_some(),
         tokenizer_files: copied,
         quantize: opts.quantize,
+        model_type: if model.config.is_mpnet() { "mpnet" } else { "bert" }.into(),
+        pad_token_id: model.config.pad_token_id as u32,
     };
     let info_path = out_dir.join(INFO_FILE);
     let json = serde_json::to_vec_pretty(&info).map_err(Error::internal)?;

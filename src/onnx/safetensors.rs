@@ -1,13 +1,14 @@
-//! A minimal safetensors reader and writer for float weights.
+//! Safetensors weights, read and written through Hugging Face's `safetensors` crate (the version tch links, so
+//! one copy is built).
 //!
-//! What: the file is an 8-byte little-endian header length `n`, `n` bytes of JSON
-//! (`{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`) and the
-//! raw little-endian tensor bytes, offsets relative to the end of the header.
+//! What: the crate parses and validates the header (JSON length, offsets that tile the data bytes exactly,
+//! sizes that match dtype × shape); this module adds what the ONNX builder needs on top: float tensors of any
+//! float dtype as f32, shape checks, and errors that name the file and the tensor.
 //!
 //! Inputs: a path. F32, F16, BF16 and F64 tensors are read (converted to f32); other dtypes are an error
-//! when asked for. Every header entry is checked against the file size when the file is opened.
+//! when asked for.
 //!
-//! Outputs: [`Weights`] (name → shape + f32 data on demand); [`write_f32`] writes an F32 file.
+//! Outputs: [`Weights`] (name → shape + f32 data on demand); [`write_f32`] writes an F32 file atomically.
 //!
 //! Example:
 //! ```no_run
@@ -21,15 +22,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use safetensors::tensor::TensorInfo;
+use safetensors::{Dtype, SafeTensors};
 
-#[derive(Debug, Clone)]
-struct Entry {
-    dtype: String,
-    shape: Vec<usize>,
-    begin: usize,
-    end: usize,
-}
+use crate::error::{Error, IoContext, Result};
 
 /// The tensors of one safetensors file, held in memory.
 #[derive(Debug)]
@@ -37,99 +33,21 @@ pub struct Weights {
     path: PathBuf,
     bytes: Vec<u8>,
     data_start: usize,
-    entries: BTreeMap<String, Entry>,
-}
-
-fn dtype_size(dtype: &str) -> Option<usize> {
-    Some(match dtype {
-        "F64" | "I64" | "U64" => 8,
-        "F32" | "I32" | "U32" => 4,
-        "F16" | "BF16" | "I16" | "U16" => 2,
-        "I8" | "U8" | "BOOL" => 1,
-        _ => return None,
-    })
-}
-
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) & 1) as u32;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let mant = (h & 0x3ff) as u32;
-    let bits = if exp == 0 {
-        if mant == 0 {
-            sign << 31
-        } else {
-            // subnormal: value = mant * 2^-24
-            let v = mant as f32 * (1.0 / 16_777_216.0);
-            return if sign == 1 { -v } else { v };
-        }
-    } else if exp == 0x1f {
-        (sign << 31) | 0x7f80_0000 | (mant << 13)
-    } else {
-        (sign << 31) | ((exp + 127 - 15) << 23) | (mant << 13)
-    };
-    f32::from_bits(bits)
+    entries: BTreeMap<String, TensorInfo>,
 }
 
 impl Weights {
-    /// Read and index a safetensors file.
+    /// Read and index a safetensors file; a malformed header is an error naming the file.
     pub fn open(path: &Path) -> Result<Weights> {
         let bytes = std::fs::read(path).at(path)?;
         Self::from_bytes(path, bytes)
     }
 
     fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Weights> {
-        let bad = |m: String| Error::data(path, "safetensors header", m);
-        if bytes.len() < 8 {
-            return Err(bad(format!("file is {} bytes, shorter than the 8-byte header length", bytes.len())));
-        }
-        let mut len8 = [0u8; 8];
-        len8.copy_from_slice(&bytes[..8]);
-        let n = u64::from_le_bytes(len8);
-        let data_start =
-            8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
-                bad(format!("header length {n} runs past the end of the file ({} bytes)", bytes.len()))
-            })? as usize;
-        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..data_start])
-            .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
-        let data_len = bytes.len() - data_start;
-        let mut entries = BTreeMap::new();
-        for (name, v) in header {
-            if name == "__metadata__" {
-                continue;
-            }
-            let rec = |m: &str| Error::data(path, format!("tensor {name:?}"), m.to_string());
-            let dtype = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| rec("missing dtype"))?.to_string();
-            let shape: Vec<usize> = v
-                .get("shape")
-                .and_then(|s| s.as_array())
-                .ok_or_else(|| rec("missing shape"))?
-                .iter()
-                .map(|d| d.as_u64().map(|d| d as usize))
-                .collect::<Option<_>>()
-                .ok_or_else(|| rec("shape must hold non-negative integers"))?;
-            let offs: Vec<usize> = v
-                .get("data_offsets")
-                .and_then(|s| s.as_array())
-                .ok_or_else(|| rec("missing data_offsets"))?
-                .iter()
-                .map(|d| d.as_u64().map(|d| d as usize))
-                .collect::<Option<_>>()
-                .ok_or_else(|| rec("data_offsets must be two non-negative integers"))?;
-            if offs.len() != 2 || offs[0] > offs[1] || offs[1] > data_len {
-                return Err(rec(&format!("data_offsets {offs:?} outside the {data_len} data bytes")));
-            }
-            if let Some(sz) = dtype_size(&dtype) {
-                let want = shape.iter().product::<usize>() * sz;
-                if offs[1] - offs[0] != want {
-                    return Err(rec(&format!(
-                        "{} bytes for shape {shape:?} of {dtype}, expected {want}",
-                        offs[1] - offs[0]
-                    )));
-                }
-            }
-            entries.insert(name, Entry { dtype, shape, begin: offs[0], end: offs[1] });
-        }
-        Ok(Weights { path: path.to_path_buf(), bytes, data_start, entries })
+        let (n, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::data(path, "safetensors header", format!("{e:?} ({} bytes)", bytes.len())))?;
+        let entries = meta.tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
+        Ok(Weights { path: path.to_path_buf(), data_start: 8 + n, bytes, entries })
     }
 
     pub fn path(&self) -> &Path {
@@ -154,22 +72,21 @@ impl Weights {
             .entries
             .get(name)
             .ok_or_else(|| Error::data(&self.path, format!("tensor {name:?}"), "missing from the file"))?;
-        let raw = &self.bytes[self.data_start + e.begin..self.data_start + e.end];
-        let data: Vec<f32> = match e.dtype.as_str() {
-            "F32" => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            "F64" => raw
+        let (begin, end) = e.data_offsets;
+        let raw = &self.bytes[self.data_start + begin..self.data_start + end];
+        let data: Vec<f32> = match e.dtype {
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => raw
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
                 .collect(),
-            "F16" => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            "BF16" => {
-                raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
-            }
+            Dtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => {
                 return Err(Error::data(
                     &self.path,
                     format!("tensor {name:?}"),
-                    format!("dtype {other} is not a float type (F32, F16, BF16, F64)"),
+                    format!("dtype {other:?} is not a float type (F32, F16, BF16, F64)"),
                 ))
             }
         };
@@ -192,37 +109,18 @@ impl Weights {
 
 /// Write F32 tensors as a safetensors file (atomically). Names must be unique; data length must match shape.
 pub fn write_f32(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape, data) in tensors {
-        let n: usize = shape.iter().product();
-        if n != data.len() {
-            return Err(Error::internal(format!(
-                "safetensors write {}: tensor {name:?} has {} values for shape {shape:?}",
-                path.display(),
-                data.len()
-            )));
-        }
-        let end = offset + 4 * n;
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), raw) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), raw).map_err(|e| {
+            Error::internal(format!("safetensors write {}: tensor {name:?}: {e:?}", path.display()))
+        })?;
+        views.push((name.to_string(), view));
     }
-    let mut head = serde_json::to_vec(&header).map_err(Error::internal)?;
-    while head.len() % 8 != 0 {
-        head.push(b' ');
-    }
-    let mut bytes = Vec::with_capacity(8 + head.len() + offset);
-    bytes.extend_from_slice(&(head.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&head);
-    for (_, _, data) in tensors {
-        for v in data.iter() {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    crate::fsutil::write_atomic(path, &bytes)
+    let out = safetensors::serialize(views, &None)
+        .map_err(|e| Error::internal(format!("safetensors write {}: {e:?}", path.display())))?;
+    crate::fsutil::write_atomic(path, &out)
 }
 
 #[cfg(test)]
@@ -252,11 +150,32 @@ mod tests {
     }
 
     #[test]
-    fn half_precision_conversion() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x0000), 0.0);
-        assert_eq!(f16_to_f32(0x7bff), 65504.0);
-        assert!((f16_to_f32(0x0001) - 5.960_464_5e-8).abs() < 1e-12);
+    fn half_precision_tensors_read_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.safetensors");
+        let h: Vec<u8> = [1.0f32, -2.0, 65504.0].iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let b: Vec<u8> = [0.5f32, -3.0].iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let i: Vec<u8> = [7i32].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            ("h", safetensors::tensor::TensorView::new(Dtype::F16, vec![3], &h).unwrap()),
+            ("b", safetensors::tensor::TensorView::new(Dtype::BF16, vec![2], &b).unwrap()),
+            ("i", safetensors::tensor::TensorView::new(Dtype::I32, vec![1], &i).unwrap()),
+        ];
+        std::fs::write(&p, safetensors::serialize(views, &None).unwrap()).unwrap();
+        let w = Weights::open(&p).unwrap();
+        assert_eq!(w.f32("h").unwrap(), (vec![3], vec![1.0, -2.0, 65504.0]));
+        assert_eq!(w.f32("b").unwrap(), (vec![2], vec![0.5, -3.0]));
+        let e = w.f32("i").unwrap_err().to_string();
+        assert!(e.contains("h.safetensors") && e.contains("\"i\"") && e.contains("not a float type"), "{e}");
+    }
+
+    #[test]
+    fn written_files_are_byte_stable_and_sorted_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, q) = (dir.path().join("p.safetensors"), dir.path().join("q.safetensors"));
+        write_f32(&p, &[("z", &[1], &[1.0]), ("a", &[2], &[2.0, 3.0])]).unwrap();
+        write_f32(&q, &[("a", &[2], &[2.0, 3.0]), ("z", &[1], &[1.0])]).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&q).unwrap(), "input order does not matter");
+        assert!(write_f32(&p, &[("a", &[3], &[1.0])]).is_err(), "3 values claimed, 1 given");
     }
 }

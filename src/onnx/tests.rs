@@ -88,6 +88,7 @@ fn tiny_export_writes_a_well_formed_model_dir() {
     assert_eq!(j.model_file, "model.onnx");
     assert_eq!((j.embedding_dim, j.token_dim, j.max_seq_length), (TINY_DENSE, TINY_TOKEN, TINY_MAX_SEQ));
     assert!(j.dense && j.token_head && j.sentence_normalized);
+    assert_eq!((j.model_type.as_str(), j.pad_token_id), ("bert", 0));
     assert_eq!(j.inputs[0].shape, vec![serde_json::json!("batch"), serde_json::json!("sequence")]);
     let leftovers: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -359,6 +360,8 @@ fn tiny_mpnet_export_matches_the_tch_encoder() {
     let inits: Vec<&str> = proto.graph.as_ref().unwrap().initializer.iter().map(|t| t.name.as_str()).collect();
     assert!(inits.contains(&"encoder.relative_attention_bias.weight"), "{inits:?}");
     assert!(!inits.iter().any(|n| n.contains("token_type")), "MPNet has no token types: {inits:?}");
+    let j = OnnxModelInfo::read(&onnx_dir).unwrap();
+    assert_eq!((j.model_type.as_str(), j.pad_token_id), ("mpnet", 1), "batches are padded with <pad>");
 
     // a small token budget forces several batches with different padding
     let opts = EncoderOptions { intra_threads: 1, max_batch_tokens: 48, max_batch_size: 3, ..Default::default() };

@@ -49,7 +49,8 @@ impl Stage<Settings> for Export {
         &["train"]
     }
     fn code_version(&self) -> u32 {
-        3
+        // 4: onnx_model.json names the model type and its pad id
+        4
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model only picks what is served; both models are always exported.

@@ -14,12 +14,14 @@
 //! coltrast.json                            dims, loss weights, temperature, MaxSim scale/shift, base hash
 //! ```
 //!
-//! Safetensors files are written here (not by tch) so they carry `{"format": "pt"}` metadata like files
-//! saved by PyTorch, and their bytes depend only on the tensors.
+//! Safetensors files are written with Hugging Face's `safetensors` crate (not by tch) so they carry
+//! `{"format": "pt"}` metadata like files saved by PyTorch, and their bytes depend only on the tensors.
 
 use std::fs;
 use std::path::Path;
 
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -59,48 +61,39 @@ pub struct ColtrastMeta {
 
 pub const MAXSIM_TOKENS: &str = "all non-padding tokens ([CLS], [SEP] and punctuation included)";
 
-fn dtype(kind: Kind) -> Result<(&'static str, usize)> {
+fn dtype(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
-        Kind::Float => ("F32", 4),
-        Kind::Double => ("F64", 8),
-        Kind::Int64 => ("I64", 8),
-        Kind::Int => ("I32", 4),
-        Kind::Half => ("F16", 2),
-        Kind::BFloat16 => ("BF16", 2),
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
         other => return Err(Error::internal(format!("cannot write {other:?} tensors to safetensors"))),
     })
 }
 
-/// Writes a safetensors file: tensors in name order, header padded to 8 bytes, `{"format": "pt"}` metadata.
+/// Writes a safetensors file through Hugging Face's `safetensors` crate (tensors by dtype, then name; header
+/// padded to 8 bytes) with `{"format": "pt"}` metadata.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut header = serde_json::Map::new();
-    let mut meta = serde_json::Map::new();
-    meta.insert("format".into(), "pt".into());
-    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
-    let mut data: Vec<u8> = Vec::new();
-    for (name, t) in sorted {
+    let mut raw = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
         let t = t.detach().to_device(Device::Cpu).contiguous();
-        let (dt, size) = dtype(t.kind())?;
+        let dt = dtype(t.kind())?;
         let numel = t.numel();
-        let mut bytes = vec![0u8; numel * size];
+        let mut bytes = vec![0u8; numel * dt.size()];
         t.f_copy_data_u8(&mut bytes, numel).map_err(|e| Error::internal(format!("{}: {name}: {e}", path.display())))?;
-        let start = data.len();
-        data.extend_from_slice(&bytes);
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dt, "shape": t.size(), "data_offsets": [start, data.len()]}),
-        );
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        raw.push((name.as_str(), dt, shape, bytes));
     }
-    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(Error::internal)?;
-    while h.len() % 8 != 0 {
-        h.push(b' ');
+    let mut views = Vec::with_capacity(raw.len());
+    for (name, dt, shape, bytes) in &raw {
+        let view = TensorView::new(*dt, shape.clone(), bytes)
+            .map_err(|e| Error::internal(format!("{}: {name}: {e:?}", path.display())))?;
+        views.push((*name, view));
     }
-    let mut out = Vec::with_capacity(8 + h.len() + data.len());
-    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
+    let meta = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+    let out = safetensors::serialize(views, &meta).map_err(|e| Error::internal(format!("{}: {e:?}", path.display())))?;
     fs::write(path, out).at(path)
 }
 
