@@ -113,9 +113,8 @@ pub fn write_f32(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()
         tensors.iter().map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, shape, _), raw) in tensors.iter().zip(&bytes) {
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), raw).map_err(|e| {
-            Error::internal(format!("safetensors write {}: tensor {name:?}: {e:?}", path.display()))
-        })?;
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), raw)
+            .map_err(|e| Error::internal(format!("safetensors write {}: tensor {name:?}: {e:?}", path.display())))?;
         views.push((name.to_string(), view));
     }
     let out = safetensors::serialize(views, &None)

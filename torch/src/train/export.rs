@@ -93,7 +93,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         views.push((*name, view));
     }
     let meta = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
-    let out = safetensors::serialize(views, &meta).map_err(|e| Error::internal(format!("{}: {e:?}", path.display())))?;
+    let out =
+        safetensors::serialize(views, &meta).map_err(|e| Error::internal(format!("{}: {e:?}", path.display())))?;
     fs::write(path, out).at(path)
 }
 
