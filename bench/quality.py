@@ -64,10 +64,16 @@ EXPERIMENTS = {
 }
 
 
-def run(overrides, seed, cwd):
+def set_args(overrides, seed):
+    """The `--set` arguments of one experiment and seed."""
     args = ["--set", f"ingest.path={DEV}", "--set", f"artifacts_dir={ARTS}", "--set", f"train.seed={seed}"]
     for o in overrides:
         args += ["--set", o]
+    return args
+
+
+def run(overrides, seed, cwd):
+    args = set_args(overrides, seed)
     t = time.time()
     p = subprocess.run([BIN, "run", *args], cwd=cwd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -80,17 +86,13 @@ def run(overrides, seed, cwd):
 
 
 def train_stat(overrides, seed, cwd, key):
-    args = ["--set", f"ingest.path={DEV}", "--set", f"artifacts_dir={ARTS}", "--set", f"train.seed={seed}"]
-    for o in overrides:
-        args += ["--set", o]
+    args = set_args(overrides, seed)
     show = subprocess.run([BIN, "show", "train", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
     return json.loads(show[show.index("manifest:\n") + len("manifest:\n"):])["stats"].get(key, "–")
 
 
 def artifact(stage, overrides, seed, cwd):
-    args = ["--set", f"ingest.path={DEV}", "--set", f"artifacts_dir={ARTS}", "--set", f"train.seed={seed}"]
-    for o in overrides:
-        args += ["--set", o]
+    args = set_args(overrides, seed)
     show = subprocess.run([BIN, "show", stage, *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
     path = next(l.split(None, 1)[1].strip() for l in show.splitlines() if l.startswith("artifact:"))
     return path if os.path.isabs(path) else os.path.join(cwd, path)
