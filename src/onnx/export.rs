@@ -12,11 +12,13 @@
 //!   are computed too; callers drop them using the attention mask.
 //!
 //! With [`Quantize::Int8`] the six weight MatMuls of every encoder layer (Q, K, V, attention output,
-//! intermediate, output) are dynamically quantised with standard ONNX ops: the activation goes through
-//! `DynamicQuantizeLinear` (uint8, per tensor, computed at run time, shared by Q/K/V), the weight is stored
-//! as symmetric per-output-column int8 with its float scales, `MatMulInteger` multiplies, and `Cast` + `Mul`
-//! by `activation_scale × weight_scales` bring the int32 result back to float before the bias `Add`. ONNX
-//! Runtime fuses this into its int8 kernels. Embeddings, attention scores, LayerNorm, pooling, Dense and
+//! intermediate, output) are dynamically quantised with standard ONNX ops: the activation is quantised at run
+//! time, the weight is stored as symmetric per-output-column int8 with its float scales, `MatMulInteger`
+//! multiplies, and `Cast` + `Mul` by the activation and weight scales bring the int32 result back to float
+//! before the bias `Add`. The inputs of Q/K/V (shared), the attention output and the intermediate dense get
+//! one scale per tensor (`DynamicQuantizeLinear`, uint8, which ONNX Runtime fuses into one int8 kernel); the
+//! GELU output that feeds the output dense gets one symmetric scale per token ([`quantize_rows`]), because
+//! its outliers would otherwise set the step for every token (see [`Act`]). Embeddings, attention scores, LayerNorm, pooling, Dense and
 //! the token head stay float32.
 //!
 //! The 1/√d_head attention scale is folded into the query weights and bias. Position ids are the first
@@ -307,12 +309,66 @@ pub fn quantize_columns(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f3
     (q, scales)
 }
 
+/// Zero point of the quantised activations: symmetric values -127..=127 stored as uint8 1..=255.
+const ACTIVATION_ZERO_POINT: u8 = 128;
+/// Largest magnitude of a quantised activation value.
+const ACTIVATION_MAX: f32 = 127.0;
+/// Floor of a token's activation scale (an all-zero row quantises to zeros with any positive scale).
+const ACTIVATION_SCALE_MIN: f32 = 1e-30;
+
+/// Dynamic symmetric quantisation of an activation `[batch, tokens, features]` with one scale per token,
+/// `scale = max|x[t, ·]| / 127`, stored as uint8 `round(x / scale) + 128` (1..=255, zero point 128).
+///
+/// One scale per tensor (`DynamicQuantizeLinear`) lets a few outlier activations set the step for every
+/// token: MPNet's feed-forward outputs reach |x| ≈ 100 where the mean is 0.1, and a per-tensor step of ~0.8
+/// erases most of them (sentence cosine to sentence-transformers 0.77 on BoolQ passages, 0.99 with this
+/// input quantised per token). The activation is viewed as `[batch·tokens, features]`
+/// so that `QuantizeLinear` (per axis 0) does the divide, round, shift and cast in one pass.
+///
+/// Returns the uint8 values `[batch·tokens, features]`, the scales `[batch·tokens, 1]` and the shape
+/// `[batch, tokens]` of `x`.
+fn quantize_rows(g: &mut GraphBuilder, x: &str, features: usize) -> [String; 3] {
+    let rows_shape = g.const_i64(&[2], &[-1, features as i64]);
+    let x2 = g.op("Reshape", &[x, &rows_shape], vec![], &format!("{x}.rows"));
+    let keep = || vec![attr_ints("axes", &[1]), attr_i("keepdims", 0)];
+    let hi = g.op("ReduceMax", &[&x2], keep(), &format!("{x}.row_max"));
+    let lo = g.op("ReduceMin", &[&x2], keep(), &format!("{x}.row_min"));
+    let lo = g.op("Neg", &[&lo], vec![], &format!("{x}.row_neg_min"));
+    let max = g.op("Max", &[&hi, &lo], vec![], &format!("{x}.row_absmax"));
+    let inv_max = g.scalar(1.0 / ACTIVATION_MAX);
+    let scale = g.op("Mul", &[&max, &inv_max], vec![], &format!("{x}.scale_raw"));
+    let floor = g.scalar(ACTIVATION_SCALE_MIN);
+    let scale = g.op("Max", &[&scale, &floor], vec![], &format!("{x}.scale"));
+    let zp = g.scalar_u8(ACTIVATION_ZERO_POINT);
+    let n = g.op("Shape", &[&scale], vec![], &format!("{x}.rows_n"));
+    let zps = g.op("Expand", &[&zp, &n], vec![], &format!("{x}.zero_points"));
+    let q = g.op("QuantizeLinear", &[&x2, &scale, &zps], vec![attr_i("axis", 0)], &format!("{x}.quantized"));
+    let axis1 = g.const_i64(&[1], &[1]);
+    let scale_col = g.op("Unsqueeze", &[&scale, &axis1], vec![], &format!("{x}.scale_col"));
+    let bs = g.op("Shape", &[x], vec![attr_i("start", 0), attr_i("end", 2)], &format!("{x}.batch_tokens"));
+    [q, scale_col, bs]
+}
+
+/// How [`Quantize::Int8`] quantises the input of a dense layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Act {
+    /// Never quantised: float32 `MatMul` (pooling Dense, the token head).
+    Float,
+    /// One scale per tensor: `DynamicQuantizeLinear`, which ONNX Runtime fuses with the `MatMulInteger`,
+    /// the rescale and the bias into one int8 kernel (the fast path).
+    Tensor,
+    /// One scale per token ([`quantize_rows`]), for inputs with outliers; not fused, so slower.
+    Token,
+}
+
 /// Emits the dense layers: float32 `MatMul + Add`, or (for the encoder layers under [`Quantize::Int8`])
 /// the dynamically quantised form, quantising each activation once however many layers read it.
 struct Linears {
     quantize: Quantize,
-    /// activation name → (uint8 values, scale, zero point) from its DynamicQuantizeLinear.
-    quantized: HashMap<String, [String; 3]>,
+    /// (activation, [`Act`]) → its quantised form: for `Tensor` (uint8 values, scale, zero point) from
+    /// `DynamicQuantizeLinear`; for `Token` (uint8 rows, their scales, the activation's `[batch, tokens]`)
+    /// from [`quantize_rows`].
+    quantized: HashMap<(String, Act), [String; 3]>,
 }
 
 impl Linears {
@@ -320,17 +376,9 @@ impl Linears {
         Linears { quantize, quantized: HashMap::new() }
     }
 
-    /// `x @ W^T + b` with W in HF layout (`scale` multiplies weight and bias). `quantizable`: an encoder
-    /// layer weight, which [`Quantize::Int8`] stores as int8.
-    fn apply(
-        &mut self,
-        g: &mut GraphBuilder,
-        x: &str,
-        lin: &Linear,
-        hint: &str,
-        scale: f32,
-        quantizable: bool,
-    ) -> String {
+    /// `x @ W^T + b` with W in HF layout (`scale` multiplies weight and bias). Under [`Quantize::Int8`] a
+    /// layer whose input is not [`Act::Float`] stores W as int8 and quantises `x` as `act` says.
+    fn apply(&mut self, g: &mut GraphBuilder, x: &str, lin: &Linear, hint: &str, scale: f32, act: Act) -> String {
         let mut wt = lin.weight_t();
         let mut b = lin.bias.clone();
         if scale != 1.0 {
@@ -338,31 +386,45 @@ impl Linears {
             b.iter_mut().for_each(|v| *v *= scale);
         }
         let (k, n) = (lin.in_features, lin.out_features);
-        let mm = if quantizable && self.quantize == Quantize::Int8 {
-            let [xq, xs, xzp] = self
+        let act = if self.quantize == Quantize::Int8 { act } else { Act::Float };
+        let mm = if act == Act::Float {
+            let w = g.weight(&format!("{hint}.weight_t"), &[k, n], wt);
+            g.op("MatMul", &[x, &w], vec![], &format!("{hint}.matmul"))
+        } else {
+            let [xq, xs, third] = self
                 .quantized
-                .entry(x.to_string())
-                .or_insert_with(|| {
-                    let out = g.op_multi(
-                        "DynamicQuantizeLinear",
-                        &[x],
-                        vec![],
-                        &[&format!("{x}.quantized"), &format!("{x}.scale"), &format!("{x}.zero_point")],
-                    );
-                    [out[0].clone(), out[1].clone(), out[2].clone()]
+                .entry((x.to_string(), act))
+                .or_insert_with(|| match act {
+                    Act::Token => quantize_rows(g, x, k),
+                    _ => {
+                        let out = g.op_multi(
+                            "DynamicQuantizeLinear",
+                            &[x],
+                            vec![],
+                            &[&format!("{x}.quantized"), &format!("{x}.scale"), &format!("{x}.zero_point")],
+                        );
+                        [out[0].clone(), out[1].clone(), out[2].clone()]
+                    }
                 })
                 .clone();
             let (q, scales) = quantize_columns(&wt, k, n);
             let wq = g.weight_i8(&format!("{hint}.weight_t_int8"), &[k, n], q);
             let ws = g.weight(&format!("{hint}.weight_scale"), &[n], scales);
             let wzp = g.weight_i8(&format!("{hint}.weight_zero_point"), &[n], vec![0; n]);
+            let xzp = if act == Act::Token { g.scalar_u8(ACTIVATION_ZERO_POINT) } else { third.clone() };
             let acc = g.op("MatMulInteger", &[&xq, &wq, &xzp, &wzp], vec![], &format!("{hint}.matmul_int32"));
             let acc = g.op("Cast", &[&acc], vec![attr_i("to", data_type::FLOAT as i64)], &format!("{hint}.matmul_f"));
-            let s = g.op("Mul", &[&xs, &ws], vec![], &format!("{hint}.matmul_scale"));
-            g.op("Mul", &[&acc, &s], vec![], &format!("{hint}.matmul"))
-        } else {
-            let w = g.weight(&format!("{hint}.weight_t"), &[k, n], wt);
-            g.op("MatMul", &[x, &w], vec![], &format!("{hint}.matmul"))
+            if act == Act::Token {
+                let acc = g.op("Mul", &[&acc, &ws], vec![], &format!("{hint}.matmul_col_scaled"));
+                let acc = g.op("Mul", &[&acc, &xs], vec![], &format!("{hint}.matmul_rows"));
+                let n_dim = g.const_i64(&[1], &[n as i64]);
+                let shape = g.op("Concat", &[&third, &n_dim], vec![attr_i("axis", 0)], &format!("{hint}.shape"));
+                g.op("Reshape", &[&acc, &shape], vec![], &format!("{hint}.matmul"))
+            } else {
+                // the pattern ONNX Runtime fuses: MatMulInteger → Cast → Mul(activation scale × weight scales)
+                let s = g.op("Mul", &[&xs, &ws], vec![], &format!("{hint}.matmul_scale"));
+                g.op("Mul", &[&acc, &s], vec![], &format!("{hint}.matmul"))
+            }
         };
         let bias = g.weight(&format!("{hint}.bias"), &[n], b);
         g.op("Add", &[&mm, &bias], vec![], hint)
@@ -476,9 +538,9 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
     let half = g.scalar(0.5);
     for (l, layer) in m.layers.iter().enumerate() {
         let p = format!("l{l}");
-        let q = lin.apply(&mut g, &x, &layer.query, &format!("{p}.q"), scale, true);
-        let k = lin.apply(&mut g, &x, &layer.key, &format!("{p}.k"), 1.0, true);
-        let v = lin.apply(&mut g, &x, &layer.value, &format!("{p}.v"), 1.0, true);
+        let q = lin.apply(&mut g, &x, &layer.query, &format!("{p}.q"), scale, Act::Tensor);
+        let k = lin.apply(&mut g, &x, &layer.key, &format!("{p}.k"), 1.0, Act::Tensor);
+        let v = lin.apply(&mut g, &x, &layer.value, &format!("{p}.v"), 1.0, Act::Tensor);
         let q = g.op("Reshape", &[&q, &split_heads], vec![], &format!("{p}.q_heads"));
         let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.q_t"));
         let k = g.op("Reshape", &[&k, &split_heads], vec![], &format!("{p}.k_heads"));
@@ -491,17 +553,18 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
         let ctx = g.op("MatMul", &[&probs, &v], vec![], &format!("{p}.ctx"));
         let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.ctx_t"));
         let ctx = g.op("Reshape", &[&ctx, &merge_heads], vec![], &format!("{p}.ctx_merged"));
-        let a = lin.apply(&mut g, &ctx, &layer.attn_out, &format!("{p}.attn_out"), 1.0, true);
+        let a = lin.apply(&mut g, &ctx, &layer.attn_out, &format!("{p}.attn_out"), 1.0, Act::Tensor);
         let a = g.op("Add", &[&a, &x], vec![], &format!("{p}.attn_residual"));
         let h1 = layer_norm(&mut g, &a, &layer.attn_norm, eps, &format!("{p}.attn_norm"));
-        let i = lin.apply(&mut g, &h1, &layer.intermediate, &format!("{p}.inter"), 1.0, true);
+        let i = lin.apply(&mut g, &h1, &layer.intermediate, &format!("{p}.inter"), 1.0, Act::Tensor);
         // exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))
         let d = g.op("Div", &[&i, &sqrt2], vec![], &format!("{p}.gelu_div"));
         let e = g.op("Erf", &[&d], vec![], &format!("{p}.gelu_erf"));
         let e1 = g.op("Add", &[&e, &one], vec![], &format!("{p}.gelu_add"));
         let xe = g.op("Mul", &[&i, &e1], vec![], &format!("{p}.gelu_mul"));
         let act = g.op("Mul", &[&xe, &half], vec![], &format!("{p}.gelu"));
-        let o = lin.apply(&mut g, &act, &layer.output, &format!("{p}.out"), 1.0, true);
+        // the GELU output holds the outliers (MPNet: |x| up to ~100 where the mean is 0.1): one scale per token
+        let o = lin.apply(&mut g, &act, &layer.output, &format!("{p}.out"), 1.0, Act::Token);
         let o = g.op("Add", &[&o, &h1], vec![], &format!("{p}.out_residual"));
         x = layer_norm(&mut g, &o, &layer.out_norm, eps, &format!("{p}.out_norm"));
     }
@@ -520,7 +583,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
     let count = g.op("Max", &[&count, &pool_eps], vec![], "pool.count_clamped");
     let mut pooled = g.op("Div", &[&summed, &count], vec![], "pool.mean");
     if let Some(dense) = &m.dense {
-        pooled = lin.apply(&mut g, &pooled, &dense.linear, "dense", 1.0, false);
+        pooled = lin.apply(&mut g, &pooled, &dense.linear, "dense", 1.0, Act::Float);
         if dense.activation == DenseActivation::Tanh {
             pooled = g.op("Tanh", &[&pooled], vec![], "dense.tanh");
         }
@@ -529,7 +592,7 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
 
     // --- token output
     let tok = match &m.token_head {
-        Some(head) => lin.apply(&mut g, &x, head, "token_head", 1.0, false),
+        Some(head) => lin.apply(&mut g, &x, head, "token_head", 1.0, Act::Float),
         None => x.clone(),
     };
     l2_normalize_into(&mut g, &tok, TOKEN_EMBEDDINGS);

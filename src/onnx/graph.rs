@@ -122,6 +122,24 @@ impl GraphBuilder {
         name
     }
 
+    /// A uint8 scalar constant (shared between uses of the same value), e.g. a quantisation zero point.
+    pub fn scalar_u8(&mut self, v: u8) -> String {
+        let key = format!("u8:{v}");
+        if let Some(n) = self.constants.get(&key) {
+            return n.clone();
+        }
+        let name = self.fresh("const_u8");
+        self.initializers.push(TensorProto {
+            dims: vec![],
+            data_type: data_type::UINT8,
+            name: name.clone(),
+            raw_data: vec![v],
+            ..Default::default()
+        });
+        self.constants.insert(key, name.clone());
+        name
+    }
+
     /// A float32 scalar constant (shared between uses of the same value).
     pub fn scalar(&mut self, v: f32) -> String {
         let key = format!("f32:{:08x}", v.to_bits());

@@ -50,7 +50,8 @@ impl Stage<Settings> for Export {
     }
     fn code_version(&self) -> u32 {
         // 4: onnx_model.json names the model type and its pad id
-        4
+        // 5: int8 activations quantised with one scale per token, not per tensor
+        5
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model only picks what is served; both models are always exported.
