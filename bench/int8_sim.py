@@ -1,11 +1,12 @@
-# Simulate coltrast's int8 export (per-tensor uint8 dynamic activations, per-column 7-bit symmetric weights)
-# on the HF MPNet/MiniLM, per Linear, to find which MatMuls break the sentence embedding.
+# Simulates coltrast's int8 export schemes in PyTorch (7-bit per-column weights; activations per tensor,
+# per token (QMODE=token) or per token only for the GELU output (QMODE=hybrid)) and prints the sentence cosine to float32.
+# Usage: BENCH_PY bench/int8_sim.py MODEL_DIR [N]  (env BOOLQ, BS, QMODE)
 import json, sys, os, itertools, torch, numpy as np
 from transformers import AutoModel, AutoTokenizer
 torch.set_num_threads(2)
 mdir = sys.argv[1]; n = int(sys.argv[2]) if len(sys.argv) > 2 else 64
 bs = int(os.environ.get("BS", 16))
-corpus = [json.loads(l)["text"] for l in itertools.islice(open("/work/shared/data/boolq/corpus.jsonl"), n)]
+corpus = [json.loads(l)["text"] for l in itertools.islice(open(os.path.join(os.environ.get("BOOLQ", "../shared/data/boolq"), "corpus.jsonl")), n)]
 tok = AutoTokenizer.from_pretrained(mdir); model = AutoModel.from_pretrained(mdir).eval()
 maxlen = json.load(open(os.path.join(mdir, "sentence_bert_config.json")))["max_seq_length"]
 mode = {}  # name -> bool quantize
