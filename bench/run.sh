@@ -54,12 +54,19 @@ if want train; then
   export BENCH_PY="$(bash bench/venv.sh)"
   python3 bench/train.py | tee bench/results/train.md
 fi
+# quality: both dev sets (ai_faq_dev_v3 and ai_faq_dev; a missing one is skipped), paired bootstrap intervals,
+# learning curve and leave-projects-out (bench/quality.py; QUALITY_EXPERIMENTS="defaults curve ..." picks
+# experiments). Runs under the bench venv: the analysis reads eval_queries.parquet with pyarrow and numpy.
 if want quality; then
-  if [[ ! -d "${AI_FAQ_DEV:-../shared/data/ai_faq_dev}" ]]; then echo "[bench] skipping quality: ../shared/data/ai_faq_dev not found (set AI_FAQ_DEV=...)"; else
+  export AI_FAQ_DEV_V3="${AI_FAQ_DEV_V3:-$(cd .. && pwd)/shared/data/ai_faq_dev_v3}"
+  export AI_FAQ_DEV="${AI_FAQ_DEV:-$(cd .. && pwd)/shared/data/ai_faq_dev}"
+  if [[ ! -d "$AI_FAQ_DEV_V3" && ! -d "$AI_FAQ_DEV" ]]; then echo "[bench] skipping quality: neither $AI_FAQ_DEV_V3 nor $AI_FAQ_DEV found (set AI_FAQ_DEV_V3=... / AI_FAQ_DEV=...)"; else
     cargo build --release --locked --example serve_bench -q
     export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
     export BENCH_PY="$(bash bench/venv.sh)"
-    python3 bench/quality.py | tee bench/results/quality.md
+    "$BENCH_PY" bench/quality.py --selftest >&2
+    # shellcheck disable=SC2086  # the experiment names are words
+    "$BENCH_PY" bench/quality.py ${QUALITY_EXPERIMENTS:-} | tee bench/results/quality.md
   fi
 fi
 # mpnet: all-mpnet-base-v2 (make setup MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2") against sentence-transformers'
@@ -83,8 +90,8 @@ if want mpnet; then
     if [[ $parts == *,train,* ]]; then
       MODEL_DIR="$MPNET_DIR" TRAIN_SECTIONS=speed python3 bench/train.py | tee bench/results/mpnet-train.md
     fi
-    if [[ $parts == *,quality,* && -d "${AI_FAQ_DEV:-../shared/data/ai_faq_dev}" ]]; then
-      python3 bench/quality.py defaults mpnet | tee bench/results/quality-mpnet.md
+    if [[ $parts == *,quality,* && ( -d "${AI_FAQ_DEV:-../shared/data/ai_faq_dev}" || -d "${AI_FAQ_DEV_V3:-../shared/data/ai_faq_dev_v3}" ) ]]; then
+      "$BENCH_PY" bench/quality.py defaults mpnet | tee bench/results/quality-mpnet.md
     fi
   fi
 fi

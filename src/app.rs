@@ -39,16 +39,9 @@ pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
         human_duration(started.elapsed())
     );
     if let Some(eval) = reports.iter().find(|r| r.stage == "eval") {
+        // eval.md ends with the best system and the served one: printed once, here
         if let Ok(md) = std::fs::read_to_string(eval.dir.join(crate::stages::eval::REPORT)) {
-            println!("{md}");
-        }
-        let stat = |k: &str| eval.manifest.stats.get(k);
-        if let (Some(best), Some(v), Some(b)) = (
-            stat("best_system").and_then(|v| v.as_str()),
-            stat("best_ndcg@10").and_then(|v| v.as_f64()),
-            stat("baseline_ndcg@10").and_then(|v| v.as_f64()),
-        ) {
-            println!("{}", crate::stages::eval::summary_line(best, v, b));
+            println!("{}", md.trim_end());
         }
     }
     Ok(reports)

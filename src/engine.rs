@@ -363,7 +363,13 @@ impl<'a, C> Pipeline<'a, C> {
                     ext.path.display(),
                     ext.name,
                     stage.name(),
-                    if ext.name.contains("model") { "; run `make setup` to install the base model" } else { "" }
+                    match ext.name.as_str() {
+                        "teacher" =>
+                            "; run `make setup MODELS=\"all-MiniLM-L6-v2 all-mpnet-base-v2\"` to install \
+                                      all-mpnet-base-v2 (~440 MB), or set train.teacher = \"none\"",
+                        n if n.contains("model") => "; run `make setup` to install the base model",
+                        _ => "",
+                    }
                 )));
             }
             let (hash, size) = hashes.path(&ext.path)?;

@@ -21,6 +21,7 @@ pub mod error;
 pub mod executor;
 pub mod exp;
 pub mod fsutil;
+pub mod guard;
 pub mod hash;
 pub mod index;
 pub mod late;

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::index::VectorIndex;
 use crate::late::TokenStore;
 use crate::settings::Settings;
-use crate::stages::{self, chunk, export, index};
+use crate::stages::{self, chunk, index};
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Hit {
@@ -160,6 +160,7 @@ pub struct Searcher {
     rerank_weight: f32,
     lexical_weight: f32,
     temperature: f32,
+    served: crate::guard::Served,
 }
 
 impl Searcher {
@@ -203,11 +204,8 @@ impl Searcher {
             spin,
             ..Default::default()
         };
-        let enc = OrtEncoder::load_with(
-            &export::served_dir(&located.export.0, settings),
-            &settings.ort_library_path(),
-            opts,
-        )?;
+        let served = crate::guard::read(&index_dir, settings)?;
+        let enc = OrtEncoder::load_with(&located.export.0.join(&served.model), &settings.ort_library_path(), opts)?;
         let vindex = VectorIndex::read(&index_dir.join(index::FAISS))?;
         let tokens = TokenStore::read(&index_dir.join(index::TOKENS))?;
         let (chunks, _, _) = chunk::read_chunks(&located.chunk.0)?;
@@ -243,6 +241,7 @@ impl Searcher {
             rerank_weight: settings.index.rerank_weight as f32,
             lexical_weight,
             temperature: settings.train.temperature as f32,
+            served,
         })
     }
 
@@ -253,6 +252,11 @@ impl Searcher {
     /// The served model (shared with whatever batches queries for it).
     pub fn encoder(&self) -> &std::sync::Arc<OrtEncoder> {
         &self.enc
+    }
+
+    /// What the index serves and why ([`crate::guard`]).
+    pub fn served(&self) -> &crate::guard::Served {
+        &self.served
     }
 
     pub fn located(&self) -> &Located {

@@ -28,6 +28,10 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("coltrast")
 }
 
+/// The teacher of `train.teacher = "auto"`, when `make setup MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2"`
+/// installed it.
+pub const TEACHER_MODEL: &str = "all-mpnet-base-v2";
+
 /// The base model when `model.base` is empty: the one `make setup` always installs under `$COLTRAST_CACHE/models`.
 pub const DEFAULT_BASE_MODEL: &str = "all-MiniLM-L6-v2";
 
@@ -72,6 +76,7 @@ pub struct Settings {
     pub model: ModelSettings,
     pub ingest: IngestSettings,
     pub chunk: ChunkSettings,
+    pub generate: GenerateSettings,
     pub mine: MineSettings,
     pub train: TrainSettings,
     pub export: ExportSettings,
@@ -90,6 +95,7 @@ impl Default for Settings {
             model: ModelSettings::default(),
             ingest: IngestSettings::default(),
             chunk: ChunkSettings::default(),
+            generate: GenerateSettings::default(),
             mine: MineSettings::default(),
             train: TrainSettings::default(),
             export: ExportSettings::default(),
@@ -247,6 +253,64 @@ impl Default for ChunkSettings {
             similarity_threshold: 0.7,
             compare: ChunkCompare::Previous,
             max_tokens: 256,
+            batch_size: 64,
+        }
+    }
+}
+
+/// Where a synthetic query comes from (`generate.sources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyntheticSource {
+    /// A heading inside the chunk, or the document's own title (when no other document has the same one):
+    /// README and FAQ headings are pseudo-questions for the text under them.
+    Headings,
+    /// Inverse cloze: one sentence of the chunk is the query, and the positive is the chunk without it.
+    Cloze,
+}
+
+impl SyntheticSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyntheticSource::Headings => "headings",
+            SyntheticSource::Cloze => "cloze",
+        }
+    }
+}
+
+/// `[generate]`: synthetic training queries over every chunk (the generate stage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerateSettings {
+    /// Which sources make queries: `"headings"`, `"cloze"`. Empty (default): none; the stage writes an empty
+    /// table and training sees only the labelled questions.
+    pub sources: Vec<SyntheticSource>,
+    /// Inverse-cloze queries per chunk (sentences of 6 to 48 words, drawn by a seeded hash). Default 1.
+    pub cloze_per_chunk: i64,
+    /// Consistency filter (as Promptagator): a query is kept only when the base model ranks its own chunk
+    /// within the top this many of all chunks. 0 = keep every query. Default 3.
+    pub filter_top_k: i64,
+    /// Share of the kept queries held out as validation (a seeded hash of the query id), so that the
+    /// validation guard and early stopping see more than a handful of labelled questions. In [0, 1).
+    /// Default 0.2.
+    pub val_share: f64,
+    /// At most this many synthetic queries (a seeded sample of the kept ones); 0 = all. Default 0.
+    pub max_queries: i64,
+    /// Seed of the cloze draw, the validation share and the sample. Default 42.
+    pub seed: i64,
+    /// Texts per encoder batch (speed only; not part of the cache key). Default 64.
+    pub batch_size: i64,
+}
+
+impl Default for GenerateSettings {
+    fn default() -> Self {
+        GenerateSettings {
+            sources: vec![],
+            cloze_per_chunk: 1,
+            filter_top_k: 3,
+            val_share: 0.2,
+            max_queries: 0,
+            seed: 42,
             batch_size: 64,
         }
     }
@@ -419,6 +483,16 @@ pub struct TrainSettings {
     /// forward pass) and stops with one line saying what to lower if it does not fit. 0 (default) = the memory
     /// the machine (or its cgroup) has available. Not part of the cache key: it never changes the result.
     pub max_memory_mb: i64,
+    /// A stronger model whose judgement the fine-tuned model learns by distillation: `"none"` (default),
+    /// `"auto"` (all-mpnet-base-v2 when `make setup MODELS=...` installed it, else none), or a model as
+    /// `model.base` takes it (a local sentence-transformers dir or a name under `$COLTRAST_CACHE/models`). It
+    /// scores each training query's positive and hard negatives once, before training (cosines of its
+    /// embeddings, cached by the teacher's content hash); it is not needed at query time.
+    pub teacher: String,
+    /// Weight of the distillation term: KL divergence from the teacher's score distribution over each
+    /// query's positive and hard negatives to the student's (both cosines divided by `temperature`), added to
+    /// the ColTrast loss. Used only with a teacher. Default 1.0.
+    pub distill_weight: f64,
 }
 
 impl Default for TrainSettings {
@@ -442,6 +516,8 @@ impl Default for TrainSettings {
             max_activation_mb: 512,
             micro_batch_size: 0,
             max_memory_mb: 0,
+            teacher: "none".into(),
+            distill_weight: 1.0,
         }
     }
 }
@@ -450,15 +526,19 @@ impl Default for TrainSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServedModel {
-    /// The fine-tuned ColTrast model.
+    /// The validation guard: the fine-tuned model, unless it ranks the validation queries worse than the
+    /// base model by more than `export.guard_margin` (then the base model). See the index stage.
+    Auto,
+    /// The fine-tuned ColTrast model, whatever validation says.
     Coltrast,
-    /// The base model (for comparison).
+    /// The base model.
     Base,
 }
 
 impl ServedModel {
     pub fn as_str(self) -> &'static str {
         match self {
+            ServedModel::Auto => "auto",
             ServedModel::Coltrast => "coltrast",
             ServedModel::Base => "base",
         }
@@ -469,8 +549,13 @@ impl ServedModel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportSettings {
-    /// `"coltrast"` (default) or `"base"`: the model the index and the queries serve. Both are exported.
+    /// `"auto"` (default), `"coltrast"` or `"base"`: the model the index and the queries serve. Both are
+    /// exported. `"auto"` serves the fine-tuned model unless it is worse than the base model on validation.
     pub model: ServedModel,
+    /// `export.model = "auto"`: the fine-tuned model is served when its document nDCG@10 on the validation
+    /// queries is at least the base model's minus this. 0 (default): any loss on validation serves the base.
+    /// In [0, 1].
+    pub guard_margin: f64,
     /// `"none"` (default, float32) or `"int8"`: dynamically quantised MatMuls in the encoder layers of both
     /// exported models (faster on CPU; parity is then checked by cosine, see the export stage).
     pub quantize: crate::onnx::Quantize,
@@ -478,7 +563,7 @@ pub struct ExportSettings {
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        ExportSettings { model: ServedModel::Coltrast, quantize: crate::onnx::Quantize::None }
+        ExportSettings { model: ServedModel::Auto, guard_margin: 0.0, quantize: crate::onnx::Quantize::None }
     }
 }
 
@@ -624,6 +709,26 @@ impl Settings {
         hub.and_then(|hub| hf_snapshot(hub, &self.model.base)).unwrap_or(local)
     }
 
+    /// The teacher's directory per `train.teacher` ([`TrainSettings::teacher`]): None for `"none"` (or empty),
+    /// and for `"auto"` when all-mpnet-base-v2 is not installed; a name or path is resolved as `model.base`.
+    pub fn teacher_dir(&self) -> Option<PathBuf> {
+        match self.train.teacher.trim() {
+            "" | "none" => None,
+            "auto" => {
+                let dir = cache_dir().join("models").join(TEACHER_MODEL);
+                dir.join("model.safetensors").is_file().then_some(dir)
+            }
+            name => {
+                let local = self.resolve_path(name);
+                if local.exists() || !is_model_name(name) {
+                    Some(local)
+                } else {
+                    Some(cache_dir().join("models").join(name))
+                }
+            }
+        }
+    }
+
     /// `model.ort_library`, or by default the library of `make setup` that fits `model.device`: the CPU build
     /// (`$COLTRAST_CACHE/onnxruntime/`) or, for `"cuda"`, the onnxruntime-gpu build with its CUDA execution
     /// provider (`$COLTRAST_CACHE/onnxruntime-gpu/`, from `make setup GPU=1`).
@@ -659,6 +764,24 @@ impl Settings {
         if self.chunk.max_tokens < 8 {
             return Err(("chunk.max_tokens", "an integer >= 8 (and <= the model's max_seq_length)".into()));
         }
+        if self.generate.cloze_per_chunk < 0 {
+            return Err(("generate.cloze_per_chunk", "an integer >= 0".into()));
+        }
+        if self.generate.filter_top_k < 0 {
+            return Err(("generate.filter_top_k", "an integer >= 0 (0 = no filter)".into()));
+        }
+        if !(self.train.distill_weight >= 0.0) {
+            return Err(("train.distill_weight", "a number >= 0".into()));
+        }
+        if !(0.0..1.0).contains(&self.generate.val_share) {
+            return Err(("generate.val_share", "a number in [0, 1)".into()));
+        }
+        if self.generate.max_queries < 0 {
+            return Err(("generate.max_queries", "an integer >= 0 (0 = all)".into()));
+        }
+        if self.generate.batch_size < 1 {
+            return Err(("generate.batch_size", "an integer >= 1".into()));
+        }
         if !(-1.0..=1.0).contains(&self.mine.positive_threshold) {
             return Err(("mine.positive_threshold", "a number in [-1, 1]".into()));
         }
@@ -688,6 +811,9 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.index.lexical_weight) {
             return Err(("index.lexical_weight", "a number in [0, 1]".into()));
+        }
+        if !(0.0..=1.0).contains(&self.export.guard_margin) {
+            return Err(("export.guard_margin", "a number in [0, 1]".into()));
         }
         if self.eval.split.trim().is_empty() {
             return Err(("eval.split", "\"auto\", \"all\" or a split name".into()));

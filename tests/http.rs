@@ -634,7 +634,7 @@ print(json.dumps([d.embedding for d in r.data]))
 fn tiny_mpnet_runs_every_stage_and_is_served() {
     let p = tiny_mpnet_project("epochs = 1");
     let out = p.run(&["run"]).ok();
-    assert_eq!(out.stages().len(), 7, "{:?}", out.stages());
+    assert_eq!(out.stages().len(), 8, "{:?}", out.stages());
     let export_dir = |p: &Project| {
         let arts = p.path().join("artifacts/export");
         arts.join(std::fs::read_to_string(arts.join("latest")).unwrap().trim())
@@ -649,7 +649,13 @@ fn tiny_mpnet_runs_every_stage_and_is_served() {
 
     let s = Server::start(&p, &[], &[]);
     let info = s.get("/v1/info", None).json();
-    assert_eq!(info["model"]["served"], "coltrast", "{info}");
+    // export.model = "auto": whichever the validation guard chose, as the index stage recorded it
+    let arts = p.path().join("artifacts/index");
+    let latest = std::fs::read_to_string(arts.join("latest")).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(arts.join(latest.trim()).join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(info["model"]["served"], index["stats"]["served_model"], "{info}");
+    assert_eq!(info["model"]["served_system"], index["stats"]["served_system"], "{info}");
     let hits = s.post_json("/v1/search", json!({"query": q, "k": 3}));
     assert_same_hits(&hits["hits"], &cli["chunks"], "MPNet search");
     let e = s.post_json("/v1/embeddings", json!({"input": ["Alpha detects tumors", "a"], "model": "m"}));

@@ -24,7 +24,7 @@ fn manifest(p: &Project, stage: &str) -> serde_json::Value {
 fn sample_runs_through_mine_and_threshold_change_reembeds_no_sentence() {
     let p = Project::new(&sample_toml());
     let out = p.run(&["run", "mine", "--set", "chunk.strategy=semantic"]).ok();
-    assert_eq!(out.stages(), ["ingest ran", "chunk ran", "mine ran"]);
+    assert_eq!(out.stages(), ["ingest ran", "chunk ran", "generate ran", "mine ran"]);
     let chunk = manifest(&p, "chunk");
     let n_sent = chunk["stats"]["sentences"].as_u64().unwrap();
     assert!(n_sent > 50, "{chunk}");

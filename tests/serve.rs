@@ -33,18 +33,23 @@ fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
     let out = p.run(&["run", base[0], base[1]]).ok();
     assert_eq!(
         out.stages(),
-        ["ingest ran", "chunk ran", "mine ran", "train ran", "export ran", "index ran", "eval ran"]
+        ["ingest ran", "chunk ran", "generate ran", "mine ran", "train ran", "export ran", "index ran", "eval ran"]
     );
     let stdout = out.stdout();
     for system in ["base-whole", "base", "base+hybrid", "coltrast", "coltrast+rerank", "coltrast+hybrid"] {
         assert!(stdout.contains(&format!("| document | {system} |")), "{system}: {stdout}");
     }
-    // the run ends with the best system and its gain or loss over the whole-document baseline
-    let last = stdout.trim_end().lines().last().unwrap();
-    assert!(last.starts_with("best system: ") && last.contains("over base-whole"), "{last}");
+    // the run ends with the best system and its gain or loss over the whole-document baseline, once, then
+    // what is served (export.model = "base" here) and why
+    let lines: Vec<&str> = stdout.trim_end().lines().collect();
+    let (best_line, last) = (lines[lines.len() - 2], lines[lines.len() - 1]);
+    assert!(best_line.starts_with("best system: ") && best_line.contains("over base-whole"), "{best_line}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("best system: ")).count(), 1, "{stdout}");
+    assert!(last.starts_with("served: base") && last.contains("export.model = \"base\""), "{last}");
     let eval = manifest_of(&p, "eval");
     let best = eval["stats"]["best_system"].as_str().unwrap();
-    assert!(last.contains(best) && best != "base-whole", "{last} / {best}");
+    assert!(best_line.contains(best) && best != "base-whole", "{best_line} / {best}");
+    assert_eq!(eval["stats"]["served_model"], "base", "{eval}");
     let gain = eval["stats"]["best_gain_ndcg@10"].as_f64().unwrap();
     let base_whole = eval["stats"]["base-whole/document/ndcg@10"].as_f64().unwrap();
     assert!((eval["stats"]["best_ndcg@10"].as_f64().unwrap() - base_whole - gain).abs() < 1e-9, "{eval}");
@@ -171,7 +176,16 @@ fn int8_export_reruns_only_export_and_downstream() {
     let out = p.run(&["run", int8[0], int8[1]]).ok();
     assert_eq!(
         out.stages(),
-        ["ingest cached", "chunk cached", "mine cached", "train cached", "export ran", "index ran", "eval ran"]
+        [
+            "ingest cached",
+            "chunk cached",
+            "generate cached",
+            "mine cached",
+            "train cached",
+            "export ran",
+            "index ran",
+            "eval ran"
+        ]
     );
     let m = manifest_of(&p, "export");
     let stats = &m["stats"];
@@ -217,7 +231,16 @@ fn coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run() {
     let out = without(&["run", "--set", "index.factory=HNSW32"]).ok();
     assert_eq!(
         out.stages(),
-        ["ingest cached", "chunk cached", "mine cached", "train cached", "export cached", "index ran", "eval cached"]
+        [
+            "ingest cached",
+            "chunk cached",
+            "generate cached",
+            "mine cached",
+            "train cached",
+            "export cached",
+            "index ran",
+            "eval cached"
+        ]
     );
     let v = json(&without(&["search", "scans", "-k", "2", "--json", "--set", "index.factory=HNSW32"]).ok());
     assert_eq!(v["chunks"].as_array().unwrap().len(), 2);
@@ -239,7 +262,16 @@ fn coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run() {
     let out = p.run(&["run", "--set", "train.epochs=2"]).ok();
     assert_eq!(
         out.stages(),
-        ["ingest cached", "chunk cached", "mine cached", "train ran", "export ran", "index ran", "eval ran"]
+        [
+            "ingest cached",
+            "chunk cached",
+            "generate cached",
+            "mine cached",
+            "train ran",
+            "export ran",
+            "index ran",
+            "eval ran"
+        ]
     );
 }
 
@@ -249,7 +281,12 @@ fn sample_answers_the_four_example_questions() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
     let p = Project::new(&format!("[ingest]\npath = \"{}\"\n", data.display()));
     let out = p.run(&["run"]).ok();
-    assert!(out.stdout().contains("| chunk | coltrast |"), "{}", out.stdout());
+    let stdout = out.stdout();
+    assert!(stdout.contains("| chunk | coltrast |"), "{stdout}");
+    // the last lines say what fine-tuning changed (once) and what is served
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("best system: ")).count(), 1, "{stdout}");
+    let last = stdout.trim_end().lines().last().unwrap();
+    assert!(last.starts_with("served: ") && last.contains("validation"), "{last}");
     let cases = [
         ("What AI model is used for medical diagnosis?", "medical-image-diagnosis", Some("ResNet-50")),
         ("What is the data size for sentiment analysis?", "customer-sentiment-nlp", Some("500,000")),

@@ -152,8 +152,13 @@ pub struct EmbeddingsResponse {
 pub struct ModelInfo {
     /// `model.base`.
     pub base: String,
-    /// `export.model`: `coltrast` (fine-tuned) or `base`.
+    /// The exported model served: `coltrast` (fine-tuned) or `base` (the index stage's choice under
+    /// `export.model = "auto"`, see the validation guard).
     pub served: String,
+    /// The system as eval names it (`coltrast+hybrid`, `base`, ...).
+    pub served_system: String,
+    /// Why that model: the validation guard's reason.
+    pub served_reason: String,
     /// The export stage's fingerprint, which identifies the ONNX model.
     pub fingerprint: String,
     pub dim: usize,
@@ -389,7 +394,9 @@ async fn info(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
         version: env!("CARGO_PKG_VERSION"),
         model: ModelInfo {
             base: st.settings.model.base.clone(),
-            served: crate::stages::export::served_name(&st.settings).to_string(),
+            served: g.searcher.served().model.clone(),
+            served_system: g.searcher.served().system.clone(),
+            served_reason: g.searcher.served().reason.clone(),
             fingerprint: located.export.1.clone(),
             dim: enc.dim(),
             max_seq_length: enc.max_seq_length(),

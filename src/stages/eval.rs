@@ -28,6 +28,12 @@
 //! document-level nDCG@10 of each value and the best one (`eval.md`, stats `val_best_lexical_weight`,
 //! `val_best_rerank_weight`): the numbers to tune those settings with, never the test split.
 //!
+//! **Served.** The index stage chose what is served on validation ([`crate::guard`]); eval makes the same
+//! choice from the same inputs (without reading the index, so a new `index.factory` does not rerun it) and
+//! reports that system's test figures next to the others (stats `served_system`, `served_model`, `served_reason`,
+//! `served/document/ndcg@10`, `served_gain_vs_base`), and `eval.md` ends with two lines: the best system
+//! (ties at document level go to the chunk-level figure) and `served: <system> (<why>)`.
+//!
 //! **Inputs.** `ingest/projects.parquet`, `chunk/chunks.parquet`, `mine/pairs.parquet`,
 //! `export/{base,coltrast}/`.
 //!
@@ -37,7 +43,8 @@
 //! with each system's gain over `base-whole`. The manifest's stats name the best system (`best_system`, by
 //! document-level nDCG@10) and its gain (`best_gain_ndcg@10`).
 //!
-//! **Params.** `eval.split`, `index.rerank_depth`, `index.rerank_weight`, `index.lexical_weight`.
+//! **Params.** `eval.split`, `index.rerank_depth`, `index.rerank_weight`, `index.lexical_weight`, `export.model`,
+//! `export.guard_margin`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -150,7 +157,9 @@ impl Stage<Settings> for Eval {
         &["ingest", "chunk", "mine", "export"]
     }
     fn code_version(&self) -> u32 {
-        2
+        // 3: reports the served system (the index stage's validation guard); best system ties broken at chunk
+        // level
+        3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
@@ -158,6 +167,8 @@ impl Stage<Settings> for Eval {
         t.insert("rerank_depth".into(), s.index.rerank_depth.into());
         t.insert("rerank_weight".into(), s.index.rerank_weight.into());
         t.insert("lexical_weight".into(), s.index.lexical_weight.into());
+        t.insert("served_model".into(), s.export.model.as_str().into());
+        t.insert("guard_margin".into(), s.export.guard_margin.into());
         Ok(toml::Value::Table(t))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
@@ -167,7 +178,10 @@ impl Stage<Settings> for Eval {
         let s = ctx.config;
         let ds = crate::stages::ingest::read(ctx.upstream_dir("ingest")?)?;
         let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
-        let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
+        // Only the dataset's own questions are scored: synthetic queries (the generate stage) train and
+        // validate, they are not what a user asks.
+        let pairs: Vec<mine::Pair> =
+            mine::read_pairs(ctx.upstream_dir("mine")?)?.into_iter().filter(|p| p.is_labelled()).collect();
         let (split, queries) = select(&pairs, &s.eval.split);
         if queries.is_empty() {
             return Err(Error::Usage(format!("eval: no pairs in split {split:?} (eval.split = {:?})", s.eval.split)));
@@ -308,21 +322,30 @@ impl Stage<Settings> for Eval {
             ],
         )?;
         ctx.record_rows(QUERIES, n);
-        let ndcg =
-            |sys: &str| results.iter().find(|r| r.0 == sys && r.1 == "document" && r.2 == "ndcg@10").map(|r| r.3);
-        if let Some(base) = ndcg(BASELINE) {
-            let best = SYSTEMS.iter().filter(|s| **s != BASELINE).filter_map(|s| ndcg(s).map(|v| (*s, v))).fold(
-                None::<(&str, f64)>,
-                |acc, x| match acc {
-                    Some(a) if a.1 >= x.1 => Some(a),
-                    _ => Some(x),
-                },
-            );
+        let ndcg = |sys: &str, level: &str| {
+            results.iter().find(|r| r.0 == sys && r.1 == level && r.2 == "ndcg@10").map(|r| r.3)
+        };
+        if let Some(base) = ndcg(BASELINE, "document") {
             ctx.record_stat("baseline_ndcg@10", base);
-            if let Some((sys, v)) = best {
-                ctx.record_stat("best_system", sys.to_string());
-                ctx.record_stat("best_ndcg@10", v);
-                ctx.record_stat("best_gain_ndcg@10", v - base);
+            if let Some(b) = best_system(&results) {
+                ctx.record_stat("best_system", b.system.to_string());
+                ctx.record_stat("best_ndcg@10", b.document);
+                ctx.record_stat("best_gain_ndcg@10", b.document - base);
+            }
+        }
+        // The index stage's choice, made again from the same inputs (so eval need not wait for the index,
+        // and a new index.factory leaves eval cached); its chunk embeddings are cache hits by now.
+        let (served, _) = index::choose_served(ctx, &chunks, &texts, "embedding chunks (ort)")?;
+        ctx.record_stat("served_system", served.system.clone());
+        ctx.record_stat("served_model", served.model.clone());
+        ctx.record_stat("served_reason", served.reason.clone());
+        if let Some(g) = served.val_gain() {
+            ctx.record_stat("served_val_gain_ndcg@10", g);
+        }
+        if let Some(v) = ndcg(&served.system, "document") {
+            ctx.record_stat("served/document/ndcg@10", v);
+            if let Some(b) = ndcg("base", "document") {
+                ctx.record_stat("served_gain_vs_base", v - b);
             }
         }
         let mut best_w: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
@@ -349,6 +372,12 @@ impl Stage<Settings> for Eval {
                 let _ = writeln!(md, "- `index.{key}` (best {best}): {}", row.join(", "));
             }
         }
+        // The last lines: what fine-tuning changed, and what is served.
+        let _ = writeln!(md);
+        if let (Some(b), Some(best)) = (ndcg(BASELINE, "document"), best_system(&results)) {
+            let _ = writeln!(md, "{}", best.line(b));
+        }
+        let _ = writeln!(md, "{}", served.line());
         let p = ctx.output(REPORT);
         std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;
         Ok(())
@@ -385,25 +414,67 @@ fn report(
             }
         }
     }
-    if let Some(b) = baseline {
-        let best = SYSTEMS
-            .iter()
-            .filter(|s| **s != BASELINE)
-            .filter_map(|s| {
-                by.get(&("document".to_string(), s.to_string())).and_then(|m| m.get("ndcg@10")).map(|v| (*s, v.0))
-            })
-            .fold(None::<(&str, f64)>, |acc, x| match acc {
-                Some(a) if a.1 >= x.1 => Some(a),
-                _ => Some(x),
-            });
-        if let Some((sys, v)) = best {
-            let _ = writeln!(out, "\n{}", summary_line(sys, v, b));
-        }
-    }
     out
 }
 
-/// The one line `coltrast run` ends with: the best system and its gain (or loss) over `base-whole`.
+/// The best system by document nDCG@10, and how it was told from the runner-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Best {
+    pub system: &'static str,
+    pub document: f64,
+    /// When others tie with it at document level: (chunk nDCG@10 of the best, the best tied other system and
+    /// its chunk nDCG@10).
+    pub tie: Option<(f64, &'static str, f64)>,
+}
+
+impl Best {
+    /// The line eval.md (and so `coltrast run`) ends with, before the served line.
+    pub fn line(&self, baseline: f64) -> String {
+        let mut l = summary_line(self.system, self.document, baseline);
+        if let Some((c, other, oc)) = self.tie {
+            let _ =
+                write!(l, "; tied at document level, so chunk level decides: chunk nDCG@10 {c:.3} vs {other} {oc:.3}");
+        }
+        l
+    }
+}
+
+/// The best system (the baseline excluded) by document-level nDCG@10; systems within 1e-9 of it are told
+/// apart by chunk-level nDCG@10 (a small sample where every system finds every document ties at document
+/// level, while the chunk level still shows what fine-tuning changed); then the order of [`SYSTEMS`].
+pub fn best_system(results: &[(String, String, String, f64, i64)]) -> Option<Best> {
+    let get =
+        |sys: &str, level: &str| results.iter().find(|r| r.0 == sys && r.1 == level && r.2 == "ndcg@10").map(|r| r.3);
+    let docs: Vec<(&'static str, f64)> =
+        SYSTEMS.iter().filter(|s| **s != BASELINE).filter_map(|s| get(s, "document").map(|v| (*s, v))).collect();
+    let top = docs.iter().map(|d| d.1).fold(f64::NEG_INFINITY, f64::max);
+    let tied: Vec<(&'static str, f64)> = docs.into_iter().filter(|d| (top - d.1).abs() <= 1e-9).collect();
+    let chunk = |s: &str| get(s, "chunk").unwrap_or(f64::NEG_INFINITY);
+    let mut best = *tied.first()?;
+    for &t in &tied[1..] {
+        if chunk(t.0) > chunk(best.0) + 1e-9 {
+            best = t;
+        }
+    }
+    // What fine-tuning changed: compare with the best tied system of the other model (base ↔ coltrast).
+    let family = |s: &str| s.split('+').next().unwrap_or(s).to_string();
+    let others =
+        |same_family: bool| {
+            tied.iter()
+                .filter(move |t| t.0 != best.0 && (family(t.0) == family(best.0)) == same_family)
+                .reduce(|a, b| if chunk(b.0) > chunk(a.0) + 1e-9 { b } else { a })
+        };
+    let runner_up = others(false);
+    let tie = match runner_up {
+        Some(r) if get(best.0, "chunk").is_some() && get(r.0, "chunk").is_some() => {
+            Some((chunk(best.0), r.0, chunk(r.0)))
+        }
+        _ => None,
+    };
+    Some(Best { system: best.0, document: best.1, tie })
+}
+
+/// The best system and its gain (or loss) over `base-whole`.
 pub fn summary_line(best: &str, ndcg: f64, baseline: f64) -> String {
     let d = ndcg - baseline;
     let word = if d >= 0.0 { "gain" } else { "loss" };
@@ -491,12 +562,40 @@ mod tests {
         assert!(md.contains("| document | coltrast+rerank | 10 |") && md.contains("| +0.050 |"), "{md}");
         // no gain for the baseline itself or at chunk level
         assert!(md.lines().any(|l| l.starts_with("| chunk | base |") && l.ends_with("|  |")), "{md}");
-        let last = md.trim_end().lines().last().unwrap();
-        assert_eq!(last, "best system: coltrast+rerank, document nDCG@10 0.850: gain of 0.050 over base-whole (0.800)");
+        let best = best_system(&results).unwrap();
+        assert_eq!(
+            best.line(0.8),
+            "best system: coltrast+rerank, document nDCG@10 0.850: gain of 0.050 over base-whole (0.800)"
+        );
+        assert!(!md.contains("best system"), "the summary is written once, by the stage: {md}");
         assert_eq!(
             summary_line("base", 0.78, 0.8),
             "best system: base, document nDCG@10 0.780: loss of 0.020 over base-whole (0.800)"
         );
+    }
+
+    #[test]
+    fn a_tie_at_document_level_is_decided_at_chunk_level() {
+        let row = |sys: &str, level: &str, v: f64| (sys.to_string(), level.to_string(), "ndcg@10".to_string(), v, 4);
+        let mut results = vec![row(BASELINE, "document", 1.0)];
+        for sys in ["base", "base+hybrid", "coltrast", "coltrast+rerank", "coltrast+hybrid"] {
+            results.push(row(sys, "document", 1.0));
+        }
+        for (sys, v) in [("base", 0.938), ("base+hybrid", 0.938), ("coltrast", 1.0), ("coltrast+hybrid", 1.0)] {
+            results.push(row(sys, "chunk", v));
+        }
+        let best = best_system(&results).unwrap();
+        assert_eq!(best.system, "coltrast");
+        assert_eq!(best.tie, Some((1.0, "base", 0.938)));
+        assert!(best
+            .line(1.0)
+            .ends_with("tied at document level, so chunk level decides: chunk nDCG@10 1.000 vs base 0.938"));
+        // no tie: no chunk-level clause
+        results[3].3 = 0.9;
+        results[4].3 = 0.9;
+        results[5].3 = 0.95;
+        let best = best_system(&results).unwrap();
+        assert_eq!((best.system, best.tie), ("base", None));
     }
 
     #[test]
@@ -513,6 +612,7 @@ mod tests {
             negative_chunk_ids: vec![],
             negative_texts: vec![],
             negative_scores: vec![],
+            source: mine::LABELLED.into(),
         };
         let pairs = vec![mk("train"), mk("val"), mk("val")];
         assert_eq!(select(&pairs, "auto").1.len(), 2);

@@ -14,8 +14,8 @@
 //! model, which has no token head, the normalised last hidden state), the tokenizer files and
 //! `onnx_model.json` (inputs, outputs, dims, max_seq_length, opset). `parity.json`: the parity reports.
 //!
-//! **Params.** `export.model` (`"coltrast"` or `"base"`): which of the two the index stage and the query
-//! commands serve (not part of this stage's fingerprint). `export.quantize` (`"none"` or `"int8"`): int8
+//! **Params.** `export.model` (`"auto"`, `"coltrast"` or `"base"`) and `export.guard_margin`: which of the two
+//! the index stage serves ([`crate::guard`]; not part of this stage's fingerprint). `export.quantize` (`"none"` or `"int8"`): int8
 //! exports have dynamically quantised encoder MatMuls, so they cannot match libtorch to 1e-4; their parity
 //! check is instead a minimum cosine to libtorch of [`INT8_MIN_COSINE`] for every sentence embedding and
 //! [`INT8_MIN_TOKEN_COSINE`] for every token embedding.
@@ -31,8 +31,7 @@ use crate::onnx::{export_sentence_model_with, ExportOptions, Quantize};
 use crate::settings::{ModelDevice, Settings};
 use crate::stages::train;
 
-pub const FINETUNED: &str = "coltrast";
-pub const BASE: &str = "base";
+pub use crate::guard::{BASE, FINETUNED};
 pub const MODEL_FILE: &str = "model.onnx";
 /// int8 exports: the least cosine between an ONNX sentence embedding and libtorch's.
 pub const INT8_MIN_COSINE: f32 = 0.97;
@@ -54,8 +53,8 @@ impl Stage<Settings> for Export {
         5
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        // export.model only picks what is served; both models are always exported.
-        s.section_without("export", &["model"])
+        // export.model and guard_margin only pick what is served (the index stage); both models are always exported.
+        s.section_without("export", &["model", "guard_margin"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
@@ -168,17 +167,4 @@ fn write_parity(
     });
     let bytes = serde_json::to_vec_pretty(&v).map_err(Error::internal)?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
-}
-
-/// The name of the exported model the index and the queries serve, per `export.model`.
-pub fn served_name(s: &Settings) -> &'static str {
-    match s.export.model {
-        crate::settings::ServedModel::Coltrast => FINETUNED,
-        crate::settings::ServedModel::Base => BASE,
-    }
-}
-
-/// The ONNX dir the index and the queries serve, per `export.model`.
-pub fn served_dir(export_dir: &Path, s: &Settings) -> std::path::PathBuf {
-    export_dir.join(served_name(s))
 }

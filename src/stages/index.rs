@@ -1,14 +1,17 @@
 //! # index: ONNX Runtime embeddings and a FAISS index of the chunks
 //!
-//! **What.** Embeds every chunk's `embed_text` with the served ONNX model (`export.model`) through ONNX
-//! Runtime ([`crate::embed`]), builds a FAISS index from `index.factory` ([`crate::index`]), and stores each
-//! chunk's token embeddings for late-interaction reranking ([`crate::late`]).
+//! **What.** Decides which exported model to serve ([`crate::guard`]: under `export.model = "auto"`, the
+//! fine-tuned model unless it ranks the validation queries worse than the base model), embeds every chunk's
+//! `embed_text` with it through ONNX Runtime ([`crate::embed`]), builds a FAISS index from `index.factory`
+//! ([`crate::index`]), and stores each chunk's token embeddings for late-interaction reranking
+//! ([`crate::late`]).
 //!
 //! **Embedding cache.** Sentence and token embeddings are cached by (ONNX model hash, text hash) under
 //! `artifacts/.cache/`, so re-indexing after one README changes embeds only that README's changed chunks
 //! (the manifest's `texts_embedded` says how many).
 //!
-//! **Inputs.** `chunk/chunks.parquet`; `export/<model>/model.onnx`.
+//! **Inputs.** `chunk/chunks.parquet`; `mine/pairs.parquet` (its validation queries, for the guard);
+//! `export/<model>/model.onnx`.
 //!
 //! **Outputs.**
 //! - `chunk_embeddings.parquet`: `chunk_id` Utf8, `project_id` Utf8, `embedding` FixedSizeList<Float32, D>.
@@ -21,13 +24,16 @@
 //! - `bm25/`: a tantivy index of every chunk's `embed_text` (field `text`, row number as fast field `row`), for
 //!   BM25 in hybrid search ([`crate::lexical`]). Its bytes differ between runs (tantivy names segments by
 //!   random UUIDs); its content does not, and no stage reads it, so fingerprints and early cutoff are unaffected.
-//! - `index.json`: the served model, factory, dims and count.
+//! - `index.json`: the served model, factory, dims and count; `served`: the guard's choice and its reason
+//!   ([`crate::guard::Served`], also in the manifest's stats `served_system`, `served_model`, `served_reason`).
 //!
 //! **Executor.** The texts the caches lack are embedded shard by shard first, in this process or on a Ray
 //! cluster (`[executor]`, see [`crate::executor`]); the stage then reads every embedding from the caches, so
 //! what it writes does not depend on where the shards ran. The manifest records the shards (per Ray node).
 //!
-//! **Params.** `index.factory`, `export.model` (`index.rerank_depth` is used by queries and eval, not here).
+//! **Params.** `index.factory`, `export.model`, `export.guard_margin`, `index.lexical_weight` (the guard
+//! compares the models as they are served: hybrid when it is above 0). `index.rerank_depth` is used by queries
+//! and eval, not here.
 //! `model.device` picks ONNX Runtime's execution provider (CPU or CUDA); it is not hashed (speed only, see
 //! [`crate::settings::ModelDevice`]) and is recorded as the manifest's `device` stat.
 //! `[executor]` is speed only and not in the key.
@@ -41,8 +47,10 @@ use crate::embed::OrtEncoder;
 use crate::embed_cache::{EmbeddingCache, TokenCache};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
+use crate::guard::{self, Judged, Served};
+use crate::settings::ServedModel;
 use crate::settings::Settings;
-use crate::stages::{chunk, export};
+use crate::stages::{chunk, export, mine};
 use crate::table;
 
 pub const EMBEDDINGS: &str = "chunk_embeddings.parquet";
@@ -148,20 +156,84 @@ pub fn embed_cached(
     Ok((flat, tokens))
 }
 
+/// The guard's choice ([`crate::guard`]): under `export.model = "auto"` with validation queries, both models
+/// rank every chunk for them (through the same embedding caches eval uses, so nothing is embedded twice).
+/// Needs the upstreams `mine` and `export` (eval calls it too, and gets the same answer).
+/// The chunks are embedded on the stage's executor (Ray too); returned with the choice is the executor's
+/// summary for the served model.
+pub fn choose_served(
+    ctx: &StageContext<'_, Settings>,
+    chunks: &[chunk::Chunk],
+    texts: &[&str],
+    what: &str,
+) -> Result<(Served, Option<crate::executor::Prefill>)> {
+    let s = ctx.config;
+    let w = s.index.lexical_weight as f32;
+    let hybrid = w > 0.0;
+    if s.export.model != ServedModel::Auto {
+        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, None), None));
+    }
+    let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
+    let val: Vec<&mine::Pair> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
+    if val.is_empty() || chunks.is_empty() {
+        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, None), None));
+    }
+    let row_of = guard::rows_by_id(chunks.iter().map(|c| c.chunk_id.as_str()));
+    let document_of: Vec<&str> = chunks.iter().map(|c| c.project_id.as_str()).collect();
+    let judged: Vec<Judged<'_>> = val
+        .iter()
+        .map(|p| Judged {
+            document: p.project_id.as_str(),
+            positive_row: p.positive_chunk_id.as_deref().and_then(|id| row_of.get(id)).copied(),
+        })
+        .collect();
+    let queries: Vec<&str> = val.iter().map(|p| p.query.as_str()).collect();
+    let k = chunks.len().min(100);
+    let lexical = if hybrid {
+        let l = crate::lexical::LexicalIndex::build(None, texts)?;
+        queries.iter().map(|q| l.search(q, k)).collect::<Result<Vec<_>>>()?
+    } else {
+        vec![]
+    };
+    let mut scores = Vec::new();
+    let mut prefills = Vec::new();
+    for name in [export::BASE, export::FINETUNED] {
+        let mut m = ExportedModel::open(ctx, name)?;
+        prefills.push(m.prefill(s, texts, &format!("{what}, {name}"))?);
+        let (emb, _, _) = m.embed(texts, &format!("embedding chunks ({name}, validation guard)"))?;
+        let idx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &emb, None)?;
+        let q = m.encoder.embed(&queries)?;
+        let mut hits = idx.search(&q.data, k)?;
+        if hybrid {
+            hits = hits.iter().zip(&lexical).map(|(d, l)| crate::lexical::fuse(d, l, w)).collect();
+        }
+        scores.push(guard::score(&hits, &judged, &document_of));
+    }
+    tracing::info!(queries = val.len(), base = ?scores[0], coltrast = ?scores[1], "validation guard");
+    let choice = guard::choose(s.export.model, hybrid, s.export.guard_margin, Some((val.len(), scores[0], scores[1])));
+    let pre = prefills.swap_remove(if choice.model == export::BASE { 0 } else { 1 });
+    Ok((choice, Some(pre)))
+}
+
 impl Stage<Settings> for IndexStage {
     fn name(&self) -> &'static str {
         "index"
     }
     fn upstream(&self) -> &'static [&'static str] {
-        &["chunk", "export"]
+        &["chunk", "mine", "export"]
     }
     fn code_version(&self) -> u32 {
-        2
+        // 3: the validation guard chooses the served model (index.json `served`)
+        3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
         t.insert("factory".into(), s.index.factory.clone().into());
         t.insert("model".into(), s.export.model.as_str().into());
+        if s.export.model == ServedModel::Auto {
+            t.insert("guard_margin".into(), s.export.guard_margin.into());
+            t.insert("lexical_weight".into(), s.index.lexical_weight.into());
+        }
         Ok(toml::Value::Table(t))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
@@ -170,14 +242,25 @@ impl Stage<Settings> for IndexStage {
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
         let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
-        let served = export::served_name(s);
-        let mut model = ExportedModel::open(ctx, served)?;
         let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
         let what = match s.executor.kind {
             crate::settings::ExecutorKind::Local => "embedding chunks (ort)",
             crate::settings::ExecutorKind::Ray => "embedding shards (ray)",
         };
-        let pre = model.prefill(s, &texts, what)?;
+        let (choice, guard_prefill) = choose_served(ctx, &chunks, &texts, what)?;
+        eprintln!("index: {}", choice.line());
+        ctx.record_stat("served_system", choice.system.clone());
+        ctx.record_stat("served_model", choice.model.clone());
+        ctx.record_stat("served_reason", choice.reason.clone());
+        if let Some(g) = choice.val_gain() {
+            ctx.record_stat("served_val_gain_ndcg@10", g);
+        }
+        let served = choice.model.as_str();
+        let mut model = ExportedModel::open(ctx, served)?;
+        let pre = match guard_prefill {
+            Some(p) => p,
+            None => model.prefill(s, &texts, what)?,
+        };
         for (k, v) in pre.stats() {
             ctx.record_stat(k, v);
         }
@@ -210,7 +293,7 @@ impl Stage<Settings> for IndexStage {
         crate::lexical::LexicalIndex::build(Some(&ctx.output(BM25)), &texts)?;
         let meta = serde_json::json!({
             "model": s.export.model.as_str(), "factory": s.index.factory, "embedding_dim": dim,
-            "token_dim": info.token_dim, "count": chunks.len(), "onnx_model": served,
+            "token_dim": info.token_dim, "count": chunks.len(), "onnx_model": served, "served": choice,
         });
         let p = ctx.output(INFO);
         std::fs::write(&p, serde_json::to_vec_pretty(&meta).map_err(Error::internal)?).map_err(|e| Error::io(&p, e))?;

@@ -63,6 +63,7 @@ pub fn pairs_schema() -> Arc<Schema> {
         Field::new("negative_chunk_ids", list(DataType::Utf8), false),
         Field::new("negative_texts", list(DataType::Utf8), false),
         Field::new("negative_scores", list(DataType::Float32), false),
+        Field::new("source", DataType::Utf8, false),
     ]))
 }
 
@@ -80,6 +81,19 @@ pub struct Pair {
     pub negative_chunk_ids: Vec<String>,
     pub negative_texts: Vec<String>,
     pub negative_scores: Vec<f32>,
+    /// Where the query comes from: [`LABELLED`] (the dataset's Q&A), or a synthetic source of the generate
+    /// stage (`headings`, `cloze`).
+    pub source: String,
+}
+
+/// The `source` of a pair made from the dataset's own Q&A.
+pub const LABELLED: &str = "qa";
+
+impl Pair {
+    /// Whether the query is one of the dataset's questions (eval scores only these).
+    pub fn is_labelled(&self) -> bool {
+        self.source == LABELLED
+    }
 }
 
 pub struct Mine;
@@ -89,10 +103,11 @@ impl Stage<Settings> for Mine {
         "mine"
     }
     fn upstream(&self) -> &'static [&'static str] {
-        &["ingest", "chunk"]
+        &["ingest", "chunk", "generate"]
     }
     fn code_version(&self) -> u32 {
-        2
+        // 3: synthetic queries from the generate stage; the `source` column
+        3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         s.section_without("mine", &["batch_size"])
@@ -116,7 +131,8 @@ impl Stage<Settings> for Mine {
         let mut embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
             chunk::embed_all(encoder.as_ref(), &mut cache, texts, batch, what)
         };
-        let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &mut embed)?;
+        let synthetic = crate::stages::generate::read_queries(ctx.upstream_dir("generate")?)?;
+        let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &synthetic, &mut embed)?;
         cache.flush()?;
         for (k, v) in &mined.stats {
             ctx.record_stat(k, v.clone());
@@ -127,6 +143,7 @@ impl Stage<Settings> for Mine {
     }
 }
 
+#[derive(Debug)]
 pub struct Mined {
     pub pairs: Vec<Pair>,
     pub stats: BTreeMap<String, serde_json::Value>,
@@ -194,6 +211,7 @@ pub fn mine(
     chunk_emb: &[f32],
     dim: usize,
     s: &MineSettings,
+    synthetic: &[crate::stages::generate::Synthetic],
     embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
 ) -> Result<Mined> {
     let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
@@ -272,24 +290,7 @@ pub fn mine(
                 }
             };
             let positive_score = dot(qv, &pos_vec);
-            let mut cands: Vec<(usize, f32)> = chunks
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.project_id != q.project_id)
-                .map(|(c, _)| (c, dot(qv, &chunk_emb[c * dim..(c + 1) * dim])))
-                .collect();
-            cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut neg = Vec::new();
-            for (c, sim) in cands {
-                if neg.len() >= s.num_negatives as usize {
-                    break;
-                }
-                if sim as f64 > positive_score as f64 + s.false_negative_margin || chunks[c].embed_text == positive_text
-                {
-                    continue;
-                }
-                neg.push((c, sim));
-            }
+            let neg = hard_negatives(chunks, chunk_emb, dim, s, qv, &q.project_id, &positive_text, positive_score);
             let split = match &q.split {
                 Some(sp) if carve && sp == "train" && is_val_query(&q.qa_id, s.val_split, s.seed as u64) => {
                     "val".to_string()
@@ -310,6 +311,7 @@ pub fn mine(
                 negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
                 negative_texts: neg.iter().map(|(c, _)| chunks[*c].embed_text.clone()).collect(),
                 negative_scores: neg.iter().map(|(_, s)| *s).collect(),
+                source: LABELLED.to_string(),
             })
         })
         .collect();
@@ -355,6 +357,15 @@ pub fn mine(
         count(&format!("{split}_projects"), projects.len());
         tracing::info!(split, pairs = n, projects = projects.len(), "split");
     }
+    let mut pairs = pairs;
+    let synth = synthetic_pairs(chunks, chunk_emb, dim, s, synthetic, embed)?;
+    for src in ["headings", "cloze"] {
+        let n = synth.iter().filter(|p| p.source == src).count();
+        if n > 0 {
+            count(&format!("synthetic_{src}_pairs"), n);
+        }
+    }
+    pairs.extend(synth);
     count("positives_from_chunks", pairs.iter().filter(|p| p.positive_source == "chunk").count());
     count("positives_from_answers", pairs.iter().filter(|p| p.positive_source == "answer").count());
     if !ds.qa.is_empty() {
@@ -366,6 +377,87 @@ pub fn mine(
         }
     }
     Ok(Mined { pairs, stats })
+}
+
+/// The `num_negatives` chunks of other documents most similar to the query `qv`, skipping likely false
+/// negatives (more similar than the positive by over `false_negative_margin`) and the positive's own text.
+#[allow(clippy::too_many_arguments)]
+fn hard_negatives(
+    chunks: &[chunk::Chunk],
+    chunk_emb: &[f32],
+    dim: usize,
+    s: &MineSettings,
+    qv: &[f32],
+    project_id: &str,
+    positive_text: &str,
+    positive_score: f32,
+) -> Vec<(usize, f32)> {
+    let mut cands: Vec<(usize, f32)> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.project_id != project_id)
+        .map(|(c, _)| (c, dot(qv, &chunk_emb[c * dim..(c + 1) * dim])))
+        .collect();
+    cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut neg = Vec::new();
+    for (c, sim) in cands {
+        if neg.len() >= s.num_negatives as usize {
+            break;
+        }
+        if sim as f64 > positive_score as f64 + s.false_negative_margin || chunks[c].embed_text == positive_text {
+            continue;
+        }
+        neg.push((c, sim));
+    }
+    neg
+}
+
+/// Pairs for the generate stage's queries: the positive is the query's own chunk (its text as the generate
+/// stage gave it), the negatives are mined as for labelled questions, and the split is the generate stage's.
+fn synthetic_pairs(
+    chunks: &[chunk::Chunk],
+    chunk_emb: &[f32],
+    dim: usize,
+    s: &MineSettings,
+    synthetic: &[crate::stages::generate::Synthetic],
+    embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
+) -> Result<Vec<Pair>> {
+    if synthetic.is_empty() {
+        return Ok(vec![]);
+    }
+    let row_of: HashMap<&str, usize> = chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
+    let texts: Vec<&str> = synthetic.iter().map(|q| q.query.as_str()).collect();
+    let emb = embed(&texts, "embedding synthetic queries")?;
+    synthetic
+        .par_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let row = *row_of.get(q.chunk_id.as_str()).ok_or_else(|| {
+                Error::data(
+                    "generate/queries.parquet",
+                    format!("query {}.chunk_id", q.query_id),
+                    format!("chunk {:?} is not in chunks.parquet", q.chunk_id),
+                )
+            })?;
+            let qv = &emb[i * dim..(i + 1) * dim];
+            let positive_score = dot(qv, &chunk_emb[row * dim..(row + 1) * dim]);
+            let neg = hard_negatives(chunks, chunk_emb, dim, s, qv, &q.project_id, &q.positive_text, positive_score);
+            Ok(Pair {
+                qa_id: format!("gen:{}", q.query_id),
+                project_id: q.project_id.clone(),
+                split: q.split.clone(),
+                query: q.query.clone(),
+                positive_text: q.positive_text.clone(),
+                positive_chunk_id: Some(q.chunk_id.clone()),
+                positive_source: "chunk".to_string(),
+                positive_score,
+                negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
+                negative_texts: neg.iter().map(|(c, _)| chunks[*c].embed_text.clone()).collect(),
+                negative_scores: neg.iter().map(|(_, s)| *s).collect(),
+                source: q.source.as_str().to_string(),
+            })
+        })
+        .collect()
 }
 
 fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<u64> {
@@ -404,6 +496,7 @@ fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<u64> {
             Arc::new(ids.finish()),
             Arc::new(texts.finish()),
             Arc::new(scores.finish()),
+            s(|p| &p.source),
         ],
     )
 }
@@ -413,6 +506,7 @@ pub fn read_pairs(dir: &Path) -> Result<Vec<Pair>> {
     let path = dir.join(PAIRS);
     let b = table::read_parquet(&path, "mine", &pairs_schema())?;
     let col = |n: &str| table::str_col(&b, n);
+    let source = col("source")?;
     let (qa, pid, split, query, ptext, pcid, psrc) = (
         col("qa_id")?,
         col("project_id")?,
@@ -454,6 +548,7 @@ pub fn read_pairs(dir: &Path) -> Result<Vec<Pair>> {
             negative_chunk_ids: strings(nid, i),
             negative_texts: strings(ntext, i),
             negative_scores: scores,
+            source: source.value(i).to_string(),
         });
     }
     Ok(out)
@@ -570,7 +665,7 @@ mod tests {
     #[test]
     fn positives_negatives_and_answer_fallback() {
         let (ds, chunks, emb) = dataset();
-        let m = mine(&ds, &chunks, &emb, 4, &settings(), &mut fake_embed).unwrap();
+        let m = mine(&ds, &chunks, &emb, 4, &settings(), &[], &mut fake_embed).unwrap();
         let p = &m.pairs[0];
         assert_eq!(p.positive_source, "chunk");
         assert_eq!(p.positive_chunk_id.as_deref(), Some("c0"));
@@ -595,14 +690,14 @@ mod tests {
         let (ds, chunks, emb) = dataset();
         // With margin 0, a negative may not be more similar to the query than the positive is.
         let s = MineSettings { false_negative_margin: 0.0, ..settings() };
-        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
         for p in &m.pairs {
             for sc in &p.negative_scores {
                 assert!(*sc <= p.positive_score + 1e-6, "{p:?}");
             }
         }
         // c3 ("xray in a review chunk") is close to med/0's query; with margin 0 it stays below the positive.
-        let generous = mine(&ds, &chunks, &emb, 4, &settings(), &mut fake_embed).unwrap();
+        let generous = mine(&ds, &chunks, &emb, 4, &settings(), &[], &mut fake_embed).unwrap();
         assert!(generous.pairs[0].negative_chunk_ids.contains(&"c3".to_string()));
     }
 
@@ -618,7 +713,7 @@ mod tests {
 
         let (ds, chunks, emb) = dataset();
         let s = MineSettings { val_split: 0.34, ..settings() };
-        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
         let mut sides: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for p in &m.pairs {
             sides.entry(p.project_id.as_str()).or_default().insert(p.split.as_str());
@@ -654,7 +749,7 @@ mod tests {
         });
         let mut s = settings();
         s.val_split = 0.25;
-        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
         let split_of: BTreeMap<&str, &str> = m.pairs.iter().map(|p| (p.qa_id.as_str(), p.split.as_str())).collect();
         assert_eq!(split_of["t0"], "test");
         let val: Vec<&&str> = split_of.iter().filter(|(_, s)| **s == "val").map(|(q, _)| q).collect();
@@ -671,14 +766,54 @@ mod tests {
         let this: Vec<bool> = (0..40).map(|i| is_val_query(&format!("q{i}"), 0.25, s.seed as u64)).collect();
         assert_ne!(other, this);
         s.val_split = 0.0;
-        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
         assert!(m.pairs.iter().all(|p| p.split != "val"));
         // a BEIR dev split is kept as it is: nothing carved
         ds.qa[0].split = Some("dev".into());
         s.val_split = 0.25;
-        let m = mine(&ds, &chunks, &emb, 4, &s, &mut fake_embed).unwrap();
+        let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
         assert_eq!(m.pairs.iter().filter(|p| p.split == "val").count(), 0);
         assert_eq!(m.pairs.iter().filter(|p| p.split == "dev").count(), 1);
+    }
+
+    #[test]
+    fn synthetic_queries_become_pairs_with_their_own_split_and_source() {
+        let (ds, chunks, emb) = dataset();
+        let syn = |id: &str, q: &str, chunk: &str, project: &str, split: &str| crate::stages::generate::Synthetic {
+            query_id: id.into(),
+            query: q.into(),
+            chunk_id: chunk.into(),
+            project_id: project.into(),
+            source: crate::settings::SyntheticSource::Cloze,
+            split: split.into(),
+            positive_text: "trading without the sentence".into(),
+            base_rank: 1,
+        };
+        let synthetic = vec![syn("s1", "which trading", "c4", "rl", "train"), syn("s2", "trading?", "c4", "rl", "val")];
+        let m = mine(&ds, &chunks, &emb, 4, &settings(), &synthetic, &mut fake_embed).unwrap();
+        let labelled = m.pairs.iter().filter(|p| p.is_labelled()).count();
+        assert_eq!(labelled, ds.qa.len());
+        let s: Vec<&Pair> = m.pairs.iter().filter(|p| !p.is_labelled()).collect();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].qa_id.as_str(), s[0].split.as_str(), s[0].source.as_str()), ("gen:s1", "train", "cloze"));
+        assert_eq!(s[1].split, "val");
+        assert_eq!(s[0].positive_chunk_id.as_deref(), Some("c4"));
+        assert_eq!(s[0].positive_text, "trading without the sentence");
+        for p in &s {
+            assert!(!p.negative_chunk_ids.is_empty());
+            for id in &p.negative_chunk_ids {
+                assert_ne!(chunks.iter().find(|c| &c.chunk_id == id).unwrap().project_id, "rl");
+            }
+        }
+        assert_eq!(m.stats["synthetic_cloze_pairs"], 2);
+        // a query whose chunk is gone is a data error naming the file and the query
+        let bad = vec![syn("s3", "q", "nope", "rl", "train")];
+        let e = mine(&ds, &chunks, &emb, 4, &settings(), &bad, &mut fake_embed).unwrap_err().to_string();
+        assert!(e.contains("generate/queries.parquet") && e.contains("s3"), "{e}");
+        // round trip, source included
+        let dir = tempfile::tempdir().unwrap();
+        write_pairs(&dir.path().join(PAIRS), &m.pairs).unwrap();
+        assert_eq!(read_pairs(dir.path()).unwrap(), m.pairs);
     }
 
     #[test]

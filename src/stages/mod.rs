@@ -1,4 +1,5 @@
-//! The closed list of stages, in pipeline order: ingest → chunk → mine → train → export → index → eval.
+//! The closed list of stages, in pipeline order: ingest → chunk → generate → mine → train → export → index →
+//! eval.
 //! Adding one is one visible edit here.
 
 use crate::engine::Stage;
@@ -7,6 +8,7 @@ use crate::settings::Settings;
 pub mod chunk;
 pub mod eval;
 pub mod export;
+pub mod generate;
 pub mod index;
 pub mod ingest;
 pub mod mine;
@@ -16,6 +18,7 @@ pub mod train;
 pub static STAGES: &[&dyn Stage<Settings>] = &[
     &ingest::Ingest,
     &chunk::ChunkStage,
+    &generate::Generate,
     &mine::Mine,
     &train::Train,
     &export::Export,

@@ -192,11 +192,20 @@ impl Stage<Settings> for Train {
         let mut t = s.section_without("train", &["max_memory_mb"])?;
         if let Some(t) = t.as_table_mut() {
             t.insert("device".into(), toml::Value::String(resolved_device(s.train.device)?.into()));
+            // The teacher enters as an input (its content hash); without one, neither key changes anything.
+            t.remove("teacher");
+            if s.teacher_dir().is_none() {
+                t.remove("distill_weight");
+            }
         }
         Ok(t)
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
+        let mut v = vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }];
+        if let Some(dir) = s.teacher_dir() {
+            v.push(ExternalInput { name: "teacher".into(), path: dir });
+        }
+        Ok(v)
     }
     fn available(&self) -> bool {
         backend::available()

@@ -37,7 +37,13 @@ fn tiny_examples() -> Vec<Example> {
         .enumerate()
         .map(|(i, (p, q, a))| {
             let others: Vec<String> = TOPICS.iter().filter(|t| t.0 != *p).map(|t| t.2[i % 5].to_string()).collect();
-            Example { qa_id: format!("{p}/{i}"), query: q.to_string(), positive: a.to_string(), negatives: others }
+            Example {
+                qa_id: format!("{p}/{i}"),
+                query: q.to_string(),
+                positive: a.to_string(),
+                negatives: others,
+                teacher: vec![],
+            }
         })
         .collect()
 }
@@ -578,7 +584,7 @@ fn sample_trains_and_sentence_transformers_loads_the_model_dir() {
     let data = repo_root().join("data/ai_projects_dataset.json");
     let p = Project::new(&format!("[ingest]\npath = \"{}\"\n[train]\nepochs = 2\ndevice = \"cpu\"\n", data.display()));
     let out = p.run(&["run", "train"]).ok();
-    assert_eq!(out.stages(), ["ingest ran", "chunk ran", "mine ran", "train ran"]);
+    assert_eq!(out.stages(), ["ingest ran", "chunk ran", "generate ran", "mine ran", "train ran"]);
     let dir = train_dir(&p);
     let m = manifest(&dir);
     assert_eq!(m["stats"]["train_pairs"], 12);

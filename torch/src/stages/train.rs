@@ -38,11 +38,43 @@ pub fn split_pairs(pairs: &[mine::Pair]) -> (Vec<Example>, Vec<Example>, usize) 
         query: p.query.clone(),
         positive: p.positive_text.clone(),
         negatives: p.negative_texts.clone(),
+        teacher: vec![],
     };
     let train = pairs.iter().filter(|p| p.split == "train").map(ex).collect();
     let val = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").map(ex).collect();
     let other = pairs.iter().filter(|p| !matches!(p.split.as_str(), "train" | "val" | "dev")).count();
     (train, val, other)
+}
+
+/// Scores every example's positive and hard negatives with the teacher (cosines of its unit embeddings,
+/// through `cache`, keyed by the teacher's content hash) into [`Example::teacher`]; `embed` embeds the texts
+/// the cache lacks. Returns how many texts were embedded.
+pub fn score_with_teacher(
+    train: &mut [Example],
+    val: &mut [Example],
+    cache: &mut coltrast::embed_cache::EmbeddingCache,
+    dim: usize,
+    embed: &mut dyn FnMut(&[&str]) -> Result<Vec<f32>>,
+) -> Result<usize> {
+    let mut texts: Vec<String> = Vec::new();
+    for e in train.iter().chain(val.iter()) {
+        texts.push(e.query.clone());
+        texts.push(e.positive.clone());
+        texts.extend(e.negatives.iter().cloned());
+    }
+    texts.sort();
+    texts.dedup();
+    let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
+    let before = cache.misses;
+    let flat = cache.embed(&refs, |missing| embed(missing))?;
+    let row: std::collections::HashMap<&str, &[f32]> =
+        refs.iter().enumerate().map(|(i, t)| (*t, &flat[i * dim..(i + 1) * dim])).collect();
+    let cos = |a: &str, b: &str| -> f32 { row[a].iter().zip(row[b]).map(|(x, y)| x * y).sum() };
+    for e in train.iter_mut().chain(val.iter_mut()) {
+        e.teacher =
+            std::iter::once(cos(&e.query, &e.positive)).chain(e.negatives.iter().map(|n| cos(&e.query, n))).collect();
+    }
+    Ok(cache.misses - before)
 }
 
 /// Run the train stage.
@@ -57,8 +89,32 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
     }
     let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
     let rss_pairs = memory::rss().now;
-    let (train_set, val_set, ignored) = split_pairs(&pairs);
+    let (mut train_set, mut val_set, ignored) = split_pairs(&pairs);
     tracing::info!(train = train_set.len(), val = val_set.len(), ignored, "pairs");
+    if let Some(dir) = ctx.config.teacher_dir() {
+        let started = std::time::Instant::now();
+        let teacher = Encoder::load(&dir, device).map_err(Error::from)?;
+        let mut cache =
+            coltrast::embed_cache::EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("teacher")?, teacher.dim())?;
+        let mut embed = |texts: &[&str]| -> Result<Vec<f32>> {
+            let bar = coltrast::progress::bar(texts.len() as u64, "teacher: embedding");
+            let mut out = Vec::with_capacity(texts.len() * teacher.dim());
+            for group in texts.chunks(64) {
+                out.extend(teacher.embed(group, 16).map_err(Error::from)?.data);
+                bar.inc(group.len() as u64);
+            }
+            bar.finish_and_clear();
+            Ok(out)
+        };
+        let n = score_with_teacher(&mut train_set, &mut val_set, &mut cache, teacher.dim(), &mut embed)?;
+        cache.flush()?;
+        let secs = started.elapsed().as_secs_f64();
+        ctx.record_stat("teacher", dir.display().to_string());
+        ctx.record_stat("teacher_texts_embedded", n as u64);
+        ctx.record_stat("teacher_s", round(secs, 3));
+        ctx.record_stat("teacher_peak_rss_mb", round(memory::rss().peak as f64 / memory::MIB, 3));
+        eprintln!("train: teacher {} scored the pairs ({n} texts embedded, {secs:.1} s)", dir.display());
+    }
     if train_set.is_empty() {
         return Err(Error::Usage(format!(
             "{}: no pairs with split \"train\" (splits found: {:?}); nothing to train on",
@@ -374,6 +430,7 @@ mod tests {
             negative_chunk_ids: vec!["c".into()],
             negative_texts: vec!["neg".into()],
             negative_scores: vec![0.1],
+            source: mine::LABELLED.into(),
         }
     }
 
@@ -385,6 +442,38 @@ mod tests {
         assert_eq!(val.iter().map(|e| e.qa_id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(other, 1);
         assert_eq!(train[0].negatives, ["neg"]);
+    }
+
+    #[test]
+    fn teacher_scores_are_cosines_of_the_cached_embeddings() {
+        let pairs = [pair("a", "train"), pair("b", "val")];
+        let (mut train, mut val, _) = split_pairs(&pairs);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = coltrast::embed_cache::EmbeddingCache::open(dir.path(), "teacher-test", 2).unwrap();
+        // "q ..." texts point along x, "pos ..." at 60 degrees, "neg" along y
+        let vec_of = |t: &str| -> [f32; 2] {
+            if t.starts_with("q ") {
+                [1.0, 0.0]
+            } else if t.starts_with("pos") {
+                [0.5, 0.866_025_4]
+            } else {
+                [0.0, 1.0]
+            }
+        };
+        let mut calls = 0;
+        let mut embed = |texts: &[&str]| -> Result<Vec<f32>> {
+            calls += 1;
+            Ok(texts.iter().flat_map(|t| vec_of(t)).collect())
+        };
+        let n = score_with_teacher(&mut train, &mut val, &mut cache, 2, &mut embed).unwrap();
+        assert_eq!(n, 5, "q a, q b, pos a, pos b, neg");
+        for e in train.iter().chain(&val) {
+            assert_eq!(e.teacher.len(), 1 + e.negatives.len());
+            assert!((e.teacher[0] - 0.5).abs() < 1e-6 && e.teacher[1].abs() < 1e-6, "{:?}", e.teacher);
+        }
+        // a second run embeds nothing: the cache has every text
+        let n = score_with_teacher(&mut train, &mut val, &mut cache, 2, &mut embed).unwrap();
+        assert_eq!((n, calls), (0, 1));
     }
 
     #[test]

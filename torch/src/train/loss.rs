@@ -16,6 +16,13 @@
 //! in [-1, 1]. Padding is masked on both sides; every other token counts, `[CLS]`, `[SEP]` and punctuation
 //! included. The score becomes a logit `scale · score + shift`, and binary cross-entropy takes label 1 for the
 //! query's positive and 0 for each of its hard negatives (mean over all those pairs).
+//!
+//! **L_distill** (with `train.teacher`). Each query's own list, its positive then its hard negatives, is
+//! scored by the student (pooled cosines) and, once before training, by the teacher; both lists are divided
+//! by the temperature and turned into distributions by softmax, and the loss is the KL divergence from the
+//! teacher's distribution to the student's (mean over queries). Unlike the 0/1 labels of the other two terms
+//! it keeps how close each negative is to being right, the fine distinctions between sibling answers that
+//! contrastive training on a few pairs tends to blur.
 
 use std::collections::HashMap;
 
@@ -28,6 +35,8 @@ pub struct Example {
     pub query: String,
     pub positive: String,
     pub negatives: Vec<String>,
+    /// The teacher's scores of the positive and then each hard negative (cosines); empty without a teacher.
+    pub teacher: Vec<f32>,
 }
 
 /// Which documents a batch encodes and how the losses read them.
@@ -43,6 +52,19 @@ pub struct BatchPlan {
     pub late_query: Vec<i64>,
     pub late_doc: Vec<i64>,
     pub late_label: Vec<f32>,
+    /// Distillation, when every query has teacher scores: row-major `[B, width]` document columns (the
+    /// positive first, then the hard negatives that are candidates), their teacher scores, and a mask of the
+    /// real entries (rows are padded to the longest).
+    pub distill: Option<Distill>,
+}
+
+/// The teacher's lists of a batch (see [`BatchPlan::distill`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distill {
+    pub width: usize,
+    pub cols: Vec<i64>,
+    pub teacher: Vec<f32>,
+    pub mask: Vec<bool>,
 }
 
 impl BatchPlan {
@@ -57,15 +79,20 @@ impl BatchPlan {
         let mut index: HashMap<&str, usize> = HashMap::new();
         let labels: Vec<i64> = batch.iter().map(|e| col(&e.positive, &mut docs, &mut index) as i64).collect();
         let mut neg_cols: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
+        // per query, (column, teacher score) of its distinct hard negatives
+        let mut neg_teacher: Vec<Vec<(usize, Option<f32>)>> = Vec::with_capacity(batch.len());
         for e in batch {
             let mut cols = Vec::new();
-            for n in &e.negatives {
+            let mut with_scores = Vec::new();
+            for (k, n) in e.negatives.iter().enumerate() {
                 let c = col(n, &mut docs, &mut index);
                 if !cols.contains(&c) {
                     cols.push(c);
+                    with_scores.push((c, e.teacher.get(k + 1).copied()));
                 }
             }
             neg_cols.push(cols);
+            neg_teacher.push(with_scores);
         }
         let n_docs = docs.len();
         let mut candidates = vec![false; batch.len() * n_docs];
@@ -103,8 +130,52 @@ impl BatchPlan {
                 }
             }
         }
-        BatchPlan { docs, labels, candidates, late_query, late_doc, late_label }
+        let distill = if !batch.is_empty() && batch.iter().all(|e| e.teacher.len() == e.negatives.len() + 1) {
+            let lists: Vec<Vec<(i64, f32)>> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let row = &candidates[i * n_docs..(i + 1) * n_docs];
+                    std::iter::once((labels[i], e.teacher[0]))
+                        .chain(
+                            neg_teacher[i]
+                                .iter()
+                                .filter(|(c, _)| row[*c] && *c != labels[i] as usize)
+                                .filter_map(|(c, t)| t.map(|t| (*c as i64, t))),
+                        )
+                        .collect()
+                })
+                .collect();
+            let width = lists.iter().map(|l| l.len()).max().unwrap_or(1);
+            let mut d = Distill { width, cols: vec![], teacher: vec![], mask: vec![] };
+            for l in &lists {
+                for k in 0..width {
+                    let (c, t) = l.get(k).copied().unwrap_or((l[0].0, 0.0));
+                    d.cols.push(c);
+                    d.teacher.push(t);
+                    d.mask.push(k < l.len());
+                }
+            }
+            Some(d)
+        } else {
+            None
+        };
+        BatchPlan { docs, labels, candidates, late_query, late_doc, late_label, distill }
     }
+}
+
+/// Listwise distillation: `q` `[B, D]` and `d` `[N, D]` unit vectors, `cols` int64 `[B, W]` (each query's
+/// list of document columns), `teacher` `[B, W]` cosines, `mask` bool `[B, W]` → mean over queries of
+/// KL(teacher ‖ student), both distributions the softmax of the masked scores divided by `temperature`.
+pub fn distill_kl(q: &Tensor, d: &Tensor, cols: &Tensor, teacher: &Tensor, mask: &Tensor, temperature: f64) -> Tensor {
+    let student = q.matmul(&d.tr()).gather(1, cols, false) / temperature;
+    let off = mask.logical_not();
+    let log_s = student.masked_fill(&off, -1e9).log_softmax(-1, Kind::Float);
+    let log_t = (teacher / temperature).masked_fill(&off, -1e9).log_softmax(-1, Kind::Float);
+    let p_t = log_t.exp();
+    // masked entries have p_t = 0: their terms vanish (and are zeroed to keep 0 · (-inf) out)
+    let terms = (&p_t * (&log_t - &log_s)).masked_fill(&off, 0.0);
+    terms.sum_dim_intlist(1, false, None::<Kind>).mean(Kind::Float)
 }
 
 /// InfoNCE over cosine similarities: `q` `[B, D]` and `d` `[N, D]` unit vectors, `candidates` bool `[B, N]`,
@@ -144,7 +215,45 @@ mod tests {
             query: q.into(),
             positive: pos.into(),
             negatives: negs.iter().map(|s| s.to_string()).collect(),
+            teacher: vec![],
         }
+    }
+
+    #[test]
+    fn distill_lists_follow_the_candidates_and_need_every_teacher() {
+        let mut a = ex("a", "qa", "P1", &["N1", "N2", "N1"]);
+        a.teacher = vec![0.9, 0.5, 0.4, 0.5];
+        let mut b = ex("b", "qb", "P2", &["P1"]);
+        b.teacher = vec![0.8, 0.7];
+        let p = BatchPlan::new(&[&a, &b]);
+        let d = p.distill.clone().unwrap();
+        // a: P1 (0), N1 (2), N2 (3); b: P2 (1), then P1 as its hard negative (a's positive, a candidate)
+        assert_eq!(d.width, 3);
+        assert_eq!(d.cols, [0, 2, 3, 1, 0, 1]);
+        assert_eq!(d.teacher, [0.9, 0.5, 0.4, 0.8, 0.7, 0.0]);
+        assert_eq!(d.mask, [true, true, true, true, true, false]);
+        // one query without teacher scores: no distillation for the batch
+        let c = ex("c", "qc", "P3", &[]);
+        assert!(BatchPlan::new(&[&a, &c]).distill.is_none());
+    }
+
+    #[test]
+    fn distill_kl_is_zero_when_the_student_agrees_and_grows_when_it_does_not() {
+        let q = t(&[1.0, 0.0], &[1, 2]);
+        let d = t(&[1.0, 0.0, 0.6, 0.8, 0.0, 1.0], &[3, 2]);
+        let cols = Tensor::from_slice(&[0i64, 1, 2, 0]).view([1, 4]);
+        let mask = Tensor::from_slice(&[true, true, true, false]).view([1, 4]);
+        // the student's own cosines (1, 0.6, 0) as the teacher: KL 0
+        let same = t(&[1.0, 0.6, 0.0, 0.3], &[1, 4]);
+        let kl = distill_kl(&q, &d, &cols, &same, &mask, 0.1).double_value(&[]);
+        assert!(kl.abs() < 1e-6, "{kl}");
+        // a teacher that ranks the second document first
+        let other = t(&[0.6, 1.0, 0.0, 0.3], &[1, 4]);
+        let kl2 = distill_kl(&q, &d, &cols, &other, &mask, 0.1).double_value(&[]);
+        let (s, tt) = ([10.0f64, 6.0, 0.0], [6.0f64, 10.0, 0.0]);
+        let lse = |v: &[f64]| v.iter().map(|x| x.exp()).sum::<f64>().ln();
+        let want: f64 = (0..3).map(|k| (tt[k] - lse(&tt)).exp() * ((tt[k] - lse(&tt)) - (s[k] - lse(&s)))).sum();
+        assert!((kl2 - want).abs() < 1e-4, "{kl2} vs {want}");
     }
 
     fn row(p: &BatchPlan, i: usize) -> Vec<bool> {

@@ -45,6 +45,9 @@ pub struct TrainConfig {
     pub max_activation_mb: u64,
     /// Texts per forward pass when micro-batching (0 = from the budget).
     pub micro_batch_size: usize,
+    /// Weight of the distillation term (used only when the examples carry teacher scores).
+    #[serde(default)]
+    pub distill_weight: f64,
     /// What the run may take, MiB (0 = what the machine has); decides only whether it starts.
     #[serde(skip)]
     pub max_memory_mb: u64,
@@ -67,6 +70,7 @@ impl From<&TrainSettings> for TrainConfig {
             max_activation_mb: s.max_activation_mb.max(0) as u64,
             micro_batch_size: s.micro_batch_size.max(0) as usize,
             max_memory_mb: s.max_memory_mb.max(0) as u64,
+            distill_weight: s.distill_weight.max(0.0),
         }
     }
 }
@@ -286,7 +290,15 @@ pub fn plan_loss(
         };
         tracing::debug!(positive = mean(1.0), negative = mean(0.0), "mean MaxSim score");
     }
-    let total = &contrastive * cfg.contrastive_weight + &late * cfg.late_interaction_weight;
+    let mut total = &contrastive * cfg.contrastive_weight + &late * cfg.late_interaction_weight;
+    if let (Some(dl), true) = (&plan.distill, cfg.distill_weight > 0.0) {
+        let shape = [n_queries, dl.width as i64];
+        let cols = Tensor::from_slice(&dl.cols).view(shape).to_device(device);
+        let teacher = Tensor::from_slice(&dl.teacher).view(shape).to_device(device);
+        let mask = Tensor::from_slice(&dl.mask).view(shape).to_device(device);
+        let kl = loss::distill_kl(&q.pooled, &d.pooled, &cols, &teacher, &mask, cfg.temperature);
+        total = total + kl * cfg.distill_weight;
+    }
     BatchLoss { total, contrastive, late }
 }
 

@@ -1,0 +1,482 @@
+//! # generate: synthetic queries over every chunk
+//!
+//! **What.** A few dozen labelled questions are too little signal to fine-tune on without forgetting what the
+//! base model knew; the documents themselves hold more. This stage writes pseudo-queries for every chunk, not
+//! only those with a labelled Q&A, from the sources named in `generate.sources`:
+//! - `headings`: each heading inside the chunk, and the document's title on its first chunk when no other
+//!   document has the same title (a title shared by many documents, such as "<project> FAQ", names none of
+//!   them). A heading of fewer than three words is prefixed with the document title ("Installation" →
+//!   "Alpha Installation"), since on its own it would fit every project's section of that name.
+//! - `cloze` (inverse cloze task): `generate.cloze_per_chunk` sentences of 6 to 48 words, drawn by a seeded
+//!   hash; the query is the sentence and the positive is the chunk's embedded text with that sentence
+//!   removed, so the pair teaches the topic, not string matching.
+//!
+//! **Consistency filter** (as Promptagator): the base model embeds each query and ranks every chunk; a query
+//! is kept only when its own chunk is within the top `generate.filter_top_k` (0 keeps all). Queries that
+//! fit many chunks equally (generic headings) go, and so do sentences that do not say what their chunk is
+//! about.
+//!
+//! **Split.** `generate.val_share` of the kept queries (a seeded blake3 of the query id) are `val`: the
+//! validation guard and early stopping then decide on many more queries than the labelled validation
+//! questions. The rest are `train`. `generate.max_queries` caps the total by a seeded sample.
+//!
+//! The labelled Q&A pairs keep their place; the mine stage adds these queries to them (`source` names the
+//! origin of each pair), and eval scores only labelled questions.
+//!
+//! **Inputs.** `ingest/projects.parquet`, `chunk/chunks.parquet`; the base model.
+//!
+//! **Outputs.** `queries.parquet`: `query_id` Utf8 (blake3 of source, chunk id and query, 16 hex digits),
+//! `query` Utf8, `chunk_id` Utf8, `project_id` Utf8, `source` Utf8 (`headings` | `cloze`), `split` Utf8
+//! (`train` | `val`), `positive_text` Utf8 (what training uses as the positive), `base_rank` Int64 (1-based
+//! rank of the own chunk under the base model).
+//!
+//! **Params.** `generate.sources`, `generate.cloze_per_chunk`, `generate.filter_top_k`, `generate.val_share`,
+//! `generate.max_queries`, `generate.seed` (`generate.batch_size` is speed only).
+//!
+//! **Example.** `coltrast run --set 'generate.sources=["headings","cloze"]'`
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use rayon::prelude::*;
+
+use crate::embed_cache::EmbeddingCache;
+use crate::engine::{ExternalInput, Stage, StageContext};
+use crate::error::Result;
+use crate::hash::StableHasher;
+use crate::settings::{GenerateSettings, Settings, SyntheticSource};
+use crate::stages::{chunk, ingest};
+use crate::table;
+
+pub const QUERIES: &str = "queries.parquet";
+
+pub fn queries_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("chunk_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("split", DataType::Utf8, false),
+        Field::new("positive_text", DataType::Utf8, false),
+        Field::new("base_rank", DataType::Int64, false),
+    ]))
+}
+
+/// One synthetic query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synthetic {
+    pub query_id: String,
+    pub query: String,
+    pub chunk_id: String,
+    pub project_id: String,
+    pub source: SyntheticSource,
+    pub split: String,
+    pub positive_text: String,
+    pub base_rank: i64,
+}
+
+pub struct Generate;
+
+impl Stage<Settings> for Generate {
+    fn name(&self) -> &'static str {
+        "generate"
+    }
+    fn upstream(&self) -> &'static [&'static str] {
+        &["ingest", "chunk"]
+    }
+    fn code_version(&self) -> u32 {
+        1
+    }
+    fn settings(&self, s: &Settings) -> Result<toml::Value> {
+        s.section_without("generate", &["batch_size"])
+    }
+    fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
+        Ok(vec![chunk::base_model_input(s)])
+    }
+    fn available(&self) -> bool {
+        // without sources the stage only writes an empty table; with them it embeds with the base model
+        crate::backend::available()
+    }
+    fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
+        let s = ctx.config.generate.clone();
+        let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
+        let (chunks, chunk_emb, dim) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
+        let candidates = candidates(&ds, &chunks, &s);
+        let mut kept = Vec::new();
+        if !candidates.is_empty() {
+            let encoder = chunk::load_base_encoder(ctx.config)?;
+            let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
+            let texts: Vec<&str> = candidates.iter().map(|c| c.query.as_str()).collect();
+            let emb = chunk::embed_all(
+                encoder.as_ref(),
+                &mut cache,
+                &texts,
+                s.batch_size as usize,
+                "embedding synthetic queries",
+            )?;
+            cache.flush()?;
+            let row_of: HashMap<&str, usize> =
+                chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
+            let ranks: Vec<i64> = candidates
+                .par_iter()
+                .enumerate()
+                .map(|(i, c)| own_rank(&emb[i * dim..(i + 1) * dim], row_of[c.chunk_id.as_str()], &chunk_emb, dim))
+                .collect();
+            kept = filter_and_split(candidates, &ranks, &s);
+        }
+        let mut by_source: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for q in &kept {
+            let e = by_source.entry(q.source.as_str().to_string()).or_default();
+            if q.split == "val" {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
+        for (src, (train, val)) in &by_source {
+            ctx.record_stat(&format!("{src}_train"), *train);
+            ctx.record_stat(&format!("{src}_val"), *val);
+            tracing::info!(source = %src, train, val, "synthetic queries");
+        }
+        ctx.record_stat("queries", kept.len() as u64);
+        let n = write_queries(&ctx.output(QUERIES), &kept)?;
+        ctx.record_rows(QUERIES, n);
+        Ok(())
+    }
+}
+
+/// A candidate before the filter: (query, chunk id, project id, source, positive text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub query: String,
+    pub chunk_id: String,
+    pub project_id: String,
+    pub source: SyntheticSource,
+    pub positive_text: String,
+}
+
+fn hash_unit(parts: &[&str], seed: i64) -> f64 {
+    let mut h = StableHasher::new("coltrast-generate");
+    h.u64(seed as u64);
+    for p in parts {
+        h.str(p);
+    }
+    let hex = h.finish();
+    u64::from_str_radix(&hex[..16], 16).unwrap_or(0) as f64 / 2f64.powi(64)
+}
+
+fn words(s: &str) -> usize {
+    s.split_whitespace().count()
+}
+
+/// `text` with the first occurrence of `sentence` cut out and spaces collapsed; None when it is not there.
+fn without(text: &str, sentence: &str) -> Option<String> {
+    let at = text.find(sentence)?;
+    let rest = format!("{} {}", &text[..at], &text[at + sentence.len()..]);
+    Some(rest.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Every candidate query of every chunk, in chunk order (deterministic).
+pub fn candidates(ds: &ingest::Dataset, chunks: &[chunk::Chunk], s: &GenerateSettings) -> Vec<Candidate> {
+    let sources: BTreeSet<SyntheticSource> = s.sources.iter().copied().collect();
+    if sources.is_empty() {
+        return vec![];
+    }
+    let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
+    let mut title_count: HashMap<&str, usize> = HashMap::new();
+    for p in &ds.projects {
+        *title_count.entry(p.title.trim()).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for c in chunks {
+        let title = titles.get(c.project_id.as_str()).copied().unwrap_or("").trim();
+        let sentences = crate::text::split_sentences(&c.text);
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut push = |out: &mut Vec<Candidate>, query: String, source, positive: String| {
+            let q = query.trim().to_string();
+            if words(&q) >= 1 && seen.insert(q.to_lowercase()) {
+                out.push(Candidate {
+                    query: q,
+                    chunk_id: c.chunk_id.clone(),
+                    project_id: c.project_id.clone(),
+                    source,
+                    positive_text: positive,
+                });
+            }
+        };
+        if sources.contains(&SyntheticSource::Headings) {
+            let unique_title = !title.is_empty() && title != c.project_id && title_count.get(title) == Some(&1);
+            if c.ordinal == 0 && unique_title {
+                push(&mut out, title.to_string(), SyntheticSource::Headings, c.embed_text.clone());
+            }
+            for h in sentences.iter().filter(|x| x.heading) {
+                let q = if words(&h.plain) < 3 && !title.is_empty() && !h.plain.contains(title) {
+                    format!("{title} {}", h.plain)
+                } else {
+                    h.plain.clone()
+                };
+                push(&mut out, q, SyntheticSource::Headings, c.embed_text.clone());
+            }
+        }
+        if sources.contains(&SyntheticSource::Cloze) && s.cloze_per_chunk > 0 {
+            let mut eligible: Vec<(f64, &str)> = sentences
+                .iter()
+                .filter(|x| {
+                    matches!(x.kind, crate::text::SentenceKind::Paragraph | crate::text::SentenceKind::ListItem)
+                        && (6..=48).contains(&words(&x.plain))
+                })
+                .map(|x| (hash_unit(&[&c.chunk_id, &x.plain], s.seed), x.plain.as_str()))
+                .collect();
+            eligible.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+            let mut taken = 0;
+            for (_, sent) in eligible {
+                if taken >= s.cloze_per_chunk {
+                    break;
+                }
+                // the positive must not hold the query verbatim
+                if let Some(rest) = without(&c.embed_text, sent).filter(|r| words(r) >= 5) {
+                    push(&mut out, sent.to_string(), SyntheticSource::Cloze, rest);
+                    taken += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// 1-based rank of chunk row `own` among all chunks for the query vector `q` (ties count against it).
+pub fn own_rank(q: &[f32], own: usize, chunk_emb: &[f32], dim: usize) -> i64 {
+    let dot = |r: usize| -> f32 { q.iter().zip(&chunk_emb[r * dim..(r + 1) * dim]).map(|(a, b)| a * b).sum() };
+    let mine = dot(own);
+    let n = chunk_emb.len() / dim.max(1);
+    1 + (0..n).filter(|&r| r != own && dot(r) >= mine).count() as i64
+}
+
+/// The consistency filter, the cap and the split.
+pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateSettings) -> Vec<Synthetic> {
+    let mut kept: Vec<Synthetic> = candidates
+        .into_iter()
+        .zip(ranks)
+        .filter(|(_, r)| s.filter_top_k == 0 || **r <= s.filter_top_k)
+        .map(|(c, r)| {
+            let mut h = StableHasher::new("coltrast-synthetic-query");
+            h.str(c.source.as_str()).str(&c.chunk_id).str(&c.query);
+            let query_id = h.finish()[..16].to_string();
+            let split = if hash_unit(&["split", &query_id], s.seed) < s.val_share { "val" } else { "train" };
+            Synthetic {
+                query_id,
+                query: c.query,
+                chunk_id: c.chunk_id,
+                project_id: c.project_id,
+                source: c.source,
+                split: split.to_string(),
+                positive_text: c.positive_text,
+                base_rank: *r,
+            }
+        })
+        .collect();
+    if s.max_queries > 0 && kept.len() > s.max_queries as usize {
+        let mut order: Vec<(f64, usize)> =
+            kept.iter().enumerate().map(|(i, q)| (hash_unit(&["sample", &q.query_id], s.seed), i)).collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let keep: BTreeSet<usize> = order.into_iter().take(s.max_queries as usize).map(|x| x.1).collect();
+        kept = kept.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|x| x.1).collect();
+    }
+    kept
+}
+
+fn write_queries(path: &Path, qs: &[Synthetic]) -> Result<u64> {
+    let s = |f: fn(&Synthetic) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(qs.iter().map(f))) };
+    table::write_parquet(
+        path,
+        queries_schema(),
+        vec![
+            s(|q| &q.query_id),
+            s(|q| &q.query),
+            s(|q| &q.chunk_id),
+            s(|q| &q.project_id),
+            s(|q| q.source.as_str()),
+            s(|q| &q.split),
+            s(|q| &q.positive_text),
+            Arc::new(Int64Array::from_iter_values(qs.iter().map(|q| q.base_rank))),
+        ],
+    )
+}
+
+/// Read queries.parquet back (for the mine stage).
+pub fn read_queries(dir: &Path) -> Result<Vec<Synthetic>> {
+    let path = dir.join(QUERIES);
+    let b = table::read_parquet(&path, "generate", &queries_schema())?;
+    let col = |n: &str| table::str_col(&b, n);
+    let (id, q, cid, pid, src, split, pos) = (
+        col("query_id")?,
+        col("query")?,
+        col("chunk_id")?,
+        col("project_id")?,
+        col("source")?,
+        col("split")?,
+        col("positive_text")?,
+    );
+    let rank = table::i64_col(&b, "base_rank")?;
+    (0..b.num_rows())
+        .map(|i| {
+            let source = match src.value(i) {
+                "headings" => SyntheticSource::Headings,
+                "cloze" => SyntheticSource::Cloze,
+                other => {
+                    return Err(crate::error::Error::data(
+                        &path,
+                        format!("row {}.source", i + 1),
+                        format!("expected \"headings\" or \"cloze\", got {other:?}"),
+                    ))
+                }
+            };
+            Ok(Synthetic {
+                query_id: id.value(i).to_string(),
+                query: q.value(i).to_string(),
+                chunk_id: cid.value(i).to_string(),
+                project_id: pid.value(i).to_string(),
+                source,
+                split: split.value(i).to_string(),
+                positive_text: pos.value(i).to_string(),
+                base_rank: rank.value(i),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::ingest::{Dataset, Project};
+
+    fn project(id: &str, title: &str) -> Project {
+        Project { project_id: id.into(), title: title.into(), text: String::new(), source: String::new() }
+    }
+
+    fn chunk(id: &str, project: &str, ordinal: i64, text: &str) -> chunk::Chunk {
+        let plain = crate::text::strip_markdown(text);
+        chunk::Chunk {
+            chunk_id: id.into(),
+            project_id: project.into(),
+            ordinal,
+            text: text.into(),
+            n_tokens: 10,
+            embed_text: plain,
+        }
+    }
+
+    fn data() -> (Dataset, Vec<chunk::Chunk>) {
+        let ds = Dataset {
+            projects: vec![project("a", "Alpha Scanner"), project("b", "Shared FAQ"), project("c", "Shared FAQ")],
+            qa: vec![],
+        };
+        let chunks = vec![
+            chunk(
+                "a0",
+                "a",
+                0,
+                "# Alpha Scanner\n\nAlpha reads chest X-ray images with a ResNet model. It was trained on ten \
+                 thousand labelled scans from three hospitals.\n\n## Installation\n\nRun pip install alpha.",
+            ),
+            chunk(
+                "b0",
+                "b",
+                0,
+                "Proxies need care in every deployment of the tool. The answer is to set the variable first.",
+            ),
+            chunk("c0", "c", 0, "Logs go to the standard error stream of the worker process by default here."),
+        ];
+        (ds, chunks)
+    }
+
+    fn settings(sources: &[SyntheticSource]) -> GenerateSettings {
+        GenerateSettings { sources: sources.to_vec(), ..GenerateSettings::default() }
+    }
+
+    #[test]
+    fn headings_use_unique_titles_and_prefix_short_headings() {
+        let (ds, chunks) = data();
+        let c = candidates(&ds, &chunks, &settings(&[SyntheticSource::Headings]));
+        let qs: Vec<(&str, &str)> = c.iter().map(|c| (c.chunk_id.as_str(), c.query.as_str())).collect();
+        // the title once (the heading repeating it is a duplicate), "Installation" prefixed with the title;
+        // "Shared FAQ" names two documents: no query
+        assert_eq!(qs, [("a0", "Alpha Scanner"), ("a0", "Alpha Scanner Installation")]);
+        assert!(c.iter().all(|c| c.positive_text == chunks[0].embed_text));
+        assert!(candidates(&ds, &chunks, &settings(&[])).is_empty());
+    }
+
+    #[test]
+    fn cloze_removes_the_sentence_from_the_positive_and_is_seeded() {
+        let (ds, chunks) = data();
+        let s = settings(&[SyntheticSource::Cloze]);
+        let c = candidates(&ds, &chunks, &s);
+        // a0 and b0 have two eligible sentences each (one drawn); c0 has one, and the rest would be empty
+        assert_eq!(c.iter().map(|c| c.chunk_id.as_str()).collect::<Vec<_>>(), ["a0", "b0"]);
+        for q in &c {
+            assert!((6..=48).contains(&words(&q.query)), "{q:?}");
+            assert!(!q.positive_text.contains(&q.query), "{q:?}");
+        }
+        let (x, y) = ("Proxies need care in every deployment of the tool.", "The answer is to set the variable first.");
+        assert!(
+            (c[1].query == x && c[1].positive_text == y) || (c[1].query == y && c[1].positive_text == x),
+            "{:?}",
+            c[1]
+        );
+        assert_eq!(candidates(&ds, &chunks, &s), c, "deterministic");
+        let two = candidates(&ds, &chunks, &GenerateSettings { cloze_per_chunk: 2, ..s.clone() });
+        assert_eq!(two.iter().filter(|q| q.chunk_id == "a0").count(), 2);
+        // another seed may draw another sentence of a0, never a different count
+        let other = candidates(&ds, &chunks, &GenerateSettings { seed: 7, ..s });
+        assert_eq!(other.len(), c.len());
+    }
+
+    #[test]
+    fn filter_keeps_queries_that_find_their_chunk_and_splits_by_hash() {
+        let (ds, chunks) = data();
+        let s = GenerateSettings { val_share: 0.5, filter_top_k: 1, ..settings(&[SyntheticSource::Cloze]) };
+        let c = candidates(&ds, &chunks, &s);
+        let two = GenerateSettings { cloze_per_chunk: 2, ..s.clone() };
+        let c = candidates(&ds, &chunks, &two);
+        assert_eq!(c.len(), 4);
+        let kept = filter_and_split(c.clone(), &[1, 2, 1, 1], &s);
+        assert_eq!(kept.iter().map(|q| q.chunk_id.as_str()).collect::<Vec<_>>(), ["a0", "b0", "b0"]);
+        assert!(kept.iter().all(|q| q.split == "train" || q.split == "val"));
+        assert_eq!(filter_and_split(c.clone(), &[1, 2, 1, 1], &s), kept, "deterministic");
+        let all = filter_and_split(c.clone(), &[9, 9, 9, 9], &GenerateSettings { filter_top_k: 0, ..s.clone() });
+        assert_eq!(all.len(), 4);
+        assert!(all.iter().all(|q| q.base_rank == 9));
+        let capped = filter_and_split(c.clone(), &[1, 1, 1, 1], &GenerateSettings { max_queries: 2, ..s.clone() });
+        assert_eq!(capped.len(), 2);
+        // the validation share follows the query id: over many queries about half go to val at 0.5
+        let many: Vec<Candidate> =
+            (0..200).map(|i| Candidate { query: format!("query {i}"), ..c[0].clone() }).collect();
+        let split = filter_and_split(many, &[1; 200], &s);
+        let val = split.iter().filter(|q| q.split == "val").count();
+        assert!((70..=130).contains(&val), "{val}");
+    }
+
+    #[test]
+    fn own_rank_counts_better_chunks() {
+        let emb = vec![1.0, 0.0, 0.6, 0.8, 0.0, 1.0];
+        assert_eq!(own_rank(&[1.0, 0.0], 0, &emb, 2), 1);
+        assert_eq!(own_rank(&[1.0, 0.0], 1, &emb, 2), 2);
+        assert_eq!(own_rank(&[1.0, 0.0], 2, &emb, 2), 3);
+    }
+
+    #[test]
+    fn queries_round_trip_through_parquet() {
+        let (ds, chunks) = data();
+        let s = settings(&[SyntheticSource::Headings, SyntheticSource::Cloze]);
+        let c = candidates(&ds, &chunks, &s);
+        let ranks = vec![1; c.len()];
+        let kept = filter_and_split(c, &ranks, &s);
+        let dir = tempfile::tempdir().unwrap();
+        write_queries(&dir.path().join(QUERIES), &kept).unwrap();
+        assert_eq!(read_queries(dir.path()).unwrap(), kept);
+    }
+}
