@@ -75,3 +75,51 @@ fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
     assert_eq!(whole + split, 233);
     assert_eq!(split, 84, "{split} passages packed from sentences");
 }
+
+/// The generate stage on the real MiniLM and ai_faq_dev: headings and inverse-cloze queries for chunks of every
+/// kind of passage, each kept only when the base model ranks its own chunk in the top `filter_top_k`; the mine
+/// stage turns them into pairs with their own split and source, and never into test pairs.
+#[test]
+fn synthetic_queries_cover_the_corpus_and_pass_the_consistency_filter() {
+    let Some(shared) = shared_dir() else {
+        eprintln!("skipping: ../shared is absent (ai_faq_dev lives in ../shared/data/ai_faq_dev)");
+        return;
+    };
+    let dev = shared.join("data/ai_faq_dev");
+    if !dev.is_dir() {
+        eprintln!("skipping: {} not found", dev.display());
+        return;
+    }
+    let p = Project::new(&format!(
+        "[ingest]\npath = \"{}\"\n[generate]\nsources = [\"headings\", \"cloze\"]\n",
+        dev.display()
+    ));
+    p.run(&["run", "mine"]).ok();
+    let arts = p.path().join("artifacts");
+    let qs = coltrast::stages::generate::read_queries(&trusted_dirs(&arts, "generate")[0]).unwrap();
+    let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
+    let by_source = |s: &str| qs.iter().filter(|q| q.source.as_str() == s).count();
+    assert!(
+        by_source("headings") > 20 && by_source("cloze") > 50,
+        "{} headings, {} cloze",
+        by_source("headings"),
+        by_source("cloze")
+    );
+    let covered: BTreeSet<&str> = qs.iter().map(|q| q.chunk_id.as_str()).collect();
+    assert!(covered.len() * 2 > chunks.len(), "{} of {} chunks have a query", covered.len(), chunks.len());
+    for q in &qs {
+        assert!((1..=3).contains(&q.base_rank), "{q:?}");
+        assert!(chunks.iter().any(|c| c.chunk_id == q.chunk_id && c.project_id == q.project_id), "{q:?}");
+        if q.source.as_str() == "cloze" {
+            assert!(!q.positive_text.contains(&q.query), "{q:?}");
+        }
+    }
+    let val = qs.iter().filter(|q| q.split == "val").count();
+    assert!(val > 0 && val < qs.len() / 2, "{val} of {}", qs.len());
+    let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&arts, "mine")[0]).unwrap();
+    let synthetic: Vec<_> = pairs.iter().filter(|p| !p.is_labelled()).collect();
+    assert_eq!(synthetic.len(), qs.len());
+    assert!(synthetic.iter().all(|p| p.split == "train" || p.split == "val"));
+    let test = pairs.iter().filter(|p| p.split == "test").count();
+    assert_eq!(test, pairs.iter().filter(|p| p.is_labelled() && p.split == "test").count());
+}

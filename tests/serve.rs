@@ -275,6 +275,71 @@ fn coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run() {
     );
 }
 
+/// The validation guard on the tiny model: the index records both models' validation scores and serves by the
+/// rule; the query commands use the served model; a margin of 1 always serves the fine-tuned model and
+/// `export.model = "base"` the base model, without training again.
+#[test]
+fn the_guard_serves_by_validation_and_queries_use_what_it_serves() {
+    // base_mix 0: the fine-tuned weights as trained, so the two models surely differ
+    let p = tiny_project("epochs = 1\nbase_mix = 0.0");
+    let out = p.run(&["run"]).ok();
+    let index = manifest_of(&p, "index");
+    let arts = p.path().join("artifacts/index").join(index["fingerprint"].as_str().unwrap());
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(arts.join("index.json")).unwrap()).unwrap();
+    let served = &info["served"];
+    assert_eq!(served["setting"], "auto", "{info}");
+    assert!(served["val_queries"].as_u64().unwrap() > 0, "the tiny data has validation projects: {info}");
+    let (b, c) =
+        (served["val_base"]["document"].as_f64().unwrap(), served["val_coltrast"]["document"].as_f64().unwrap());
+    let model = served["model"].as_str().unwrap();
+    if c < b - 1e-9 {
+        assert_eq!(model, "base", "{info}");
+    } else if c > b + 1e-9 {
+        assert_eq!(model, "coltrast", "{info}");
+    }
+    assert_eq!(info["onnx_model"], served["model"]);
+    assert_eq!(index["stats"]["served_model"], served["model"]);
+    // eval makes the same choice and the run ends with it
+    let eval = manifest_of(&p, "eval");
+    assert_eq!(eval["stats"]["served_system"], served["system"], "{eval}");
+    let last = out.stdout().trim_end().lines().last().unwrap().to_string();
+    assert_eq!(
+        last,
+        format!("served: {} ({})", served["system"].as_str().unwrap(), served["reason"].as_str().unwrap())
+    );
+
+    // the CLI opens the served model and only it: without the other model's ONNX file it still searches, and
+    // without the served one it fails naming the file
+    let export = p.path().join("artifacts/export").join(manifest_of(&p, "export")["fingerprint"].as_str().unwrap());
+    let other = if model == "base" { "coltrast" } else { "base" };
+    let q = ["search", "scans", "-k", "3", "--json"];
+    let hide = |name: &str| {
+        let f = export.join(name).join("model.onnx");
+        std::fs::rename(&f, f.with_extension("hidden")).unwrap();
+        f
+    };
+    let show = |f: &std::path::Path| std::fs::rename(f.with_extension("hidden"), f).unwrap();
+    let f = hide(other);
+    let hits = json(&p.run(&q).ok());
+    assert_eq!(hits["chunks"].as_array().unwrap().len(), 3, "{hits}");
+    show(&f);
+    let f = hide(model);
+    let out = p.run(&q);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr().contains(&format!("{model}/model.onnx")), "{}", out.stderr());
+    show(&f);
+
+    // a margin of 1 always serves the fine-tuned model; only index and eval run again
+    let out = p.run(&["run", "--set", "export.guard_margin=1"]).ok();
+    assert_eq!(
+        &out.stages()[..6],
+        ["ingest cached", "chunk cached", "generate cached", "mine cached", "train cached", "export cached"]
+    );
+    assert_eq!(manifest_of(&p, "index")["stats"]["served_model"], "coltrast");
+    let out = p.run(&["run", "--set", "export.model=base"]).ok();
+    assert!(out.stdout().trim_end().ends_with("served: base+hybrid (export.model = \"base\")"), "{}", out.stdout());
+}
+
 /// The full pipeline on the real MiniLM and the sample: the four example questions get the right project.
 #[test]
 fn sample_answers_the_four_example_questions() {

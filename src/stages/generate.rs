@@ -439,7 +439,6 @@ mod tests {
     fn filter_keeps_queries_that_find_their_chunk_and_splits_by_hash() {
         let (ds, chunks) = data();
         let s = GenerateSettings { val_share: 0.5, filter_top_k: 1, ..settings(&[SyntheticSource::Cloze]) };
-        let c = candidates(&ds, &chunks, &s);
         let two = GenerateSettings { cloze_per_chunk: 2, ..s.clone() };
         let c = candidates(&ds, &chunks, &two);
         assert_eq!(c.len(), 4);
