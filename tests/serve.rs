@@ -340,6 +340,47 @@ fn the_guard_serves_by_validation_and_queries_use_what_it_serves() {
     assert!(out.stdout().trim_end().ends_with("served: base+hybrid (export.model = \"base\")"), "{}", out.stdout());
 }
 
+/// `train.teacher` on the tiny model (the tiny MPNet as the teacher): the teacher scores the pairs once, its
+/// embeddings are cached by its content hash (another training seed embeds nothing), the distillation term
+/// changes training, and a teacher that is not installed is one line saying how to get it.
+#[test]
+fn a_teacher_scores_the_pairs_once_and_changes_training() {
+    let p = tiny_project("epochs = 1\nbase_mix = 0.0");
+    {
+        // another tiny model as the teacher (a teacher that is the student's own base would agree with it at
+        // the first step)
+        let _rng = rng_lock();
+        write_tiny_mpnet_model(&p.path().join("tiny-teacher"));
+    }
+    p.run(&["run", "train"]).ok();
+    let plain = manifest_of(&p, "train");
+    assert!(plain["stats"].get("teacher").is_none(), "{plain}");
+    let teacher = ["--set", "train.teacher=tiny-teacher"];
+    let out = p.run(&["run", "train", teacher[0], teacher[1]]).ok();
+    assert!(out.stages().contains(&"train ran".to_string()), "{:?}", out.stages());
+    let m = manifest_of(&p, "train");
+    let embedded = m["stats"]["teacher_texts_embedded"].as_u64().unwrap();
+    assert!(embedded > 5, "{m}");
+    assert!(m["inputs"].as_array().unwrap().iter().any(|i| i["name"] == "teacher"), "{m}");
+    assert_ne!(
+        m["stats"]["train_loss_first_epoch"], plain["stats"]["train_loss_first_epoch"],
+        "the distillation term is part of the loss"
+    );
+    p.run(&["run", "train", teacher[0], teacher[1], "--set", "train.seed=7"]).ok();
+    assert_eq!(manifest_of(&p, "train")["stats"]["teacher_texts_embedded"], 0);
+    // weight 0: the teacher scores, but the loss is the plain one
+    p.run(&["run", "train", teacher[0], teacher[1], "--set", "train.distill_weight=0"]).ok();
+    let zero = manifest_of(&p, "train");
+    assert_eq!(zero["stats"]["train_loss_first_epoch"], plain["stats"]["train_loss_first_epoch"], "{zero}");
+    let out = p.run(&["run", "train", "--set", "train.teacher=not-installed-model"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    let err = out.stderr();
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("coltrast: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("not-installed-model") && errors[0].contains("MODELS="), "{err}");
+    assert!(!err.contains("train ran"), "{err}");
+}
+
 /// The full pipeline on the real MiniLM and the sample: the four example questions get the right project.
 #[test]
 fn sample_answers_the_four_example_questions() {
