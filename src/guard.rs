@@ -7,11 +7,12 @@
 //!
 //! - Each model ranks every chunk for each validation query as it would be served: dense, fused with BM25 at
 //!   `index.lexical_weight` when that is above 0 (the `+hybrid` systems of eval).
-//! - The score is document-level nDCG@10 (a query's document ranks at its best chunk), with chunk-level
-//!   nDCG@10 of the positive chunk as the tie-break (a sample where every system finds every document ties at
-//!   document level).
-//! - `export.model = "auto"` serves the fine-tuned model unless its validation score is below the base
-//!   model's by more than `export.guard_margin`; then the base model. Without validation queries the
+//! - The score is document-level nDCG@10 (a query's document ranks at its best chunk), compared per query:
+//!   `d` is the mean of the paired differences (fine-tuned − base) and `se` its standard error.
+//! - `export.model = "auto"` serves the fine-tuned model unless it is below the base model by more than the
+//!   noise: `d < −(export.guard_margin + export.guard_noise · se)`; then the base model. With the 7 validation
+//!   questions of a small dev set one question moving from rank 1 to 2 is −0.05: a guard without the noise
+//!   term would act on a coin flip. A tie serves the fine-tuned model. Without validation queries the
 //!   fine-tuned model is served and the reason says it went unchecked. `"coltrast"` and `"base"` force a model.
 //!
 //! **Outputs.** [`Served`], written into the index stage's `index.json` (key `served`) and its manifest
@@ -39,6 +40,28 @@ pub struct ValScore {
     pub chunk: Option<f64>,
 }
 
+/// Both models on the same validation queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validation {
+    pub base: ValScore,
+    pub coltrast: ValScore,
+    /// Per query, document nDCG@10 of the fine-tuned model minus the base model's.
+    pub diffs: Vec<f64>,
+}
+
+impl Validation {
+    /// The standard error of the mean paired difference (0 with fewer than two queries).
+    pub fn standard_error(&self) -> f64 {
+        let n = self.diffs.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let mean = self.diffs.iter().sum::<f64>() / n as f64;
+        let var = self.diffs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        (var / n as f64).sqrt()
+    }
+}
+
 /// What is served, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Served {
@@ -52,6 +75,9 @@ pub struct Served {
     pub val_queries: usize,
     pub val_base: Option<ValScore>,
     pub val_coltrast: Option<ValScore>,
+    /// The noise the guard allowed: `export.guard_margin + export.guard_noise · se` (None: not measured).
+    #[serde(default)]
+    pub val_noise: Option<f64>,
     /// One line: why this model.
     pub reason: String,
 }
@@ -86,59 +112,39 @@ fn signed(x: f64) -> String {
     }
 }
 
-/// The choice, from the setting, whether the served systems are hybrid, and the validation scores of both
-/// models (None: no validation queries).
-pub fn choose(setting: ServedModel, hybrid: bool, margin: f64, val: Option<(usize, ValScore, ValScore)>) -> Served {
-    let (val_queries, val_base, val_coltrast) = match val {
-        Some((n, b, c)) => (n, Some(b), Some(c)),
-        None => (0, None, None),
-    };
+/// The choice, from the setting, whether the served systems are hybrid, the margin and the number of standard
+/// errors that count as noise, and both models' validation scores (None: no validation queries).
+pub fn choose(setting: ServedModel, hybrid: bool, margin: f64, noise: f64, val: Option<&Validation>) -> Served {
+    let n = val.map_or(0, |v| v.diffs.len());
+    let allowed = val.map(|v| margin + noise * v.standard_error());
     let make = |model: &str, reason: String| Served {
         model: model.to_string(),
         system: system_name(model, hybrid),
         setting: setting.as_str().to_string(),
-        val_queries,
-        val_base,
-        val_coltrast,
+        val_queries: n,
+        val_base: val.map(|v| v.base),
+        val_coltrast: val.map(|v| v.coltrast),
+        val_noise: allowed,
         reason,
     };
-    match (setting, val) {
-        (ServedModel::Coltrast, _) => make(FINETUNED, "export.model = \"coltrast\"".into()),
-        (ServedModel::Base, _) => make(BASE, "export.model = \"base\"".into()),
-        (ServedModel::Auto, None) => {
-            make(FINETUNED, "no validation queries: coltrast was not checked against the base model".into())
-        }
-        (ServedModel::Auto, Some((n, b, c))) => {
-            let d = c.document - b.document;
+    match (setting, val, allowed) {
+        (ServedModel::Coltrast, ..) => make(FINETUNED, "export.model = \"coltrast\"".into()),
+        (ServedModel::Base, ..) => make(BASE, "export.model = \"base\"".into()),
+        (ServedModel::Auto, Some(v), Some(allowed)) if n > 0 => {
+            let d = v.coltrast.document - v.base.document;
             let eps = 1e-9;
-            if d < -margin - eps {
-                make(BASE, format!("coltrast was {} on validation, {n} queries", signed(d)))
-            } else if d.abs() <= eps {
-                match (c.chunk, b.chunk) {
-                    (Some(cc), Some(bc)) if cc + eps < bc - margin => make(
-                        BASE,
-                        format!(
-                            "tied on validation at document level ({n} queries); coltrast was {} at chunk level",
-                            signed(cc - bc)
-                        ),
-                    ),
-                    (Some(cc), Some(bc)) => make(
-                        FINETUNED,
-                        format!(
-                            "tied with base on validation at document level ({n} queries); {} at chunk level",
-                            signed(cc - bc)
-                        ),
-                    ),
-                    _ => make(FINETUNED, format!("tied with base on validation ({n} queries)")),
-                }
-            } else if d < 0.0 {
-                make(
-                    FINETUNED,
-                    format!("{} on validation, {n} queries: within export.guard_margin {margin}", signed(d)),
-                )
+            if d < -allowed - eps {
+                make(BASE, format!("coltrast was {} on validation, {n} queries, noise ±{allowed:.3}", signed(d)))
+            } else if d < -eps {
+                make(FINETUNED, format!("{} on validation, {n} queries: within the noise ±{allowed:.3}", signed(d)))
+            } else if d <= eps {
+                make(FINETUNED, format!("tied with base on validation, {n} queries"))
             } else {
                 make(FINETUNED, format!("{} over base on validation, {n} queries", signed(d)))
             }
+        }
+        (ServedModel::Auto, ..) => {
+            make(FINETUNED, "no validation queries: coltrast was not checked against the base model".into())
         }
     }
 }
@@ -149,9 +155,9 @@ pub struct Judged<'a> {
     pub positive_row: Option<i64>,
 }
 
-/// Mean document-level and chunk-level nDCG@10 of `rankings` (chunk rows, best first) of `queries`;
-/// `document_of[row]` is a chunk row's document.
-pub fn score(rankings: &[Vec<(i64, f32)>], queries: &[Judged<'_>], document_of: &[&str]) -> ValScore {
+/// Mean document-level and chunk-level nDCG@10 of `rankings` (chunk rows, best first) of `queries`, and each
+/// query's document-level nDCG@10; `document_of[row]` is a chunk row's document.
+pub fn score(rankings: &[Vec<(i64, f32)>], queries: &[Judged<'_>], document_of: &[&str]) -> (ValScore, Vec<f64>) {
     let mut doc = Vec::with_capacity(queries.len());
     let mut chunk = Vec::new();
     for (ranked, q) in rankings.iter().zip(queries) {
@@ -165,7 +171,7 @@ pub fn score(rankings: &[Vec<(i64, f32)>], queries: &[Judged<'_>], document_of: 
         }
     }
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
-    ValScore { document: mean(&doc), chunk: (!chunk.is_empty()).then(|| mean(&chunk)) }
+    (ValScore { document: mean(&doc), chunk: (!chunk.is_empty()).then(|| mean(&chunk)) }, doc)
 }
 
 /// Chunk row by chunk id, for [`Judged::positive_row`].
@@ -210,6 +216,7 @@ pub fn read(index_dir: &Path, s: &Settings) -> Result<Served> {
         val_queries: 0,
         val_base: None,
         val_coltrast: None,
+        val_noise: None,
         reason: "index built before the validation guard".into(),
     })
 }
@@ -222,38 +229,51 @@ mod tests {
         ValScore { document, chunk }
     }
 
-    #[test]
-    fn a_worse_finetuned_model_is_not_served() {
-        let s = choose(ServedModel::Auto, true, 0.0, Some((40, v(0.80, None), v(0.788, None))));
-        assert_eq!((s.model.as_str(), s.system.as_str()), ("base", "base+hybrid"));
-        assert_eq!(s.line(), "served: base+hybrid (coltrast was \u{2212}0.012 on validation, 40 queries)");
-        assert!((s.val_gain().unwrap() + 0.012).abs() < 1e-12);
-        // better, or worse within the margin: the fine-tuned model
-        let s = choose(ServedModel::Auto, false, 0.0, Some((40, v(0.80, None), v(0.83, None))));
-        assert_eq!(s.system, "coltrast");
-        let s = choose(ServedModel::Auto, false, 0.02, Some((40, v(0.80, None), v(0.79, None))));
-        assert_eq!(s.system, "coltrast", "{}", s.reason);
-        let s = choose(ServedModel::Auto, false, 0.005, Some((40, v(0.80, None), v(0.79, None))));
-        assert_eq!(s.system, "base");
+    /// `n` queries where the fine-tuned model loses `lost` of them by `by` each and ties the rest.
+    fn val(n: usize, lost: usize, by: f64, base: f64) -> Validation {
+        let diffs: Vec<f64> = (0..n).map(|i| if i < lost { -by } else { 0.0 }).collect();
+        let d = diffs.iter().sum::<f64>() / n as f64;
+        Validation { base: v(base, None), coltrast: v(base + d, None), diffs }
     }
 
     #[test]
-    fn ties_go_to_the_chunk_level_then_to_the_finetuned_model() {
-        let s = choose(ServedModel::Auto, true, 0.0, Some((3, v(1.0, Some(0.938)), v(1.0, Some(1.0)))));
-        assert_eq!(s.model, "coltrast");
-        assert!(s.reason.contains("+0.062 at chunk level"), "{}", s.reason);
-        let s = choose(ServedModel::Auto, true, 0.0, Some((3, v(1.0, Some(1.0)), v(1.0, Some(0.9)))));
-        assert_eq!(s.model, "base");
-        let s = choose(ServedModel::Auto, true, 0.0, Some((3, v(1.0, None), v(1.0, None))));
-        assert_eq!(s.model, "coltrast");
+    fn a_worse_finetuned_model_is_not_served() {
+        // 40 queries, 4 lost by 0.369 (rank 1 → 2): −0.037, beyond one standard error (0.018)
+        let w = val(40, 4, 0.369, 0.8);
+        assert!((w.standard_error() - 0.0184).abs() < 1e-3, "{}", w.standard_error());
+        let s = choose(ServedModel::Auto, true, 0.0, 1.0, Some(&w));
+        assert_eq!((s.model.as_str(), s.system.as_str()), ("base", "base+hybrid"));
+        assert_eq!(
+            s.line(),
+            "served: base+hybrid (coltrast was \u{2212}0.037 on validation, 40 queries, noise ±0.018)"
+        );
+        assert!((s.val_gain().unwrap() + 0.0369).abs() < 1e-9);
+        // without the noise term even that is acted on; with a margin of 0.05 it is not
+        assert_eq!(choose(ServedModel::Auto, true, 0.0, 0.0, Some(&val(40, 1, 0.369, 0.8))).model, "base");
+        assert_eq!(choose(ServedModel::Auto, true, 0.05, 0.0, Some(&w)).model, "coltrast");
+    }
+
+    #[test]
+    fn one_question_of_seven_is_noise_and_a_tie_serves_the_finetuned_model() {
+        // the small dev set: 7 validation questions, one moves from rank 1 to 2
+        let s = choose(ServedModel::Auto, true, 0.0, 1.0, Some(&val(7, 1, 0.369, 0.9)));
+        assert_eq!(s.model, "coltrast", "{}", s.reason);
+        assert!(s.reason.contains("within the noise"), "{}", s.reason);
+        // two of seven is more than the noise
+        assert_eq!(choose(ServedModel::Auto, true, 0.0, 1.0, Some(&val(7, 3, 0.369, 0.9))).model, "base");
+        let tie = choose(ServedModel::Auto, false, 0.0, 1.0, Some(&val(7, 0, 0.0, 1.0)));
+        assert_eq!((tie.model.as_str(), tie.reason.as_str()), ("coltrast", "tied with base on validation, 7 queries"));
+        let better = Validation { base: v(0.8, None), coltrast: v(0.83, None), diffs: vec![0.03; 10] };
+        let s = choose(ServedModel::Auto, false, 0.0, 1.0, Some(&better));
+        assert_eq!((s.system.as_str(), s.reason.as_str()), ("coltrast", "+0.030 over base on validation, 10 queries"));
     }
 
     #[test]
     fn forced_settings_and_no_validation() {
-        let worse = Some((40, v(0.9, None), v(0.1, None)));
-        assert_eq!(choose(ServedModel::Coltrast, false, 0.0, worse).model, "coltrast");
-        assert_eq!(choose(ServedModel::Base, false, 0.0, Some((40, v(0.1, None), v(0.9, None)))).model, "base");
-        let s = choose(ServedModel::Auto, false, 0.0, None);
+        let worse = val(40, 40, 0.5, 0.9);
+        assert_eq!(choose(ServedModel::Coltrast, false, 0.0, 1.0, Some(&worse)).model, "coltrast");
+        assert_eq!(choose(ServedModel::Base, false, 0.0, 1.0, None).model, "base");
+        let s = choose(ServedModel::Auto, false, 0.0, 1.0, None);
         assert_eq!(s.model, "coltrast");
         assert!(s.reason.contains("no validation"), "{}", s.reason);
     }
@@ -264,8 +284,9 @@ mod tests {
         let docs = ["a", "a", "b", "c"];
         let q = [Judged { document: "b", positive_row: Some(2) }, Judged { document: "a", positive_row: None }];
         let rankings = vec![vec![(0, 0.9), (1, 0.8), (2, 0.7)], vec![(1, 0.9), (3, 0.5)]];
-        let s = score(&rankings, &q, &docs);
+        let (s, per_query) = score(&rankings, &q, &docs);
         // query 1: b at document rank 2 (1/log2 3), chunk rank 3 (1/log2 4 = 0.5); query 2: a first (1)
+        assert!((per_query[0] - 1.0 / 3f64.log2()).abs() < 1e-12 && per_query[1] == 1.0, "{per_query:?}");
         let want = (1.0 / 3f64.log2() + 1.0) / 2.0;
         assert!((s.document - want).abs() < 1e-12, "{s:?}");
         assert!((s.chunk.unwrap() - 0.5).abs() < 1e-12, "{s:?}");
@@ -274,7 +295,8 @@ mod tests {
     #[test]
     fn reads_what_the_index_wrote_and_refuses_an_unknown_model() {
         let dir = tempfile::tempdir().unwrap();
-        let served = choose(ServedModel::Auto, true, 0.0, Some((5, v(0.9, None), v(0.8, None))));
+        let served = choose(ServedModel::Auto, true, 0.0, 1.0, Some(&val(20, 10, 0.5, 0.9)));
+        assert_eq!(served.model, "base");
         let j = serde_json::json!({ "model": "auto", "onnx_model": "base", "served": served });
         std::fs::write(dir.path().join("index.json"), j.to_string()).unwrap();
         assert_eq!(read(dir.path(), &Settings::default()).unwrap(), served);

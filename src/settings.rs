@@ -552,10 +552,14 @@ pub struct ExportSettings {
     /// `"auto"` (default), `"coltrast"` or `"base"`: the model the index and the queries serve. Both are
     /// exported. `"auto"` serves the fine-tuned model unless it is worse than the base model on validation.
     pub model: ServedModel,
-    /// `export.model = "auto"`: the fine-tuned model is served when its document nDCG@10 on the validation
-    /// queries is at least the base model's minus this. 0 (default): any loss on validation serves the base.
-    /// In [0, 1].
+    /// `export.model = "auto"`: the base model is served instead of the fine-tuned one when the fine-tuned
+    /// model's document nDCG@10 on the validation queries is below the base model's by more than
+    /// `guard_margin + guard_noise · se`, `se` being the standard error of the per-query differences. In
+    /// [0, 1]. Default 0.
     pub guard_margin: f64,
+    /// See `guard_margin`: how many standard errors of the paired difference count as noise. 0 = any loss on
+    /// validation serves the base model. Default 1.
+    pub guard_noise: f64,
     /// `"none"` (default, float32) or `"int8"`: dynamically quantised MatMuls in the encoder layers of both
     /// exported models (faster on CPU; parity is then checked by cosine, see the export stage).
     pub quantize: crate::onnx::Quantize,
@@ -563,7 +567,12 @@ pub struct ExportSettings {
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        ExportSettings { model: ServedModel::Auto, guard_margin: 0.0, quantize: crate::onnx::Quantize::None }
+        ExportSettings {
+            model: ServedModel::Auto,
+            guard_margin: 0.0,
+            guard_noise: 1.0,
+            quantize: crate::onnx::Quantize::None,
+        }
     }
 }
 
@@ -814,6 +823,9 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.export.guard_margin) {
             return Err(("export.guard_margin", "a number in [0, 1]".into()));
+        }
+        if !(0.0..=10.0).contains(&self.export.guard_noise) {
+            return Err(("export.guard_noise", "a number in [0, 10] (standard errors)".into()));
         }
         if self.eval.split.trim().is_empty() {
             return Err(("eval.split", "\"auto\", \"all\" or a split name".into()));

@@ -44,7 +44,7 @@
 //! document-level nDCG@10) and its gain (`best_gain_ndcg@10`).
 //!
 //! **Params.** `eval.split`, `index.rerank_depth`, `index.rerank_weight`, `index.lexical_weight`, `export.model`,
-//! `export.guard_margin`.
+//! `export.guard_margin`, `export.guard_noise`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -169,6 +169,7 @@ impl Stage<Settings> for Eval {
         t.insert("lexical_weight".into(), s.index.lexical_weight.into());
         t.insert("served_model".into(), s.export.model.as_str().into());
         t.insert("guard_margin".into(), s.export.guard_margin.into());
+        t.insert("guard_noise".into(), s.export.guard_noise.into());
         Ok(toml::Value::Table(t))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {

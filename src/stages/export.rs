@@ -14,7 +14,8 @@
 //! model, which has no token head, the normalised last hidden state), the tokenizer files and
 //! `onnx_model.json` (inputs, outputs, dims, max_seq_length, opset). `parity.json`: the parity reports.
 //!
-//! **Params.** `export.model` (`"auto"`, `"coltrast"` or `"base"`) and `export.guard_margin`: which of the two
+//! **Params.** `export.model` (`"auto"`, `"coltrast"` or `"base"`), `export.guard_margin` and `export.guard_noise`:
+//! which of the two
 //! the index stage serves ([`crate::guard`]; not part of this stage's fingerprint). `export.quantize` (`"none"` or `"int8"`): int8
 //! exports have dynamically quantised encoder MatMuls, so they cannot match libtorch to 1e-4; their parity
 //! check is instead a minimum cosine to libtorch of [`INT8_MIN_COSINE`] for every sentence embedding and
@@ -54,7 +55,7 @@ impl Stage<Settings> for Export {
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model and guard_margin only pick what is served (the index stage); both models are always exported.
-        s.section_without("export", &["model", "guard_margin"])
+        s.section_without("export", &["model", "guard_margin", "guard_noise"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])

@@ -171,12 +171,12 @@ pub fn choose_served(
     let w = s.index.lexical_weight as f32;
     let hybrid = w > 0.0;
     if s.export.model != ServedModel::Auto {
-        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, None), None));
+        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
     }
     let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
     let val: Vec<&mine::Pair> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
     if val.is_empty() || chunks.is_empty() {
-        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, None), None));
+        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
     }
     let row_of = guard::rows_by_id(chunks.iter().map(|c| c.chunk_id.as_str()));
     let document_of: Vec<&str> = chunks.iter().map(|c| c.project_id.as_str()).collect();
@@ -209,8 +209,11 @@ pub fn choose_served(
         }
         scores.push(guard::score(&hits, &judged, &document_of));
     }
-    tracing::info!(queries = val.len(), base = ?scores[0], coltrast = ?scores[1], "validation guard");
-    let choice = guard::choose(s.export.model, hybrid, s.export.guard_margin, Some((val.len(), scores[0], scores[1])));
+    tracing::info!(queries = val.len(), base = ?scores[0].0, coltrast = ?scores[1].0, "validation guard");
+    let (base, coltrast) = (scores.swap_remove(0), scores.swap_remove(0));
+    let diffs = coltrast.1.iter().zip(&base.1).map(|(c, b)| c - b).collect();
+    let v = guard::Validation { base: base.0, coltrast: coltrast.0, diffs };
+    let choice = guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, Some(&v));
     let pre = prefills.swap_remove(if choice.model == export::BASE { 0 } else { 1 });
     Ok((choice, Some(pre)))
 }
@@ -232,6 +235,7 @@ impl Stage<Settings> for IndexStage {
         t.insert("model".into(), s.export.model.as_str().into());
         if s.export.model == ServedModel::Auto {
             t.insert("guard_margin".into(), s.export.guard_margin.into());
+            t.insert("guard_noise".into(), s.export.guard_noise.into());
             t.insert("lexical_weight".into(), s.index.lexical_weight.into());
         }
         Ok(toml::Value::Table(t))
