@@ -14,8 +14,8 @@ use crate::{backend, Error};
 
 /// Fine-tune a sentence encoder with ColTrast and serve fast retrieval, as a content-hashed pipeline.
 ///
-/// Stages (in order): ingest, chunk, mine, train, export, index, eval. Each writes Parquet and a manifest under
-/// artifacts/<stage>/<fingerprint>/ and reruns only when its code, settings or inputs change.
+/// Stages (in order): ingest, chunk, generate, mine, train, export, index, eval. Each writes Parquet and a
+/// manifest under artifacts/<stage>/<fingerprint>/ and reruns only when its code, settings or inputs change.
 ///
 /// Settings come from pipeline.toml, overridden by COLTRAST_<SECTION>__<KEY> environment variables,
 /// overridden by --set section.key=value.

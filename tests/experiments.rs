@@ -74,10 +74,19 @@ fn a_2x2_sweep_runs_each_stage_the_fewest_times_and_reruns_cached() {
     p.write("pipeline.toml", format!("# The tiny test pipeline.\n{toml}"));
 
     let out = p.run(&SWEEP).ok();
-    // ingest and chunk are shared by all four, mine by the two of each num_negatives.
+    // ingest, chunk and generate are shared by all four, mine by the two of each num_negatives.
     assert_eq!(
         ran_per_stage(&out),
-        counts(&[("ingest", 1), ("chunk", 1), ("mine", 2), ("train", 4), ("export", 4), ("index", 4), ("eval", 4)]),
+        counts(&[
+            ("ingest", 1),
+            ("chunk", 1),
+            ("generate", 1),
+            ("mine", 2),
+            ("train", 4),
+            ("export", 4),
+            ("index", 4),
+            ("eval", 4)
+        ]),
         "{}",
         out.stderr()
     );
@@ -88,7 +97,7 @@ fn a_2x2_sweep_runs_each_stage_the_fewest_times_and_reruns_cached() {
     // The rerun is all cached and records nothing new.
     let again = p.run(&SWEEP).ok();
     assert!(ran_per_stage(&again).is_empty(), "{}", again.stderr());
-    assert_eq!(again.stages().len(), 28, "{}", again.stderr());
+    assert_eq!(again.stages().len(), 32, "{}", again.stderr());
     assert_eq!(again.stderr().matches("already recorded as").count(), 4, "{}", again.stderr());
 
     // exp show: four rows with the right settings.
@@ -160,7 +169,7 @@ fn a_2x2_sweep_runs_each_stage_the_fewest_times_and_reruns_cached() {
     assert!(toml.starts_with("# The tiny test pipeline.\n[model]\n"), "{toml}");
     assert!(toml.contains("learning_rate = 0.002") && toml.contains("num_negatives = 2"), "{toml}");
     let run = p.run(&["run"]).ok();
-    assert_eq!(run.stages().iter().filter(|l| l.ends_with("cached")).count(), 7, "{}", run.stderr());
+    assert_eq!(run.stages().iter().filter(|l| l.ends_with("cached")).count(), 8, "{}", run.stderr());
 
     // remove: gc then frees exactly what only that experiment used (train, export, index, eval).
     p.run(&["exp", "remove", &names[0]]).ok();
