@@ -94,6 +94,13 @@ impl StableHasher {
         self
     }
 
+    /// The hash read as a number in [0, 1) (its first 64 bits): for seeded, platform-independent draws such
+    /// as a validation share.
+    pub fn unit(&self) -> f64 {
+        let hex = self.finish();
+        u64::from_str_radix(&hex[..16], 16).unwrap_or(0) as f64 / 2f64.powi(64)
+    }
+
     pub fn finish(&self) -> String {
         self.0.finalize().to_hex().to_string()
     }

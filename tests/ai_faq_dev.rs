@@ -9,17 +9,23 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 
-#[test]
-fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
+/// `../shared/data/ai_faq_dev`, or None (with the reason on stderr) when it is absent.
+fn ai_faq_dev() -> Option<std::path::PathBuf> {
     let Some(shared) = shared_dir() else {
         eprintln!("skipping: ../shared is absent (ai_faq_dev lives in ../shared/data/ai_faq_dev)");
-        return;
+        return None;
     };
     let dev = shared.join("data/ai_faq_dev");
     if !dev.is_dir() {
         eprintln!("skipping: {} not found", dev.display());
-        return;
+        return None;
     }
+    Some(dev)
+}
+
+#[test]
+fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
+    let Some(dev) = ai_faq_dev() else { return };
     let p = Project::new(&format!("[ingest]\npath = \"{}\"\n", dev.display()));
     p.run(&["run", "mine"]).ok();
     let arts = p.path().join("artifacts");
@@ -81,15 +87,7 @@ fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
 /// stage turns them into pairs with their own split and source, and never into test pairs.
 #[test]
 fn synthetic_queries_cover_the_corpus_and_pass_the_consistency_filter() {
-    let Some(shared) = shared_dir() else {
-        eprintln!("skipping: ../shared is absent (ai_faq_dev lives in ../shared/data/ai_faq_dev)");
-        return;
-    };
-    let dev = shared.join("data/ai_faq_dev");
-    if !dev.is_dir() {
-        eprintln!("skipping: {} not found", dev.display());
-        return;
-    }
+    let Some(dev) = ai_faq_dev() else { return };
     let p = Project::new(&format!(
         "[ingest]\npath = \"{}\"\n[generate]\nsources = [\"headings\", \"cloze\"]\n",
         dev.display()

@@ -165,8 +165,7 @@ fn hash_unit(parts: &[&str], seed: i64) -> f64 {
     for p in parts {
         h.str(p);
     }
-    let hex = h.finish();
-    u64::from_str_radix(&hex[..16], 16).unwrap_or(0) as f64 / 2f64.powi(64)
+    h.unit()
 }
 
 fn words(s: &str) -> usize {

@@ -199,9 +199,7 @@ pub fn is_val_query(qa_id: &str, frac: f64, seed: u64) -> bool {
     }
     let mut h = crate::hash::StableHasher::new("coltrast-val-query");
     h.u64(seed).str(query_id(qa_id));
-    let hex = h.finish();
-    let x = u64::from_str_radix(&hex[..16], 16).unwrap_or(0) as f64 / 2f64.powi(64);
-    x < frac
+    h.unit() < frac
 }
 
 /// The mining itself, on embeddings from `embed` (texts → flat unit vectors).
