@@ -18,11 +18,13 @@ FEATURES_FILE := $(CARGO_TARGET_DIR)/coltrast-features
 $(shell mkdir -p '$(CARGO_TARGET_DIR)' && { echo '$(CARGO_FEATURES)' | cmp -s - '$(FEATURES_FILE)' || echo '$(CARGO_FEATURES)' > '$(FEATURES_FILE)'; })
 
 # MODELS: the base models setup installs, by their names under $(COLTRAST_CACHE)/models, which `model.base`
-# accepts: all-MiniLM-L6-v2 (the default base, always installed) and all-mpnet-base-v2 (on request, ~440 MB).
-# `make test` installs both unless MODELS is given, so that the MPNet parity tests run (they skip without it).
+# accepts: all-MiniLM-L6-v2 (the default base, always installed) and all-mpnet-base-v2 (on request, ~440 MB), and
+# SmolLM2-135M-Instruct, the language model of generate.sources = ["llm"] (on request, ~98 MB GGUF file).
+# `make test` installs all three unless MODELS is given, so that the MPNet parity and SmolLM2 tests run (they
+# skip without them).
 MODELS ?=
 export MODELS
-TEST_MODELS := $(or $(MODELS),all-MiniLM-L6-v2 all-mpnet-base-v2)
+TEST_MODELS := $(or $(MODELS),all-MiniLM-L6-v2 all-mpnet-base-v2 SmolLM2-135M-Instruct)
 
 # Two binaries: coltrast (no libtorch: starts in milliseconds) and coltrast-torch (the same CLI with libtorch),
 # which coltrast hands every run that must train or embed with libtorch.

@@ -143,6 +143,11 @@ EXPERIMENTS = {
     "gen-cloze": Experiment('generate.sources=["cloze"]', ('generate.sources=["cloze"]',), decide=ALL_SERVED),
     "gen-both": Experiment('generate.sources=["headings","cloze"]', ('generate.sources=["headings","cloze"]',),
                            decide=ALL_SERVED),
+    # Questions written per chunk by SmolLM2-135M-Instruct (GGUF, in-process; MODELS=SmolLM2-135M-Instruct make
+    # setup), alone and with the other two sources.
+    "gen-llm": Experiment('generate.sources=["llm"]', ('generate.sources=["llm"]',), decide=ALL_SERVED),
+    "gen-all": Experiment('generate.sources=["headings","cloze","llm"]',
+                          ('generate.sources=["headings","cloze","llm"]',), decide=ALL_SERVED),
     # Issue 22, section 3: all-mpnet-base-v2 as teacher (listwise KL distillation, train.distill_weight 1),
     # alone and with the synthetic queries.
     "teacher": Experiment("train.teacher=all-mpnet-base-v2", ("train.teacher=all-mpnet-base-v2",),

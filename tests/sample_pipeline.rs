@@ -128,3 +128,49 @@ fn token_cap_setting_is_respected() {
         out.stderr()
     );
 }
+
+/// The generate stage's `llm` source with the real SmolLM2 on the sample: a question per chunk, kept when the
+/// base model finds its chunk; a changed filter reruns the stage but writes no reply twice (the completion
+/// cache). Skips when SmolLM2 is not installed.
+#[test]
+fn llm_questions_are_written_once_and_filtered() {
+    let cache = std::env::var_os("COLTRAST_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/coltrast"));
+    let gguf = cache.join("models").join(coltrast::settings::DEFAULT_LLM);
+    if !gguf.is_file() {
+        eprintln!("skipping: {} is not installed (MODELS=SmolLM2-135M-Instruct make setup)", gguf.display());
+        return;
+    }
+    // a shorter passage and reply than the defaults: the same code path at half the cost
+    let p = Project::new(&format!(
+        "{}[generate]\nsources = [\"llm\"]\nfilter_top_k = 1\nllm_passage_tokens = 96\nllm_max_new_tokens = 32\n",
+        sample_toml()
+    ));
+    p.run(&["run", "generate"]).ok();
+    let m = manifest(&p, "generate");
+    let chunks = manifest(&p, "chunk")["stats"]["chunks"].as_u64().unwrap();
+    assert_eq!(m["stats"]["llm_prompts"].as_u64(), Some(chunks), "{m}");
+    assert_eq!(m["stats"]["llm_prompts_generated"].as_u64(), Some(chunks), "{m}");
+    assert!(m["stats"]["llm_new_tokens_per_s"].as_f64().unwrap() > 0.0, "{m}");
+    let asked = m["stats"]["llm_replies_with_question"].as_u64().unwrap();
+    let read =
+        || coltrast::stages::generate::read_queries(&trusted_dirs(&p.path().join("artifacts"), "generate")[0]).unwrap();
+    let strict = read();
+    assert!(asked * 2 > chunks, "{asked} of {chunks} replies hold a question: {m}");
+    assert!(!strict.is_empty() && strict.iter().all(|q| q.base_rank == 1 && q.query.ends_with('?')), "{strict:?}");
+
+    // a looser filter: the stage reruns from the cached replies and keeps at least as many
+    let out = p.run(&["run", "generate", "--set", "generate.filter_top_k=0"]).ok();
+    assert_eq!(out.stages().last().map(String::as_str), Some("generate ran"));
+    let m = manifest(&p, "generate");
+    assert_eq!(m["stats"]["llm_prompts_generated"].as_u64(), Some(0), "{m}");
+    let all: Vec<_> = read_all(&p);
+    assert_eq!(all.len() as u64, asked, "every extracted question is kept without a filter");
+    assert!(strict.iter().all(|q| all.iter().any(|a| a.query == q.query && a.chunk_id == q.chunk_id)));
+}
+
+fn read_all(p: &Project) -> Vec<coltrast::stages::generate::Synthetic> {
+    let latest = std::fs::read_to_string(p.path().join("artifacts/generate/latest")).unwrap();
+    coltrast::stages::generate::read_queries(&p.path().join("artifacts/generate").join(latest.trim())).unwrap()
+}

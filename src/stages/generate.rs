@@ -10,6 +10,14 @@
 //! - `cloze` (inverse cloze task): `generate.cloze_per_chunk` sentences of 6 to 48 words, drawn by a seeded
 //!   hash; the query is the sentence and the positive is the chunk's embedded text with that sentence
 //!   removed, so the pair teaches the topic, not string matching.
+//! - `llm`: a small instruction-tuned language model (`generate.llm_model`, SmolLM2-135M-Instruct as GGUF by
+//!   default) reads the chunk (cut to `generate.llm_passage_tokens` of its tokens) and writes one question a
+//!   user of the project might search for ([`llm_prompt`]); the first question in the reply is kept
+//!   ([`extract_question`]). It runs in-process in libtorch ([`crate::backend::TextGenerator`]), greedy by
+//!   default (`generate.llm_temperature` > 0: seeded sampling), so the stage is reproducible. Replies are cached
+//!   by (model hash, prompt, decoding settings) under `artifacts/.cache/completions/`, so changing the filter,
+//!   the share or another source writes no reply twice. The manifest records prompts, tokens, seconds and
+//!   tokens/s.
 //!
 //! **Consistency filter** (as Promptagator): the base model embeds each query and ranks every chunk; a query
 //! is kept only when its own chunk is within the top `generate.filter_top_k` (0 keeps all). Queries that
@@ -23,15 +31,16 @@
 //! The labelled Q&A pairs keep their place; the mine stage adds these queries to them (`source` names the
 //! origin of each pair), and eval scores only labelled questions.
 //!
-//! **Inputs.** `ingest/projects.parquet`, `chunk/chunks.parquet`; the base model.
+//! **Inputs.** `ingest/projects.parquet`, `chunk/chunks.parquet`; the base model; with `llm`, the GGUF file.
 //!
 //! **Outputs.** `queries.parquet`: `query_id` Utf8 (blake3 of source, chunk id and query, 16 hex digits),
-//! `query` Utf8, `chunk_id` Utf8, `project_id` Utf8, `source` Utf8 (`headings` | `cloze`), `split` Utf8
+//! `query` Utf8, `chunk_id` Utf8, `project_id` Utf8, `source` Utf8 (`headings` | `cloze` | `llm`), `split` Utf8
 //! (`train` | `val`), `positive_text` Utf8 (what training uses as the positive), `base_rank` Int64 (1-based
 //! rank of the own chunk under the base model).
 //!
 //! **Params.** `generate.sources`, `generate.cloze_per_chunk`, `generate.filter_top_k`, `generate.val_share`,
-//! `generate.max_queries`, `generate.seed` (`generate.batch_size` is speed only).
+//! `generate.max_queries`, `generate.seed`, `generate.llm_*` (`generate.batch_size` and `generate.llm_batch`
+//! are speed only).
 //!
 //! **Example.** `coltrast run --set 'generate.sources=["headings","cloze"]'`
 
@@ -43,6 +52,7 @@ use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 
+use crate::backend::{ChatPrompt, Completion, DecodeOptions};
 use crate::embed_cache::EmbeddingCache;
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::Result;
@@ -92,10 +102,14 @@ impl Stage<Settings> for Generate {
         1
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        s.section_without("generate", &["batch_size"])
+        s.section_without("generate", &["batch_size", "llm_batch"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        Ok(vec![chunk::base_model_input(s)])
+        let mut inputs = vec![chunk::base_model_input(s)];
+        if s.generate.sources.contains(&SyntheticSource::Llm) {
+            inputs.push(ExternalInput { name: "llm".into(), path: s.llm_model_path() });
+        }
+        Ok(inputs)
     }
     fn available(&self) -> bool {
         // without sources the stage only writes an empty table; with them it embeds with the base model
@@ -105,7 +119,10 @@ impl Stage<Settings> for Generate {
         let s = ctx.config.generate.clone();
         let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
         let (chunks, chunk_emb, dim) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
-        let candidates = candidates(&ds, &chunks, &s);
+        let mut candidates = candidates(&ds, &chunks, &s);
+        if s.sources.contains(&SyntheticSource::Llm) {
+            candidates.extend(llm_candidates(ctx, &ds, &chunks)?);
+        }
         let mut kept = Vec::new();
         if !candidates.is_empty() {
             let encoder = chunk::load_base_encoder(ctx.config)?;
@@ -247,6 +264,231 @@ pub fn candidates(ds: &ingest::Dataset, chunks: &[chunk::Chunk], s: &GenerateSet
     out
 }
 
+/// The instruction the language model gets for one chunk.
+pub fn llm_prompt(project: &str, passage: &str) -> ChatPrompt {
+    ChatPrompt {
+        system: "You are a helpful AI assistant.".into(),
+        user: format!(
+            "Here is a passage from the documentation of {project}:\n\n{passage}\n\nWrite one question that a user \
+             of {project} might search for, which this passage answers. Reply with the question only."
+        ),
+    }
+}
+
+/// The first question in a reply that is about the passage: the text up to a `?`, from the start of that
+/// sentence or quotation (`The passage answers the question "How do I …?"` gives `How do I …?`). Questions
+/// about the task itself ("What is the answer to this question?") are passed over. None when no question is
+/// left, or it has fewer than 3 or more than 40 words.
+pub fn extract_question(reply: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(rel) = reply[from..].find('?') {
+        let end = from + rel;
+        let head = &reply[from..end];
+        let start = head
+            .rfind(['"', '“', '\n'])
+            .map(|i| i + head[i..].chars().next().map(char::len_utf8).unwrap_or(1))
+            .into_iter()
+            .chain(head.rfind(": ").map(|i| i + 2))
+            .chain(head.rfind(". ").map(|i| i + 2))
+            .chain(head.rfind("! ").map(|i| i + 2))
+            .max()
+            .unwrap_or(0);
+        let q = format!("{}?", head[start..].trim());
+        let q =
+            q.trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '.' | ')' | '-' | '*' | ' ')).to_string();
+        let lower = q.to_lowercase();
+        let meta = ["this question", "the question", "this passage", "the passage", "this text", "great question"]
+            .iter()
+            .any(|m| lower.contains(m));
+        if !meta && (3..=40).contains(&words(&q)) {
+            return Some(q);
+        }
+        from = end + 1;
+    }
+    None
+}
+
+/// Replies of the language model cached by (model hash, prompt, decoding settings): a question for a chunk is
+/// written once, whatever filter or share is tried after it. On disk: `artifacts/.cache/completions/<model
+/// hash>/part-<hash>.parquet` (`key` Utf8, `text` Utf8, `prompt_tokens` Int64, `new_tokens` Int64), each part
+/// written to a temporary name and renamed; a part that does not read is ignored (it is only an optimisation).
+struct CompletionCache {
+    dir: std::path::PathBuf,
+    known: HashMap<String, Completion>,
+    fresh: Vec<(String, Completion)>,
+}
+
+fn completions_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("prompt_tokens", DataType::Int64, false),
+        Field::new("new_tokens", DataType::Int64, false),
+    ]))
+}
+
+impl CompletionCache {
+    fn open(root: &Path, model_hash: &str) -> Self {
+        let dir = root.join("completions").join(model_hash);
+        let mut known = HashMap::new();
+        let parts = std::fs::read_dir(&dir)
+            .map(|it| it.filter_map(|e| e.ok().map(|e| e.path())).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for part in parts.iter().filter(|p| {
+            p.extension().is_some_and(|x| x == "parquet")
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        }) {
+            let Ok(b) = table::read_parquet(part, "generate", &completions_schema()) else {
+                tracing::warn!(part = %part.display(), "ignoring an unreadable completion cache part");
+                continue;
+            };
+            let (Ok(k), Ok(t), Ok(pt), Ok(nt)) = (
+                table::str_col(&b, "key"),
+                table::str_col(&b, "text"),
+                table::i64_col(&b, "prompt_tokens"),
+                table::i64_col(&b, "new_tokens"),
+            ) else {
+                continue;
+            };
+            for i in 0..b.num_rows() {
+                let c = Completion {
+                    text: t.value(i).to_string(),
+                    prompt_tokens: pt.value(i) as usize,
+                    new_tokens: nt.value(i) as usize,
+                };
+                known.insert(k.value(i).to_string(), c);
+            }
+        }
+        CompletionCache { dir, known, fresh: vec![] }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.fresh.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| crate::error::Error::io(&self.dir, e))?;
+        let mut h = StableHasher::new("coltrast-completion-part");
+        for (k, _) in &self.fresh {
+            h.str(k);
+        }
+        let path = self.dir.join(format!("part-{}.parquet", &h.finish()[..16]));
+        let f = &self.fresh;
+        table::write_parquet(
+            &path,
+            completions_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(f.iter().map(|x| x.0.as_str()))),
+                Arc::new(StringArray::from_iter_values(f.iter().map(|x| x.1.text.as_str()))),
+                Arc::new(Int64Array::from_iter_values(f.iter().map(|x| x.1.prompt_tokens as i64))),
+                Arc::new(Int64Array::from_iter_values(f.iter().map(|x| x.1.new_tokens as i64))),
+            ],
+        )?;
+        for (k, c) in self.fresh.drain(..) {
+            self.known.insert(k, c);
+        }
+        Ok(())
+    }
+}
+
+/// The `llm` source: one question per chunk from the language model (cached replies are reused).
+fn llm_candidates(
+    ctx: &mut StageContext<'_, Settings>,
+    ds: &ingest::Dataset,
+    chunks: &[chunk::Chunk],
+) -> Result<Vec<Candidate>> {
+    let s = ctx.config.generate.clone();
+    let path = ctx.config.llm_model_path();
+    if !path.is_file() {
+        return Err(crate::error::Error::Usage(format!(
+            "generate.llm_model: {} is not there; `MODELS=\"all-MiniLM-L6-v2 SmolLM2-135M-Instruct\" make setup` installs \
+             the default, or name another GGUF file",
+            path.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let generator = crate::backend::backend()?.text_generator(&path, ctx.config)?;
+    tracing::info!(model = %generator.describe(), "language model loaded");
+    let opts = DecodeOptions {
+        max_new_tokens: s.llm_max_new_tokens as usize,
+        temperature: s.llm_temperature as f32,
+        seed: s.seed as u64,
+        batch: s.llm_batch as usize,
+    };
+    let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
+    let prompts: Vec<ChatPrompt> = chunks
+        .iter()
+        .map(|c| {
+            let title = titles.get(c.project_id.as_str()).copied().unwrap_or("").trim();
+            let project = if title.is_empty() { c.project_id.as_str() } else { title };
+            llm_prompt(project, &generator.truncate(&c.text, s.llm_passage_tokens as usize))
+        })
+        .collect();
+    let key = |p: &ChatPrompt| {
+        let mut h = StableHasher::new("coltrast-completion");
+        h.str(&p.system)
+            .str(&p.user)
+            .u64(opts.max_new_tokens as u64)
+            .str(&format!("{}", opts.temperature))
+            .u64(opts.seed);
+        h.finish()
+    };
+    let keys: Vec<String> = prompts.iter().map(key).collect();
+    let model_hash = ctx.input_hash("llm")?.to_string();
+    let mut cache = CompletionCache::open(ctx.cache_root(), &model_hash[..model_hash.len().min(32)]);
+    let todo: Vec<usize> = (0..prompts.len()).filter(|&i| !cache.known.contains_key(&keys[i])).collect();
+    let gen_started = std::time::Instant::now();
+    if !todo.is_empty() {
+        let pb = crate::progress::bar(todo.len() as u64, "writing questions (llm)");
+        let batch: Vec<ChatPrompt> = todo.iter().map(|&i| prompts[i].clone()).collect();
+        let out = generator.generate(&batch, &opts, &|done| pb.set_position(done as u64))?;
+        pb.finish_and_clear();
+        for (&i, c) in todo.iter().zip(out) {
+            cache.fresh.push((keys[i].clone(), c));
+        }
+        cache.flush()?;
+    }
+    let gen_secs = gen_started.elapsed().as_secs_f64();
+    let (mut prompt_tokens, mut new_tokens) = (0u64, 0u64);
+    let mut out = Vec::new();
+    let mut asked = 0u64;
+    for (c, k) in chunks.iter().zip(&keys) {
+        let reply = &cache.known[k];
+        prompt_tokens += reply.prompt_tokens as u64;
+        new_tokens += reply.new_tokens as u64;
+        if let Some(q) = extract_question(&reply.text) {
+            asked += 1;
+            out.push(Candidate {
+                query: q,
+                chunk_id: c.chunk_id.clone(),
+                project_id: c.project_id.clone(),
+                source: SyntheticSource::Llm,
+                positive_text: c.embed_text.clone(),
+            });
+        }
+    }
+    ctx.record_stat("llm_prompts", prompts.len() as u64);
+    ctx.record_stat("llm_prompts_generated", todo.len() as u64);
+    ctx.record_stat("llm_replies_with_question", asked);
+    ctx.record_stat("llm_prompt_tokens", prompt_tokens);
+    ctx.record_stat("llm_new_tokens", new_tokens);
+    ctx.record_stat("llm_generate_seconds", (gen_secs * 1000.0).round() / 1000.0);
+    ctx.record_stat("llm_seconds_total", (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+    if !todo.is_empty() && gen_secs > 0.0 {
+        let generated: u64 = todo.iter().map(|&i| cache.known[&keys[i]].new_tokens as u64).sum();
+        let prompted: u64 = todo.iter().map(|&i| cache.known[&keys[i]].prompt_tokens as u64).sum();
+        ctx.record_stat("llm_new_tokens_per_s", ((generated as f64 / gen_secs) * 100.0).round() / 100.0);
+        ctx.record_stat("llm_prompt_tokens_per_s", ((prompted as f64 / gen_secs) * 100.0).round() / 100.0);
+    }
+    tracing::info!(
+        prompts = prompts.len(),
+        generated = todo.len(),
+        with_question = asked,
+        seconds = gen_secs,
+        "llm questions"
+    );
+    Ok(out)
+}
+
 /// 1-based rank of chunk row `own` among all chunks for the query vector `q` (ties count against it).
 pub fn own_rank(q: &[f32], own: usize, chunk_emb: &[f32], dim: usize) -> i64 {
     let dot = |r: usize| -> f32 { q.iter().zip(&chunk_emb[r * dim..(r + 1) * dim]).map(|(a, b)| a * b).sum() };
@@ -326,6 +568,7 @@ pub fn read_queries(dir: &Path) -> Result<Vec<Synthetic>> {
             let source = match src.value(i) {
                 "headings" => SyntheticSource::Headings,
                 "cloze" => SyntheticSource::Cloze,
+                "llm" => SyntheticSource::Llm,
                 other => {
                     return Err(crate::error::Error::data(
                         &path,
@@ -352,6 +595,39 @@ pub fn read_queries(dir: &Path) -> Result<Vec<Synthetic>> {
 mod tests {
     use super::*;
     use crate::stages::ingest::{Dataset, Project};
+
+    #[test]
+    fn the_first_question_of_a_reply_is_kept() {
+        let q = |s: &str| extract_question(s);
+        assert_eq!(
+            q("What is the purpose of the `n_jobs` parameter in scikit-learn?").as_deref(),
+            Some("What is the purpose of the `n_jobs` parameter in scikit-learn?")
+        );
+        assert_eq!(
+            q("The passage answers the question \"How do I cite JAX in a paper?\"").as_deref(),
+            Some("How do I cite JAX in a paper?")
+        );
+        assert_eq!(
+            q("Sure! Here it is: How can I change the data directory? Also: why?").as_deref(),
+            Some("How can I change the data directory?")
+        );
+        assert_eq!(q("1. Where are models cached by default?").as_deref(), Some("Where are models cached by default?"));
+        assert_eq!(
+            q("What is the answer to this question? Is foo a Python 3.9 or later?").as_deref(),
+            Some("Is foo a Python 3.9 or later?")
+        );
+        // no question, too short, or a run-on reply
+        assert_eq!(q("The default directory is $HOME/.keras."), None);
+        assert_eq!(q("Why?"), None);
+        assert_eq!(q(&format!("{}?", "word ".repeat(50))), None);
+    }
+
+    #[test]
+    fn the_llm_prompt_names_the_project_and_holds_the_passage() {
+        let p = llm_prompt("Alpha", "Run `alpha serve` to start.");
+        assert!(p.user.contains("documentation of Alpha") && p.user.contains("Run `alpha serve` to start."));
+        assert!(!p.system.is_empty());
+    }
 
     fn project(id: &str, title: &str) -> Project {
         Project { project_id: id.into(), title: title.into(), text: String::new(), source: String::new() }

@@ -19,6 +19,7 @@ use coltrast::error::{Error, Result};
 use coltrast::settings::Settings;
 
 pub mod encoder;
+pub mod generate;
 pub mod stages;
 pub mod train;
 
@@ -85,6 +86,13 @@ impl TorchBackend for Torch {
         let base_enc = Encoder::load(base, device)?;
         let base_sentence = base_enc.embed(texts, 8)?.rows().map(|r| r.to_vec()).collect();
         Ok(ExportReference { sentence, tokens, base_sentence })
+    }
+
+    fn text_generator(&self, gguf: &Path, s: &Settings) -> Result<Box<dyn coltrast::backend::TextGenerator>> {
+        if s.model.threads > 0 {
+            encoder::set_num_threads(s.model.threads as usize);
+        }
+        Ok(Box::new(generate::Generator::load(gguf)?))
     }
 }
 
