@@ -367,6 +367,9 @@ impl<'a, C> Pipeline<'a, C> {
                         "teacher" =>
                             "; run `make setup MODELS=\"all-MiniLM-L6-v2 all-mpnet-base-v2\"` to install \
                                       all-mpnet-base-v2 (~440 MB), or set train.teacher = \"none\"",
+                        "llm" =>
+                            " (generate.llm_model); run `make setup MODELS=\"all-MiniLM-L6-v2 SmolLM2-135M-Instruct\"` \
+                                      to install SmolLM2-135M-Instruct (~98 MB), or drop \"llm\" from generate.sources",
                         n if n.contains("model") => "; run `make setup` to install the base model",
                         _ => "",
                     }

@@ -382,6 +382,24 @@ fn a_teacher_scores_the_pairs_once_and_changes_training() {
     assert!(!err.contains("train ran"), "{err}");
 }
 
+/// The generate stage's `llm` source without its language model installed: one line naming the file and the
+/// setting, and how to install it; nothing of the stage runs.
+#[test]
+fn a_missing_language_model_is_one_line_saying_how_to_get_it() {
+    let p = tiny_project("epochs = 1");
+    let out =
+        p.run(&["run", "generate", "--set", "generate.sources=[\"llm\"]", "--set", "generate.llm_model=nope.gguf"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    let err = out.stderr();
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("coltrast: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("nope.gguf") && errors[0].contains("generate.llm_model") && errors[0].contains("SmolLM2"),
+        "{err}"
+    );
+    assert!(!out.stdout().contains("generate ran"), "{}", out.stdout());
+}
+
 /// The full pipeline on the real MiniLM and the sample: the four example questions get the right project.
 #[test]
 fn sample_answers_the_four_example_questions() {
