@@ -47,6 +47,9 @@ pub struct Validation {
     pub coltrast: ValScore,
     /// Per query, document nDCG@10 of the fine-tuned model minus the base model's.
     pub diffs: Vec<f64>,
+    /// How many of the queries are synthetic (the generate stage's): 0 unless the dataset's own validation
+    /// questions are missing or `export.guard_queries = "all"`.
+    pub synthetic: usize,
 }
 
 impl Validation {
@@ -116,6 +119,10 @@ fn signed(x: f64) -> String {
 /// errors that count as noise, and both models' validation scores (None: no validation queries).
 pub fn choose(setting: ServedModel, hybrid: bool, margin: f64, noise: f64, val: Option<&Validation>) -> Served {
     let n = val.map_or(0, |v| v.diffs.len());
+    let queries = match val.map_or(0, |v| v.synthetic) {
+        0 => format!("{n} queries"),
+        k => format!("{n} queries, {k} synthetic"),
+    };
     let allowed = val.map(|v| margin + noise * v.standard_error());
     let make = |model: &str, reason: String| Served {
         model: model.to_string(),
@@ -134,13 +141,13 @@ pub fn choose(setting: ServedModel, hybrid: bool, margin: f64, noise: f64, val: 
             let d = v.coltrast.document - v.base.document;
             let eps = 1e-9;
             if d < -allowed - eps {
-                make(BASE, format!("coltrast was {} on validation, {n} queries, noise ±{allowed:.3}", signed(d)))
+                make(BASE, format!("coltrast was {} on validation, {queries}, noise ±{allowed:.3}", signed(d)))
             } else if d < -eps {
-                make(FINETUNED, format!("{} on validation, {n} queries: within the noise ±{allowed:.3}", signed(d)))
+                make(FINETUNED, format!("{} on validation, {queries}: within the noise ±{allowed:.3}", signed(d)))
             } else if d <= eps {
-                make(FINETUNED, format!("tied with base on validation, {n} queries"))
+                make(FINETUNED, format!("tied with base on validation, {queries}"))
             } else {
-                make(FINETUNED, format!("{} over base on validation, {n} queries", signed(d)))
+                make(FINETUNED, format!("{} over base on validation, {queries}", signed(d)))
             }
         }
         (ServedModel::Auto, ..) => {
@@ -233,7 +240,7 @@ mod tests {
     fn val(n: usize, lost: usize, by: f64, base: f64) -> Validation {
         let diffs: Vec<f64> = (0..n).map(|i| if i < lost { -by } else { 0.0 }).collect();
         let d = diffs.iter().sum::<f64>() / n as f64;
-        Validation { base: v(base, None), coltrast: v(base + d, None), diffs }
+        Validation { base: v(base, None), coltrast: v(base + d, None), diffs, synthetic: 0 }
     }
 
     #[test]
@@ -263,9 +270,12 @@ mod tests {
         assert_eq!(choose(ServedModel::Auto, true, 0.0, 1.0, Some(&val(7, 3, 0.369, 0.9))).model, "base");
         let tie = choose(ServedModel::Auto, false, 0.0, 1.0, Some(&val(7, 0, 0.0, 1.0)));
         assert_eq!((tie.model.as_str(), tie.reason.as_str()), ("coltrast", "tied with base on validation, 7 queries"));
-        let better = Validation { base: v(0.8, None), coltrast: v(0.83, None), diffs: vec![0.03; 10] };
+        let better = Validation { base: v(0.8, None), coltrast: v(0.83, None), diffs: vec![0.03; 10], synthetic: 0 };
         let s = choose(ServedModel::Auto, false, 0.0, 1.0, Some(&better));
         assert_eq!((s.system.as_str(), s.reason.as_str()), ("coltrast", "+0.030 over base on validation, 10 queries"));
+        let mixed = Validation { synthetic: 4, ..better };
+        let s = choose(ServedModel::Auto, false, 0.0, 1.0, Some(&mixed));
+        assert_eq!(s.reason, "+0.030 over base on validation, 10 queries, 4 synthetic");
     }
 
     #[test]

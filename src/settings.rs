@@ -571,6 +571,26 @@ impl ServedModel {
     }
 }
 
+/// Which validation queries the guard (`export.model = "auto"`) compares the two models on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuardQueries {
+    /// The dataset's own validation questions; the generate stage's synthetic validation queries only when
+    /// there are none.
+    Labelled,
+    /// Every validation query, synthetic ones included.
+    All,
+}
+
+impl GuardQueries {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardQueries::Labelled => "labelled",
+            GuardQueries::All => "all",
+        }
+    }
+}
+
 /// `[export]`: ONNX export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -586,6 +606,10 @@ pub struct ExportSettings {
     /// See `guard_margin`: how many standard errors of the paired difference count as noise. 0 = any loss on
     /// validation serves the base model. Default 1.
     pub guard_noise: f64,
+    /// `"labelled"` (default) or `"all"`: the validation queries the guard decides on. Synthetic queries
+    /// misled it both ways on ai_faq_dev (bench/results/quality.md), so by default it uses the dataset's own
+    /// validation questions, and synthetic ones only when there are none.
+    pub guard_queries: GuardQueries,
     /// `"none"` (default, float32) or `"int8"`: dynamically quantised MatMuls in the encoder layers of both
     /// exported models (faster on CPU; parity is then checked by cosine, see the export stage).
     pub quantize: crate::onnx::Quantize,
@@ -597,6 +621,7 @@ impl Default for ExportSettings {
             model: ServedModel::Auto,
             guard_margin: 0.0,
             guard_noise: 1.0,
+            guard_queries: GuardQueries::Labelled,
             quantize: crate::onnx::Quantize::None,
         }
     }

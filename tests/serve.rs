@@ -341,6 +341,54 @@ fn the_guard_serves_by_validation_and_queries_use_what_it_serves() {
     assert!(out.stdout().trim_end().ends_with("served: base+hybrid (export.model = \"base\")"), "{}", out.stdout());
 }
 
+/// With synthetic queries, the guard decides on the dataset's own validation questions (`export.guard_queries`
+/// = "labelled", the default); "all" adds the synthetic ones and reruns only index and eval.
+#[test]
+fn the_guard_decides_on_labelled_validation_questions() {
+    let p = tiny_project("epochs = 1\nbase_mix = 0.0");
+    let gen = [
+        "--set",
+        "generate.sources=[\"headings\",\"cloze\"]",
+        "--set",
+        "generate.filter_top_k=0",
+        "--set",
+        "generate.val_share=0.5",
+    ];
+    p.run(&[&["run"][..], &gen].concat()).ok();
+    let mine = p.path().join("artifacts/mine").join(manifest_of(&p, "mine")["fingerprint"].as_str().unwrap());
+    let pairs = coltrast::stages::mine::read_pairs(&mine).unwrap();
+    let val: Vec<_> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
+    let labelled = val.iter().filter(|p| p.is_labelled()).count();
+    assert!(labelled > 0 && val.len() > labelled, "labelled and synthetic validation queries: {}", val.len());
+    let served = |p: &Project| {
+        let index = manifest_of(p, "index");
+        let arts = p.path().join("artifacts/index").join(index["fingerprint"].as_str().unwrap());
+        let info: serde_json::Value = serde_json::from_slice(&std::fs::read(arts.join("index.json")).unwrap()).unwrap();
+        info["served"].clone()
+    };
+    let s = served(&p);
+    assert_eq!(s["val_queries"].as_u64().unwrap() as usize, labelled, "{s}");
+    assert!(!s["reason"].as_str().unwrap().contains("synthetic"), "{s}");
+    let out = p.run(&[&["run"][..], &gen, &["--set", "export.guard_queries=all"]].concat()).ok();
+    assert_eq!(
+        out.stages(),
+        [
+            "ingest cached",
+            "chunk cached",
+            "generate cached",
+            "mine cached",
+            "train cached",
+            "export cached",
+            "index ran",
+            "eval ran"
+        ]
+    );
+    let s = served(&p);
+    assert_eq!(s["val_queries"].as_u64().unwrap() as usize, val.len(), "{s}");
+    let synthetic = format!("{} synthetic", val.len() - labelled);
+    assert!(s["reason"].as_str().unwrap().contains(&synthetic), "{s}");
+}
+
 /// `train.teacher` on the tiny model (the tiny MPNet as the teacher): the teacher scores the pairs once, its
 /// embeddings are cached by its content hash (another training seed embeds nothing), the distillation term
 /// changes training, and a teacher that is not installed is one line saying how to get it.

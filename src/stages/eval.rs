@@ -44,7 +44,7 @@
 //! document-level nDCG@10) and its gain (`best_gain_ndcg@10`).
 //!
 //! **Params.** `eval.split`, `index.rerank_depth`, `index.rerank_weight`, `index.lexical_weight`, `export.model`,
-//! `export.guard_margin`, `export.guard_noise`.
+//! `export.guard_margin`, `export.guard_noise`, `export.guard_queries`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -159,7 +159,8 @@ impl Stage<Settings> for Eval {
     fn code_version(&self) -> u32 {
         // 3: reports the served system (the index stage's validation guard); best system ties broken at chunk
         // level
-        3
+        // 4: the guard decides on the dataset's own validation questions (export.guard_queries)
+        4
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
@@ -170,6 +171,7 @@ impl Stage<Settings> for Eval {
         t.insert("served_model".into(), s.export.model.as_str().into());
         t.insert("guard_margin".into(), s.export.guard_margin.into());
         t.insert("guard_noise".into(), s.export.guard_noise.into());
+        t.insert("guard_queries".into(), s.export.guard_queries.as_str().into());
         Ok(toml::Value::Table(t))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {

@@ -55,7 +55,7 @@ impl Stage<Settings> for Export {
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model and guard_margin only pick what is served (the index stage); both models are always exported.
-        s.section_without("export", &["model", "guard_margin", "guard_noise"])
+        s.section_without("export", &["model", "guard_margin", "guard_noise", "guard_queries"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])

@@ -31,7 +31,8 @@
 //! cluster (`[executor]`, see [`crate::executor`]); the stage then reads every embedding from the caches, so
 //! what it writes does not depend on where the shards ran. The manifest records the shards (per Ray node).
 //!
-//! **Params.** `index.factory`, `export.model`, `export.guard_margin`, `index.lexical_weight` (the guard
+//! **Params.** `index.factory`, `export.model`, `export.guard_margin`, `export.guard_noise`,
+//! `export.guard_queries`, `index.lexical_weight` (the guard
 //! compares the models as they are served: hybrid when it is above 0). `index.rerank_depth` is used by queries
 //! and eval, not here.
 //! `model.device` picks ONNX Runtime's execution provider (CPU or CUDA); it is not hashed (speed only, see
@@ -156,6 +157,16 @@ pub fn embed_cached(
     Ok((flat, tokens))
 }
 
+/// The validation pairs (split `val` or `dev`) the guard decides on: under `"labelled"` the dataset's own
+/// questions, or the synthetic ones when there are none; under `"all"` every one.
+pub fn guard_queries(pairs: &[mine::Pair], which: crate::settings::GuardQueries) -> Vec<&mine::Pair> {
+    let val: Vec<&mine::Pair> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
+    if which == crate::settings::GuardQueries::All || !val.iter().any(|p| p.is_labelled()) {
+        return val;
+    }
+    val.into_iter().filter(|p| p.is_labelled()).collect()
+}
+
 /// The guard's choice ([`crate::guard`]): under `export.model = "auto"` with validation queries, both models
 /// rank every chunk for them (through the same embedding caches eval uses, so nothing is embedded twice).
 /// Needs the upstreams `mine` and `export` (eval calls it too, and gets the same answer).
@@ -174,7 +185,7 @@ pub fn choose_served(
         return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
     }
     let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
-    let val: Vec<&mine::Pair> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
+    let val = guard_queries(&pairs, s.export.guard_queries);
     if val.is_empty() || chunks.is_empty() {
         return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
     }
@@ -212,7 +223,8 @@ pub fn choose_served(
     tracing::info!(queries = val.len(), base = ?scores[0].0, coltrast = ?scores[1].0, "validation guard");
     let (base, coltrast) = (scores.swap_remove(0), scores.swap_remove(0));
     let diffs = coltrast.1.iter().zip(&base.1).map(|(c, b)| c - b).collect();
-    let v = guard::Validation { base: base.0, coltrast: coltrast.0, diffs };
+    let synthetic = val.iter().filter(|p| !p.is_labelled()).count();
+    let v = guard::Validation { base: base.0, coltrast: coltrast.0, diffs, synthetic };
     let choice = guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, Some(&v));
     let pre = prefills.swap_remove(if choice.model == export::BASE { 0 } else { 1 });
     Ok((choice, Some(pre)))
@@ -227,7 +239,8 @@ impl Stage<Settings> for IndexStage {
     }
     fn code_version(&self) -> u32 {
         // 3: the validation guard chooses the served model (index.json `served`)
-        3
+        // 4: the guard decides on the dataset's own validation questions (export.guard_queries)
+        4
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
@@ -236,6 +249,7 @@ impl Stage<Settings> for IndexStage {
         if s.export.model == ServedModel::Auto {
             t.insert("guard_margin".into(), s.export.guard_margin.into());
             t.insert("guard_noise".into(), s.export.guard_noise.into());
+            t.insert("guard_queries".into(), s.export.guard_queries.as_str().into());
             t.insert("lexical_weight".into(), s.index.lexical_weight.into());
         }
         Ok(toml::Value::Table(t))
@@ -302,5 +316,49 @@ impl Stage<Settings> for IndexStage {
         let p = ctx.output(INFO);
         std::fs::write(&p, serde_json::to_vec_pretty(&meta).map_err(Error::internal)?).map_err(|e| Error::io(&p, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod guard_query_tests {
+    use super::*;
+    use crate::settings::GuardQueries;
+
+    fn pair(id: &str, split: &str, source: &str) -> mine::Pair {
+        mine::Pair {
+            qa_id: id.into(),
+            project_id: "p".into(),
+            split: split.into(),
+            query: id.into(),
+            positive_text: "t".into(),
+            positive_chunk_id: None,
+            positive_source: "chunk".into(),
+            positive_score: 0.5,
+            negative_chunk_ids: vec![],
+            negative_texts: vec![],
+            negative_scores: vec![],
+            source: source.into(),
+        }
+    }
+
+    fn ids(v: Vec<&mine::Pair>) -> Vec<&str> {
+        v.into_iter().map(|p| p.qa_id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_guard_decides_on_labelled_validation_questions_unless_there_are_none() {
+        let pairs = vec![
+            pair("q1", "val", mine::LABELLED),
+            pair("g1", "val", "cloze"),
+            pair("q2", "dev", mine::LABELLED),
+            pair("q3", "train", mine::LABELLED),
+            pair("q4", "test", mine::LABELLED),
+            pair("g2", "val", "llm"),
+        ];
+        assert_eq!(ids(guard_queries(&pairs, GuardQueries::Labelled)), ["q1", "q2"]);
+        assert_eq!(ids(guard_queries(&pairs, GuardQueries::All)), ["q1", "g1", "q2", "g2"]);
+        // only synthetic validation queries: better than none
+        let synthetic_only: Vec<mine::Pair> = pairs.into_iter().filter(|p| p.source != mine::LABELLED).collect();
+        assert_eq!(ids(guard_queries(&synthetic_only, GuardQueries::Labelled)), ["g1", "g2"]);
     }
 }
