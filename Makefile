@@ -32,7 +32,7 @@ BIN := $(CARGO_TARGET_DIR)/release/coltrast
 SOURCES := $(shell find src torch/src -name '*.rs' 2>/dev/null) Cargo.toml torch/Cargo.toml Cargo.lock build.rs torch/build.rs
 ARGS ?=
 
-.PHONY: setup pipeline test bench build status clean-artifacts gpu-check
+.PHONY: setup pipeline test bench build status clean-artifacts gpu-check docs
 
 ## setup: system packages, lean libtorch, libonnxruntime and the base model, into $(COLTRAST_CACHE)
 ##        (GPU=1: also the CUDA wheels and onnxruntime-gpu; MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2": MPNet too)
@@ -64,6 +64,11 @@ test:
 ## bench: benchmarks (creates a separate Python venv for the baselines on first use)
 bench: setup $(BIN)
 	@bash bench/run.sh
+
+## docs: regenerate docs/settings.md and the commented pipeline.toml from src/settings.rs (its types and doc
+##       comments); `make test` fails when they are stale
+docs: setup
+	COLTRAST_WRITE_DOCS=1 cargo test --release --locked --test settings_reference $(CARGO_FEATURES)
 
 clean-artifacts:
 	rm -rf artifacts

@@ -72,7 +72,7 @@ pub fn hf_snapshot(hub: &Path, id: &str) -> Option<PathBuf> {
     snap.is_dir().then_some(snap)
 }
 
-/// All settings. Field docs are the reference; pipeline.toml repeats them with their defaults.
+/// All settings. Field docs are the reference: `make docs` renders docs/settings.md and the commented pipeline.toml from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
@@ -146,6 +146,7 @@ impl Default for ModelSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelDevice {
+    /// ONNX Runtime's CPU execution provider.
     Cpu,
     /// ONNX Runtime's CUDA execution provider, GPU 0.
     Cuda,
@@ -167,8 +168,11 @@ pub enum IngestFormat {
     /// Detect from the path: a `.json` file is seed-json; a folder with corpus.jsonl is beir; a folder of
     /// `.md` files is markdown.
     Auto,
+    /// The sample's format: one JSON file of projects, each with its README text and Q&A pairs.
     SeedJson,
+    /// A folder of Markdown files (one document each) and a Q&A file (`ingest.qa_path`).
     Markdown,
+    /// A BEIR folder: corpus.jsonl, queries.jsonl and qrels/{train,dev,test}.tsv.
     Beir,
 }
 
@@ -235,13 +239,19 @@ pub enum ChunkStrategy {
 #[serde(deny_unknown_fields, default)]
 pub struct ChunkSettings {
     /// `"sections"` (default), `"semantic"` or `"none"` (each document whole, truncated at max_tokens).
+    /// `"sections"` never truncates: a long document is split. On ../shared/data/ai_faq_dev (base model,
+    /// document nDCG@10 on test, bench/results/quality.md): sections 0.845, none 0.821, semantic at 0.7 0.754.
     pub strategy: ChunkStrategy,
     /// `"sections"`: a heading starts a new chunk only once the current chunk holds at least this many tokens
-    /// of text, so short sections merge with the next. Default 64.
+    /// of text, so short sections merge with the next. Default 64 (0 measured 0.846 against 0.845 for 64
+    /// on ai_faq_dev: a tie).
     pub min_tokens: i64,
-    /// Consecutive sentences merge while their cosine similarity stays >= this. In [-1, 1]. Default 0.7.
+    /// `"semantic"`: consecutive sentences merge while their cosine similarity stays >= this. In [-1, 1].
+    /// Default 0.7.
     pub similarity_threshold: f64,
-    /// `"previous"` (to the previous sentence) or `"centroid"` (to the running chunk mean).
+    /// `"semantic"`: `"previous"` (default: to the previous sentence) or `"centroid"` (to the running chunk
+    /// mean). "previous" measured as good or better on the sample and BoolQ (bench/results/chunking.md), and
+    /// with it a higher threshold never gives fewer chunks.
     pub compare: ChunkCompare,
     /// A chunk never exceeds this many tokens ([CLS] and [SEP] included). At most the model's
     /// max_seq_length (256 for MiniLM). Default 256.
@@ -385,9 +395,12 @@ impl Default for MineSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrainDevice {
-    /// CUDA when libtorch sees a GPU, else the CPU.
+    /// CUDA when libtorch sees a GPU, else the CPU (the choice is logged).
     Auto,
+    /// The CPU.
     Cpu,
+    /// The first GPU; an error before anything runs when there is none or the build has no CUDA
+    /// (`make build GPU=1`).
     Cuda,
 }
 
@@ -491,10 +504,13 @@ pub struct TrainSettings {
     pub patience: i64,
     /// Seed of the shuffling, dropout and the token head's initial weights. Default 42.
     pub seed: i64,
-    /// `"auto"` (default: CUDA when libtorch sees a GPU), `"cpu"` or `"cuda"`.
+    /// `"auto"` (default: CUDA when libtorch sees a GPU), `"cpu"` or `"cuda"`. Hashed as the device it
+    /// resolves to: CPU and GPU runs end in different weights (bench/results/gpu.md compares their losses).
     pub device: TrainDevice,
     /// Share of the base model's weights in the output (weight averaging): `"auto"` (default) picks it on
-    /// validation from 0, 0.25, 0.5, 0.75, 1; a number in [0, 1] fixes it (0 = the fine-tuned weights).
+    /// validation from 0, 0.25, 0.5, 0.75, 1 (0 when there is no validation data); a number in [0, 1] fixes
+    /// it (0 = the fine-tuned weights). A few dozen training questions overfit easily, and averaging keeps
+    /// what the base model knows (as WiSE-FT; bench/results/quality.md).
     pub base_mix: BaseMix,
     /// Memory budget, in MiB, for the activations that one forward pass keeps for its backward pass. A
     /// batch whose queries and documents would need more is encoded in micro-batches that fit, and the loss
@@ -596,7 +612,11 @@ impl GuardQueries {
 #[serde(deny_unknown_fields, default)]
 pub struct ExportSettings {
     /// `"auto"` (default), `"coltrast"` or `"base"`: the model the index and the queries serve. Both are
-    /// exported. `"auto"` serves the fine-tuned model unless it is worse than the base model on validation.
+    /// exported (eval compares them). `"auto"` is the validation guard: the index stage ranks the validation
+    /// queries with both models as they are served (hybrid when `index.lexical_weight` > 0) and serves the
+    /// fine-tuned model unless its document nDCG@10 there is below the base model's by more than the noise.
+    /// `coltrast run` ends with the choice, e.g. "served: base+hybrid (coltrast was −0.012 on validation, 39
+    /// queries, noise ±0.010)".
     pub model: ServedModel,
     /// `export.model = "auto"`: the base model is served instead of the fine-tuned one when the fine-tuned
     /// model's document nDCG@10 on the validation queries is below the base model's by more than
@@ -636,10 +656,14 @@ pub struct IndexSettings {
     /// `--rerank` and eval's coltrast+rerank re-score this many top hits by MaxSim. Default 50.
     pub rerank_depth: i64,
     /// Rerank score = (1 - w) * pooled cosine + w * MaxSim, over the top `rerank_depth`. 1 = MaxSim alone
-    /// (the seed's rerank), 0 = no change. In [0, 1]. Default 0.3 (bench/results/quality.md).
+    /// (the seed's rerank), 0 = no change. In [0, 1]. eval.md lists the value that is best on validation.
+    /// Default 0.3: on ai_faq_dev test (3 seeds), coltrast+rerank at 0.3: 0.857 (coltrast 0.851); at 1 (the
+    /// seed's pure MaxSim): 0.840; 0.1: 0.850; 0.5: 0.862 (bench/results/quality.md).
     pub rerank_weight: f64,
     /// Hybrid search: score = (1 - w) * dense + w * BM25 (each min-max normalised over its candidates), for
-    /// the query commands and eval's `+hybrid` systems. 0 = dense only. In [0, 1]. Default 0.1.
+    /// the query commands and eval's `+hybrid` systems. 0 = dense only. In [0, 1]. eval.md lists the best
+    /// value on validation. Default 0.1, chosen on ai_faq_dev's train questions; on its test, base+hybrid
+    /// 0.862 at 0.1 against base 0.845 at 0.
     pub lexical_weight: f64,
 }
 
@@ -687,7 +711,8 @@ impl ExecutorKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorSettings {
-    /// `"local"` (default: in this process) or `"ray"` (one Ray task per shard).
+    /// `"local"` (default: in this process) or `"ray"` (one Ray task per shard on the cluster at
+    /// `ray_address`, each running `coltrast worker embed`; needs `make setup RAY=1`).
     pub kind: ExecutorKind,
     /// Texts per shard: the texts not in the embedding cache, sorted by length, are cut into contiguous runs
     /// of this many. Default 1024 (bench/results/ray.md: Ray's per-shard overhead stays under 5%).
