@@ -72,7 +72,8 @@ pub fn hf_snapshot(hub: &Path, id: &str) -> Option<PathBuf> {
     snap.is_dir().then_some(snap)
 }
 
-/// All settings. Field docs are the reference: `make docs` renders docs/settings.md and the commented pipeline.toml from them.
+/// All settings. Field docs are the reference: `make docs` renders docs/settings.md and the commented
+/// pipeline.toml from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
