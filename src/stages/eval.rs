@@ -159,7 +159,8 @@ impl Stage<Settings> for Eval {
     fn code_version(&self) -> u32 {
         // 3: reports the served system (the index stage's validation guard); best system ties broken at chunk
         // level
-        // 4: the guard decides on the dataset's own validation questions (export.guard_queries)
+        // 4: the guard decides on the dataset's own validation questions (export.guard_queries); a tie with
+        // base-whole at document level is reported at chunk level first
         4
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
@@ -433,6 +434,18 @@ pub struct Best {
 impl Best {
     /// The line eval.md (and so `coltrast run`) ends with, before the served line.
     pub fn line(&self, baseline: f64) -> String {
+        // Every system as good as base-whole at document level (a small sample where each finds every
+        // document): the chunk level is where fine-tuning shows, so the line leads with it.
+        if let (Some((c, other, oc)), true) = (self.tie, (self.document - baseline).abs() <= 1e-9) {
+            let d = c - oc;
+            let word = if d >= 0.0 { "gain" } else { "loss" };
+            return format!(
+                "best system: {}, chunk nDCG@10 {c:.3}: {word} of {:.3} over {other} ({oc:.3}); at document level \
+                 every system ties with {BASELINE} (nDCG@10 {baseline:.3}), so this data cannot show more there",
+                self.system,
+                d.abs()
+            );
+        }
         let mut l = summary_line(self.system, self.document, baseline);
         if let Some((c, other, oc)) = self.tie {
             let _ =
@@ -590,8 +603,15 @@ mod tests {
         let best = best_system(&results).unwrap();
         assert_eq!(best.system, "coltrast");
         assert_eq!(best.tie, Some((1.0, "base", 0.938)));
+        // the sample's case: nothing to see at document level, so the line says what the chunk level shows
+        assert_eq!(
+            best.line(1.0),
+            "best system: coltrast, chunk nDCG@10 1.000: gain of 0.062 over base (0.938); at document level every \
+             system ties with base-whole (nDCG@10 1.000), so this data cannot show more there"
+        );
+        // a tie between the systems above base-whole: the document-level gain, then the chunk level decides
         assert!(best
-            .line(1.0)
+            .line(0.9)
             .ends_with("tied at document level, so chunk level decides: chunk nDCG@10 1.000 vs base 0.938"));
         // no tie: no chunk-level clause
         results[3].3 = 0.9;
