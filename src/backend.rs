@@ -1,4 +1,4 @@
-//! The libtorch seam: what the chunk, mine, train and export stages need from libtorch, as a trait that the
+//! The libtorch seam: what the chunk, generate, mine, train and export stages need from libtorch, as a trait that the
 //! `coltrast-torch` crate implements and registers.
 //!
 //! What: libtorch's static initialisers cost about 0.35 s at every process start, so the `coltrast` binary does
