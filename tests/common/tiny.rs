@@ -161,7 +161,7 @@ pub fn tiny_mpnet_project(train: &str) -> Project {
 fn tiny_project_with(train: &str, write_model: fn(&Path)) -> Project {
     let p = Project::new(&format!(
         "[model]\nbase = \"tiny-model\"\nthreads = 1\n[ingest]\npath = \"data.json\"\n[chunk]\nmax_tokens = 64\n\
-         [train]\ndevice = \"cpu\"\nbatch_size = 2\n{train}\n"
+         [train]\ndevice = \"cpu\"\nbatch_size = 2\nteacher = \"none\"\n{train}\n"
     ));
     p.write("data.json", tiny_dataset());
     {

@@ -91,6 +91,12 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
     let rss_pairs = memory::rss().now;
     let (mut train_set, mut val_set, ignored) = split_pairs(&pairs);
     tracing::info!(train = train_set.len(), val = val_set.len(), ignored, "pairs");
+    if ctx.config.teacher_dir().is_none() && ctx.config.train.teacher.trim() == "auto" {
+        eprintln!(
+            "train: no teacher: train.teacher = \"auto\" distils from all-mpnet-base-v2, which is not installed \
+             (`make setup MODELS=\"all-MiniLM-L6-v2 all-mpnet-base-v2\"`, ~440 MB); training without it"
+        );
+    }
     if let Some(dir) = ctx.config.teacher_dir() {
         let started = std::time::Instant::now();
         let teacher = Encoder::load(&dir, device).map_err(Error::from)?;
