@@ -389,6 +389,21 @@ fn the_guard_decides_on_labelled_validation_questions() {
     assert!(s["reason"].as_str().unwrap().contains(&synthetic), "{s}");
 }
 
+/// `train.teacher = "auto"` (the default) without all-mpnet-base-v2 installed: training goes on without a
+/// teacher and says so in one line, naming the install command.
+#[test]
+fn the_default_teacher_missing_is_one_line_and_training_goes_on() {
+    let p = tiny_project("epochs = 1");
+    let empty = tempfile::tempdir().unwrap();
+    let out = p.cmd(&["run", "train", "--set", "train.teacher=auto"]).env("COLTRAST_CACHE", empty.path()).output();
+    let out = Out(out.unwrap(), "run train".into()).ok();
+    let hint: Vec<String> =
+        out.stderr().lines().filter(|l| l.starts_with("train: no teacher")).map(String::from).collect();
+    assert_eq!(hint.len(), 1, "{}", out.stderr());
+    assert!(hint[0].contains("all-mpnet-base-v2") && hint[0].contains("make setup"), "{}", hint[0]);
+    assert!(manifest_of(&p, "train")["stats"].get("teacher").is_none());
+}
+
 /// `train.teacher` on the tiny model (the tiny MPNet as the teacher): the teacher scores the pairs once, its
 /// embeddings are cached by its content hash (another training seed embeds nothing), the distillation term
 /// changes training, and a teacher that is not installed is one line saying how to get it.
