@@ -275,6 +275,13 @@ fn coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run() {
     );
 }
 
+/// The current index's `index.json`.
+fn index_info(p: &Project) -> serde_json::Value {
+    let index = manifest_of(p, "index");
+    let arts = p.path().join("artifacts/index").join(index["fingerprint"].as_str().unwrap());
+    serde_json::from_slice(&std::fs::read(arts.join("index.json")).unwrap()).unwrap()
+}
+
 /// The validation guard on the tiny model: the index records both models' validation scores and serves by the
 /// rule; the query commands use the served model; a margin of 1 always serves the fine-tuned model and
 /// `export.model = "base"` the base model, without training again.
@@ -284,8 +291,7 @@ fn the_guard_serves_by_validation_and_queries_use_what_it_serves() {
     let p = tiny_project("epochs = 1\nbase_mix = 0.0");
     let out = p.run(&["run"]).ok();
     let index = manifest_of(&p, "index");
-    let arts = p.path().join("artifacts/index").join(index["fingerprint"].as_str().unwrap());
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(arts.join("index.json")).unwrap()).unwrap();
+    let info = index_info(&p);
     let served = &info["served"];
     assert_eq!(served["setting"], "auto", "{info}");
     assert!(served["val_queries"].as_u64().unwrap() > 0, "the tiny data has validation projects: {info}");
@@ -360,13 +366,7 @@ fn the_guard_decides_on_labelled_validation_questions() {
     let val: Vec<_> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
     let labelled = val.iter().filter(|p| p.is_labelled()).count();
     assert!(labelled > 0 && val.len() > labelled, "labelled and synthetic validation queries: {}", val.len());
-    let served = |p: &Project| {
-        let index = manifest_of(p, "index");
-        let arts = p.path().join("artifacts/index").join(index["fingerprint"].as_str().unwrap());
-        let info: serde_json::Value = serde_json::from_slice(&std::fs::read(arts.join("index.json")).unwrap()).unwrap();
-        info["served"].clone()
-    };
-    let s = served(&p);
+    let s = index_info(&p)["served"].clone();
     assert_eq!(s["val_queries"].as_u64().unwrap() as usize, labelled, "{s}");
     assert!(!s["reason"].as_str().unwrap().contains("synthetic"), "{s}");
     let out = p.run(&[&["run"][..], &gen, &["--set", "export.guard_queries=all"]].concat()).ok();
@@ -383,7 +383,7 @@ fn the_guard_decides_on_labelled_validation_questions() {
             "eval ran"
         ]
     );
-    let s = served(&p);
+    let s = index_info(&p)["served"].clone();
     assert_eq!(s["val_queries"].as_u64().unwrap() as usize, val.len(), "{s}");
     let synthetic = format!("{} synthetic", val.len() - labelled);
     assert!(s["reason"].as_str().unwrap().contains(&synthetic), "{s}");

@@ -66,25 +66,24 @@ fn plain(line: &str) -> String {
     out
 }
 
+/// The `#[serde(...)]` option `word` (`skip`, `rename_all = "..."`): None when absent, else its string value
+/// ("" for a bare word).
 fn has_serde(attrs: &[syn::Attribute], word: &str) -> Option<String> {
+    let mut found = None;
     for a in attrs.iter().filter(|a| a.path().is_ident("serde")) {
-        let text = a.meta.to_token_stream_string();
-        if let Some(i) = text.find(word) {
-            let tail = &text[i..];
-            let value = tail.split('"').nth(1).unwrap_or_default();
-            return Some(value.to_string());
-        }
+        let _ = a.parse_nested_meta(|m| {
+            if m.path.is_ident(word) {
+                found = Some(match m.value() {
+                    Ok(v) => v.parse::<syn::LitStr>()?.value(),
+                    Err(_) => String::new(),
+                });
+            } else if m.input.peek(syn::Token![=]) {
+                m.value()?.parse::<syn::Expr>()?;
+            }
+            Ok(())
+        });
     }
-    None
-}
-
-trait TokensAsString {
-    fn to_token_stream_string(&self) -> String;
-}
-impl TokensAsString for syn::Meta {
-    fn to_token_stream_string(&self) -> String {
-        quote::ToTokens::to_token_stream(self).to_string()
-    }
+    found
 }
 
 fn rename(variant: &str, rule: Option<&str>) -> String {
@@ -248,26 +247,14 @@ fn render(root: &Path) -> Rendered {
     let field = |t: &mut String, m: &mut String, key: &str, it: &Item, value: &toml::Value| {
         t.push('\n');
         for l in &it.doc {
-            t.push_str(if l.is_empty() { "#\n" } else { "" });
-            if !l.is_empty() {
-                t.push_str(&format!("# {l}\n"));
-            }
+            t.push_str(&format!("# {l}").trim_end());
+            t.push('\n');
         }
         t.push_str(&format!("{} = {}\n", it.name, value_text(value)));
         m.push_str(&format!("\n### `{key}`\n\n"));
         m.push_str(&format!("Default `{}`; {}.\n\n", value_text(value), kind_words(&it.ty, &types)));
-        let text = it.doc.iter().map(|l| if l.is_empty() { "\n\n" } else { l.as_str() }).collect::<Vec<_>>();
-        let mut para = String::new();
-        for piece in text {
-            if piece == "\n\n" {
-                para.push_str("\n\n");
-            } else {
-                if !para.is_empty() && !para.ends_with('\n') {
-                    para.push(' ');
-                }
-                para.push_str(piece);
-            }
-        }
+        // a doc comment's lines joined into paragraphs (an empty line separates them)
+        let para = it.doc.split(|l| l.is_empty()).map(|p| p.join(" ")).collect::<Vec<_>>().join("\n\n");
         m.push_str(para.trim());
         m.push('\n');
         let (name, _) = type_name(&it.ty);

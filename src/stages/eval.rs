@@ -434,14 +434,14 @@ pub struct Best {
 impl Best {
     /// The line eval.md (and so `coltrast run`) ends with, before the served line.
     pub fn line(&self, baseline: f64) -> String {
-        // Every system as good as base-whole at document level (a small sample where each finds every
+        // The best systems no better than base-whole at document level (a small sample where they find every
         // document): the chunk level is where fine-tuning shows, so the line leads with it.
         if let (Some((c, other, oc)), true) = (self.tie, (self.document - baseline).abs() <= 1e-9) {
             let d = c - oc;
             let word = if d >= 0.0 { "gain" } else { "loss" };
             return format!(
                 "best system: {}, chunk nDCG@10 {c:.3}: {word} of {:.3} over {other} ({oc:.3}); at document level \
-                 every system ties with {BASELINE} (nDCG@10 {baseline:.3}), so this data cannot show more there",
+                 it ties with {other} and {BASELINE} (nDCG@10 {baseline:.3}), so this data cannot show more there",
                 self.system,
                 d.abs()
             );
@@ -606,8 +606,8 @@ mod tests {
         // the sample's case: nothing to see at document level, so the line says what the chunk level shows
         assert_eq!(
             best.line(1.0),
-            "best system: coltrast, chunk nDCG@10 1.000: gain of 0.062 over base (0.938); at document level every \
-             system ties with base-whole (nDCG@10 1.000), so this data cannot show more there"
+            "best system: coltrast, chunk nDCG@10 1.000: gain of 0.062 over base (0.938); at document level it \
+             ties with base and base-whole (nDCG@10 1.000), so this data cannot show more there"
         );
         // a tie between the systems above base-whole: the document-level gain, then the chunk level decides
         assert!(best
