@@ -33,6 +33,16 @@ if want serve; then
     python3 bench/serve.py | tee bench/results/serve.md
   fi
 fi
+# cpu-race: coltrast's float32 and int8 exports against sentence-transformers' torch, onnx and openvino backends
+# and OpenVINO static int8, on the CPU at hand (bench/cpu_race.py; prints the CPU's flags)
+if want cpu-race; then
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping cpu-race: BoolQ not found at $BOOLQ"; else
+    cargo build --release --locked --example serve_bench -q
+    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
+    export BENCH_PY="$(bash bench/venv.sh)"
+    "$BENCH_PY" bench/cpu_race.py | tee bench/results/cpu-race.md
+  fi
+fi
 if want serve-http; then
   if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping serve-http: BoolQ not found at $BOOLQ"; else
     cargo build --release --locked --example http_load -q
