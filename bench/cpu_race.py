@@ -123,7 +123,7 @@ def main():
     print(f"OpenVINO static int8 calibrated on {prep['calibration_passages']} other BoolQ passages "
           f"(export {prep['export_s']:.0f} s, quantisation {prep['quantize_s']:.0f} s, untimed).\n")
     print("| system | computes in | passages/s (median) | vs fastest peer | vs st torch | cosine to st float32 (min / mean) "
-          "| BoolQ nDCG@10 (vs its float32) |")
+          "| BoolQ nDCG@10 (int8: vs the same engine's non-int8 path) |")
     print("|---|---|---|---|---|---|---|")
     for s in PEERS + list(OURS):
         g = ""

@@ -236,8 +236,11 @@ install_faiss() {
   # the C API of its CMakeLists (everything but gpu/), one object per source, on every core
   (cd "$src" && find . -name '*.cpp' -not -path './gpu/*' -printf '%P\n' | LC_ALL=C sort) \
     | xargs -P "$(nproc)" -I{} sh -c 'o="$2/obj/$(echo "$1" | tr / _).o"; g++ -std=c++17 -O2 -DNDEBUG -fPIC -fopenmp -I/usr/include -c "$3/$1" -o "$o"' _ {} "$tmp" "$src"
+  # libfaiss.a where the package put it (the multiarch folder differs between architectures)
+  local archive; archive=$(dpkg -L libfaiss-dev | grep '/libfaiss\.a$' | head -n 1)
+  [[ -n "$archive" ]] || { echo "setup: libfaiss-dev lists no libfaiss.a (dpkg -L libfaiss-dev)" >&2; exit 1; }
   g++ -shared -Wl,-soname,libfaiss_c.so -Wl,--no-undefined -o "$tmp/lib/libfaiss_c.so" "$tmp"/obj/*.o \
-    /usr/lib/x86_64-linux-gnu/libfaiss.a -fopenmp -lblas -llapack
+    "$archive" -fopenmp -lblas -llapack
   nm -D --defined-only "$tmp/lib/libfaiss_c.so" > "$tmp/symbols"
   grep -q ' T faiss_Index_search$' "$tmp/symbols" || {
     echo "setup: $tmp/lib/libfaiss_c.so has no faiss_Index_search: the C API did not compile in" >&2
