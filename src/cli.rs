@@ -168,7 +168,21 @@ enum WorkerCommand {
         /// libonnxruntime.so [default: the one of `make setup`].
         #[arg(long, value_name = "FILE")]
         ort_library: Option<PathBuf>,
+        /// The engine, as `model.engine`: auto (resolved on this worker's CPU), onnxruntime or openvino.
+        #[arg(long, default_value = "onnxruntime", value_parser = parse_setting::<crate::settings::ModelEngine>)]
+        engine: crate::settings::ModelEngine,
+        /// What OpenVINO computes in, as `model.precision`: auto, f32 or bf16.
+        #[arg(long, default_value = "auto", value_parser = parse_setting::<crate::settings::Precision>)]
+        precision: crate::settings::Precision,
+        /// libopenvino_c.so [default: the one of `make setup`].
+        #[arg(long, value_name = "FILE")]
+        openvino_library: Option<PathBuf>,
     },
+}
+
+/// A settings enum from its TOML spelling (e.g. `onnxruntime`).
+fn parse_setting<T: serde::de::DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,9 +429,21 @@ pub fn main() -> ExitCode {
             app::gc(&common, keep, dry_run, experiments == ExperimentsGc::Keep, &mut stdout).map(|_| ())
         }
         Command::Exp { command } => exp(&common, command, &mut stdout),
-        Command::Worker { command: WorkerCommand::Embed { model, shard, output, threads, ort_library } } => {
-            let ort_library = ort_library.unwrap_or_else(|| crate::settings::Settings::default().ort_library_path());
-            let args = crate::executor::worker::EmbedArgs { model, shard, output, threads, ort_library };
+        Command::Worker {
+            command:
+                WorkerCommand::Embed { model, shard, output, threads, ort_library, engine, precision, openvino_library },
+        } => {
+            let defaults = crate::settings::Settings::default();
+            let ort_library = ort_library.unwrap_or_else(|| defaults.ort_library_path());
+            let library = openvino_library.unwrap_or_else(|| defaults.openvino_library_path());
+            let engine = crate::embed::Engine::resolve(
+                engine,
+                precision,
+                crate::settings::ModelDevice::Cpu,
+                library,
+                crate::embed::cpu_has_native_bf16(),
+            );
+            let args = crate::executor::worker::EmbedArgs { model, shard, output, threads, ort_library, engine };
             crate::executor::worker::run(&args).and_then(|line| {
                 use std::io::Write;
                 writeln!(stdout, "{line}").map_err(|e| Error::io("<stdout>", e))

@@ -201,6 +201,7 @@ impl Searcher {
         let opts = crate::embed::EncoderOptions {
             intra_threads: usize::try_from(settings.model.threads).unwrap_or(0),
             device: settings.model.device,
+            engine: crate::embed::Engine::from_settings(settings, settings.model.device),
             spin,
             ..Default::default()
         };

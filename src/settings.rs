@@ -129,11 +129,76 @@ pub struct ModelSettings {
     /// execution provider; `make setup GPU=1` installs it). A missing provider is an error, never a quiet
     /// fallback to the CPU. Speed only: not part of any cache key (see [`ModelDevice`]).
     pub device: ModelDevice,
+    /// Which inference engine runs the exported ONNX model for index, eval, serving, the query commands and the
+    /// Ray workers: `"onnxruntime"` (default), `"openvino"` (the OpenVINO runtime `make setup` installs; CPU
+    /// only), or `"auto"` (OpenVINO where the CPU computes bf16 natively, AMX or AVX-512 BF16, and its runtime is
+    /// installed; ONNX Runtime otherwise). The export stage's parity check always uses ONNX Runtime. Speed only:
+    /// not part of any cache key; the index manifest and `/v1/info` record the engine and precision used.
+    pub engine: ModelEngine,
+    /// What OpenVINO computes in: `"f32"`, `"bf16"` (the float32 export computed in bfloat16: cosine to float32
+    /// at least 0.999, checked in the benchmark), or `"auto"` (default: bf16 where the CPU computes it natively,
+    /// f32 elsewhere). ONNX Runtime always computes the export's own precision, so `"bf16"` needs
+    /// `engine = "openvino"` or `"auto"`. Speed only, like `engine`.
+    pub precision: Precision,
+    /// Path of libopenvino_c.so. Empty (default) means `$COLTRAST_CACHE/openvino/libopenvino_c.so`.
+    pub openvino_library: String,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
-        ModelSettings { base: String::new(), ort_library: String::new(), threads: 0, device: ModelDevice::Cpu }
+        ModelSettings {
+            base: String::new(),
+            ort_library: String::new(),
+            threads: 0,
+            device: ModelDevice::Cpu,
+            engine: ModelEngine::Onnxruntime,
+            precision: Precision::Auto,
+            openvino_library: String::new(),
+        }
+    }
+}
+
+/// Which engine runs the exported model (`model.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelEngine {
+    /// OpenVINO on CPUs that compute bf16 natively (when installed), ONNX Runtime elsewhere.
+    Auto,
+    /// ONNX Runtime (the CPU or CUDA execution provider, per `model.device`).
+    Onnxruntime,
+    /// OpenVINO's CPU plugin.
+    Openvino,
+}
+
+impl ModelEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelEngine::Auto => "auto",
+            ModelEngine::Onnxruntime => "onnxruntime",
+            ModelEngine::Openvino => "openvino",
+        }
+    }
+}
+
+/// What the engine computes in (`model.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// bf16 where the CPU computes it natively and the engine can, f32 elsewhere.
+    Auto,
+    /// float32 compute.
+    F32,
+    /// bfloat16 compute of the float32 export.
+    Bf16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
     }
 }
 
@@ -844,8 +909,29 @@ impl Settings {
         }
     }
 
+    /// Path of libopenvino_c.so: `model.openvino_library`, or the one `make setup` installs.
+    pub fn openvino_library_path(&self) -> PathBuf {
+        if self.model.openvino_library.is_empty() {
+            cache_dir().join("openvino").join("libopenvino_c.so")
+        } else {
+            self.resolve_path(&self.model.openvino_library)
+        }
+    }
+
     /// Range checks on the merged settings: `Err((key, expectation))`.
     fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.model.precision == Precision::Bf16 && self.model.engine == ModelEngine::Onnxruntime {
+            return Err((
+                "model.precision",
+                "\"f32\" or \"auto\" with engine \"onnxruntime\" (bf16 needs \"openvino\")".into(),
+            ));
+        }
+        if self.model.engine == ModelEngine::Openvino && self.model.device == ModelDevice::Cuda {
+            return Err((
+                "model.engine",
+                "\"onnxruntime\" or \"auto\" with device \"cuda\" (OpenVINO runs on the CPU)".into(),
+            ));
+        }
         if self.artifacts_dir.trim().is_empty() {
             return Err(("artifacts_dir", "a non-empty path".into()));
         }

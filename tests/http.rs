@@ -674,3 +674,86 @@ fn tiny_mpnet_runs_every_stage_and_is_served() {
     let v = cli_json(&p, &["search", q, "-k", "2", "--json", int8[0], int8[1]]);
     assert_eq!(v["chunks"].as_array().unwrap().len(), 2, "{v}");
 }
+
+/// `model.engine = "openvino"`: the server embeds queries with OpenVINO, says so in /v1/info, and its vectors
+/// and hits agree with ONNX Runtime's (the same index, only the query encoder differs).
+#[test]
+fn the_openvino_engine_serves_the_same_vectors_and_says_so() {
+    let ov = coltrast::settings::Settings::default().openvino_library_path();
+    if !ov.exists() {
+        eprintln!(
+            "SKIP the_openvino_engine_serves_the_same_vectors_and_says_so: no OpenVINO at {} (make setup)",
+            ov.display()
+        );
+        return;
+    }
+    let p = served_project();
+    let ort = Server::start(&p, &[], &[]);
+    let ovs = Server::start(&p, &[], &[("COLTRAST_MODEL__ENGINE", "openvino"), ("COLTRAST_MODEL__PRECISION", "f32")]);
+    let info = ovs.get("/v1/info", None).json();
+    assert_eq!((&info["model"]["engine"], &info["model"]["precision"]), (&json!("openvino"), &json!("f32")), "{info}");
+    assert!(info["model"]["engine_version"].as_str().unwrap().starts_with("2026."), "{info}");
+    let oi = ort.get("/v1/info", None).json();
+    assert_eq!((&oi["model"]["engine"], &oi["model"]["precision"]), (&json!("onnxruntime"), &json!("f32")), "{oi}");
+    let texts = json!(["Alpha detects tumors", "Which project trades crypto coins?", "x"]);
+    let a = ort.post_json("/v1/embeddings", json!({"input": texts}));
+    let b = ovs.post_json("/v1/embeddings", json!({"input": texts}));
+    for i in 0..3 {
+        let c = cosine(&floats(&a["data"][i]["embedding"]), &floats(&b["data"][i]["embedding"]));
+        assert!(c > 0.9999, "text {i}: cosine {c}");
+    }
+    let q = json!({"query": "Which project trades crypto coins?", "k": 4});
+    assert_same_hits(
+        &ort.post_json("/v1/search", q.clone())["hits"],
+        &ovs.post_json("/v1/search", q)["hits"],
+        "search",
+    );
+}
+
+/// The Ray worker (`coltrast worker embed`) runs the engine it is told (the settings' `model.engine`, resolved on
+/// its own CPU): OpenVINO's shard output matches ONNX Runtime's.
+#[test]
+fn the_worker_embeds_with_the_engine_it_is_given() {
+    let ov = coltrast::settings::Settings::default().openvino_library_path();
+    if !ov.exists() {
+        eprintln!("SKIP the_worker_embeds_with_the_engine_it_is_given: no OpenVINO at {} (make setup)", ov.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_tiny_model(&tmp.path().join("model"));
+    let onnx = tmp.path().join("onnx");
+    coltrast::onnx::export_sentence_model(&tmp.path().join("model"), &onnx.join("model.onnx")).unwrap();
+    let texts = ["Alpha detects tumors", "Gamma trades coins", "x"];
+    let shard = tmp.path().join("s.texts.parquet");
+    coltrast::executor::shard::write_texts(&shard, &texts).unwrap();
+    let run = |engine: &str, out: &str| {
+        let o = std::process::Command::new(bin())
+            .args(["worker", "embed", "--model"])
+            .arg(&onnx)
+            .arg("--shard")
+            .arg(&shard)
+            .arg("--output")
+            .arg(tmp.path().join(out))
+            .args(["--threads", "1", "--engine", engine, "--precision", "f32"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{engine}: {}", String::from_utf8_lossy(&o.stderr));
+        coltrast::executor::shard::read_output(&tmp.path().join(out), &texts, 32, 32).unwrap()
+    };
+    let a = run("onnxruntime", "a.parquet");
+    let b = run("openvino", "b.parquet");
+    for i in 0..texts.len() {
+        let (x, y) = (&a.embeddings[i * 32..(i + 1) * 32], &b.embeddings[i * 32..(i + 1) * 32]);
+        let c =
+            cosine(&x.iter().map(|&v| v as f64).collect::<Vec<_>>(), &y.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        assert!(c > 0.9999, "text {i}: cosine {c}");
+    }
+    assert_eq!(a.tokens.iter().map(Vec::len).collect::<Vec<_>>(), b.tokens.iter().map(Vec::len).collect::<Vec<_>>());
+    // a wrong engine name is one clear line
+    let o = std::process::Command::new(bin())
+        .args(["worker", "embed", "--model", "m", "--shard", "s", "--output", "o", "--engine", "tensorrt"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--engine") && err.contains("tensorrt"), "{err}");
+}

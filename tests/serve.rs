@@ -56,6 +56,11 @@ fn tiny_pipeline_end_to_end_and_reindex_embeds_only_changed_chunks() {
     let first = manifest_of(&p, "index");
     let total = first["stats"]["texts_embedded"].as_u64().unwrap();
     assert!(total > 9, "{first}");
+    // the engine that made the vectors (model.engine is speed only, so the manifest says)
+    assert_eq!(
+        (&first["stats"]["engine"], &first["stats"]["engine_precision"]),
+        (&serde_json::json!("onnxruntime"), &serde_json::json!("f32"))
+    );
     let parity = manifest_of(&p, "export");
     assert!(parity["stats"]["parity_max_abs_diff_coltrast"].as_f64().unwrap() <= 1e-4);
 

@@ -29,10 +29,77 @@ use ort::value::Tensor;
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
+use super::openvino::OvSession;
 use super::runtime::{environment, ort_err, use_device};
 use crate::error::{Error, Result};
-use crate::onnx::{OnnxModelInfo, ATTENTION_MASK, INPUT_IDS, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS, TOKEN_TYPE_IDS};
-use crate::settings::{ModelDevice, Settings};
+use crate::onnx::{
+    OnnxModelInfo, Quantize, ATTENTION_MASK, INPUT_IDS, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS, TOKEN_TYPE_IDS,
+};
+use crate::settings::{ModelDevice, ModelEngine, Precision, Settings};
+
+/// The engine an encoder runs on, resolved (no `auto` left): what `model.engine` and `model.precision` become
+/// on this CPU ([`Engine::from_settings`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Engine {
+    /// ONNX Runtime, on [`EncoderOptions::device`].
+    OnnxRuntime,
+    /// OpenVINO's CPU plugin, loaded from `library`, computing in `precision` (f32 or bf16).
+    OpenVino { library: PathBuf, precision: Precision },
+}
+
+/// Whether this CPU computes bfloat16 natively (AMX-BF16 or AVX-512 BF16), from /proc/cpuinfo's flags.
+pub fn cpu_has_native_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").map(|t| cpuinfo_has_native_bf16(&t)).unwrap_or(false)
+}
+
+/// [`cpu_has_native_bf16`] on the text of /proc/cpuinfo.
+pub fn cpuinfo_has_native_bf16(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().any(|f| f == "amx_bf16" || f == "avx512_bf16"))
+        .unwrap_or(false)
+}
+
+impl Engine {
+    /// `model.engine` and `model.precision` on this CPU: `auto` picks OpenVINO with bf16 where the CPU computes
+    /// bf16 natively and the OpenVINO runtime is installed, ONNX Runtime elsewhere (and always on CUDA).
+    pub fn from_settings(settings: &Settings, device: ModelDevice) -> Engine {
+        Self::resolve(
+            settings.model.engine,
+            settings.model.precision,
+            device,
+            settings.openvino_library_path(),
+            cpu_has_native_bf16(),
+        )
+    }
+
+    /// [`Engine::from_settings`] with the CPU's bf16 support and the library path given.
+    pub fn resolve(
+        engine: ModelEngine,
+        precision: Precision,
+        device: ModelDevice,
+        library: PathBuf,
+        native_bf16: bool,
+    ) -> Engine {
+        let precision = match precision {
+            Precision::Auto if native_bf16 => Precision::Bf16,
+            Precision::Auto => Precision::F32,
+            p => p,
+        };
+        match engine {
+            ModelEngine::Onnxruntime => Engine::OnnxRuntime,
+            ModelEngine::Openvino => Engine::OpenVino { library, precision },
+            ModelEngine::Auto => {
+                if device == ModelDevice::Cpu && native_bf16 && library.exists() {
+                    Engine::OpenVino { library, precision }
+                } else {
+                    Engine::OnnxRuntime
+                }
+            }
+        }
+    }
+}
 
 /// Tuning of an [`OrtEncoder`]. Speed only: results do not depend on it (beyond float rounding).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +116,8 @@ pub struct EncoderOptions {
     /// ONNX Runtime's execution provider: the CPU (default) or CUDA (an error if this library or machine has
     /// none; see [`super::runtime::use_device`]).
     pub device: ModelDevice,
+    /// The engine (ONNX Runtime by default).
+    pub engine: Engine,
 }
 
 impl Default for EncoderOptions {
@@ -59,6 +128,7 @@ impl Default for EncoderOptions {
             max_batch_size: 256,
             spin: true,
             device: ModelDevice::Cpu,
+            engine: Engine::OnnxRuntime,
         }
     }
 }
@@ -94,13 +164,21 @@ pub struct OutputTensor {
     pub data: Vec<f32>,
 }
 
-/// The exported model in an ONNX Runtime session plus its tokenizer. `Sync`: runs are serialised
-/// internally (ONNX Runtime parallelises inside a run).
+/// What runs the model: an ONNX Runtime session or an OpenVINO compiled model.
+enum Backend {
+    Ort(Mutex<Session>),
+    OpenVino(Mutex<OvSession>),
+}
+
+/// The exported model in an engine (ONNX Runtime, or OpenVINO with `model.engine`) plus its tokenizer.
+/// `Sync`: runs are serialised internally (the engines parallelise inside a run).
 pub struct OrtEncoder {
     dir: PathBuf,
     info: OnnxModelInfo,
     tokenizer: Tokenizer,
-    session: Mutex<Session>,
+    backend: Backend,
+    /// engine name, its version, and what it computes in, e.g. ("openvino", "2026.4.1-…", "bf16")
+    engine_label: (&'static str, String, String),
     opts: EncoderOptions,
 }
 
@@ -140,12 +218,17 @@ impl OrtEncoder {
     /// CPU).
     pub fn from_settings_on(onnx_dir: &Path, settings: &Settings, device: ModelDevice) -> Result<OrtEncoder> {
         let intra_threads = usize::try_from(settings.model.threads).unwrap_or(0);
-        let opts = EncoderOptions { intra_threads, device, ..EncoderOptions::default() };
+        let engine = Engine::from_settings(settings, device);
+        let opts = EncoderOptions { intra_threads, device, engine, ..EncoderOptions::default() };
         Self::load_with(onnx_dir, &settings.ort_library_path(), opts)
     }
 
+    /// Load with explicit options; `ort_library` is only loaded when the engine is ONNX Runtime.
     pub fn load_with(onnx_dir: &Path, ort_library: &Path, opts: EncoderOptions) -> Result<OrtEncoder> {
-        let env = environment(ort_library)?;
+        let env = match opts.engine {
+            Engine::OnnxRuntime => Some(environment(ort_library)?),
+            Engine::OpenVino { .. } => None,
+        };
         let info = OnnxModelInfo::read(onnx_dir)?;
         let model_path = onnx_dir.join(&info.model_file);
         if !model_path.is_file() {
@@ -168,6 +251,28 @@ impl OrtEncoder {
             .map_err(|e| Error::data(&tok_path, "truncation", e.to_string()))?;
         tokenizer.with_padding(None);
 
+        let int8 = info.quantize == Quantize::Int8;
+        if let Engine::OpenVino { library, precision } = &opts.engine {
+            if opts.device != ModelDevice::Cpu {
+                return Err(Error::Usage(
+                    "model.engine = \"openvino\" runs on the CPU only (model.device = \"cpu\")".into(),
+                ));
+            }
+            let ov = OvSession::load(library, &model_path, opts.intra_threads, *precision)?;
+            let computes = format!("{}{}", ov.precision().as_str(), if int8 { " (int8 MatMuls)" } else { "" });
+            let engine_label = ("openvino", ov.version().to_string(), computes);
+            return Ok(OrtEncoder {
+                dir: onnx_dir.to_path_buf(),
+                info,
+                tokenizer,
+                backend: Backend::OpenVino(Mutex::new(ov)),
+                engine_label,
+                opts,
+            });
+        }
+        let Some(env) = env else {
+            return Err(Error::Internal("ONNX Runtime's environment was not loaded".into()));
+        };
         let mut builder = Session::builder(&env).map_err(|e| ort_err("session builder", e))?;
         builder = use_device(builder, opts.device, ort_library)?;
         builder = builder
@@ -188,7 +293,29 @@ impl OrtEncoder {
                 return Err(Error::data(&model_path, "outputs", format!("no {want:?} output")));
             }
         }
-        Ok(OrtEncoder { dir: onnx_dir.to_path_buf(), info, tokenizer, session: Mutex::new(session), opts })
+        let computes = if int8 { "int8 (dynamic, MatMuls)" } else { "f32" }.to_string();
+        let engine_label = ("onnxruntime", super::runtime::ORT_VERSION.to_string(), computes);
+        Ok(OrtEncoder {
+            dir: onnx_dir.to_path_buf(),
+            info,
+            tokenizer,
+            backend: Backend::Ort(Mutex::new(session)),
+            engine_label,
+            opts,
+        })
+    }
+
+    /// The engine that runs the model: "onnxruntime" or "openvino".
+    pub fn engine(&self) -> &'static str {
+        self.engine_label.0
+    }
+    /// The engine's version.
+    pub fn engine_version(&self) -> &str {
+        &self.engine_label.1
+    }
+    /// What the engine computes in: "f32", "bf16", "int8 (dynamic, MatMuls)", ….
+    pub fn computes_in(&self) -> &str {
+        &self.engine_label.2
     }
 
     pub fn dir(&self) -> &Path {
@@ -337,6 +464,14 @@ impl OrtEncoder {
             }
         }
         let types = vec![0i64; b * width];
+        let session = match &self.backend {
+            Backend::Ort(s) => s,
+            Backend::OpenVino(ov) => {
+                let mut ov = ov.lock().unwrap_or_else(|p| p.into_inner());
+                let inputs = [(INPUT_IDS, &input_ids[..]), (ATTENTION_MASK, &mask[..]), (TOKEN_TYPE_IDS, &types[..])];
+                return ov.run(&inputs, b, width, outputs);
+            }
+        };
         let t_ids = Tensor::from_array(([b, width], input_ids)).map_err(|e| ort_err("input_ids", e))?;
         let t_mask = Tensor::from_array(([b, width], mask)).map_err(|e| ort_err("attention_mask", e))?;
         let t_types = Tensor::from_array(([b, width], types)).map_err(|e| ort_err("token_type_ids", e))?;
@@ -345,7 +480,7 @@ impl OrtEncoder {
             selector = selector.with(*name);
         }
         let run_options = RunOptions::new().map_err(|e| ort_err("run options", e))?.with_outputs(selector);
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
         let result = session
             .run_with_options(
                 ort::inputs![INPUT_IDS => t_ids, ATTENTION_MASK => t_mask, TOKEN_TYPE_IDS => t_types],

@@ -1,5 +1,6 @@
-//! The ONNX Runtime seam: the only place that calls `ort`. Index and query commands embed through
-//! [`OrtEncoder`].
+//! The inference-engine seam: the only place that calls `ort` or `openvino`. Index and query commands embed
+//! through [`OrtEncoder`], which runs the exported model on ONNX Runtime or, with `model.engine`, on OpenVINO
+//! ([`Engine`]).
 //!
 //! What: loads a directory written by [`crate::onnx::export_sentence_model`] (`model.onnx`,
 //! `tokenizer.json`, `onnx_model.json`), tokenises in parallel (truncating at the model's
@@ -29,10 +30,14 @@
 
 mod embeddings;
 mod encoder;
+mod openvino;
 pub mod parity;
 pub mod runtime;
 
-pub use encoder::{plan_batches, Embeddings, EncoderOptions, OrtEncoder, OutputTensor, TokenRows};
+pub use encoder::{
+    cpu_has_native_bf16, cpuinfo_has_native_bf16, plan_batches, Embeddings, EncoderOptions, Engine, OrtEncoder,
+    OutputTensor, TokenRows,
+};
 pub use parity::{cosine, max_abs_diff, ParityCase, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ use ort::session::builder::SessionBuilder;
 use crate::error::{Error, Result};
 use crate::settings::ModelDevice;
 
+/// The ONNX Runtime API version this build speaks (ort's `api-31`; `make setup` installs 1.31.1).
+pub const ORT_VERSION: &str = "1.31";
+
 static ENV: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
 fn setup_hint(lib: &Path, what: &str) -> Error {

@@ -1,5 +1,6 @@
 use super::*;
-use crate::onnx::testutil::{ort_lib, write_tiny_model};
+use crate::onnx::testutil::{openvino_lib, ort_lib, write_tiny_model};
+use crate::settings::{ModelDevice, ModelEngine, Precision};
 
 #[test]
 fn batches_respect_the_token_budget() {
@@ -127,4 +128,76 @@ fn cuda_on_a_cpu_only_library_is_one_line_not_a_fallback() {
     // The same library and model on the CPU load fine.
     let cpu = EncoderOptions { intra_threads: 1, ..Default::default() };
     assert_eq!(OrtEncoder::load_with(&onnx, &lib, cpu).unwrap().embed(&["a"]).unwrap().len(), 1);
+}
+
+#[test]
+fn auto_engine_follows_the_cpu_and_the_installed_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("libopenvino_c.so");
+    let absent = tmp.path().join("none.so");
+    std::fs::write(&lib, b"").unwrap();
+    let ov = |p| Engine::OpenVino { library: lib.clone(), precision: p };
+    let r = |e, p, d, l: &std::path::Path, bf16| Engine::resolve(e, p, d, l.to_path_buf(), bf16);
+    // auto: OpenVINO in bf16 only where the CPU computes bf16 and the runtime is there
+    assert_eq!(r(ModelEngine::Auto, Precision::Auto, ModelDevice::Cpu, &lib, true), ov(Precision::Bf16));
+    assert_eq!(r(ModelEngine::Auto, Precision::Auto, ModelDevice::Cpu, &lib, false), Engine::OnnxRuntime);
+    assert_eq!(r(ModelEngine::Auto, Precision::Auto, ModelDevice::Cpu, &absent, true), Engine::OnnxRuntime);
+    assert_eq!(r(ModelEngine::Auto, Precision::Auto, ModelDevice::Cuda, &lib, true), Engine::OnnxRuntime);
+    assert_eq!(r(ModelEngine::Auto, Precision::F32, ModelDevice::Cpu, &lib, true), ov(Precision::F32));
+    // asked for by name: no CPU test (OpenVINO itself falls back to f32 where bf16 is not native)
+    assert_eq!(r(ModelEngine::Openvino, Precision::Auto, ModelDevice::Cpu, &lib, false), ov(Precision::F32));
+    assert_eq!(r(ModelEngine::Openvino, Precision::Bf16, ModelDevice::Cpu, &lib, false), ov(Precision::Bf16));
+    assert_eq!(r(ModelEngine::Onnxruntime, Precision::Auto, ModelDevice::Cpu, &lib, true), Engine::OnnxRuntime);
+    let flags = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n";
+    assert!(!cpuinfo_has_native_bf16(flags));
+    assert!(cpuinfo_has_native_bf16(&flags.replace("avx512_vnni", "avx512_vnni avx512_bf16")));
+    assert!(cpuinfo_has_native_bf16(&flags.replace("avx2", "amx_tile amx_bf16 avx2")));
+    assert!(!cpuinfo_has_native_bf16("flags : avx512_bf16x\n"));
+}
+
+#[test]
+fn openvino_engine_matches_onnx_runtime() {
+    let Some(lib) = ort_lib("openvino_engine_matches_onnx_runtime") else { return };
+    let Some(ov_lib) = openvino_lib("openvino_engine_matches_onnx_runtime") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    write_tiny_model(&src, true, false, 9);
+    let onnx = tmp.path().join("onnx");
+    crate::onnx::export_sentence_model(&src, &onnx.join("model.onnx")).unwrap();
+    let texts = ["", "the model", "a longer text about late interaction and token embeddings", "x y z"];
+    let ort_enc = OrtEncoder::load(&onnx, &lib, 1).unwrap();
+    assert_eq!((ort_enc.engine(), ort_enc.computes_in()), ("onnxruntime", "f32"));
+    let (want, want_tok) = ort_enc.embed_both(&texts).unwrap();
+    for (precision, min_cos) in [(Precision::F32, 0.9999f32), (Precision::Bf16, 0.999)] {
+        let engine = Engine::OpenVino { library: ov_lib.clone(), precision };
+        // a wrong ONNX Runtime path does not matter: OpenVINO does not load it
+        let opts = EncoderOptions { intra_threads: 1, engine, ..Default::default() };
+        let enc = OrtEncoder::load_with(&onnx, &tmp.path().join("no-ort.so"), opts).unwrap();
+        assert_eq!(enc.engine(), "openvino");
+        // bf16 is what the CPU does natively or not at all: f32 is reported where it falls back
+        let computes = enc.computes_in().to_string();
+        assert!(computes == "f32" || (precision == Precision::Bf16 && computes == "bf16"), "{computes}");
+        let (got, got_tok) = enc.embed_both(&texts).unwrap();
+        for i in 0..texts.len() {
+            let c = cosine(got.row(i), want.row(i));
+            assert!(c >= min_cos, "{precision:?} text {i}: cosine {c}");
+            assert_eq!(got_tok[i].ids, want_tok[i].ids);
+            assert_eq!(got_tok[i].data.len(), want_tok[i].data.len());
+        }
+        assert!(enc.run_batch(&[], &["sentence_embedding"]).is_err());
+    }
+}
+
+#[test]
+fn missing_openvino_library_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    write_tiny_model(&src, true, false, 9);
+    let onnx = tmp.path().join("onnx");
+    crate::onnx::export_sentence_model(&src, &onnx.join("model.onnx")).unwrap();
+    let missing = tmp.path().join("nowhere").join("libopenvino_c.so");
+    let engine = Engine::OpenVino { library: missing.clone(), precision: Precision::F32 };
+    let opts = EncoderOptions { engine, ..Default::default() };
+    let e = OrtEncoder::load_with(&onnx, &tmp.path().join("no-ort.so"), opts).err().expect("must fail").to_string();
+    assert!(e.contains(&missing.display().to_string()) && e.contains("make setup") && !e.contains('\n'), "{e}");
 }

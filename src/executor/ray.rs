@@ -217,6 +217,13 @@ fn submit(
                 threads.to_string(),
                 "--ort-library".into(),
                 ort.display().to_string(),
+                // the settings' values: `auto` is resolved on the worker's own CPU
+                "--engine".into(),
+                s.model.engine.as_str().into(),
+                "--precision".into(),
+                s.model.precision.as_str().into(),
+                "--openvino-library".into(),
+                absolute(s.openvino_library_path()).display().to_string(),
             ];
             serde_json::json!({ "id": sh.id, "argv": argv, "texts": sh.texts.len() })
         })

@@ -48,6 +48,8 @@ pub struct EmbedArgs {
     /// ONNX Runtime intra-op threads (0 = one per core).
     pub threads: usize,
     pub ort_library: PathBuf,
+    /// The engine, resolved on this worker's CPU (`model.engine`).
+    pub engine: crate::embed::Engine,
 }
 
 /// Run one shard; returns the JSON line of timings.
@@ -55,7 +57,9 @@ pub fn run(args: &EmbedArgs) -> Result<serde_json::Value> {
     exit_with_parent();
     let t0 = Instant::now();
     let texts = shard::read_texts(&args.shard)?;
-    let enc = OrtEncoder::load(&args.model, &args.ort_library, args.threads)?;
+    let opts =
+        crate::embed::EncoderOptions { intra_threads: args.threads, engine: args.engine.clone(), ..Default::default() };
+    let enc = OrtEncoder::load_with(&args.model, &args.ort_library, opts)?;
     let load_s = t0.elapsed().as_secs_f64();
     test_pause(&args.shard);
     let t1 = Instant::now();

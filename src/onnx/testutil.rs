@@ -16,6 +16,17 @@ pub fn ort_lib(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// libopenvino_c.so as `make setup` installs it, or None (with a message).
+pub fn openvino_lib(test: &str) -> Option<PathBuf> {
+    let p = crate::settings::Settings::default().openvino_library_path();
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIP {test}: no OpenVINO runtime at {} (run `make setup`)", p.display());
+        None
+    }
+}
+
 /// The base MiniLM directory as `make setup` installs it, or None (with a message).
 pub fn minilm_dir(test: &str) -> Option<PathBuf> {
     let p = crate::settings::cache_dir().join("models").join("all-MiniLM-L6-v2");

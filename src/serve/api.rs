@@ -163,6 +163,12 @@ pub struct ModelInfo {
     pub fingerprint: String,
     pub dim: usize,
     pub max_seq_length: usize,
+    /// The engine that embeds queries: `onnxruntime` or `openvino` (`model.engine`, resolved on this CPU).
+    pub engine: String,
+    /// The engine's version.
+    pub engine_version: String,
+    /// What it computes in: `f32`, `bf16` (OpenVINO on a CPU with native bf16), `int8 (dynamic, MatMuls)`, ….
+    pub precision: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -400,6 +406,9 @@ async fn info(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
             fingerprint: located.export.1.clone(),
             dim: enc.dim(),
             max_seq_length: enc.max_seq_length(),
+            engine: enc.engine().to_string(),
+            engine_version: enc.engine_version().to_string(),
+            precision: enc.computes_in().to_string(),
         },
         index: IndexInfo { factory: st.settings.index.factory.clone(), size: g.searcher.num_chunks() },
         generation: GenerationInfo {

@@ -289,6 +289,9 @@ impl Stage<Settings> for IndexStage {
         ctx.record_stat("texts_embedded", embedded as u64);
         // model.device is speed only (not hashed), but the manifest says where the vectors were made.
         ctx.record_stat("device", ctx.config.model.device.as_str());
+        // model.engine / model.precision are speed only too; the manifest says which engine made the vectors
+        ctx.record_stat("engine", model.encoder.engine());
+        ctx.record_stat("engine_precision", model.encoder.computes_in());
         ctx.record_stat("texts_from_cache", (texts.len() - embedded) as u64);
         tracing::info!(chunks = chunks.len(), embedded, "indexing");
 
