@@ -45,8 +45,9 @@ if want cpu-race; then
 fi
 if want serve-http; then
   if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping serve-http: BoolQ not found at $BOOLQ"; else
-    cargo build --release --locked --example http_load -q
+    cargo build --release --locked --example http_load --example serve_bench -q
     export HTTP_LOAD="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/http_load"
+    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
     export BENCH_PY="$(bash bench/venv.sh)"
     python3 bench/serve_http.py | tee bench/results/serve-http.md
   fi

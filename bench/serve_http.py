@@ -3,8 +3,10 @@ today (FastAPI + uvicorn + sentence-transformers + faiss-cpu, bench/serve_peer.p
 (the base MiniLM, `export.model = "base"`) and the same FAISS index (BoolQ's 2,939 passages, Flat), in the
 same run. Closed-loop load from examples/http_load.rs at concurrency 1, 8 and 32 on `/v1/search` (k=10,
 BoolQ questions), alternating the two servers round by round; medians over rounds.
-Usage: python3 bench/serve_http.py  (env: BIN, HTTP_LOAD, BENCH_PY, MODEL_DIR, BOOLQ; HTTP_ROUNDS,
-HTTP_SECONDS)
+Then (with SERVE_BENCH set) `POST /v1/embeddings` with 32 passages a request against the same encoder
+in-process, per engine (EMBED_ENGINES, default "onnxruntime:auto,openvino:auto").
+Usage: python3 bench/serve_http.py  (env: BIN, HTTP_LOAD, BENCH_PY, MODEL_DIR, BOOLQ, SERVE_BENCH; HTTP_ROUNDS,
+HTTP_SECONDS, EMBED_N; HTTP_EMBED_ONLY=1 runs only the embeddings part)
 """
 import json
 import os
@@ -104,6 +106,89 @@ def peer():
     return serve_and_load(cmd, "/healthz", port)
 
 
+# --- /v1/embeddings against the same encoder in-process (issue 23) ---------------------------------------------
+# N_EMBED BoolQ passages (`title + " " + text`), one client, EMBED_BATCH per request, sequential; the same
+# passages through examples/serve_bench.rs `embed` (the same engine, in-process) in the same round.
+EX = os.environ.get("SERVE_BENCH")
+N_EMBED, EMBED_BATCH = int(os.environ.get("EMBED_N", "600")), 32
+ENGINES = [e for e in os.environ.get("EMBED_ENGINES", "onnxruntime:auto,openvino:auto").split(",") if e]
+passages = []
+with open(os.path.join(BOOLQ, "corpus.jsonl")) as f:
+    for line in f:
+        d = json.loads(line)
+        passages.append((d.get("title") or "") + " " + d["text"])
+        if len(passages) >= N_EMBED:
+            break
+
+
+def engine_env(spec):
+    engine, precision = spec.split(":")
+    env = dict(os.environ)
+    env["COLTRAST_MODEL__ENGINE"], env["COLTRAST_MODEL__PRECISION"] = engine, precision
+    return env
+
+
+def post(port, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.loads(r.read())
+
+
+def http_embed(spec):
+    port = free_port()
+    p = subprocess.Popen([BIN, "serve", "--port", str(port)] + SERVE_ARGS, cwd=proj, env=engine_env(spec),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait(f"http://127.0.0.1:{port}/readyz", p)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/info") as r:
+            info = json.loads(r.read())["model"]
+        post(port, {"input": passages[:EMBED_BATCH]})  # warm-up, as serve_bench's first batch
+        t = time.perf_counter()
+        for i in range(0, len(passages), EMBED_BATCH):
+            out = post(port, {"input": passages[i:i + EMBED_BATCH]})
+            assert len(out["data"]) == len(passages[i:i + EMBED_BATCH])
+        return len(passages) / (time.perf_counter() - t), f"{info['engine']} {info['precision']}"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+
+
+def inproc_embed(spec):
+    out = os.path.join(tmp, "inproc.f32")
+    r = subprocess.run([EX, "embed", os.path.join(BOOLQ, "corpus.jsonl"), MODEL, out, str(N_EMBED), "1", "none"],
+                       env=engine_env(spec), check=True, capture_output=True, text=True).stdout
+    d = json.loads([l for l in r.splitlines() if l.startswith("{")][-1])
+    return d["per_s"], f"{d['engine']} {d['computes_in']}"
+
+
+def embed_section():
+    rates, labels = {}, {}
+    for _ in range(ROUNDS):
+        for spec in ENGINES:
+            for where, f in (("in-process", inproc_embed), ("http", http_embed)):
+                r, label = f(spec)
+                rates.setdefault((spec, where), []).append(r)
+                labels[(spec, where)] = label
+    print(f"\n## `POST /v1/embeddings` against the same encoder in-process\n")
+    print(f"{N_EMBED} BoolQ passages, {EMBED_BATCH} per request, one sequential client on 127.0.0.1 (JSON floats, "
+          f"parsed), against examples/serve_bench.rs embedding the same passages in-process with the same engine; "
+          f"{ROUNDS} alternating rounds (medians). Client and server share the 2 cores.\n")
+    print("| engine (settings) | runs as | in-process passages/s | /v1/embeddings passages/s | HTTP / in-process |")
+    print("|---|---|---|---|---|")
+    for spec in ENGINES:
+        a = statistics.median(rates[(spec, "in-process")])
+        b = statistics.median(rates[(spec, "http")])
+        print(f"| {spec.replace(':', ', precision ')} | {labels[(spec, 'http')]} | {a:.1f} | {b:.1f} | "
+              f"**{b / a:.2f}x** |")
+    print("\ngoal: /v1/embeddings at 32 passages a request >= 0.90x the in-process rate. Raw (passages/s): "
+          + "; ".join(f"{k[0]} {k[1]} " + ", ".join(f"{x:.1f}" for x in v) for k, v in rates.items()))
+
+
+if os.environ.get("HTTP_EMBED_ONLY") == "1":
+    embed_section()
+    raise SystemExit(0)
+
 runs = {"coltrast": [], "peer": []}
 for _ in range(ROUNDS):
     if "coltrast" in SYSTEMS:
@@ -140,3 +225,5 @@ p99_8 = med("coltrast", 1, "p99_ms")
 print(f"\ngoals: throughput at concurrency 32 >= 5x the peer's: {c32:.1f}x ({'met' if c32 >= 5 else 'NOT met'}); "
       f"p99 at concurrency 8 <= 20 ms: {p99_8:.2f} ms ({'met' if p99_8 <= 20 else 'NOT met'})")
 print("\nraw:", json.dumps(runs), file=sys.stderr)
+if EX:
+    embed_section()

@@ -1,5 +1,8 @@
 //! Benchmark helper for `make bench` (issue 5): ONNX Runtime embedding throughput and query latency.
 //!
+//! Every mode embeds with the engine of `COLTRAST_MODEL__ENGINE` / `COLTRAST_MODEL__PRECISION` (default: ONNX
+//! Runtime), as the pipeline's settings would.
+//!
 //! `serve_bench embed CORPUS.jsonl MODEL_DIR OUT.f32 N REPEATS [none|int8] [ONNX_DIR]` — exports MODEL_DIR to ONNX
 //! (Rust graph, float32 or with int8 MatMuls; into ONNX_DIR when given, so that another runtime can load the same
 //! file, else into a temporary dir), embeds the first N passages as `title + " " + text` with ort, prints a JSON line and writes the vectors
@@ -46,7 +49,15 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
-    let settings = coltrast::settings::Settings::default();
+    // The engine as the settings' environment variables say (the race's OpenVINO rows); the rest: defaults.
+    let mut settings = coltrast::settings::Settings::default();
+    let setting = |k: &str| std::env::var(k).ok().map(serde_json::Value::String);
+    if let Some(v) = setting("COLTRAST_MODEL__ENGINE") {
+        settings.model.engine = serde_json::from_value(v)?;
+    }
+    if let Some(v) = setting("COLTRAST_MODEL__PRECISION") {
+        settings.model.precision = serde_json::from_value(v)?;
+    }
     let tmp = tempfile::tempdir()?;
     let doc =
         |v: &serde_json::Value| format!("{} {}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or(""));
@@ -75,7 +86,7 @@ fn main() -> anyhow::Result<()> {
             let med = pct(times.clone(), 0.5);
             println!(
                 "{}",
-                serde_json::json!({"system": "coltrast-ort", "quantize": a.get(7).map(|s| s.as_str()).unwrap_or("none"), "passages": refs.len(), "seconds": times, "median_s": med, "per_s": refs.len() as f64 / med})
+                serde_json::json!({"system": "coltrast", "engine": enc.engine(), "computes_in": enc.computes_in(), "quantize": a.get(7).map(|s| s.as_str()).unwrap_or("none"), "passages": refs.len(), "seconds": times, "median_s": med, "per_s": refs.len() as f64 / med})
             );
         }
         Some("latency") => {
@@ -120,7 +131,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     println!(
                         "{}",
-                        serde_json::json!({"quantize": mode, "index": name, "vectors": index.len(), "queries": lat.len(), "p50_ms": pct(lat.clone(), 0.5), "p95_ms": pct(lat, 0.95), "model_load_s": load_s})
+                        serde_json::json!({"engine": enc.engine(), "computes_in": enc.computes_in(), "quantize": mode, "index": name, "vectors": index.len(), "queries": lat.len(), "p50_ms": pct(lat.clone(), 0.5), "p95_ms": pct(lat, 0.95), "model_load_s": load_s})
                     );
                 }
             }
@@ -164,7 +175,7 @@ fn main() -> anyhow::Result<()> {
             let m = |i: usize| sum[i] / n.max(1) as f64;
             println!(
                 "{}",
-                serde_json::json!({"quantize": a.get(4).map(|s| s.as_str()).unwrap_or("none"), "queries": n, "passages": docs.len(), "ndcg@10": m(4), "recall@1": m(0), "mrr@10": m(3), "embed_s": embed_s})
+                serde_json::json!({"engine": enc.engine(), "computes_in": enc.computes_in(), "quantize": a.get(4).map(|s| s.as_str()).unwrap_or("none"), "queries": n, "passages": docs.len(), "ndcg@10": m(4), "recall@1": m(0), "mrr@10": m(3), "embed_s": embed_s})
             );
         }
         _ => anyhow::bail!("usage: serve_bench embed|latency|boolq ..."),

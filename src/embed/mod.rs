@@ -36,7 +36,7 @@ pub mod runtime;
 
 pub use encoder::{
     cpu_has_native_bf16, cpuinfo_has_native_bf16, plan_batches, Embeddings, EncoderOptions, Engine, OrtEncoder,
-    OutputTensor, TokenRows,
+    OutputTensor, TokenRows, PAD_SLACK_TOKENS,
 };
 pub use parity::{cosine, max_abs_diff, ParityCase, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
 

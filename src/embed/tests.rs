@@ -5,11 +5,22 @@ use crate::settings::{ModelDevice, ModelEngine, Precision};
 #[test]
 fn batches_respect_the_token_budget() {
     // lengths sorted longest first
-    let lens = [256, 200, 40, 40, 30, 10, 10, 3];
+    let lens = [256, 250, 40, 40, 30, 10, 10, 3];
     let b = plan_batches(&lens, 512, 256);
-    assert_eq!(b, vec![0..2, 2..8]);
+    assert_eq!(b, vec![0..2, 2..5, 5..8]);
     for r in &b {
         assert!(r.len() * lens[r.start] <= 512 || r.len() == 1);
+    }
+    // padding: a text waits for a batch of its own length class once it would be padded by more than
+    // max(16, longest / 8) tokens
+    assert_eq!(plan_batches(&[256, 200, 40, 24, 23], 8192, 256), vec![0..1, 1..2, 2..4, 4..5]);
+    assert_eq!(plan_batches(&[256, 224, 223], 8192, 256), vec![0..2, 2..3]);
+    assert_eq!(plan_batches(&[20, 12, 4, 3], 8192, 256), vec![0..3, 3..4]);
+    for lens in [vec![256usize, 200, 180, 150, 90, 60, 60, 59, 12, 3], (1..=300).rev().collect()] {
+        for r in plan_batches(&lens, 8192, 256) {
+            let w = lens[r.start];
+            assert!(lens[r.clone()].iter().all(|&l| w - l <= PAD_SLACK_TOKENS.max(w / 8)), "{r:?}");
+        }
     }
     // an item longer than the budget still gets a batch of its own
     assert_eq!(plan_batches(&[300, 5], 100, 8), vec![0..1, 1..2]);
@@ -136,7 +147,8 @@ fn auto_engine_follows_the_cpu_and_the_installed_runtime() {
     let lib = tmp.path().join("libopenvino_c.so");
     let absent = tmp.path().join("none.so");
     std::fs::write(&lib, b"").unwrap();
-    let ov = |p| Engine::OpenVino { library: lib.clone(), precision: p };
+    let ov = |p| Engine::OpenVino { library: lib.clone(), precision: p, by_auto: true };
+    let named = |p| Engine::OpenVino { library: lib.clone(), precision: p, by_auto: false };
     let r = |e, p, d, l: &std::path::Path, bf16| Engine::resolve(e, p, d, l.to_path_buf(), bf16);
     // auto: OpenVINO in bf16 only where the CPU computes bf16 and the runtime is there
     assert_eq!(r(ModelEngine::Auto, Precision::Auto, ModelDevice::Cpu, &lib, true), ov(Precision::Bf16));
@@ -145,8 +157,8 @@ fn auto_engine_follows_the_cpu_and_the_installed_runtime() {
     assert_eq!(r(ModelEngine::Auto, Precision::Auto, ModelDevice::Cuda, &lib, true), Engine::OnnxRuntime);
     assert_eq!(r(ModelEngine::Auto, Precision::F32, ModelDevice::Cpu, &lib, true), ov(Precision::F32));
     // asked for by name: no CPU test (OpenVINO itself falls back to f32 where bf16 is not native)
-    assert_eq!(r(ModelEngine::Openvino, Precision::Auto, ModelDevice::Cpu, &lib, false), ov(Precision::F32));
-    assert_eq!(r(ModelEngine::Openvino, Precision::Bf16, ModelDevice::Cpu, &lib, false), ov(Precision::Bf16));
+    assert_eq!(r(ModelEngine::Openvino, Precision::Auto, ModelDevice::Cpu, &lib, false), named(Precision::F32));
+    assert_eq!(r(ModelEngine::Openvino, Precision::Bf16, ModelDevice::Cpu, &lib, false), named(Precision::Bf16));
     assert_eq!(r(ModelEngine::Onnxruntime, Precision::Auto, ModelDevice::Cpu, &lib, true), Engine::OnnxRuntime);
     let flags = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n";
     assert!(!cpuinfo_has_native_bf16(flags));
@@ -169,7 +181,7 @@ fn openvino_engine_matches_onnx_runtime() {
     assert_eq!((ort_enc.engine(), ort_enc.computes_in()), ("onnxruntime", "f32"));
     let (want, want_tok) = ort_enc.embed_both(&texts).unwrap();
     for (precision, min_cos) in [(Precision::F32, 0.9999f32), (Precision::Bf16, 0.999)] {
-        let engine = Engine::OpenVino { library: ov_lib.clone(), precision };
+        let engine = Engine::OpenVino { library: ov_lib.clone(), precision, by_auto: false };
         // a wrong ONNX Runtime path does not matter: OpenVINO does not load it
         let opts = EncoderOptions { intra_threads: 1, engine, ..Default::default() };
         let enc = OrtEncoder::load_with(&onnx, &tmp.path().join("no-ort.so"), opts).unwrap();
@@ -196,8 +208,31 @@ fn missing_openvino_library_is_one_line() {
     let onnx = tmp.path().join("onnx");
     crate::onnx::export_sentence_model(&src, &onnx.join("model.onnx")).unwrap();
     let missing = tmp.path().join("nowhere").join("libopenvino_c.so");
-    let engine = Engine::OpenVino { library: missing.clone(), precision: Precision::F32 };
+    let engine = Engine::OpenVino { library: missing.clone(), precision: Precision::F32, by_auto: false };
     let opts = EncoderOptions { engine, ..Default::default() };
     let e = OrtEncoder::load_with(&onnx, &tmp.path().join("no-ort.so"), opts).err().expect("must fail").to_string();
     assert!(e.contains(&missing.display().to_string()) && e.contains("make setup") && !e.contains('\n'), "{e}");
+}
+
+#[test]
+fn the_int8_export_stays_on_onnx_runtime_under_auto_and_is_refused_by_name() {
+    let Some(lib) = ort_lib("the_int8_export_stays_on_onnx_runtime_under_auto_and_is_refused_by_name") else { return };
+    let Some(ov_lib) = openvino_lib("the_int8_export_stays_on_onnx_runtime_under_auto_and_is_refused_by_name") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("model");
+    write_tiny_model(&src, true, false, 9);
+    let onnx = tmp.path().join("onnx");
+    let int8 = crate::onnx::ExportOptions { quantize: crate::onnx::Quantize::Int8, ..Default::default() };
+    crate::onnx::export_sentence_model_with(&src, &onnx.join("model.onnx"), &int8).unwrap();
+    let load = |by_auto| {
+        let engine = Engine::OpenVino { library: ov_lib.clone(), precision: Precision::F32, by_auto };
+        OrtEncoder::load_with(&onnx, &lib, EncoderOptions { intra_threads: 1, engine, ..Default::default() })
+    };
+    let enc = load(true).unwrap();
+    assert_eq!((enc.engine(), enc.computes_in()), ("onnxruntime", "int8 (dynamic, MatMuls)"));
+    assert_eq!(enc.embed(&["the model"]).unwrap().len(), 1);
+    let e = load(false).err().expect("OpenVINO by name on the int8 export").to_string();
+    assert!(e.contains("cannot run the int8 export") && e.contains("model.onnx") && !e.contains('\n'), "{e}");
 }
