@@ -1496,6 +1496,21 @@ mod tests {
     }
 
     #[test]
+    fn engine_and_precision_are_checked_together() {
+        let err = resolve(&sources(None, &[], &["model.precision=bf16"])).unwrap_err().to_string();
+        assert!(err.contains("model.precision") && err.contains("openvino"), "{err}");
+        let err =
+            resolve(&sources(None, &[], &["model.engine=openvino", "model.device=cuda"])).unwrap_err().to_string();
+        assert!(err.contains("model.engine") && err.contains("CPU"), "{err}");
+        let err = resolve(&sources(None, &[], &["model.engine=tensorrt"])).unwrap_err().to_string();
+        assert!(err.contains("model.engine"), "{err}");
+        let ok = resolve(&sources(None, &[], &["model.engine=openvino", "model.precision=bf16"])).unwrap().settings;
+        assert_eq!((ok.model.engine, ok.model.precision), (ModelEngine::Openvino, Precision::Bf16));
+        assert!(resolve(&sources(None, &[], &["model.engine=auto", "model.precision=bf16"])).is_ok());
+        assert_eq!(Settings::default().model.engine, ModelEngine::Onnxruntime);
+    }
+
+    #[test]
     fn ray_executor_needs_an_address_and_executor_keys_are_checked() {
         let err = resolve(&sources(None, &[], &["executor.kind=ray"])).unwrap_err().to_string();
         assert!(err.contains("executor.ray_address: expected the host:port"), "{err}");
