@@ -158,6 +158,9 @@ EXPERIMENTS = {
     # A fixed share of base weights instead of "auto": on ai_faq_dev_v3 the two seeds where "auto" chose 0.0 (no
     # averaging) were no better than the base model on test, the one that chose 0.5 was +0.03.
     "mix-0.5": Experiment("train.base_mix=0.5", ("train.base_mix=0.5",), decide=ALL_SERVED),
+    # No weight averaging: at 50 labelled questions "auto" chose 0.5-0.75 from 13 validation questions.
+    "mix-0": Experiment("train.base_mix=0 (no averaging with the base weights)", ("train.base_mix=0",),
+                        decide=ALL_SERVED),
     # Bigger batches fit in the same memory since GradCache (train.max_activation_mb): more in-batch negatives.
     "batch-32": Experiment("train.batch_size=32", ("train.batch_size=32",), decide=ALL_SERVED),
     "batch-64": Experiment("train.batch_size=64", ("train.batch_size=64",), decide=ALL_SERVED),
@@ -179,6 +182,8 @@ EXPERIMENTS = {
 DATA_EXPERIMENTS = {
     "curve": "learning curve: 25, 50, 100 and all train questions of ai_faq_dev_v3 (nested seeded subsample)",
     "lpo": "leave projects out: train on one half of ai_faq_dev_v3's projects, test on the other",
+    "curve-lever": "a lever (QUALITY_CURVE_LEVER, an experiment name) against the defaults on the learning curve's "
+                   "subsamples (QUALITY_CURVE_SIZES, e.g. 25,50)",
 }
 DEFAULT_LIST = ["defaults", "curve", "lpo", "lexical-0", "lexical-0.2", "lexical-0.3", "rerank-1", "rerank-0.1",
                 "rerank-0.5"]
@@ -742,6 +747,53 @@ def run_curve(runner, datasets):
             seed_lines(runs, SEEDS)
 
 
+def run_curve_lever(runner, datasets):
+    """The learning curve's subsamples, trained with a lever's overrides and with the defaults (same seeds): per
+    size, coltrast − base and served − base for both, and lever − defaults paired per question."""
+    lever = os.environ.get("QUALITY_CURVE_LEVER", "")
+    if lever not in EXPERIMENTS or lever == "defaults":
+        raise SystemExit(f"[quality] curve-lever: set QUALITY_CURVE_LEVER to an experiment name "
+                         f"({', '.join(n for n in EXPERIMENTS if n != 'defaults')})")
+    sizes = [int(x) for x in os.environ.get("QUALITY_CURVE_SIZES", "50").split(",") if x.strip()]
+    exp = EXPERIMENTS[lever]
+    print(f"\n### curve-lever: {exp.desc} on the learning curve ({', '.join(map(str, sizes))} train questions)\n")
+    src = datasets.get(CURVE_SOURCE)
+    if src is None:
+        print(f"(skipped: {CURVE_SOURCE} not found or not in QUALITY_SETS)")
+        return
+    bad = [z for z in sizes if z not in CURVE_SIZES]
+    if bad:
+        raise SystemExit(f"[quality] curve-lever: sizes {bad} are not curve sizes {CURVE_SIZES[:-1]}")
+    subsets = nested_subsample(src.train, CURVE_SIZES, DATA_SEED)
+    print(f"Train questions: the curve's nested subsample (seed {DATA_SEED}) of {CURVE_SOURCE}'s {len(src.train)}; "
+          f"the {len(src.test)} test questions never change. Seeds {', '.join(map(str, SEEDS))}.\n")
+    derived, by_label = {}, {}
+    for size in sizes:
+        ds = derive(src, f"curve-{size}", subsets[size], None)
+        for label, overrides in [(f"{size} defaults", ()), (f"{size} {lever}", exp.overrides)]:
+            derived[label] = ds
+            try:
+                by_label[label] = runner.runs(ds, overrides, SEEDS)
+            except RunFailed as e:
+                print(f"- {label}: run failed ({e}); skipped\n")
+    if not by_label:
+        return
+    data_experiment_report("run", by_label, derived, None)
+    print("\nLever − defaults, same size, same seeds (Δ nDCG@10 [95% CI]):\n")
+    print("| size | coltrast | served |")
+    print("|---|---|---|")
+    for size in sizes:
+        a, b = by_label.get(f"{size} {lever}"), by_label.get(f"{size} defaults")
+        if a is None or b is None:
+            continue
+        cells = [fmt_ci(bootstrap_ci(paired_diff(seed_avg(a, s), seed_avg(b, s)))) if s in systems_of(a + b)
+                 else "–" for s in ["coltrast", SERVED]]
+        print(f"| {size} | {' | '.join(cells)} |")
+    for label, runs in by_label.items():
+        print(f"\n{label}:")
+        seed_lines(runs, SEEDS)
+
+
 def run_lpo(runner, datasets):
     print(f"\n### lpo: {DATA_EXPERIMENTS['lpo']}\n")
     src = datasets.get(CURVE_SOURCE)
@@ -966,7 +1018,7 @@ def main(argv):
         for name, exp in EXPERIMENTS.items():
             print(f"{name}{' (default)' if name in DEFAULT_LIST else ''}: {exp.desc}")
         for name, desc in DATA_EXPERIMENTS.items():
-            print(f"{name} (default): {desc}")
+            print(f"{name}{' (default)' if name in DEFAULT_LIST else ''}: {desc}")
         return 0
     names = argv or DEFAULT_LIST
     unknown = [n for n in names if n not in EXPERIMENTS and n not in DATA_EXPERIMENTS]
@@ -1003,6 +1055,8 @@ def main(argv):
             run_curve(runner, datasets)
         elif name == "lpo":
             run_lpo(runner, datasets)
+        elif name == "curve-lever":
+            run_curve_lever(runner, datasets)
         else:
             run_experiment(name, runner, datasets)
         sys.stdout.flush()

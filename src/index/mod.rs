@@ -284,6 +284,7 @@ impl VectorIndex {
         }
         let mut distances = vec![0f32; nq * k];
         let mut labels = vec![-1 as faiss_sys::idx_t; nq * k];
+        let _one_thread = (nq == 1).then(omp::OneThread::enter);
         // SAFETY: the pointer is a live FAISS index owned by `self`; `queries` holds nq*d floats and the output
         // buffers nq*k values each, as faiss_Index_search requires. Search does not modify the index.
         let rc = unsafe {
@@ -391,6 +392,49 @@ fn check_ids(ids: &[i64], n: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// FAISS's OpenMP threads for one search call. FAISS opens a parallel region per search even for a single query
+/// (`IndexFlat` splits over queries, `IndexHNSW` opens one for its visited tables), so one query wakes every
+/// OpenMP thread and waits at the region's end for all of them, though only one has work. When the other cores
+/// are busy (ONNX Runtime's threads still spin just after encoding the query), the idle threads are scheduled
+/// at the next timer tick: single-query p50 on the 100k HNSW32 index was 8.0 ms, a multiple of the 4 ms tick.
+/// A single-query search therefore runs its region on the calling thread alone. OpenMP keeps this setting per
+/// thread, so concurrent searches on other threads (and batched searches) keep every thread.
+mod omp {
+    use std::os::raw::c_int;
+
+    // libgomp: linked by FAISS already (libfaiss_c.so needs it); named here because these two are called directly.
+    #[link(name = "gomp")]
+    extern "C" {
+        fn omp_set_num_threads(n: c_int);
+        fn omp_get_max_threads() -> c_int;
+    }
+
+    /// Sets this thread's OpenMP team size to 1 until dropped, then restores the previous size.
+    pub(super) struct OneThread(c_int);
+
+    impl OneThread {
+        pub(super) fn enter() -> OneThread {
+            // SAFETY: plain OpenMP runtime calls; they change only the calling thread's ICV.
+            let before = unsafe { omp_get_max_threads() };
+            unsafe { omp_set_num_threads(1) };
+            OneThread(before)
+        }
+    }
+
+    impl Drop for OneThread {
+        fn drop(&mut self) {
+            // SAFETY: as above.
+            unsafe { omp_set_num_threads(self.0) };
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn max_threads() -> c_int {
+        // SAFETY: as above.
+        unsafe { omp_get_max_threads() }
+    }
 }
 
 fn ivf_nlist(index: &IndexImpl) -> Option<usize> {

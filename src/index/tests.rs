@@ -172,6 +172,22 @@ fn concurrent_searches_agree_with_serial() {
 }
 
 #[test]
+fn single_query_search_restores_the_openmp_team_and_agrees_with_batched() {
+    let data = random_unit(N, DIM, 16);
+    let queries = random_unit(8, DIM, 17);
+    for factory in FACTORIES {
+        let index = VectorIndex::build(factory, DIM, &data, None).unwrap();
+        let batched = index.search(&queries, 5).unwrap();
+        let before = omp::max_threads();
+        let single: Vec<Vec<(i64, f32)>> =
+            (0..8).map(|q| index.search(&queries[q * DIM..(q + 1) * DIM], 5).unwrap().remove(0)).collect();
+        // a single-query search runs on one OpenMP thread, then gives the thread back its team size
+        assert_eq!(omp::max_threads(), before, "{factory}");
+        assert_eq!(single, batched, "{factory}");
+    }
+}
+
+#[test]
 fn small_and_empty_inputs() {
     // k larger than the index, k = 0, no queries, no vectors.
     let data = random_unit(3, DIM, 16);
