@@ -43,6 +43,16 @@ if want cpu-race; then
     "$BENCH_PY" bench/cpu_race.py | tee bench/results/cpu-race.md
   fi
 fi
+# int8-probe: which dense layers take a static (calibrated) int8 activation scale, and what a QDQ model of the
+# float32 export gains on OpenVINO and ONNX Runtime (bench/int8_static_probe.py; quantised by onnxruntime's tools)
+if want int8-probe; then
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping int8-probe: BoolQ not found at $BOOLQ"; else
+    cargo build --release --locked --example serve_bench -q
+    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
+    export BENCH_PY="$(bash bench/venv.sh)"
+    "$BENCH_PY" bench/int8_static_probe.py | tee bench/results/int8-probe.md
+  fi
+fi
 if want serve-http; then
   if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping serve-http: BoolQ not found at $BOOLQ"; else
     cargo build --release --locked --example http_load --example serve_bench -q
