@@ -29,21 +29,16 @@ import openvino as ov
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from tokenizers import Tokenizer
 
+from cpu_race import FLAGS, cpu  # the race's CPU probe (needs the same env: SERVE_BENCH, BENCH_PY, ...)
+
 EX, MODEL, BOOLQ = os.environ["SERVE_BENCH"], os.environ["MODEL_DIR"], os.environ["BOOLQ"]
 N, ROUNDS = int(os.environ.get("PROBE_N", "600")), int(os.environ.get("PROBE_ROUNDS", "2"))
-FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
 LAYER_PARTS = ["Q", "K", "V", "attention output", "FFN in", "FFN out"]
 
 
 def cpu_line():
-    model, flags = "unknown", set()
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name") and model == "unknown":
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-    return f"CPU: {model}, {os.cpu_count()} logical CPUs; " + ", ".join(
-        f"{f} {'yes' if f in flags else 'no'}" for f in FLAGS)
+    model, flags, n = cpu()
+    return f"CPU: {model}, {n} logical CPUs; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in FLAGS)
 
 
 def main():
