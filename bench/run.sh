@@ -33,26 +33,20 @@ if want serve; then
     python3 bench/serve.py | tee bench/results/serve.md
   fi
 fi
+# A section that races Python peers on BoolQ in the bench venv, with serve_bench built: name, script, result file.
+boolq_venv_section() {
+  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping $1: BoolQ not found at $BOOLQ"; return; fi
+  cargo build --release --locked --example serve_bench -q
+  export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
+  export BENCH_PY="$(bash bench/venv.sh)"
+  "$BENCH_PY" "$2" | tee "$3"
+}
 # cpu-race: coltrast's float32 and int8 exports against sentence-transformers' torch, onnx and openvino backends
 # and OpenVINO static int8, on the CPU at hand (bench/cpu_race.py; prints the CPU's flags)
-if want cpu-race; then
-  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping cpu-race: BoolQ not found at $BOOLQ"; else
-    cargo build --release --locked --example serve_bench -q
-    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
-    export BENCH_PY="$(bash bench/venv.sh)"
-    "$BENCH_PY" bench/cpu_race.py | tee bench/results/cpu-race.md
-  fi
-fi
+if want cpu-race; then boolq_venv_section cpu-race bench/cpu_race.py bench/results/cpu-race.md; fi
 # int8-probe: which dense layers take a static (calibrated) int8 activation scale, and what a QDQ model of the
 # float32 export gains on OpenVINO and ONNX Runtime (bench/int8_static_probe.py; quantised by onnxruntime's tools)
-if want int8-probe; then
-  if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping int8-probe: BoolQ not found at $BOOLQ"; else
-    cargo build --release --locked --example serve_bench -q
-    export SERVE_BENCH="${CARGO_TARGET_DIR:-$CACHE/target}/release/examples/serve_bench"
-    export BENCH_PY="$(bash bench/venv.sh)"
-    "$BENCH_PY" bench/int8_static_probe.py | tee bench/results/int8-probe.md
-  fi
-fi
+if want int8-probe; then boolq_venv_section int8-probe bench/int8_static_probe.py bench/results/int8-probe.md; fi
 if want serve-http; then
   if [[ ! -d "$BOOLQ" ]]; then echo "[bench] skipping serve-http: BoolQ not found at $BOOLQ"; else
     cargo build --release --locked --example http_load --example serve_bench -q
