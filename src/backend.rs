@@ -166,3 +166,14 @@ pub fn exec_torch_binary() -> Error {
     let err = std::process::Command::new(&torch).args(std::env::args_os().skip(1)).exec();
     Error::internal(format!("{}: cannot start: {err}", torch.display()))
 }
+
+/// The base model as an external input: its files' content is part of the fingerprint.
+pub fn base_model_input(s: &crate::settings::Settings) -> crate::engine::ExternalInput {
+    crate::engine::ExternalInput { name: "base_model".into(), path: s.base_model_dir() }
+}
+
+/// Load the base model named by the settings in libtorch (see [`crate::backend`]), with a clear error when it
+/// is missing.
+pub fn load_base_encoder(s: &crate::settings::Settings) -> Result<Box<dyn SentenceEncoder>> {
+    backend()?.base_encoder(s)
+}

@@ -247,7 +247,7 @@ pub fn plot(records: &[Record], metric: &str, by: &str, out: &Path) -> Result<Dr
             chart
                 .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
                 .map_err(|e| err(e.to_string()))?;
-            if c.group != crate::stages::eval::BASELINE {
+            if c.group != crate::artifacts::eval::BASELINE {
                 for p in &pts {
                     if best.is_none_or(|b| p.1 > b.1) {
                         best = Some(*p);

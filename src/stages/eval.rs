@@ -51,47 +51,25 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 
+use crate::artifacts::eval::{eval_schema, queries_schema, BASELINE, EVAL, QUERIES, REPORT, SYSTEMS};
+use crate::artifacts::export::{self};
+use crate::artifacts::{chunks, dataset, pairs, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::metrics::{docs_from_chunks, mean_metrics, QueryMetrics, METRIC_NAMES};
 use crate::settings::Settings;
-use crate::stages::{chunk, export, index, mine};
 use crate::table;
 
-pub const EVAL: &str = "eval.parquet";
-pub const QUERIES: &str = "eval_queries.parquet";
-pub const REPORT: &str = "eval.md";
-pub const BASELINE: &str = "base-whole";
-pub const SYSTEMS: [&str; 6] = [BASELINE, "base", "base+hybrid", "coltrast", "coltrast+rerank", "coltrast+hybrid"];
 /// The values swept on validation.
 pub const LEXICAL_GRID: [f64; 9] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5];
 pub const RERANK_GRID: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
-pub fn eval_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("system", DataType::Utf8, false),
-        Field::new("level", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("queries", DataType::Int64, false),
-    ]))
-}
-
-pub fn queries_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("qa_id", DataType::Utf8, false),
-        Field::new("system", DataType::Utf8, false),
-        Field::new("level", DataType::Utf8, false),
-        Field::new("rank", DataType::Int64, true),
-    ]))
-}
 
 pub struct Eval;
 
 /// Pick the evaluation pairs per `eval.split`.
-pub fn select<'a>(pairs: &'a [mine::Pair], split: &str) -> (String, Vec<&'a mine::Pair>) {
+pub fn select<'a>(pairs: &'a [pairs::Pair], split: &str) -> (String, Vec<&'a pairs::Pair>) {
     let splits: BTreeSet<&str> = pairs.iter().map(|p| p.split.as_str()).collect();
     let chosen = match split {
         "all" => return ("all".into(), pairs.iter().collect()),
@@ -128,7 +106,7 @@ pub fn rerank_rows(
 }
 
 /// Document-level nDCG@10 of rankings over chunk rows.
-fn doc_ndcg(rankings: &[Vec<(i64, f32)>], pairs: &[&mine::Pair], project_of: &[&str]) -> f64 {
+fn doc_ndcg(rankings: &[Vec<(i64, f32)>], pairs: &[&pairs::Pair], project_of: &[&str]) -> f64 {
     let ms: Vec<QueryMetrics> = rankings
         .iter()
         .zip(pairs)
@@ -150,11 +128,11 @@ struct SystemRun {
 }
 
 impl Stage<Settings> for Eval {
-    fn name(&self) -> &'static str {
-        "eval"
+    fn id(&self) -> StageId {
+        StageId::Eval
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["ingest", "chunk", "mine", "export"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Ingest, StageId::Chunk, StageId::Mine, StageId::Export]
     }
     fn code_version(&self) -> u32 {
         // 3: reports the served system (the index stage's validation guard); best system ties broken at chunk
@@ -180,12 +158,12 @@ impl Stage<Settings> for Eval {
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
-        let ds = crate::stages::ingest::read(ctx.upstream_dir("ingest")?)?;
-        let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
+        let ds = crate::artifacts::dataset::read(ctx.upstream_dir(StageId::Ingest)?)?;
+        let (chunks, _, _) = chunks::read_chunks(ctx.upstream_dir(StageId::Chunk)?)?;
         // Only the dataset's own questions are scored: synthetic queries (the generate stage) train and
         // validate, they are not what a user asks.
-        let pairs: Vec<mine::Pair> =
-            mine::read_pairs(ctx.upstream_dir("mine")?)?.into_iter().filter(|p| p.is_labelled()).collect();
+        let pairs: Vec<pairs::Pair> =
+            pairs::read_pairs(ctx.upstream_dir(StageId::Mine)?)?.into_iter().filter(|p| p.is_labelled()).collect();
         let (split, queries) = select(&pairs, &s.eval.split);
         if queries.is_empty() {
             return Err(Error::Usage(format!("eval: no pairs in split {split:?} (eval.split = {:?})", s.eval.split)));
@@ -201,7 +179,7 @@ impl Stage<Settings> for Eval {
         let depth = s.index.rerank_depth as usize;
         let k = chunks.len().min(depth.max(100));
 
-        let val_pairs: Vec<&mine::Pair> = if split == "val" || split == "dev" {
+        let val_pairs: Vec<&pairs::Pair> = if split == "val" || split == "dev" {
             vec![]
         } else {
             pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect()
@@ -215,7 +193,7 @@ impl Stage<Settings> for Eval {
         let mut runs: Vec<SystemRun> = Vec::new();
         let mut sweep: Vec<(&'static str, f64, f64)> = Vec::new();
         for model in [export::BASE, export::FINETUNED] {
-            let mut m = index::ExportedModel::open(ctx, model)?;
+            let mut m = export::ExportedModel::open(ctx, model)?;
             let (doc_emb, doc_tok, _) = m.embed(&texts, &format!("embedding chunks ({model})"))?;
             let idx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &doc_emb, None)?;
             let q = m.encoder.embed_both(&qtexts)?;
@@ -226,7 +204,7 @@ impl Stage<Settings> for Eval {
             };
             if model == export::BASE {
                 // The baseline: whole documents, one vector each, ranked directly.
-                let whole: Vec<String> = ds.projects.iter().map(chunk::titled_text).collect();
+                let whole: Vec<String> = ds.projects.iter().map(dataset::titled_text).collect();
                 let wrefs: Vec<&str> = whole.iter().map(|t| t.as_str()).collect();
                 let (wemb, _, _) = m.embed(&wrefs, "embedding whole documents (base)")?;
                 let widx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &wemb, None)?;
@@ -339,7 +317,7 @@ impl Stage<Settings> for Eval {
         }
         // The index stage's choice, made again from the same inputs (so eval need not wait for the index,
         // and a new index.factory leaves eval cached); its chunk embeddings are cache hits by now.
-        let (served, _) = index::choose_served(ctx, &chunks, &texts, "embedding chunks (ort)")?;
+        let (served, _) = crate::guard::choose_served(ctx, &chunks, &texts, "embedding chunks (ort)")?;
         ctx.record_stat("served_system", served.system.clone());
         ctx.record_stat("served_model", served.model.clone());
         ctx.record_stat("served_reason", served.reason.clone());
@@ -501,7 +479,7 @@ pub fn summary_line(best: &str, ndcg: f64, baseline: f64) -> String {
 fn score_system(
     name: &'static str,
     rankings: &[Vec<(i64, f32)>],
-    queries: &[&mine::Pair],
+    queries: &[&pairs::Pair],
     row_of: &HashMap<&str, i64>,
     project_of: &[&str],
 ) -> SystemRun {
@@ -530,7 +508,7 @@ fn score_system(
 fn score_documents(
     name: &'static str,
     rankings: &[Vec<(i64, f32)>],
-    queries: &[&mine::Pair],
+    queries: &[&pairs::Pair],
     project_ids: &[&str],
 ) -> SystemRun {
     let mut run = SystemRun { name, chunk_ranks: vec![], doc_ranks: vec![] };
@@ -542,7 +520,7 @@ fn score_documents(
     run
 }
 
-fn doc_rank(pair: &mine::Pair, docs: &[String]) -> (String, Option<i64>, QueryMetrics) {
+fn doc_rank(pair: &pairs::Pair, docs: &[String]) -> (String, Option<i64>, QueryMetrics) {
     let rel: BTreeSet<String> = [pair.project_id.clone()].into();
     let rank = docs.iter().position(|d| *d == pair.project_id).map(|i| i as i64 + 1);
     (pair.qa_id.clone(), rank, QueryMetrics::compute(docs, &rel))
@@ -623,7 +601,7 @@ mod tests {
 
     #[test]
     fn split_selection() {
-        let mk = |s: &str| mine::Pair {
+        let mk = |s: &str| pairs::Pair {
             qa_id: s.into(),
             project_id: "p".into(),
             split: s.into(),
@@ -635,7 +613,7 @@ mod tests {
             negative_chunk_ids: vec![],
             negative_texts: vec![],
             negative_scores: vec![],
-            source: mine::LABELLED.into(),
+            source: pairs::LABELLED.into(),
         };
         let pairs = vec![mk("train"), mk("val"), mk("val")];
         assert_eq!(select(&pairs, "auto").1.len(), 2);

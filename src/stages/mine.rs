@@ -33,77 +33,26 @@
 //! **Example.** `coltrast run mine --set mine.num_negatives=5`
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float32Array, Float32Builder, ListArray, ListBuilder, StringArray, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::Array;
 use rayon::prelude::*;
 
-use crate::embed_cache::EmbeddingCache;
+use crate::embed::cache::EmbeddingCache;
+use crate::artifacts::pairs::{write_pairs, Pair, LABELLED, PAIRS};
+use crate::artifacts::{chunks, dataset, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{MineSettings, Settings};
-use crate::stages::{chunk, ingest};
-use crate::table;
 
-pub const PAIRS: &str = "pairs.parquet";
-
-pub fn pairs_schema() -> Arc<Schema> {
-    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
-    Arc::new(Schema::new(vec![
-        Field::new("qa_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("split", DataType::Utf8, false),
-        Field::new("query", DataType::Utf8, false),
-        Field::new("positive_text", DataType::Utf8, false),
-        Field::new("positive_chunk_id", DataType::Utf8, true),
-        Field::new("positive_source", DataType::Utf8, false),
-        Field::new("positive_score", DataType::Float32, false),
-        Field::new("negative_chunk_ids", list(DataType::Utf8), false),
-        Field::new("negative_texts", list(DataType::Utf8), false),
-        Field::new("negative_scores", list(DataType::Float32), false),
-        Field::new("source", DataType::Utf8, false),
-    ]))
-}
-
-/// One mined pair.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pair {
-    pub qa_id: String,
-    pub project_id: String,
-    pub split: String,
-    pub query: String,
-    pub positive_text: String,
-    pub positive_chunk_id: Option<String>,
-    pub positive_source: String,
-    pub positive_score: f32,
-    pub negative_chunk_ids: Vec<String>,
-    pub negative_texts: Vec<String>,
-    pub negative_scores: Vec<f32>,
-    /// Where the query comes from: [`LABELLED`] (the dataset's Q&A), or a synthetic source of the generate
-    /// stage (`headings`, `cloze`).
-    pub source: String,
-}
-
-/// The `source` of a pair made from the dataset's own Q&A.
-pub const LABELLED: &str = "qa";
-
-impl Pair {
-    /// Whether the query is one of the dataset's questions (eval scores only these).
-    pub fn is_labelled(&self) -> bool {
-        self.source == LABELLED
-    }
-}
 
 pub struct Mine;
 
 impl Stage<Settings> for Mine {
-    fn name(&self) -> &'static str {
-        "mine"
+    fn id(&self) -> StageId {
+        StageId::Mine
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["ingest", "chunk", "generate"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Ingest, StageId::Chunk, StageId::Generate]
     }
     fn code_version(&self) -> u32 {
         // 3: synthetic queries from the generate stage; the `source` column
@@ -113,25 +62,25 @@ impl Stage<Settings> for Mine {
         s.section_without("mine", &["batch_size"])
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        Ok(vec![chunk::base_model_input(s)])
+        Ok(vec![crate::backend::base_model_input(s)])
     }
     fn available(&self) -> bool {
         crate::backend::available()
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.mine.clone();
-        let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
-        let (chunks, chunk_emb, dim) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
-        let encoder = chunk::load_base_encoder(ctx.config)?;
+        let ds = dataset::read(ctx.upstream_dir(StageId::Ingest)?)?;
+        let (chunks, chunk_emb, dim) = chunks::read_chunks(ctx.upstream_dir(StageId::Chunk)?)?;
+        let encoder = crate::backend::load_base_encoder(ctx.config)?;
         if encoder.dim() != dim {
             return Err(Error::internal(format!("chunk embeddings have dim {dim}, the model {}", encoder.dim())));
         }
         let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
         let batch = s.batch_size as usize;
         let mut embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
-            chunk::embed_all(encoder.as_ref(), &mut cache, texts, batch, what)
+            crate::embed::cache::embed_all(encoder.as_ref(), &mut cache, texts, batch, what)
         };
-        let synthetic = crate::stages::generate::read_queries(ctx.upstream_dir("generate")?)?;
+        let synthetic = crate::artifacts::synthetic::read_queries(ctx.upstream_dir(StageId::Generate)?)?;
         let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &synthetic, &mut embed)?;
         cache.flush()?;
         for (k, v) in &mined.stats {
@@ -204,12 +153,12 @@ pub fn is_val_query(qa_id: &str, frac: f64, seed: u64) -> bool {
 
 /// The mining itself, on embeddings from `embed` (texts → flat unit vectors).
 pub fn mine(
-    ds: &ingest::Dataset,
-    chunks: &[chunk::Chunk],
+    ds: &dataset::Dataset,
+    chunks: &[chunks::Chunk],
     chunk_emb: &[f32],
     dim: usize,
     s: &MineSettings,
-    synthetic: &[crate::stages::generate::Synthetic],
+    synthetic: &[crate::artifacts::synthetic::Synthetic],
     embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
 ) -> Result<Mined> {
     let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
@@ -381,7 +330,7 @@ pub fn mine(
 /// negatives (more similar than the positive by over `false_negative_margin`) and the positive's own text.
 #[allow(clippy::too_many_arguments)]
 fn hard_negatives(
-    chunks: &[chunk::Chunk],
+    chunks: &[chunks::Chunk],
     chunk_emb: &[f32],
     dim: usize,
     s: &MineSettings,
@@ -413,11 +362,11 @@ fn hard_negatives(
 /// Pairs for the generate stage's queries: the positive is the query's own chunk (its text as the generate
 /// stage gave it), the negatives are mined as for labelled questions, and the split is the generate stage's.
 fn synthetic_pairs(
-    chunks: &[chunk::Chunk],
+    chunks: &[chunks::Chunk],
     chunk_emb: &[f32],
     dim: usize,
     s: &MineSettings,
-    synthetic: &[crate::stages::generate::Synthetic],
+    synthetic: &[crate::artifacts::synthetic::Synthetic],
     embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
 ) -> Result<Vec<Pair>> {
     if synthetic.is_empty() {
@@ -458,99 +407,6 @@ fn synthetic_pairs(
         .collect()
 }
 
-fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<u64> {
-    let s = |f: fn(&Pair) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(pairs.iter().map(f))) };
-    let mut ids = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
-    let mut texts =
-        ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
-    let mut scores =
-        ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float32, true)));
-    for p in pairs {
-        for v in &p.negative_chunk_ids {
-            ids.values().append_value(v);
-        }
-        ids.append(true);
-        for v in &p.negative_texts {
-            texts.values().append_value(v);
-        }
-        texts.append(true);
-        for v in &p.negative_scores {
-            scores.values().append_value(*v);
-        }
-        scores.append(true);
-    }
-    table::write_parquet(
-        path,
-        pairs_schema(),
-        vec![
-            s(|p| &p.qa_id),
-            s(|p| &p.project_id),
-            s(|p| &p.split),
-            s(|p| &p.query),
-            s(|p| &p.positive_text),
-            Arc::new(StringArray::from_iter(pairs.iter().map(|p| p.positive_chunk_id.as_deref()))),
-            s(|p| &p.positive_source),
-            Arc::new(Float32Array::from_iter_values(pairs.iter().map(|p| p.positive_score))),
-            Arc::new(ids.finish()),
-            Arc::new(texts.finish()),
-            Arc::new(scores.finish()),
-            s(|p| &p.source),
-        ],
-    )
-}
-
-/// Read pairs.parquet back (for training and evaluation).
-pub fn read_pairs(dir: &Path) -> Result<Vec<Pair>> {
-    let path = dir.join(PAIRS);
-    let b = table::read_parquet(&path, "mine", &pairs_schema())?;
-    let col = |n: &str| table::str_col(&b, n);
-    let source = col("source")?;
-    let (qa, pid, split, query, ptext, pcid, psrc) = (
-        col("qa_id")?,
-        col("project_id")?,
-        col("split")?,
-        col("query")?,
-        col("positive_text")?,
-        col("positive_chunk_id")?,
-        col("positive_source")?,
-    );
-    let pscore = b
-        .column_by_name("positive_score")
-        .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
-        .ok_or_else(|| Error::internal("positive_score"))?;
-    let list = |n: &str| {
-        b.column_by_name(n)
-            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-            .ok_or_else(|| Error::internal(format!("{n} is not a list")))
-    };
-    let (nid, ntext, nscore) = (list("negative_chunk_ids")?, list("negative_texts")?, list("negative_scores")?);
-    let strings = |l: &ListArray, i: usize| -> Vec<String> {
-        let v = l.value(i);
-        let a =
-            v.as_any().downcast_ref::<StringArray>().map(|a| (0..a.len()).map(|k| a.value(k).to_string()).collect());
-        a.unwrap_or_default()
-    };
-    let mut out = Vec::with_capacity(b.num_rows());
-    for i in 0..b.num_rows() {
-        let sv = nscore.value(i);
-        let scores = sv.as_any().downcast_ref::<Float32Array>().map(|a| a.values().to_vec()).unwrap_or_default();
-        out.push(Pair {
-            qa_id: qa.value(i).to_string(),
-            project_id: pid.value(i).to_string(),
-            split: split.value(i).to_string(),
-            query: query.value(i).to_string(),
-            positive_text: ptext.value(i).to_string(),
-            positive_chunk_id: table::opt_str(pcid, i).map(String::from),
-            positive_source: psrc.value(i).to_string(),
-            positive_score: pscore.value(i),
-            negative_chunk_ids: strings(nid, i),
-            negative_texts: strings(ntext, i),
-            negative_scores: scores,
-            source: source.value(i).to_string(),
-        });
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {
@@ -586,7 +442,7 @@ mod tests {
             .collect())
     }
 
-    fn dataset() -> (Dataset, Vec<chunk::Chunk>, Vec<f32>) {
+    fn dataset() -> (Dataset, Vec<chunks::Chunk>, Vec<f32>) {
         let projects = ["med", "nlp", "rl"]
             .iter()
             .map(|id| Project {
@@ -639,10 +495,10 @@ mod tests {
             ("rl", "trading chunk"),
             ("rl", "xray chunk"), // same text as med's positive: never a negative for it
         ];
-        let chunks: Vec<chunk::Chunk> = texts
+        let chunks: Vec<chunks::Chunk> = texts
             .iter()
             .enumerate()
-            .map(|(i, (p, t))| chunk::Chunk {
+            .map(|(i, (p, t))| chunks::Chunk {
                 chunk_id: format!("c{i}"),
                 project_id: p.to_string(),
                 ordinal: i as i64,
@@ -777,7 +633,7 @@ mod tests {
     #[test]
     fn synthetic_queries_become_pairs_with_their_own_split_and_source() {
         let (ds, chunks, emb) = dataset();
-        let syn = |id: &str, q: &str, chunk: &str, project: &str, split: &str| crate::stages::generate::Synthetic {
+        let syn = |id: &str, q: &str, chunk: &str, project: &str, split: &str| crate::artifacts::synthetic::Synthetic {
             query_id: id.into(),
             query: q.into(),
             chunk_id: chunk.into(),
