@@ -234,7 +234,7 @@ pub fn read(index_dir: &Path, s: &Settings) -> Result<Served> {
 /// The validation pairs (split `val` or `dev`) the guard decides on: under `"labelled"` the dataset's own
 /// questions, or the synthetic ones when there are none; under `"all"` every one.
 pub fn guard_queries(pairs: &[pairs::Pair], which: crate::settings::GuardQueries) -> Vec<&pairs::Pair> {
-    let val: Vec<&pairs::Pair> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
+    let val: Vec<&pairs::Pair> = pairs.iter().filter(|p| p.split.is_validation()).collect();
     if which == crate::settings::GuardQueries::All || !val.iter().any(|p| p.is_labelled()) {
         return val;
     }
@@ -406,7 +406,7 @@ mod guard_query_tests {
         pairs::Pair {
             qa_id: id.into(),
             project_id: "p".into(),
-            split: split.into(),
+            split: split.parse().unwrap(),
             query: id.into(),
             positive_text: "t".into(),
             positive_chunk_id: None,

@@ -745,13 +745,53 @@ impl Default for IndexSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalSettings {
-    /// Which pairs to evaluate: "auto" (default: BEIR test, else val, else dev), "all", or a split name.
-    pub split: String,
+    /// Which pairs to evaluate: "auto" (default: BEIR test, else val, else dev), "all", or a split name
+    /// ("train", "val", "dev", "test").
+    pub split: EvalSplit,
 }
 
 impl Default for EvalSettings {
     fn default() -> Self {
-        EvalSettings { split: "auto".into() }
+        EvalSettings { split: EvalSplit::Auto }
+    }
+}
+
+/// `eval.split`: which mined pairs eval scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    /// The BEIR `test` split if present, else `val`, else `dev`, else `train`.
+    Auto,
+    /// Every pair.
+    All,
+    Train,
+    Val,
+    Dev,
+    Test,
+}
+
+impl EvalSplit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalSplit::Auto => "auto",
+            EvalSplit::All => "all",
+            EvalSplit::Train => "train",
+            EvalSplit::Val => "val",
+            EvalSplit::Dev => "dev",
+            EvalSplit::Test => "test",
+        }
+    }
+
+    /// The one split it names, if it names one.
+    pub fn split(self) -> Option<crate::artifacts::Split> {
+        use crate::artifacts::Split;
+        match self {
+            EvalSplit::Auto | EvalSplit::All => None,
+            EvalSplit::Train => Some(Split::Train),
+            EvalSplit::Val => Some(Split::Val),
+            EvalSplit::Dev => Some(Split::Dev),
+            EvalSplit::Test => Some(Split::Test),
+        }
     }
 }
 
@@ -1015,9 +1055,6 @@ impl Settings {
         }
         if !(0.0..=10.0).contains(&self.export.guard_noise) {
             return Err(("export.guard_noise", "a number in [0, 10] (standard errors)".into()));
-        }
-        if self.eval.split.trim().is_empty() {
-            return Err(("eval.split", "\"auto\", \"all\" or a split name".into()));
         }
         if self.chunk.batch_size < 1 {
             return Err(("chunk.batch_size", "an integer >= 1".into()));

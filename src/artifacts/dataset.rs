@@ -10,6 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::error::Result;
 use crate::table;
+
+use super::Split;
 /// Whether a document has a real title (BEIR) that is not already its first heading: then the title heads it.
 pub fn needs_title(p: &Project) -> bool {
     p.title != p.project_id
@@ -65,7 +67,7 @@ pub struct Qa {
     pub question: String,
     pub answer: Option<String>,
     pub context: Option<String>,
-    pub split: Option<String>,
+    pub split: Option<Split>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -103,7 +105,7 @@ pub fn write_qa(path: &Path, qa: &[Qa]) -> Result<u64> {
             req(|q| &q.question),
             opt(|q| q.answer.as_deref()),
             opt(|q| q.context.as_deref()),
-            opt(|q| q.split.as_deref()),
+            opt(|q| q.split.map(Split::as_str)),
         ],
     )
 }
@@ -130,15 +132,18 @@ pub fn read(dir: &Path) -> Result<Dataset> {
         .iter()
         .map(|c| table::str_col(&qb, c))
         .collect::<Result<_>>()?;
+    let qa_path = dir.join(QA);
     let qa = (0..qb.num_rows())
-        .map(|i| Qa {
+        .map(|i| -> Result<Qa> {
+            Ok(Qa {
             qa_id: cols[0].value(i).to_string(),
             project_id: cols[1].value(i).to_string(),
             question: cols[2].value(i).to_string(),
             answer: table::opt_str(cols[3], i).map(String::from),
             context: table::opt_str(cols[4], i).map(String::from),
-            split: table::opt_str(cols[5], i).map(String::from),
+            split: table::opt_str(cols[5], i).map(|v| super::split_at(&qa_path, i, v)).transpose()?,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(Dataset { projects, qa })
 }

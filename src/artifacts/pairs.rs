@@ -9,6 +9,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::error::{Error, Result};
 use crate::table;
+
+use super::Split;
 pub const PAIRS: &str = "pairs.parquet";
 
 pub fn pairs_schema() -> Arc<Schema> {
@@ -34,7 +36,7 @@ pub fn pairs_schema() -> Arc<Schema> {
 pub struct Pair {
     pub qa_id: String,
     pub project_id: String,
-    pub split: String,
+    pub split: Split,
     pub query: String,
     pub positive_text: String,
     pub positive_chunk_id: Option<String>,
@@ -86,7 +88,7 @@ pub fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<u64> {
         vec![
             s(|p| &p.qa_id),
             s(|p| &p.project_id),
-            s(|p| &p.split),
+            s(|p| p.split.as_str()),
             s(|p| &p.query),
             s(|p| &p.positive_text),
             Arc::new(StringArray::from_iter(pairs.iter().map(|p| p.positive_chunk_id.as_deref()))),
@@ -138,7 +140,7 @@ pub fn read_pairs(dir: &Path) -> Result<Vec<Pair>> {
         out.push(Pair {
             qa_id: qa.value(i).to_string(),
             project_id: pid.value(i).to_string(),
-            split: split.value(i).to_string(),
+            split: super::split_at(&path, i, split.value(i))?,
             query: query.value(i).to_string(),
             positive_text: ptext.value(i).to_string(),
             positive_chunk_id: table::opt_str(pcid, i).map(String::from),

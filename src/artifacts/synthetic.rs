@@ -10,6 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use crate::error::Result;
 use crate::settings::SyntheticSource;
 use crate::table;
+
+use super::Split;
 pub const QUERIES: &str = "queries.parquet";
 
 pub fn queries_schema() -> Arc<Schema> {
@@ -33,7 +35,7 @@ pub struct Synthetic {
     pub chunk_id: String,
     pub project_id: String,
     pub source: SyntheticSource,
-    pub split: String,
+    pub split: Split,
     pub positive_text: String,
     pub base_rank: i64,
 }
@@ -50,7 +52,7 @@ pub fn write_queries(path: &Path, qs: &[Synthetic]) -> Result<u64> {
             s(|q| &q.chunk_id),
             s(|q| &q.project_id),
             s(|q| q.source.as_str()),
-            s(|q| &q.split),
+            s(|q| q.split.as_str()),
             s(|q| &q.positive_text),
             Arc::new(Int64Array::from_iter_values(qs.iter().map(|q| q.base_rank))),
         ],
@@ -92,7 +94,7 @@ pub fn read_queries(dir: &Path) -> Result<Vec<Synthetic>> {
                 chunk_id: cid.value(i).to_string(),
                 project_id: pid.value(i).to_string(),
                 source,
-                split: split.value(i).to_string(),
+                split: super::split_at(&path, i, split.value(i))?,
                 positive_text: pos.value(i).to_string(),
                 base_rank: rank.value(i),
             })

@@ -54,11 +54,11 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 
 use crate::artifacts::eval::{eval_schema, queries_schema, BASELINE, EVAL, QUERIES, REPORT, SYSTEMS};
 use crate::artifacts::export::{self};
-use crate::artifacts::{chunks, dataset, pairs, StageId};
+use crate::artifacts::{chunks, dataset, pairs, Split, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::metrics::{docs_from_chunks, mean_metrics, QueryMetrics, METRIC_NAMES};
-use crate::settings::Settings;
+use crate::settings::{EvalSplit, Settings};
 use crate::table;
 
 /// The values swept on validation.
@@ -69,12 +69,12 @@ pub const RERANK_GRID: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
 pub struct Eval;
 
 /// Pick the evaluation pairs per `eval.split`.
-pub fn select<'a>(pairs: &'a [pairs::Pair], split: &str) -> (String, Vec<&'a pairs::Pair>) {
-    let splits: BTreeSet<&str> = pairs.iter().map(|p| p.split.as_str()).collect();
-    let chosen = match split {
-        "all" => return ("all".into(), pairs.iter().collect()),
-        "auto" => ["test", "val", "dev"].into_iter().find(|s| splits.contains(s)).unwrap_or("train"),
-        other => other,
+pub fn select(pairs: &[pairs::Pair], split: EvalSplit) -> (String, Vec<&pairs::Pair>) {
+    let present: BTreeSet<Split> = pairs.iter().map(|p| p.split).collect();
+    let chosen = match (split, split.split()) {
+        (EvalSplit::All, _) => return ("all".into(), pairs.iter().collect()),
+        (_, Some(one)) => one,
+        _ => [Split::Test, Split::Val, Split::Dev].into_iter().find(|s| present.contains(s)).unwrap_or(Split::Train),
     };
     (chosen.to_string(), pairs.iter().filter(|p| p.split == chosen).collect())
 }
@@ -143,7 +143,7 @@ impl Stage<Settings> for Eval {
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         let mut t = toml::Table::new();
-        t.insert("split".into(), s.eval.split.clone().into());
+        t.insert("split".into(), s.eval.split.as_str().into());
         t.insert("rerank_depth".into(), s.index.rerank_depth.into());
         t.insert("rerank_weight".into(), s.index.rerank_weight.into());
         t.insert("lexical_weight".into(), s.index.lexical_weight.into());
@@ -164,9 +164,9 @@ impl Stage<Settings> for Eval {
         // validate, they are not what a user asks.
         let pairs: Vec<pairs::Pair> =
             pairs::read_pairs(ctx.upstream_dir(StageId::Mine)?)?.into_iter().filter(|p| p.is_labelled()).collect();
-        let (split, queries) = select(&pairs, &s.eval.split);
+        let (split, queries) = select(&pairs, s.eval.split);
         if queries.is_empty() {
-            return Err(Error::Usage(format!("eval: no pairs in split {split:?} (eval.split = {:?})", s.eval.split)));
+            return Err(Error::Usage(format!("eval: no pairs in split {split:?} (eval.split = {:?})", s.eval.split.as_str())));
         }
         tracing::info!(split = %split, queries = queries.len(), chunks = chunks.len(), "evaluating");
         ctx.record_stat("split", split.clone());
@@ -182,7 +182,7 @@ impl Stage<Settings> for Eval {
         let val_pairs: Vec<&pairs::Pair> = if split == "val" || split == "dev" {
             vec![]
         } else {
-            pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect()
+            pairs.iter().filter(|p| p.split.is_validation()).collect()
         };
         let vtexts: Vec<&str> = val_pairs.iter().map(|p| p.query.as_str()).collect();
         let (lw, rw) = (s.index.lexical_weight as f32, s.index.rerank_weight as f32);
@@ -604,7 +604,7 @@ mod tests {
         let mk = |s: &str| pairs::Pair {
             qa_id: s.into(),
             project_id: "p".into(),
-            split: s.into(),
+            split: s.parse().unwrap(),
             query: "q".into(),
             positive_text: "t".into(),
             positive_chunk_id: None,
@@ -616,9 +616,9 @@ mod tests {
             source: pairs::LABELLED.into(),
         };
         let pairs = vec![mk("train"), mk("val"), mk("val")];
-        assert_eq!(select(&pairs, "auto").1.len(), 2);
-        assert_eq!(select(&pairs, "all").1.len(), 3);
+        assert_eq!(select(&pairs, EvalSplit::Auto).1.len(), 2);
+        assert_eq!(select(&pairs, EvalSplit::All).1.len(), 3);
         let beir = vec![mk("train"), mk("test"), mk("dev")];
-        assert_eq!(select(&beir, "auto").0, "test");
+        assert_eq!(select(&beir, EvalSplit::Auto).0, "test");
     }
 }

@@ -55,7 +55,7 @@ use rayon::prelude::*;
 use crate::backend::{ChatPrompt, Completion, DecodeOptions};
 use crate::embed::cache::EmbeddingCache;
 use crate::artifacts::synthetic::{write_queries, Synthetic, QUERIES};
-use crate::artifacts::{chunks, dataset, StageId};
+use crate::artifacts::{chunks, dataset, Split, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::Result;
 use crate::hash::StableHasher;
@@ -122,7 +122,7 @@ impl Stage<Settings> for Generate {
         let mut by_source: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for q in &kept {
             let e = by_source.entry(q.source.as_str().to_string()).or_default();
-            if q.split == "val" {
+            if q.split == Split::Val {
                 e.1 += 1;
             } else {
                 e.0 += 1;
@@ -481,14 +481,14 @@ pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateS
             let mut h = StableHasher::new("coltrast-synthetic-query");
             h.str(c.source.as_str()).str(&c.chunk_id).str(&c.query);
             let query_id = h.finish()[..16].to_string();
-            let split = if hash_unit(&["split", &query_id], s.seed) < s.val_share { "val" } else { "train" };
+            let split = if hash_unit(&["split", &query_id], s.seed) < s.val_share { Split::Val } else { Split::Train };
             Synthetic {
                 query_id,
                 query: c.query,
                 chunk_id: c.chunk_id,
                 project_id: c.project_id,
                 source: c.source,
-                split: split.to_string(),
+                split,
                 positive_text: c.positive_text,
                 base_rank: *r,
             }
@@ -633,7 +633,7 @@ mod tests {
         assert_eq!(c.len(), 4);
         let kept = filter_and_split(c.clone(), &[1, 2, 1, 1], &s);
         assert_eq!(kept.iter().map(|q| q.chunk_id.as_str()).collect::<Vec<_>>(), ["a0", "b0", "b0"]);
-        assert!(kept.iter().all(|q| q.split == "train" || q.split == "val"));
+        assert!(kept.iter().all(|q| q.split == Split::Train || q.split == Split::Val));
         assert_eq!(filter_and_split(c.clone(), &[1, 2, 1, 1], &s), kept, "deterministic");
         let all = filter_and_split(c.clone(), &[9, 9, 9, 9], &GenerateSettings { filter_top_k: 0, ..s.clone() });
         assert_eq!(all.len(), 4);
@@ -644,7 +644,7 @@ mod tests {
         let many: Vec<Candidate> =
             (0..200).map(|i| Candidate { query: format!("query {i}"), ..c[0].clone() }).collect();
         let split = filter_and_split(many, &[1; 200], &s);
-        let val = split.iter().filter(|q| q.split == "val").count();
+        let val = split.iter().filter(|q| q.split == Split::Val).count();
         assert!((70..=130).contains(&val), "{val}");
     }
 

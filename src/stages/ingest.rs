@@ -38,7 +38,7 @@ use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::artifacts::dataset::{write_projects, write_qa, Dataset, Project, Qa, PROJECTS, QA};
-use crate::artifacts::StageId;
+use crate::artifacts::{Split, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, IoContext, Result};
 use crate::settings::{IngestFormat, Settings};
@@ -413,13 +413,13 @@ fn load_beir(dir: &Path) -> Result<Dataset> {
             return Err(Error::data(&queries_path, format!("{rec}._id"), format!("duplicate _id {id:?}")));
         }
     }
-    let mut qrels: Vec<(PathBuf, Option<String>)> = Vec::new();
+    let mut qrels: Vec<(PathBuf, Option<Split>)> = Vec::new();
     let qdir = dir.join("qrels");
     if qdir.is_dir() {
-        for split in ["train", "dev", "test"] {
+        for split in [Split::Train, Split::Dev, Split::Test] {
             let p = qdir.join(format!("{split}.tsv"));
             if p.is_file() {
-                qrels.push((p, Some(split.to_string())));
+                qrels.push((p, Some(split)));
             }
         }
     }
@@ -470,7 +470,7 @@ fn load_beir(dir: &Path) -> Result<Dataset> {
                 question: question.clone(),
                 answer: None,
                 context: None,
-                split: split.clone(),
+                split,
             });
         }
     }
@@ -600,7 +600,7 @@ mod tests {
         assert_eq!(ds.projects[1].title, "d2");
         let ids: Vec<&str> = ds.qa.iter().map(|q| q.qa_id.as_str()).collect();
         assert_eq!(ids, ["q1", "q1#1"]);
-        assert_eq!(ds.qa[0].split.as_deref(), Some("test"));
+        assert_eq!(ds.qa[0].split, Some(Split::Test));
         std::fs::write(d.join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\nq9\td1\t1\n").unwrap();
         let e = load(d, IngestFormat::Auto, None).unwrap_err().to_string();
         assert!(e.contains("test.tsv: line 2.query-id: unknown query \"q9\""), "{e}");

@@ -39,7 +39,7 @@ use rayon::prelude::*;
 
 use crate::embed::cache::EmbeddingCache;
 use crate::artifacts::pairs::{write_pairs, Pair, LABELLED, PAIRS};
-use crate::artifacts::{chunks, dataset, StageId};
+use crate::artifacts::{chunks, dataset, StageId, Split};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{MineSettings, Settings};
@@ -199,7 +199,7 @@ pub fn mine(
 
     let has_qrels_split = !ds.qa.is_empty() && ds.qa.iter().all(|q| q.split.is_some());
     // With qrels splits but no dev split of their own, validation is carved out of the train queries.
-    let carve = has_qrels_split && !ds.qa.iter().any(|q| matches!(q.split.as_deref(), Some("dev" | "val")));
+    let carve = has_qrels_split && !ds.qa.iter().any(|q| q.split.is_some_and(Split::is_validation));
     let project_ids: BTreeSet<String> = ds.projects.iter().map(|p| p.project_id.clone()).collect();
     let val = if has_qrels_split { BTreeSet::new() } else { val_projects(&project_ids, s.val_split, s.seed as u64) };
 
@@ -238,13 +238,11 @@ pub fn mine(
             };
             let positive_score = dot(qv, &pos_vec);
             let neg = hard_negatives(chunks, chunk_emb, dim, s, qv, &q.project_id, &positive_text, positive_score);
-            let split = match &q.split {
-                Some(sp) if carve && sp == "train" && is_val_query(&q.qa_id, s.val_split, s.seed as u64) => {
-                    "val".to_string()
-                }
-                Some(sp) if has_qrels_split => sp.clone(),
-                _ if val.contains(&q.project_id) => "val".to_string(),
-                _ => "train".to_string(),
+            let split = match q.split {
+                Some(Split::Train) if carve && is_val_query(&q.qa_id, s.val_split, s.seed as u64) => Split::Val,
+                Some(sp) if has_qrels_split => sp,
+                _ if val.contains(&q.project_id) => Split::Val,
+                _ => Split::Train,
             };
             Ok(Pair {
                 qa_id: q.qa_id.clone(),
@@ -392,7 +390,7 @@ fn synthetic_pairs(
             Ok(Pair {
                 qa_id: format!("gen:{}", q.query_id),
                 project_id: q.project_id.clone(),
-                split: q.split.clone(),
+                split: q.split,
                 query: q.query.clone(),
                 positive_text: q.positive_text.clone(),
                 positive_chunk_id: Some(q.chunk_id.clone()),
@@ -573,7 +571,7 @@ mod tests {
             sides.entry(p.project_id.as_str()).or_default().insert(p.split.as_str());
         }
         assert!(sides.values().all(|s| s.len() == 1), "{sides:?}");
-        assert!(m.pairs.iter().any(|p| p.split == "val") && m.pairs.iter().any(|p| p.split == "train"));
+        assert!(m.pairs.iter().any(|p| p.split == Split::Val) && m.pairs.iter().any(|p| p.split == Split::Train));
     }
 
     #[test]
@@ -589,7 +587,7 @@ mod tests {
                     question: format!("xray question {i}"),
                     answer: None,
                     context: None,
-                    split: Some("train".into()),
+                    split: Some(Split::Train),
                 })
             })
             .collect();
@@ -599,20 +597,20 @@ mod tests {
             question: "xray test".into(),
             answer: None,
             context: None,
-            split: Some("test".into()),
+            split: Some(Split::Test),
         });
         let mut s = settings();
         s.val_split = 0.25;
         let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
-        let split_of: BTreeMap<&str, &str> = m.pairs.iter().map(|p| (p.qa_id.as_str(), p.split.as_str())).collect();
-        assert_eq!(split_of["t0"], "test");
-        let val: Vec<&&str> = split_of.iter().filter(|(_, s)| **s == "val").map(|(q, _)| q).collect();
+        let split_of: BTreeMap<&str, Split> = m.pairs.iter().map(|p| (p.qa_id.as_str(), p.split)).collect();
+        assert_eq!(split_of["t0"], Split::Test);
+        let val: Vec<&&str> = split_of.iter().filter(|(_, s)| **s == Split::Val).map(|(q, _)| q).collect();
         assert!((4..=18).contains(&val.len()), "{val:?}");
         // one query's pairs stay together, and the choice is the hash's
         for p in &m.pairs {
             assert_eq!(p.split, split_of[query_id(&p.qa_id)], "{}", p.qa_id);
-            if p.split != "test" {
-                assert_eq!(p.split == "val", is_val_query(&p.qa_id, 0.25, s.seed as u64));
+            if p.split != Split::Test {
+                assert_eq!(p.split == Split::Val, is_val_query(&p.qa_id, 0.25, s.seed as u64));
             }
         }
         // another seed draws other queries; 0 carves nothing
@@ -621,36 +619,36 @@ mod tests {
         assert_ne!(other, this);
         s.val_split = 0.0;
         let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
-        assert!(m.pairs.iter().all(|p| p.split != "val"));
+        assert!(m.pairs.iter().all(|p| p.split != Split::Val));
         // a BEIR dev split is kept as it is: nothing carved
-        ds.qa[0].split = Some("dev".into());
+        ds.qa[0].split = Some(Split::Dev);
         s.val_split = 0.25;
         let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
-        assert_eq!(m.pairs.iter().filter(|p| p.split == "val").count(), 0);
-        assert_eq!(m.pairs.iter().filter(|p| p.split == "dev").count(), 1);
+        assert_eq!(m.pairs.iter().filter(|p| p.split == Split::Val).count(), 0);
+        assert_eq!(m.pairs.iter().filter(|p| p.split == Split::Dev).count(), 1);
     }
 
     #[test]
     fn synthetic_queries_become_pairs_with_their_own_split_and_source() {
         let (ds, chunks, emb) = dataset();
-        let syn = |id: &str, q: &str, chunk: &str, project: &str, split: &str| crate::artifacts::synthetic::Synthetic {
+        let syn = |id: &str, q: &str, chunk: &str, project: &str, split: Split| crate::artifacts::synthetic::Synthetic {
             query_id: id.into(),
             query: q.into(),
             chunk_id: chunk.into(),
             project_id: project.into(),
             source: crate::settings::SyntheticSource::Cloze,
-            split: split.into(),
+            split,
             positive_text: "trading without the sentence".into(),
             base_rank: 1,
         };
-        let synthetic = vec![syn("s1", "which trading", "c4", "rl", "train"), syn("s2", "trading?", "c4", "rl", "val")];
+        let synthetic = vec![syn("s1", "which trading", "c4", "rl", Split::Train), syn("s2", "trading?", "c4", "rl", Split::Val)];
         let m = mine(&ds, &chunks, &emb, 4, &settings(), &synthetic, &mut fake_embed).unwrap();
         let labelled = m.pairs.iter().filter(|p| p.is_labelled()).count();
         assert_eq!(labelled, ds.qa.len());
         let s: Vec<&Pair> = m.pairs.iter().filter(|p| !p.is_labelled()).collect();
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].qa_id.as_str(), s[0].split.as_str(), s[0].source.as_str()), ("gen:s1", "train", "cloze"));
-        assert_eq!(s[1].split, "val");
+        assert_eq!((s[0].qa_id.as_str(), s[0].split, s[0].source.as_str()), ("gen:s1", Split::Train, "cloze"));
+        assert_eq!(s[1].split, Split::Val);
         assert_eq!(s[0].positive_chunk_id.as_deref(), Some("c4"));
         assert_eq!(s[0].positive_text, "trading without the sentence");
         for p in &s {
@@ -661,7 +659,7 @@ mod tests {
         }
         assert_eq!(m.stats["synthetic_cloze_pairs"], 2);
         // a query whose chunk is gone is a data error naming the file and the query
-        let bad = vec![syn("s3", "q", "nope", "rl", "train")];
+        let bad = vec![syn("s3", "q", "nope", "rl", Split::Train)];
         let e = mine(&ds, &chunks, &emb, 4, &settings(), &bad, &mut fake_embed).unwrap_err().to_string();
         assert!(e.contains("generate/queries.parquet") && e.contains("s3"), "{e}");
         // round trip, source included

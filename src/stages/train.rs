@@ -72,63 +72,13 @@
 
 
 
-use crate::backend;
+use crate::backend::{self, check_device, resolved_device};
 use crate::artifacts::StageId;
 pub use crate::artifacts::train::{epoch_losses, EpochLoss};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{Settings, TrainDevice};
 
-
-/// What `train.device` resolves to on this machine: `"cpu"` or `"cuda"` (hashed into the fingerprint, since CPU
-/// and GPU runs give different bytes). `"auto"` needs libtorch's answer where an NVIDIA driver is loaded.
-pub fn resolved_device(d: TrainDevice) -> Result<&'static str> {
-    Ok(match d {
-        TrainDevice::Cpu => "cpu",
-        TrainDevice::Cuda => "cuda",
-        TrainDevice::Auto => {
-            if backend::resolve_auto_cuda()? {
-                "cuda"
-            } else {
-                "cpu"
-            }
-        }
-    })
-}
-
-/// Whether `train.device` can work on this machine and build: `Ok` for `"cpu"` and `"auto"` always; for
-/// `"cuda"` an error whose one line says which is missing, the CUDA build or the GPU.
-pub fn check_device(d: TrainDevice, cuda_built: bool, cuda_available: bool) -> Result<()> {
-    match d {
-        TrainDevice::Cuda if !cuda_built => Err(Error::Usage(
-            "train.device = \"cuda\": this coltrast-torch was built without CUDA (run `make setup GPU=1` and \
-             `make build GPU=1`), or set train.device = \"auto\" or \"cpu\""
-                .into(),
-        )),
-        TrainDevice::Cuda if !cuda_available => Err(Error::Usage(
-            "train.device = \"cuda\": libtorch sees no CUDA device on this machine (no NVIDIA GPU or driver); set \
-             train.device = \"auto\" or \"cpu\""
-                .into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The line a run logs for the device `train.device` resolved to, and why.
-pub fn device_choice(d: TrainDevice, cuda_built: bool, cuda_available: bool) -> String {
-    let why = match (d, cuda_built, cuda_available) {
-        (TrainDevice::Cpu, ..) => "train.device = \"cpu\"",
-        (TrainDevice::Cuda, ..) => "train.device = \"cuda\"",
-        (TrainDevice::Auto, false, _) => "train.device = \"auto\"; this build has no CUDA (make build GPU=1)",
-        (TrainDevice::Auto, true, false) => "train.device = \"auto\"; libtorch sees no CUDA device",
-        (TrainDevice::Auto, true, true) => "train.device = \"auto\"; libtorch sees a CUDA device",
-    };
-    let on = match (d, cuda_available) {
-        (TrainDevice::Cpu, _) | (TrainDevice::Auto, false) => "cpu",
-        _ => "cuda:0",
-    };
-    format!("train: on {on} ({why})")
-}
 
 pub struct Train;
 
@@ -181,6 +131,7 @@ impl Stage<Settings> for Train {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::device_choice;
 
     #[test]
     fn cuda_without_the_build_or_the_gpu_says_which() {

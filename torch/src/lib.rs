@@ -1,5 +1,5 @@
 //! coltrast-torch: the libtorch half of coltrast. It holds the tch BERT [`encoder`] (chunking and mining embed
-//! with it), ColTrast training ([`train`], and the train stage's body in [`stages::train`]), and implements
+//! with it), ColTrast training ([`train`], and the train stage's body in [`train::stage`]), and implements
 //! [`coltrast::backend::TorchBackend`] with them. The `coltrast-torch` binary is coltrast's CLI with this
 //! backend registered; the `coltrast` binary (no libtorch, so it starts in milliseconds) hands it every run
 //! that must execute a libtorch stage.
@@ -20,7 +20,6 @@ use coltrast::settings::Settings;
 
 pub mod encoder;
 pub mod generate;
-pub mod stages;
 pub mod train;
 
 use encoder::{Encoder, EncoderError};
@@ -67,7 +66,7 @@ impl TorchBackend for Torch {
     }
 
     fn train(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
-        stages::train::run(ctx)
+        train::stage::run(ctx)
     }
 
     fn export_reference(&self, trained: &Path, base: &Path, texts: &[&str]) -> Result<ExportReference> {

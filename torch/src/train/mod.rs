@@ -12,6 +12,7 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod stage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
