@@ -676,6 +676,26 @@ impl GuardQueries {
 }
 
 /// `[export]`: ONNX export.
+/// Precision of the encoder layers' weight MatMuls (`export.quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// float32 throughout: matches libtorch within 1e-4.
+    #[default]
+    None,
+    /// Dynamically quantised int8 MatMuls in the encoder layers (see the module docs).
+    Int8,
+}
+
+impl Quantize {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantize::None => "none",
+            Quantize::Int8 => "int8",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportSettings {
@@ -700,7 +720,7 @@ pub struct ExportSettings {
     pub guard_queries: GuardQueries,
     /// `"none"` (default, float32) or `"int8"`: dynamically quantised MatMuls in the encoder layers of both
     /// exported models (faster on CPU; parity is then checked by cosine, see the export stage).
-    pub quantize: crate::onnx::Quantize,
+    pub quantize: Quantize,
 }
 
 impl Default for ExportSettings {
@@ -710,7 +730,7 @@ impl Default for ExportSettings {
             guard_margin: 0.0,
             guard_noise: 1.0,
             guard_queries: GuardQueries::Labelled,
-            quantize: crate::onnx::Quantize::None,
+            quantize: Quantize::None,
         }
     }
 }
@@ -1151,16 +1171,9 @@ impl Settings {
         Ok(())
     }
 
-    /// One section without the keys that only change how fast a stage runs (e.g. an encoder batch size),
-    /// never what it writes: what the stage hashes into its fingerprint.
-    pub fn section_without(&self, name: &str, speed_only: &[&str]) -> Result<toml::Value> {
-        let mut t = self.section(name)?;
-        if let Some(t) = t.as_table_mut() {
-            for k in speed_only {
-                t.remove(*k);
-            }
-        }
-        Ok(t)
+    /// A stage's typed cache key as the `toml::Value` the engine hashes and records in the manifest.
+    pub fn key_value(key: &impl Serialize) -> Result<toml::Value> {
+        toml::Value::try_from(key).map_err(Error::internal)
     }
 
     /// One section as a `toml::Value`, for hashing and for manifests.

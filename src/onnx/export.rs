@@ -80,25 +80,7 @@ const NORM_EPS: f32 = 1e-12;
 /// a pair is at most 2 · 255 · 63 = 32,130 and never saturates, so an export gives the same vectors on every CPU.
 const INT8_MAX: f32 = 63.0;
 
-/// Precision of the encoder layers' weight MatMuls (`export.quantize`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Quantize {
-    /// float32 throughout: matches libtorch within 1e-4.
-    #[default]
-    None,
-    /// Dynamically quantised int8 MatMuls in the encoder layers (see the module docs).
-    Int8,
-}
-
-impl Quantize {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Quantize::None => "none",
-            Quantize::Int8 => "int8",
-        }
-    }
-}
+pub use crate::settings::Quantize;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {

@@ -87,7 +87,7 @@ impl Stage<Settings> for ChunkStage {
         3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        s.section_without("chunk", &["batch_size"])
+        Settings::key_value(&ChunkKey::of(s))
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![base_model_input(s)])
@@ -599,6 +599,29 @@ pub fn merge(
     out
 }
 
+
+/// The chunk stage's cache key: everything of `[chunk]` but `batch_size` (speed only).
+#[derive(Debug, serde::Serialize)]
+pub struct ChunkKey {
+    pub strategy: ChunkStrategy,
+    pub min_tokens: i64,
+    pub similarity_threshold: f64,
+    pub compare: ChunkCompare,
+    pub max_tokens: i64,
+}
+
+impl ChunkKey {
+    pub fn of(s: &Settings) -> Self {
+        let c = &s.chunk;
+        ChunkKey {
+            strategy: c.strategy,
+            min_tokens: c.min_tokens,
+            similarity_threshold: c.similarity_threshold,
+            compare: c.compare,
+            max_tokens: c.max_tokens,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

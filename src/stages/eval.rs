@@ -142,16 +142,7 @@ impl Stage<Settings> for Eval {
         4
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = toml::Table::new();
-        t.insert("split".into(), s.eval.split.as_str().into());
-        t.insert("rerank_depth".into(), s.index.rerank_depth.into());
-        t.insert("rerank_weight".into(), s.index.rerank_weight.into());
-        t.insert("lexical_weight".into(), s.index.lexical_weight.into());
-        t.insert("served_model".into(), s.export.model.as_str().into());
-        t.insert("guard_margin".into(), s.export.guard_margin.into());
-        t.insert("guard_noise".into(), s.export.guard_noise.into());
-        t.insert("guard_queries".into(), s.export.guard_queries.as_str().into());
-        Ok(toml::Value::Table(t))
+        Settings::key_value(&EvalKey::of(s))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![])
@@ -524,6 +515,35 @@ fn doc_rank(pair: &pairs::Pair, docs: &[String]) -> (String, Option<i64>, QueryM
     let rel: BTreeSet<String> = [pair.project_id.clone()].into();
     let rank = docs.iter().position(|d| *d == pair.project_id).map(|i| i as i64 + 1);
     (pair.qa_id.clone(), rank, QueryMetrics::compute(docs, &rel))
+}
+
+/// The eval stage's cache key: the split, the reranking and fusion weights, and the served model's guard (eval
+/// reports what is served).
+#[derive(Debug, serde::Serialize)]
+pub struct EvalKey {
+    pub split: EvalSplit,
+    pub rerank_depth: i64,
+    pub rerank_weight: f64,
+    pub lexical_weight: f64,
+    pub served_model: crate::settings::ServedModel,
+    pub guard_margin: f64,
+    pub guard_noise: f64,
+    pub guard_queries: crate::settings::GuardQueries,
+}
+
+impl EvalKey {
+    pub fn of(s: &Settings) -> Self {
+        EvalKey {
+            split: s.eval.split,
+            rerank_depth: s.index.rerank_depth,
+            rerank_weight: s.index.rerank_weight,
+            lexical_weight: s.index.lexical_weight,
+            served_model: s.export.model,
+            guard_margin: s.export.guard_margin,
+            guard_noise: s.export.guard_noise,
+            guard_queries: s.export.guard_queries,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl Stage<Settings> for Export {
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model and guard_margin only pick what is served (the index stage); both models are always exported.
-        s.section_without("export", &["model", "guard_margin", "guard_noise", "guard_queries"])
+        Settings::key_value(&ExportKey { quantize: s.export.quantize })
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
@@ -164,3 +164,10 @@ fn write_parity(
     let bytes = serde_json::to_vec_pretty(&v).map_err(Error::internal)?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
+/// The export stage's cache key. `export.model` and the guard's settings only pick what is served (the index
+/// stage); both models are always exported.
+#[derive(Debug, serde::Serialize)]
+pub struct ExportKey {
+    pub quantize: crate::settings::Quantize,
+}
+

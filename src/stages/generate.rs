@@ -76,7 +76,7 @@ impl Stage<Settings> for Generate {
         1
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        s.section_without("generate", &["batch_size", "llm_batch"])
+        Settings::key_value(&GenerateKey::of(s))
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         let mut inputs = vec![crate::backend::base_model_input(s)];
@@ -504,6 +504,39 @@ pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateS
     kept
 }
 
+
+/// The generate stage's cache key: everything of `[generate]` but `batch_size` and `llm_batch` (speed only).
+#[derive(Debug, serde::Serialize)]
+pub struct GenerateKey<'a> {
+    pub sources: &'a [SyntheticSource],
+    pub cloze_per_chunk: i64,
+    pub filter_top_k: i64,
+    pub val_share: f64,
+    pub max_queries: i64,
+    pub seed: i64,
+    pub llm_model: &'a str,
+    pub llm_passage_tokens: i64,
+    pub llm_max_new_tokens: i64,
+    pub llm_temperature: f64,
+}
+
+impl<'a> GenerateKey<'a> {
+    pub fn of(s: &'a Settings) -> Self {
+        let g = &s.generate;
+        GenerateKey {
+            sources: &g.sources,
+            cloze_per_chunk: g.cloze_per_chunk,
+            filter_top_k: g.filter_top_k,
+            val_share: g.val_share,
+            max_queries: g.max_queries,
+            seed: g.seed,
+            llm_model: &g.llm_model,
+            llm_passage_tokens: g.llm_passage_tokens,
+            llm_max_new_tokens: g.llm_max_new_tokens,
+            llm_temperature: g.llm_temperature,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

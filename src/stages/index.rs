@@ -71,16 +71,7 @@ impl Stage<Settings> for IndexStage {
         5
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = toml::Table::new();
-        t.insert("factory".into(), s.index.factory.clone().into());
-        t.insert("model".into(), s.export.model.as_str().into());
-        if s.export.model == ServedModel::Auto {
-            t.insert("guard_margin".into(), s.export.guard_margin.into());
-            t.insert("guard_noise".into(), s.export.guard_noise.into());
-            t.insert("guard_queries".into(), s.export.guard_queries.as_str().into());
-            t.insert("lexical_weight".into(), s.index.lexical_weight.into());
-        }
-        Ok(toml::Value::Table(t))
+        Settings::key_value(&IndexKey::of(s))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![])
@@ -149,3 +140,34 @@ impl Stage<Settings> for IndexStage {
         Ok(())
     }
 }
+/// The index stage's cache key: the FAISS factory and which model is served; under `export.model = "auto"` also
+/// what the guard decides with.
+#[derive(Debug, serde::Serialize)]
+pub struct IndexKey<'a> {
+    pub factory: &'a str,
+    pub model: ServedModel,
+    #[serde(flatten)]
+    pub guard: Option<GuardKey>,
+}
+
+/// The guard's settings (`export.model = "auto"`), and the fusion weight its validation ranks with.
+#[derive(Debug, serde::Serialize)]
+pub struct GuardKey {
+    pub guard_margin: f64,
+    pub guard_noise: f64,
+    pub guard_queries: crate::settings::GuardQueries,
+    pub lexical_weight: f64,
+}
+
+impl<'a> IndexKey<'a> {
+    pub fn of(s: &'a Settings) -> Self {
+        let guard = (s.export.model == ServedModel::Auto).then_some(GuardKey {
+            guard_margin: s.export.guard_margin,
+            guard_noise: s.export.guard_noise,
+            guard_queries: s.export.guard_queries,
+            lexical_weight: s.index.lexical_weight,
+        });
+        IndexKey { factory: &s.index.factory, model: s.export.model, guard }
+    }
+}
+

@@ -58,10 +58,7 @@ impl Stage<Settings> for Ingest {
         1
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = toml::Table::new();
-        t.insert("format".into(), toml::Value::String(s.ingest.format.as_str().into()));
-        t.insert("qa_path".into(), toml::Value::String(s.ingest.qa_path.clone()));
-        Ok(toml::Value::Table(t))
+        Settings::key_value(&IngestKey { format: s.ingest.format, qa_path: &s.ingest.qa_path })
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         let mut v = vec![ExternalInput { name: "dataset".into(), path: s.resolve_path(&s.ingest.path) }];
@@ -513,6 +510,13 @@ fn check(path: &Path, ds: &Dataset) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ingest stage's cache key: the format and the Q&A file as configured (their content enters as inputs).
+#[derive(Debug, serde::Serialize)]
+pub struct IngestKey<'a> {
+    pub format: IngestFormat,
+    pub qa_path: &'a str,
 }
 
 #[cfg(test)]

@@ -34,7 +34,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use arrow::array::Array;
 use rayon::prelude::*;
 
 use crate::embed::cache::EmbeddingCache;
@@ -59,7 +58,7 @@ impl Stage<Settings> for Mine {
         3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        s.section_without("mine", &["batch_size"])
+        Settings::key_value(&MineKey::of(s))
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![crate::backend::base_model_input(s)])
@@ -405,6 +404,31 @@ fn synthetic_pairs(
         .collect()
 }
 
+
+/// The mine stage's cache key: everything of `[mine]` but `batch_size` (speed only).
+#[derive(Debug, serde::Serialize)]
+pub struct MineKey<'a> {
+    pub positive_threshold: f64,
+    pub num_negatives: i64,
+    pub false_negative_margin: f64,
+    pub query_template: &'a str,
+    pub val_split: f64,
+    pub seed: i64,
+}
+
+impl<'a> MineKey<'a> {
+    pub fn of(s: &'a Settings) -> Self {
+        let m = &s.mine;
+        MineKey {
+            positive_threshold: m.positive_threshold,
+            num_negatives: m.num_negatives,
+            false_negative_margin: m.false_negative_margin,
+            query_template: &m.query_template,
+            val_split: m.val_split,
+            seed: m.seed,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

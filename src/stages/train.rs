@@ -76,8 +76,8 @@ use crate::backend::{self, check_device, resolved_device};
 use crate::artifacts::StageId;
 pub use crate::artifacts::train::{epoch_losses, EpochLoss};
 use crate::engine::{ExternalInput, Stage, StageContext};
-use crate::error::{Error, Result};
-use crate::settings::{Settings, TrainDevice};
+use crate::error::Result;
+use crate::settings::Settings;
 
 
 pub struct Train;
@@ -94,17 +94,7 @@ impl Stage<Settings> for Train {
         3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        // max_memory_mb only decides whether a run may start.
-        let mut t = s.section_without("train", &["max_memory_mb"])?;
-        if let Some(t) = t.as_table_mut() {
-            t.insert("device".into(), toml::Value::String(resolved_device(s.train.device)?.into()));
-            // The teacher enters as an input (its content hash); without one, neither key changes anything.
-            t.remove("teacher");
-            if s.teacher_dir().is_none() {
-                t.remove("distill_weight");
-            }
-        }
-        Ok(t)
+        Settings::key_value(&TrainKey::of(s)?)
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         let mut v = vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }];
@@ -125,6 +115,58 @@ impl Stage<Settings> for Train {
             Ok(b) => check_device(s.train.device, b.cuda_built(), b.cuda_available()),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// The train stage's cache key: `[train]` with `device` as what it resolves to on this machine (CPU and GPU runs
+/// give different bytes). Not in it: `max_memory_mb` (it only decides whether a run may start) and `teacher`
+/// (it enters as an input, by its content hash); `distill_weight` only with a teacher.
+#[derive(Debug, serde::Serialize)]
+pub struct TrainKey {
+    pub epochs: i64,
+    pub batch_size: i64,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub max_grad_norm: f64,
+    pub temperature: f64,
+    pub contrastive_weight: f64,
+    pub late_interaction_weight: f64,
+    pub embedding_dim: i64,
+    pub token_dim: i64,
+    pub patience: i64,
+    pub seed: i64,
+    pub device: &'static str,
+    pub base_mix: crate::settings::BaseMix,
+    pub max_activation_mb: i64,
+    pub micro_batch_size: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill_weight: Option<f64>,
+}
+
+impl TrainKey {
+    pub fn of(s: &Settings) -> Result<Self> {
+        let t = &s.train;
+        Ok(TrainKey {
+            epochs: t.epochs,
+            batch_size: t.batch_size,
+            learning_rate: t.learning_rate,
+            weight_decay: t.weight_decay,
+            warmup_ratio: t.warmup_ratio,
+            max_grad_norm: t.max_grad_norm,
+            temperature: t.temperature,
+            contrastive_weight: t.contrastive_weight,
+            late_interaction_weight: t.late_interaction_weight,
+            embedding_dim: t.embedding_dim,
+            token_dim: t.token_dim,
+            patience: t.patience,
+            seed: t.seed,
+            device: resolved_device(t.device)?,
+            base_mix: t.base_mix,
+            max_activation_mb: t.max_activation_mb,
+            micro_batch_size: t.micro_batch_size,
+            distill_weight: s.teacher_dir().map(|_| t.distill_weight),
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use tch::Device;
 use coltrast::engine::StageContext;
 use coltrast::error::{Error, Result};
 use coltrast::settings::{BaseMix, Settings, TrainDevice};
-use coltrast::artifacts::{pairs, StageId};
+use coltrast::artifacts::{pairs, Split, StageId};
 use coltrast::artifacts::train::{log_schema, CURVES, LOG, MODEL_DIR};
 use coltrast::backend::{check_device, device_choice};
 use coltrast::table;
@@ -41,9 +41,9 @@ pub fn split_pairs(pairs: &[pairs::Pair]) -> (Vec<Example>, Vec<Example>, usize)
         negatives: p.negative_texts.clone(),
         teacher: vec![],
     };
-    let train = pairs.iter().filter(|p| p.split == "train").map(ex).collect();
-    let val = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").map(ex).collect();
-    let other = pairs.iter().filter(|p| !matches!(p.split.as_str(), "train" | "val" | "dev")).count();
+    let train = pairs.iter().filter(|p| p.split == Split::Train).map(ex).collect();
+    let val = pairs.iter().filter(|p| p.split.is_validation()).map(ex).collect();
+    let other = pairs.iter().filter(|p| p.split != Split::Train && !p.split.is_validation()).count();
     (train, val, other)
 }
 
@@ -428,7 +428,7 @@ mod tests {
         pairs::Pair {
             qa_id: qa.into(),
             project_id: "p".into(),
-            split: split.into(),
+            split: split.parse().unwrap(),
             query: format!("q {qa}"),
             positive_text: format!("pos {qa}"),
             positive_chunk_id: None,
