@@ -199,7 +199,7 @@ impl Searcher {
     pub fn open_located_with(settings: &Settings, located: Located, spin: bool) -> Result<Searcher> {
         let index_dir = located.index.0.clone();
         let opts = crate::embed::EncoderOptions {
-            intra_threads: usize::try_from(settings.model.threads).unwrap_or(0),
+            intra_threads: settings.model.threads.map_or(0, |n| n.get()),
             device: settings.model.device,
             engine: crate::embed::Engine::from_settings(settings, settings.model.device),
             spin,

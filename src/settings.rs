@@ -113,6 +113,22 @@ impl Default for Settings {
     }
 }
 
+/// `model.threads` in the file: a count, where 0 (what a file may say for "all") reads as `None`.
+mod threads_setting {
+    use std::num::NonZeroUsize;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<NonZeroUsize>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.map_or(0, |n| n.get() as u64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonZeroUsize>, D::Error> {
+        let n = u64::deserialize(d)?;
+        Ok(usize::try_from(n).ok().and_then(NonZeroUsize::new))
+    }
+}
+
 /// `[model]`: the base model and the native runtimes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -123,8 +139,9 @@ pub struct ModelSettings {
     pub base: String,
     /// Path of libonnxruntime.so. Empty (default) means `$COLTRAST_CACHE/onnxruntime/libonnxruntime.so`.
     pub ort_library: String,
-    /// Threads for the native engines; 0 (default) means one per core.
-    pub threads: i64,
+    /// Threads for the native engines; absent or 0 (default) means one per core.
+    #[serde(with = "threads_setting")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Where ONNX Runtime embeds for index, eval and the query commands: `"cpu"` (default) or `"cuda"` (its CUDA
     /// execution provider; `make setup GPU=1` installs it). A missing provider is an error, never a quiet
     /// fallback to the CPU. Speed only: not part of any cache key (see [`ModelDevice`]).
@@ -149,7 +166,7 @@ impl Default for ModelSettings {
         ModelSettings {
             base: String::new(),
             ort_library: String::new(),
-            threads: 0,
+            threads: None,
             device: ModelDevice::Cpu,
             engine: ModelEngine::Onnxruntime,
             precision: Precision::Auto,
@@ -311,7 +328,7 @@ pub struct ChunkSettings {
     /// `"sections"`: a heading starts a new chunk only once the current chunk holds at least this many tokens
     /// of text, so short sections merge with the next. Default 64 (0 measured 0.846 against 0.845 for 64
     /// on ai_faq_dev: a tie).
-    pub min_tokens: i64,
+    pub min_tokens: u64,
     /// `"semantic"`: consecutive sentences merge while their cosine similarity stays >= this. In [-1, 1].
     /// Default 0.7.
     pub similarity_threshold: f64,
@@ -321,9 +338,9 @@ pub struct ChunkSettings {
     pub compare: ChunkCompare,
     /// A chunk never exceeds this many tokens ([CLS] and [SEP] included). At most the model's
     /// max_seq_length (256 for MiniLM). Default 256.
-    pub max_tokens: i64,
+    pub max_tokens: u64,
     /// Sentences per encoder batch (speed only; not part of the cache key). Default 64.
-    pub batch_size: i64,
+    pub batch_size: u64,
 }
 
 impl Default for ChunkSettings {
@@ -371,32 +388,32 @@ pub struct GenerateSettings {
     /// an empty table and training sees only the labelled questions.
     pub sources: Vec<SyntheticSource>,
     /// Inverse-cloze queries per chunk (sentences of 6 to 48 words, drawn by a seeded hash). Default 1.
-    pub cloze_per_chunk: i64,
+    pub cloze_per_chunk: u64,
     /// Consistency filter (as Promptagator): a query is kept only when the base model ranks its own chunk
     /// within the top this many of all chunks. 0 = keep every query. Default 3.
-    pub filter_top_k: i64,
+    pub filter_top_k: u64,
     /// Share of the kept queries held out as validation (a seeded hash of the query id), so that the
     /// validation guard and early stopping see more than a handful of labelled questions. In [0, 1).
     /// Default 0.2.
     pub val_share: f64,
     /// At most this many synthetic queries (a seeded sample of the kept ones); 0 = all. Default 0.
-    pub max_queries: i64,
+    pub max_queries: u64,
     /// Seed of the cloze draw, the validation share and the sample (and of the language model's sampling
     /// when `llm_temperature` > 0). Default 42.
-    pub seed: i64,
+    pub seed: u64,
     /// Texts per encoder batch (speed only; not part of the cache key). Default 64.
-    pub batch_size: i64,
+    pub batch_size: u64,
     /// `"llm"`: the GGUF language model: a file name under `$COLTRAST_CACHE/models` or a path. Default
     /// `SmolLM2-135M-Instruct.Q4_1.gguf` (`MODELS=SmolLM2-135M-Instruct make setup`).
     pub llm_model: String,
     /// `"llm"`: the chunk text shown to the model is cut to this many of its tokens. Default 192.
-    pub llm_passage_tokens: i64,
+    pub llm_passage_tokens: u64,
     /// `"llm"`: most tokens of a reply. Default 40.
-    pub llm_max_new_tokens: i64,
+    pub llm_max_new_tokens: u64,
     /// `"llm"`: 0 = greedy decoding (default); above 0, seeded sampling at this temperature.
     pub llm_temperature: f64,
     /// `"llm"`: prompts per forward pass (speed only; not part of the cache key). Default 8.
-    pub llm_batch: i64,
+    pub llm_batch: u64,
 }
 
 impl Default for GenerateSettings {
@@ -426,7 +443,7 @@ pub struct MineSettings {
     /// below this; then the answer text itself is the positive. In [-1, 1]. Default 0.6.
     pub positive_threshold: f64,
     /// Hard negatives per pair: the most similar chunks of *other* projects. Default 3.
-    pub num_negatives: i64,
+    pub num_negatives: u64,
     /// Skip a candidate negative whose similarity to the query exceeds the positive's by more than this
     /// (probably a false negative). Default 0.1.
     pub false_negative_margin: f64,
@@ -438,9 +455,9 @@ pub struct MineSettings {
     /// Default 0.2.
     pub val_split: f64,
     /// Seed of the split. Default 42.
-    pub seed: i64,
+    pub seed: u64,
     /// Texts per encoder batch (speed only; not part of the cache key). Default 64.
-    pub batch_size: i64,
+    pub batch_size: u64,
 }
 
 impl Default for MineSettings {
@@ -541,9 +558,9 @@ impl<'de> Deserialize<'de> for BaseMix {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSettings {
     /// Passes over the training pairs (at most; early stopping may end sooner). Default 10.
-    pub epochs: i64,
+    pub epochs: u64,
     /// Training pairs per step (each brings its positive and its hard negatives). Default 8.
-    pub batch_size: i64,
+    pub batch_size: u64,
     /// Peak learning rate of AdamW. Default 2e-5.
     pub learning_rate: f64,
     /// AdamW's decoupled weight decay (not applied to biases, LayerNorms and the MaxSim scale/shift).
@@ -562,14 +579,14 @@ pub struct TrainSettings {
     pub late_interaction_weight: f64,
     /// Width of the pooled embedding (the Dense head's output). 0 (default) = the model's hidden size, where
     /// the head starts as the identity; smaller widths start from the base embeddings' principal directions.
-    pub embedding_dim: i64,
+    pub embedding_dim: u64,
     /// Width of the per-token embeddings of the late-interaction head. Default 128 (as ColBERT).
-    pub token_dim: i64,
+    pub token_dim: u64,
     /// Stop after this many epochs in a row without a lower validation loss; 0 = never stop early. The best
     /// epoch's weights are the output either way. Default 2.
-    pub patience: i64,
+    pub patience: u64,
     /// Seed of the shuffling, dropout and the token head's initial weights. Default 42.
-    pub seed: i64,
+    pub seed: u64,
     /// `"auto"` (default: CUDA when libtorch sees a GPU), `"cpu"` or `"cuda"`. Hashed as the device it
     /// resolves to: CPU and GPU runs end in different weights (bench/results/gpu.md compares their losses).
     pub device: TrainDevice,
@@ -582,15 +599,15 @@ pub struct TrainSettings {
     /// batch whose queries and documents would need more is encoded in micro-batches that fit, and the loss
     /// gradient is pushed back through each in turn (GradCache): the same loss and gradients, with peak memory
     /// independent of `batch_size`. 0 = no bound (the whole batch in one pass). Default 512.
-    pub max_activation_mb: i64,
+    pub max_activation_mb: u64,
     /// Texts per forward pass when micro-batching; 0 (default) = as many as `max_activation_mb` allows for
     /// their padded length.
-    pub micro_batch_size: i64,
+    pub micro_batch_size: u64,
     /// Memory the train stage may take, in MiB, on top of what the process holds when training starts. Before
     /// the first step the stage estimates its need (optimizer state, gradients, weight copies, the largest
     /// forward pass) and stops with one line saying what to lower if it does not fit. 0 (default) = the memory
     /// the machine (or its cgroup) has available. Not part of the cache key: it never changes the result.
-    pub max_memory_mb: i64,
+    pub max_memory_mb: u64,
     /// A stronger model whose judgement the fine-tuned model learns by distillation: `"auto"` (default:
     /// all-mpnet-base-v2, which `make setup` installs, ~440 MB; without it, no teacher and one line saying
     /// so), `"none"`, or a model as `model.base` takes it (a local sentence-transformers dir or a name under
@@ -742,7 +759,7 @@ pub struct IndexSettings {
     /// FAISS factory string, inner-product metric: "Flat" (default, exact), "HNSW32", "IVF{n},Flat", ...
     pub factory: String,
     /// `--rerank` and eval's coltrast+rerank re-score this many top hits by MaxSim. Default 50.
-    pub rerank_depth: i64,
+    pub rerank_depth: u64,
     /// Rerank score = (1 - w) * pooled cosine + w * MaxSim, over the top `rerank_depth`. 1 = MaxSim alone
     /// (the seed's rerank), 0 = no change. In [0, 1]. eval.md lists the value that is best on validation.
     /// Default 0.3: on ai_faq_dev test (3 seeds), coltrast+rerank at 0.3: 0.857 (coltrast 0.851); at 1 (the
@@ -844,7 +861,7 @@ pub struct ExecutorSettings {
     pub kind: ExecutorKind,
     /// Texts per shard: the texts not in the embedding cache, sorted by length, are cut into contiguous runs
     /// of this many. Default 1024 (bench/results/ray.md: Ray's per-shard overhead stays under 5%).
-    pub shard_texts: i64,
+    pub shard_texts: u64,
     /// `"ray"`: the address of a running Ray cluster (`host:port` of its head, as `ray start --head` prints).
     pub ray_address: String,
     /// `"ray"`: a directory every node reads and writes at the same path (a local dir on one machine, NFS or a
@@ -856,7 +873,7 @@ pub struct ExecutorSettings {
     /// `"ray"`: GPUs each task asks Ray for (0 = none). Default 0.
     pub task_gpus: f64,
     /// `"ray"`: times Ray retries a shard whose worker died or failed, before the stage fails. Default 3.
-    pub max_retries: i64,
+    pub max_retries: u64,
     /// `"ray"`: the Python with ray and the driver installed. Empty (default) means the venv of
     /// `make setup RAY=1`: `$COLTRAST_CACHE/ray-venv/bin/python`.
     pub python: String,
@@ -995,35 +1012,20 @@ impl Settings {
         if self.artifacts_dir.trim().is_empty() {
             return Err(("artifacts_dir", "a non-empty path".into()));
         }
-        if self.model.threads < 0 {
-            return Err(("model.threads", "an integer >= 0 (0 = one per core)".into()));
-        }
         if self.ingest.path.trim().is_empty() {
             return Err(("ingest.path", "a non-empty path".into()));
         }
         if !(-1.0..=1.0).contains(&self.chunk.similarity_threshold) {
             return Err(("chunk.similarity_threshold", "a number in [-1, 1]".into()));
         }
-        if self.chunk.min_tokens < 0 {
-            return Err(("chunk.min_tokens", "an integer >= 0".into()));
-        }
         if self.chunk.max_tokens < 8 {
             return Err(("chunk.max_tokens", "an integer >= 8 (and <= the model's max_seq_length)".into()));
-        }
-        if self.generate.cloze_per_chunk < 0 {
-            return Err(("generate.cloze_per_chunk", "an integer >= 0".into()));
-        }
-        if self.generate.filter_top_k < 0 {
-            return Err(("generate.filter_top_k", "an integer >= 0 (0 = no filter)".into()));
         }
         if !(self.train.distill_weight >= 0.0) {
             return Err(("train.distill_weight", "a number >= 0".into()));
         }
         if !(0.0..1.0).contains(&self.generate.val_share) {
             return Err(("generate.val_share", "a number in [0, 1)".into()));
-        }
-        if self.generate.max_queries < 0 {
-            return Err(("generate.max_queries", "an integer >= 0 (0 = all)".into()));
         }
         if self.generate.llm_passage_tokens < 8 {
             return Err(("generate.llm_passage_tokens", "an integer >= 8".into()));
@@ -1042,9 +1044,6 @@ impl Settings {
         }
         if !(-1.0..=1.0).contains(&self.mine.positive_threshold) {
             return Err(("mine.positive_threshold", "a number in [-1, 1]".into()));
-        }
-        if self.mine.num_negatives < 0 {
-            return Err(("mine.num_negatives", "an integer >= 0".into()));
         }
         if !(0.0..=2.0).contains(&self.mine.false_negative_margin) {
             return Err(("mine.false_negative_margin", "a number in [0, 2]".into()));
@@ -1094,9 +1093,6 @@ impl Settings {
         if !(x.task_gpus.is_finite() && x.task_gpus >= 0.0) {
             return Err(("executor.task_gpus", "a number >= 0".into()));
         }
-        if x.max_retries < 0 {
-            return Err(("executor.max_retries", "an integer >= 0".into()));
-        }
         if x.kind == ExecutorKind::Ray && x.ray_address.trim().is_empty() {
             return Err((
                 "executor.ray_address",
@@ -1142,26 +1138,8 @@ impl Settings {
                 "a positive weight for at least one of the two losses".into(),
             ));
         }
-        if t.embedding_dim < 0 {
-            return Err(("train.embedding_dim", "an integer >= 0 (0 = the model's hidden size)".into()));
-        }
         if t.token_dim < 1 {
             return Err(("train.token_dim", "an integer >= 1".into()));
-        }
-        if t.patience < 0 {
-            return Err(("train.patience", "an integer >= 0 (0 = no early stopping)".into()));
-        }
-        if t.seed < 0 {
-            return Err(("train.seed", "an integer >= 0".into()));
-        }
-        if t.max_activation_mb < 0 {
-            return Err(("train.max_activation_mb", "an integer >= 0 (MiB; 0 = no bound)".into()));
-        }
-        if t.max_memory_mb < 0 {
-            return Err(("train.max_memory_mb", "an integer >= 0 (MiB; 0 = what the machine has available)".into()));
-        }
-        if t.micro_batch_size < 0 {
-            return Err(("train.micro_batch_size", "an integer >= 0 (0 = from train.max_activation_mb)".into()));
         }
         if let BaseMix::Fixed(x) = t.base_mix {
             if !(0.0..=1.0).contains(&x) {

@@ -604,10 +604,10 @@ pub fn merge(
 #[derive(Debug, serde::Serialize)]
 pub struct ChunkKey {
     pub strategy: ChunkStrategy,
-    pub min_tokens: i64,
+    pub min_tokens: u64,
     pub similarity_threshold: f64,
     pub compare: ChunkCompare,
-    pub max_tokens: i64,
+    pub max_tokens: u64,
 }
 
 impl ChunkKey {

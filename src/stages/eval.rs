@@ -522,7 +522,7 @@ fn doc_rank(pair: &pairs::Pair, docs: &[String]) -> (String, Option<i64>, QueryM
 #[derive(Debug, serde::Serialize)]
 pub struct EvalKey {
     pub split: EvalSplit,
-    pub rerank_depth: i64,
+    pub rerank_depth: u64,
     pub rerank_weight: f64,
     pub lexical_weight: f64,
     pub served_model: crate::settings::ServedModel,

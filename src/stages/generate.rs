@@ -150,9 +150,9 @@ pub struct Candidate {
     pub positive_text: String,
 }
 
-fn hash_unit(parts: &[&str], seed: i64) -> f64 {
+fn hash_unit(parts: &[&str], seed: u64) -> f64 {
     let mut h = StableHasher::new("coltrast-generate");
-    h.u64(seed as u64);
+    h.u64(seed);
     for p in parts {
         h.str(p);
     }
@@ -476,7 +476,7 @@ pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateS
     let mut kept: Vec<Synthetic> = candidates
         .into_iter()
         .zip(ranks)
-        .filter(|(_, r)| s.filter_top_k == 0 || **r <= s.filter_top_k)
+        .filter(|(_, r)| s.filter_top_k == 0 || u64::try_from(**r).is_ok_and(|r| r <= s.filter_top_k))
         .map(|(c, r)| {
             let mut h = StableHasher::new("coltrast-synthetic-query");
             h.str(c.source.as_str()).str(&c.chunk_id).str(&c.query);
@@ -509,14 +509,14 @@ pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateS
 #[derive(Debug, serde::Serialize)]
 pub struct GenerateKey<'a> {
     pub sources: &'a [SyntheticSource],
-    pub cloze_per_chunk: i64,
-    pub filter_top_k: i64,
+    pub cloze_per_chunk: u64,
+    pub filter_top_k: u64,
     pub val_share: f64,
-    pub max_queries: i64,
-    pub seed: i64,
+    pub max_queries: u64,
+    pub seed: u64,
     pub llm_model: &'a str,
-    pub llm_passage_tokens: i64,
-    pub llm_max_new_tokens: i64,
+    pub llm_passage_tokens: u64,
+    pub llm_max_new_tokens: u64,
     pub llm_temperature: f64,
 }
 

@@ -409,11 +409,11 @@ fn synthetic_pairs(
 #[derive(Debug, serde::Serialize)]
 pub struct MineKey<'a> {
     pub positive_threshold: f64,
-    pub num_negatives: i64,
+    pub num_negatives: u64,
     pub false_negative_margin: f64,
     pub query_template: &'a str,
     pub val_split: f64,
-    pub seed: i64,
+    pub seed: u64,
 }
 
 impl<'a> MineKey<'a> {

@@ -123,8 +123,8 @@ impl Stage<Settings> for Train {
 /// (it enters as an input, by its content hash); `distill_weight` only with a teacher.
 #[derive(Debug, serde::Serialize)]
 pub struct TrainKey {
-    pub epochs: i64,
-    pub batch_size: i64,
+    pub epochs: u64,
+    pub batch_size: u64,
     pub learning_rate: f64,
     pub weight_decay: f64,
     pub warmup_ratio: f64,
@@ -132,14 +132,14 @@ pub struct TrainKey {
     pub temperature: f64,
     pub contrastive_weight: f64,
     pub late_interaction_weight: f64,
-    pub embedding_dim: i64,
-    pub token_dim: i64,
-    pub patience: i64,
-    pub seed: i64,
+    pub embedding_dim: u64,
+    pub token_dim: u64,
+    pub patience: u64,
+    pub seed: u64,
     pub device: &'static str,
     pub base_mix: crate::settings::BaseMix,
-    pub max_activation_mb: i64,
-    pub micro_batch_size: i64,
+    pub max_activation_mb: u64,
+    pub micro_batch_size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distill_weight: Option<f64>,
 }

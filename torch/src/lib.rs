@@ -59,8 +59,8 @@ impl TorchBackend for Torch {
     }
 
     fn base_encoder(&self, s: &Settings) -> Result<Box<dyn SentenceEncoder>> {
-        if s.model.threads > 0 {
-            encoder::set_num_threads(s.model.threads as usize);
+        if let Some(n) = s.model.threads {
+            encoder::set_num_threads(n.get());
         }
         Ok(Box::new(Encoder::load(&s.base_model_dir(), tch::Device::cuda_if_available())?))
     }
@@ -88,8 +88,8 @@ impl TorchBackend for Torch {
     }
 
     fn text_generator(&self, gguf: &Path, s: &Settings) -> Result<Box<dyn coltrast::backend::TextGenerator>> {
-        if s.model.threads > 0 {
-            encoder::set_num_threads(s.model.threads as usize);
+        if let Some(n) = s.model.threads {
+            encoder::set_num_threads(n.get());
         }
         Ok(Box::new(generate::Generator::load(gguf)?))
     }

@@ -85,8 +85,8 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
     memory::reset_peak();
     let s = ctx.config.train.clone();
     let device = resolve_device(s.device)?;
-    if ctx.config.model.threads > 0 {
-        crate::encoder::set_num_threads(ctx.config.model.threads as usize);
+    if let Some(n) = ctx.config.model.threads {
+        crate::encoder::set_num_threads(n.get());
     }
     let pairs = pairs::read_pairs(ctx.upstream_dir(StageId::Mine)?)?;
     let rss_pairs = memory::rss().now;
