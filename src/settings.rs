@@ -113,6 +113,24 @@ impl Default for Settings {
     }
 }
 
+/// An optional path or name: absent in the file, or `""` (what a file may say for "the default"), reads as
+/// `None`; `None` is written as `""`, so the file format is unchanged.
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(x) => x.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<Option<T>, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok((!s.trim().is_empty()).then(|| T::from(s)))
+    }
+}
+
 /// `model.threads` in the file: a count, where 0 (what a file may say for "all") reads as `None`.
 mod threads_setting {
     use std::num::NonZeroUsize;
@@ -136,9 +154,11 @@ pub struct ModelSettings {
     /// The base sentence-transformers model: a local directory, or the name of a model that `make setup`
     /// installs under `$COLTRAST_CACHE/models` (`all-MiniLM-L6-v2`; `all-mpnet-base-v2` with
     /// `MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2"`). Empty (default) means `all-MiniLM-L6-v2`.
-    pub base: String,
+    #[serde(with = "empty_is_none")]
+    pub base: Option<String>,
     /// Path of libonnxruntime.so. Empty (default) means `$COLTRAST_CACHE/onnxruntime/libonnxruntime.so`.
-    pub ort_library: String,
+    #[serde(with = "empty_is_none")]
+    pub ort_library: Option<PathBuf>,
     /// Threads for the native engines; absent or 0 (default) means one per core.
     #[serde(with = "threads_setting")]
     pub threads: Option<std::num::NonZeroUsize>,
@@ -158,19 +178,20 @@ pub struct ModelSettings {
     /// `engine = "openvino"` or `"auto"`. Speed only, like `engine`.
     pub precision: Precision,
     /// Path of libopenvino_c.so. Empty (default) means `$COLTRAST_CACHE/openvino/libopenvino_c.so`.
-    pub openvino_library: String,
+    #[serde(with = "empty_is_none")]
+    pub openvino_library: Option<PathBuf>,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
         ModelSettings {
-            base: String::new(),
-            ort_library: String::new(),
+            base: None,
+            ort_library: None,
             threads: None,
             device: ModelDevice::Cpu,
             engine: ModelEngine::Onnxruntime,
             precision: Precision::Auto,
-            openvino_library: String::new(),
+            openvino_library: None,
         }
     }
 }
@@ -281,7 +302,8 @@ pub struct IngestSettings {
     pub format: IngestFormat,
     /// Markdown format only: the Q&A file (JSONL or CSV with project_id, question, answer[, context]).
     /// Empty (default) means `qa.jsonl` or `qa.csv` inside the folder.
-    pub qa_path: String,
+    #[serde(with = "empty_is_none")]
+    pub qa_path: Option<PathBuf>,
 }
 
 impl Default for IngestSettings {
@@ -289,7 +311,7 @@ impl Default for IngestSettings {
         IngestSettings {
             path: "data/ai_projects_dataset.json".into(),
             format: IngestFormat::Auto,
-            qa_path: String::new(),
+            qa_path: None,
         }
     }
 }
@@ -867,7 +889,8 @@ pub struct ExecutorSettings {
     /// `"ray"`: a directory every node reads and writes at the same path (a local dir on one machine, NFS or a
     /// mounted bucket on a cluster), for the model, the shards and their outputs. Empty (default) means
     /// `<artifacts_dir>/.cache/shards`, which only works when every node is this machine.
-    pub shared_dir: String,
+    #[serde(with = "empty_is_none")]
+    pub shared_dir: Option<PathBuf>,
     /// `"ray"`: CPUs each task asks Ray for; the worker runs that many ONNX Runtime threads. Default 1.
     pub task_cpus: f64,
     /// `"ray"`: GPUs each task asks Ray for (0 = none). Default 0.
@@ -876,10 +899,12 @@ pub struct ExecutorSettings {
     pub max_retries: u64,
     /// `"ray"`: the Python with ray and the driver installed. Empty (default) means the venv of
     /// `make setup RAY=1`: `$COLTRAST_CACHE/ray-venv/bin/python`.
-    pub python: String,
+    #[serde(with = "empty_is_none")]
+    pub python: Option<PathBuf>,
     /// `"ray"`: the `coltrast` binary the tasks run, at a path valid on every node. Empty (default) means the
     /// `coltrast` binary of this run (next to the running executable).
-    pub worker_bin: String,
+    #[serde(with = "empty_is_none")]
+    pub worker_bin: Option<PathBuf>,
 }
 
 impl Default for ExecutorSettings {
@@ -888,20 +913,20 @@ impl Default for ExecutorSettings {
             kind: ExecutorKind::Local,
             shard_texts: 1024,
             ray_address: String::new(),
-            shared_dir: String::new(),
+            shared_dir: None,
             task_cpus: 1.0,
             task_gpus: 0.0,
             max_retries: 3,
-            python: String::new(),
-            worker_bin: String::new(),
+            python: None,
+            worker_bin: None,
         }
     }
 }
 
 impl Settings {
     /// A path setting resolved against the config file's directory.
-    pub fn resolve_path(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
+    pub fn resolve_path(&self, p: impl AsRef<Path>) -> PathBuf {
+        let p = p.as_ref();
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -926,17 +951,17 @@ impl Settings {
     /// [`Settings::base_model_dir`] with the setup cache and the hub cache given.
     pub fn base_model_dir_in(&self, cache: &Path, hub: Option<&Path>) -> PathBuf {
         let models = cache.join("models");
-        if self.model.base.is_empty() {
+        let Some(base) = self.model.base.as_deref() else {
             return models.join(DEFAULT_BASE_MODEL);
-        }
-        let local = self.resolve_path(&self.model.base);
+        };
+        let local = self.resolve_path(base);
         if local.exists() {
             return local;
         }
-        if is_model_name(&self.model.base) {
-            return models.join(&self.model.base);
+        if is_model_name(base) {
+            return models.join(base);
         }
-        hub.and_then(|hub| hf_snapshot(hub, &self.model.base)).unwrap_or(local)
+        hub.and_then(|hub| hf_snapshot(hub, base)).unwrap_or(local)
     }
 
     /// The GGUF file of `generate.llm_model`: a bare file name is looked up under `$COLTRAST_CACHE/models`
@@ -975,23 +1000,23 @@ impl Settings {
     /// (`$COLTRAST_CACHE/onnxruntime/`) or, for `"cuda"`, the onnxruntime-gpu build with its CUDA execution
     /// provider (`$COLTRAST_CACHE/onnxruntime-gpu/`, from `make setup GPU=1`).
     pub fn ort_library_path(&self) -> PathBuf {
-        if self.model.ort_library.is_empty() {
-            let dir = match self.model.device {
-                ModelDevice::Cpu => "onnxruntime",
-                ModelDevice::Cuda => "onnxruntime-gpu",
-            };
-            cache_dir().join(dir).join("libonnxruntime.so")
-        } else {
-            self.resolve_path(&self.model.ort_library)
+        match &self.model.ort_library {
+            Some(p) => self.resolve_path(p),
+            None => {
+                let dir = match self.model.device {
+                    ModelDevice::Cpu => "onnxruntime",
+                    ModelDevice::Cuda => "onnxruntime-gpu",
+                };
+                cache_dir().join(dir).join("libonnxruntime.so")
+            }
         }
     }
 
     /// Path of libopenvino_c.so: `model.openvino_library`, or the one `make setup` installs.
     pub fn openvino_library_path(&self) -> PathBuf {
-        if self.model.openvino_library.is_empty() {
-            cache_dir().join("openvino").join("libopenvino_c.so")
-        } else {
-            self.resolve_path(&self.model.openvino_library)
+        match &self.model.openvino_library {
+            Some(p) => self.resolve_path(p),
+            None => cache_dir().join("openvino").join("libopenvino_c.so"),
         }
     }
 

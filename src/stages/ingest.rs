@@ -58,19 +58,21 @@ impl Stage<Settings> for Ingest {
         1
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        Settings::key_value(&IngestKey { format: s.ingest.format, qa_path: &s.ingest.qa_path })
+        // the Q&A file as written in the settings ("" without one); its content enters as an input
+        let qa_path = s.ingest.qa_path.as_deref().map(|p| p.to_string_lossy()).unwrap_or_default();
+        Settings::key_value(&IngestKey { format: s.ingest.format, qa_path: &qa_path })
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         let mut v = vec![ExternalInput { name: "dataset".into(), path: s.resolve_path(&s.ingest.path) }];
-        if !s.ingest.qa_path.is_empty() {
-            v.push(ExternalInput { name: "qa".into(), path: s.resolve_path(&s.ingest.qa_path) });
+        if let Some(qa) = &s.ingest.qa_path {
+            v.push(ExternalInput { name: "qa".into(), path: s.resolve_path(qa) });
         }
         Ok(v)
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
         let path = s.resolve_path(&s.ingest.path);
-        let qa_path = (!s.ingest.qa_path.is_empty()).then(|| s.resolve_path(&s.ingest.qa_path));
+        let qa_path = s.ingest.qa_path.as_ref().map(|p| s.resolve_path(p));
         let ds = load(&path, s.ingest.format, qa_path.as_deref())?;
         tracing::info!(projects = ds.projects.len(), qa = ds.qa.len(), "ingested");
         let n = write_projects(&ctx.output(PROJECTS), &ds.projects)?;
