@@ -14,7 +14,6 @@ pub mod app;
 pub mod artifacts;
 pub mod backend;
 pub mod cli;
-pub mod devcheck;
 pub mod embed;
 pub mod engine;
 pub mod error;

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use coltrast::metrics::{docs_from_chunks, QueryMetrics};
 use coltrast::onnx::{ExportOptions, Quantize};
-use coltrast::stages::ingest::Dataset;
+use coltrast::artifacts::dataset::Dataset;
 use common::*;
 
 /// BoolQ as the ingest stage reads it (kept alive with its project dir).
@@ -27,7 +27,7 @@ fn boolq() -> Option<&'static Boolq> {
         let project =
             Project::new(&format!("[ingest]\npath = \"{}\"\n[chunk]\nstrategy = \"none\"\n", boolq.display()));
         project.run(&["run", "ingest"]).ok();
-        let ds = coltrast::stages::ingest::read(&trusted_dirs(&project.path().join("artifacts"), "ingest")[0]).unwrap();
+        let ds = coltrast::artifacts::dataset::read(&trusted_dirs(&project.path().join("artifacts"), "ingest")[0]).unwrap();
         Some(Boolq { project, ds })
     })
     .as_ref()
@@ -122,7 +122,7 @@ fn strategy_none_embeds_title_space_text() {
     p.write("beir/qrels.tsv", "query-id\tcorpus-id\tscore\nq0\tp0\t1\n");
     p.run(&["run", "chunk"]).ok();
     let (chunks, _, _) =
-        coltrast::stages::chunk::read_chunks(&trusted_dirs(&p.path().join("artifacts"), "chunk")[0]).unwrap();
+        coltrast::artifacts::chunks::read_chunks(&trusted_dirs(&p.path().join("artifacts"), "chunk")[0]).unwrap();
     assert_eq!(chunks.len(), 3);
     for (c, line) in chunks.iter().zip(&corpus) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

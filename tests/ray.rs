@@ -94,7 +94,7 @@ fn latest_index(p: &Project) -> (String, serde_json::Value, Vec<f32>) {
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let d = &dirs[0];
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
-    let schema = coltrast::stages::index::embeddings_schema(384);
+    let schema = coltrast::artifacts::index::embeddings_schema(384);
     let b = coltrast::table::read_parquet(&d.join("chunk_embeddings.parquet"), "index", &schema).unwrap();
     let (emb, _) = coltrast::table::embedding_values(&b, "embedding").unwrap();
     (d.file_name().unwrap().to_string_lossy().to_string(), manifest, emb)

@@ -196,7 +196,7 @@ fn int8_export_reruns_only_export_and_downstream() {
     let stats = &m["stats"];
     for key in ["parity_min_cosine_coltrast", "parity_min_cosine_base"] {
         let cos = stats[key].as_f64().unwrap();
-        assert!(cos >= coltrast::stages::export::INT8_MIN_COSINE as f64 && cos < 1.0, "{key} {cos}");
+        assert!(cos >= coltrast::artifacts::export::INT8_MIN_COSINE as f64 && cos < 1.0, "{key} {cos}");
     }
     assert!(stats["parity_max_abs_diff_coltrast"].as_f64().unwrap() > 1e-6, "int8 must differ from float32");
     assert!(
@@ -367,7 +367,7 @@ fn the_guard_decides_on_labelled_validation_questions() {
     ];
     p.run(&[&["run"][..], &gen].concat()).ok();
     let mine = p.path().join("artifacts/mine").join(manifest_of(&p, "mine")["fingerprint"].as_str().unwrap());
-    let pairs = coltrast::stages::mine::read_pairs(&mine).unwrap();
+    let pairs = coltrast::artifacts::pairs::read_pairs(&mine).unwrap();
     let val: Vec<_> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
     let labelled = val.iter().filter(|p| p.is_labelled()).count();
     assert!(labelled > 0 && val.len() > labelled, "labelled and synthetic validation queries: {}", val.len());
