@@ -1325,7 +1325,12 @@ fn check_layer(layer: &str, table: &toml::Table) -> Result<()> {
 
 /// serde's type names in words a user of pipeline.toml knows.
 fn humanize(msg: &str) -> String {
+    // a negative count: `invalid value: integer `-3`, expected u64`
+    if let Some(n) = msg.strip_prefix("invalid value: integer `").and_then(|r| r.strip_suffix("`, expected u64")) {
+        return format!("expected an integer >= 0, got {n}");
+    }
     msg.replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected an integer >= 0")
         .replace("expected f64", "expected a number")
         .replace("expected a boolean", "expected true or false")
         .replace("expected a string", "expected a string (in quotes)")
@@ -1475,7 +1480,7 @@ mod tests {
         let settings = resolve(&sources(Some(cfg), &[], &[])).unwrap().settings;
         let with_base = |base: &str| {
             let mut s = settings.clone();
-            s.model.base = base.to_string();
+            s.model.base = (!base.is_empty()).then(|| base.to_string());
             s.base_model_dir_in(&cache, Some(&hub))
         };
         assert_eq!(with_base(""), cache.join("models/all-MiniLM-L6-v2"));

@@ -541,7 +541,7 @@ impl<'a> GenerateKey<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ingest::{Dataset, Project};
+    use crate::artifacts::dataset::{Dataset, Project};
 
     #[test]
     fn the_first_question_of_a_reply_is_kept() {
@@ -698,6 +698,6 @@ mod tests {
         let kept = filter_and_split(c, &ranks, &s);
         let dir = tempfile::tempdir().unwrap();
         write_queries(&dir.path().join(QUERIES), &kept).unwrap();
-        assert_eq!(read_queries(dir.path()).unwrap(), kept);
+        assert_eq!(crate::artifacts::synthetic::read_queries(dir.path()).unwrap(), kept);
     }
 }

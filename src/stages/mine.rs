@@ -38,7 +38,7 @@ use rayon::prelude::*;
 
 use crate::embed::cache::EmbeddingCache;
 use crate::artifacts::pairs::{write_pairs, Pair, LABELLED, PAIRS};
-use crate::artifacts::{chunks, dataset, StageId, Split};
+use crate::artifacts::{chunks, dataset, Split, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{MineSettings, Settings};
@@ -433,7 +433,7 @@ impl<'a> MineKey<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ingest::{Dataset, Project, Qa};
+    use crate::artifacts::dataset::{Dataset, Project, Qa};
 
     fn unit(v: &[f32]) -> Vec<f32> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -689,7 +689,7 @@ mod tests {
         // round trip, source included
         let dir = tempfile::tempdir().unwrap();
         write_pairs(&dir.path().join(PAIRS), &m.pairs).unwrap();
-        assert_eq!(read_pairs(dir.path()).unwrap(), m.pairs);
+        assert_eq!(crate::artifacts::pairs::read_pairs(dir.path()).unwrap(), m.pairs);
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl TrainKey {
 mod tests {
     use super::*;
     use crate::backend::device_choice;
+    use crate::settings::TrainDevice;
 
     #[test]
     fn cuda_without_the_build_or_the_gpu_says_which() {
