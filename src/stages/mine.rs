@@ -36,13 +36,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rayon::prelude::*;
 
-use crate::embed::cache::EmbeddingCache;
 use crate::artifacts::pairs::{write_pairs, Pair, LABELLED, PAIRS};
 use crate::artifacts::{chunks, dataset, Split, StageId};
+use crate::embed::cache::EmbeddingCache;
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{MineSettings, Settings};
-
 
 pub struct Mine;
 
@@ -160,167 +159,283 @@ pub fn mine(
     synthetic: &[crate::artifacts::synthetic::Synthetic],
     embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
 ) -> Result<Mined> {
-    let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
-    let mut by_project: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, c) in chunks.iter().enumerate() {
-        by_project.entry(c.project_id.as_str()).or_default().push(i);
+    let questions = Questions::embed(ds, s, embed)?;
+    let splits = SplitRule::of(ds, s);
+    let miner = Miner { chunks, chunk_emb, dim, s };
+    let mut pairs = miner.labelled_pairs(ds, &questions, &splits)?;
+    let ranks = miner.base_ranks(ds, &questions.query_emb, &pairs);
+    let mut stats = Stats::new();
+    record_splits(&mut stats, &pairs);
+    let synth = synthetic_pairs(chunks, chunk_emb, dim, s, synthetic, embed)?;
+    record_synthetic(&mut stats, &synth);
+    pairs.extend(synth);
+    record_positives(&mut stats, &pairs);
+    record_base_ranks(&mut stats, &ranks);
+    Ok(Mined { pairs, stats })
+}
+
+/// The manifest's stats, by name.
+type Stats = BTreeMap<String, serde_json::Value>;
+/// A positive: (text, chunk id if a chunk, `"chunk"` or `"answer"`, embedding).
+type Positive = (String, Option<String>, &'static str, Vec<f32>);
+/// Per query: (rank of the first chunk of its project, rank of its positive chunk if it has one).
+type Ranks = (Option<usize>, Option<Option<usize>>);
+
+/// The labelled questions' texts and embeddings: rendered queries, the texts that pick positives, answers.
+struct Questions<'a> {
+    queries: Vec<String>,
+    answers: Vec<&'a str>,
+    query_emb: Vec<f32>,
+    picker_emb: Vec<f32>,
+    answer_emb: Vec<f32>,
+    /// Question index → its row in `answer_emb` (questions with a non-blank answer only).
+    answer_row: HashMap<usize, usize>,
+}
+
+impl<'a> Questions<'a> {
+    /// Renders the queries, then embeds them, the positive pickers and the non-blank answers, in that order.
+    fn embed(
+        ds: &'a dataset::Dataset,
+        s: &MineSettings,
+        embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
+    ) -> Result<Self> {
+        let queries = render_queries(ds, &s.query_template);
+        let pickers = pickers(ds);
+        let answers: Vec<&str> = ds.qa.iter().map(|q| q.answer.as_deref().unwrap_or("")).collect();
+        let qrefs: Vec<&str> = queries.iter().map(|s| s.as_str()).collect();
+        let prefs: Vec<&str> = pickers.iter().map(|s| s.as_str()).collect();
+        let query_emb = embed(&qrefs, "embedding queries")?;
+        let picker_emb = embed(&prefs, "embedding question+answer")?;
+        let with_answer: Vec<usize> = (0..ds.qa.len()).filter(|&i| !answers[i].trim().is_empty()).collect();
+        let arefs: Vec<&str> = with_answer.iter().map(|&i| answers[i]).collect();
+        let answer_emb = if arefs.is_empty() { vec![] } else { embed(&arefs, "embedding answers")? };
+        let answer_row: HashMap<usize, usize> = with_answer.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+        Ok(Questions { queries, answers, query_emb, picker_emb, answer_emb, answer_row })
     }
-    let queries: Vec<String> = ds
-        .qa
+}
+
+/// Each question's query: `mine.query_template` with its question, its project's title and its project id.
+fn render_queries(ds: &dataset::Dataset, template: &str) -> Vec<String> {
+    let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
+    ds.qa
         .iter()
         .map(|q| {
-            render_query(
-                &s.query_template,
-                &q.question,
-                titles.get(q.project_id.as_str()).copied().unwrap_or(""),
-                &q.project_id,
-            )
+            render_query(template, &q.question, titles.get(q.project_id.as_str()).copied().unwrap_or(""), &q.project_id)
         })
-        .collect();
-    // Texts that pick the positive: question + answer, or the question alone without an answer.
-    let pickers: Vec<String> = ds
-        .qa
+        .collect()
+}
+
+/// Texts that pick the positive: question + answer, or the question alone without an answer.
+fn pickers(ds: &dataset::Dataset) -> Vec<String> {
+    ds.qa
         .iter()
         .map(|q| match &q.answer {
             Some(a) if !a.trim().is_empty() => format!("{} {}", q.question, a),
             _ => q.question.clone(),
         })
-        .collect();
-    let answers: Vec<&str> = ds.qa.iter().map(|q| q.answer.as_deref().unwrap_or("")).collect();
-    let qrefs: Vec<&str> = queries.iter().map(|s| s.as_str()).collect();
-    let prefs: Vec<&str> = pickers.iter().map(|s| s.as_str()).collect();
-    let query_emb = embed(&qrefs, "embedding queries")?;
-    let picker_emb = embed(&prefs, "embedding question+answer")?;
-    let with_answer: Vec<usize> = (0..ds.qa.len()).filter(|&i| !answers[i].trim().is_empty()).collect();
-    let arefs: Vec<&str> = with_answer.iter().map(|&i| answers[i]).collect();
-    let answer_emb_flat = if arefs.is_empty() { vec![] } else { embed(&arefs, "embedding answers")? };
-    let answer_row: HashMap<usize, usize> = with_answer.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+        .collect()
+}
 
-    let has_qrels_split = !ds.qa.is_empty() && ds.qa.iter().all(|q| q.split.is_some());
-    // With qrels splits but no dev split of their own, validation is carved out of the train queries.
-    let carve = has_qrels_split && !ds.qa.iter().any(|q| q.split.is_some_and(Split::is_validation));
-    let project_ids: BTreeSet<String> = ds.projects.iter().map(|p| p.project_id.clone()).collect();
-    let val = if has_qrels_split { BTreeSet::new() } else { val_projects(&project_ids, s.val_split, s.seed as u64) };
+/// How labelled questions are split: qrels splits are kept (validation carved out of the train queries when
+/// there is no dev split), else the split is project-wise.
+struct SplitRule {
+    has_qrels_split: bool,
+    carve: bool,
+    val: BTreeSet<String>,
+    val_split: f64,
+    seed: u64,
+}
 
-    let row = |flat: &[f32], i: usize| -> Vec<f32> { flat[i * dim..(i + 1) * dim].to_vec() };
-    let pairs: Vec<Result<Pair>> = ds
-        .qa
-        .par_iter()
-        .enumerate()
-        .map(|(i, q)| {
-            let qv = &query_emb[i * dim..(i + 1) * dim];
-            let pv = &picker_emb[i * dim..(i + 1) * dim];
-            let own = by_project.get(q.project_id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
-            let best = own
-                .iter()
-                .map(|&c| (c, dot(pv, &chunk_emb[c * dim..(c + 1) * dim])))
-                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
-            let has_answer = answer_row.contains_key(&i);
-            let (positive_text, positive_chunk_id, source, pos_vec) = match (best, has_answer) {
-                (Some((c, sim)), true) if sim as f64 >= s.positive_threshold => {
-                    (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
-                }
-                (_, true) => (answers[i].to_string(), None, "answer", row(&answer_emb_flat, answer_row[&i])),
-                (Some((c, _)), false) => {
-                    (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
-                }
-                (None, false) => {
-                    return Err(Error::data(
-                        "ingest/qa.parquet",
-                        format!("qa {}", q.qa_id),
-                        format!(
-                            "project {:?} has no chunks and the Q&A has no answer to use as positive",
-                            q.project_id
-                        ),
-                    ))
-                }
-            };
-            let positive_score = dot(qv, &pos_vec);
-            let neg = hard_negatives(chunks, chunk_emb, dim, s, qv, &q.project_id, &positive_text, positive_score);
-            let split = match q.split {
-                Some(Split::Train) if carve && is_val_query(&q.qa_id, s.val_split, s.seed as u64) => Split::Val,
-                Some(sp) if has_qrels_split => sp,
-                _ if val.contains(&q.project_id) => Split::Val,
-                _ => Split::Train,
-            };
-            Ok(Pair {
-                qa_id: q.qa_id.clone(),
-                project_id: q.project_id.clone(),
-                split,
-                query: queries[i].clone(),
-                positive_text,
-                positive_chunk_id,
-                positive_source: source.to_string(),
-                positive_score,
-                negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
-                negative_texts: neg.iter().map(|(c, _)| chunks[*c].embed_text.clone()).collect(),
-                negative_scores: neg.iter().map(|(_, s)| *s).collect(),
-                source: LABELLED.to_string(),
+impl SplitRule {
+    /// The rule for `ds` under `mine.val_split` and `mine.seed`.
+    fn of(ds: &dataset::Dataset, s: &MineSettings) -> Self {
+        let has_qrels_split = !ds.qa.is_empty() && ds.qa.iter().all(|q| q.split.is_some());
+        // With qrels splits but no dev split of their own, validation is carved out of the train queries.
+        let carve = has_qrels_split && !ds.qa.iter().any(|q| q.split.is_some_and(Split::is_validation));
+        let project_ids: BTreeSet<String> = ds.projects.iter().map(|p| p.project_id.clone()).collect();
+        let val =
+            if has_qrels_split { BTreeSet::new() } else { val_projects(&project_ids, s.val_split, s.seed as u64) };
+        SplitRule { has_qrels_split, carve, val, val_split: s.val_split, seed: s.seed as u64 }
+    }
+
+    /// The split of question `q`.
+    fn split(&self, q: &dataset::Qa) -> Split {
+        match q.split {
+            Some(Split::Train) if self.carve && is_val_query(&q.qa_id, self.val_split, self.seed) => Split::Val,
+            Some(sp) if self.has_qrels_split => sp,
+            _ if self.val.contains(&q.project_id) => Split::Val,
+            _ => Split::Train,
+        }
+    }
+}
+
+/// Row `i` of flat `dim`-wide embeddings, copied.
+fn row(flat: &[f32], dim: usize, i: usize) -> Vec<f32> {
+    flat[i * dim..(i + 1) * dim].to_vec()
+}
+
+/// What mining a question draws on: the chunks, their base-model embeddings and `[mine]`.
+struct Miner<'a> {
+    chunks: &'a [chunks::Chunk],
+    chunk_emb: &'a [f32],
+    dim: usize,
+    s: &'a MineSettings,
+}
+
+impl Miner<'_> {
+    /// One pair per labelled question, in order; the first failing question's error if any fails.
+    fn labelled_pairs(&self, ds: &dataset::Dataset, qs: &Questions, splits: &SplitRule) -> Result<Vec<Pair>> {
+        let mut by_project: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, c) in self.chunks.iter().enumerate() {
+            by_project.entry(c.project_id.as_str()).or_default().push(i);
+        }
+        let pairs: Vec<Result<Pair>> = ds
+            .qa
+            .par_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let own = by_project.get(q.project_id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
+                self.labelled_pair(i, q, own, qs, splits)
             })
-        })
-        .collect();
-    let pairs: Vec<Pair> = pairs.into_iter().collect::<Result<_>>()?;
+            .collect();
+        pairs.into_iter().collect::<Result<_>>()
+    }
 
-    // How well the base model already finds the right project for each query (used to choose the template).
-    let chunk_row: HashMap<&str, usize> = chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
-    // Per query: (rank of the first chunk of its project, rank of its positive chunk if it has one).
-    let ranks: Vec<(Option<usize>, Option<Option<usize>>)> = ds
-        .qa
-        .par_iter()
-        .enumerate()
-        .map(|(i, q)| {
-            let qv = &query_emb[i * dim..(i + 1) * dim];
-            let mut scores: Vec<(f32, usize)> =
-                (0..chunks.len()).map(|c| (dot(qv, &chunk_emb[c * dim..(c + 1) * dim]), c)).collect();
-            scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let project_rank = scores.iter().position(|(_, c)| chunks[*c].project_id == q.project_id);
-            let chunk_rank = pairs[i]
-                .positive_chunk_id
-                .as_deref()
-                .and_then(|id| chunk_row.get(id))
-                .map(|pos| scores.iter().position(|(_, c)| c == pos));
-            (project_rank, chunk_rank)
+    /// The pair of question `i` (chunk rows of its project: `own`): its query, positive, hard negatives, split.
+    fn labelled_pair(
+        &self,
+        i: usize,
+        q: &dataset::Qa,
+        own: &[usize],
+        qs: &Questions,
+        splits: &SplitRule,
+    ) -> Result<Pair> {
+        let (chunks, dim) = (self.chunks, self.dim);
+        let qv = &qs.query_emb[i * dim..(i + 1) * dim];
+        let (positive_text, positive_chunk_id, source, pos_vec) = self.positive(i, q, own, qs)?;
+        let positive_score = dot(qv, &pos_vec);
+        let neg =
+            hard_negatives(chunks, self.chunk_emb, dim, self.s, qv, &q.project_id, &positive_text, positive_score);
+        Ok(Pair {
+            qa_id: q.qa_id.clone(),
+            project_id: q.project_id.clone(),
+            split: splits.split(q),
+            query: qs.queries[i].clone(),
+            positive_text,
+            positive_chunk_id,
+            positive_source: source.to_string(),
+            positive_score,
+            negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
+            negative_texts: neg.iter().map(|(c, _)| chunks[*c].embed_text.clone()).collect(),
+            negative_scores: neg.iter().map(|(_, s)| *s).collect(),
+            source: LABELLED.to_string(),
         })
-        .collect();
-    let top1_project = ranks.iter().filter(|r| r.0 == Some(0)).count();
-    let mrr_project: f64 = ranks.iter().filter_map(|r| r.0).map(|k| 1.0 / (k as f64 + 1.0)).sum();
-    let n_chunk_pos = ranks.iter().filter(|r| r.1.is_some()).count();
-    let mrr_chunk: f64 = ranks.iter().filter_map(|r| r.1.flatten()).map(|k| 1.0 / (k as f64 + 1.0)).sum();
-    let mut stats = BTreeMap::new();
-    let mut count = |k: &str, v: usize| {
-        stats.insert(k.to_string(), serde_json::Value::from(v as u64));
-    };
+    }
+
+    /// The positive of question `i`: its project's chunk most similar to its picker text, or its answer when
+    /// it has one and that chunk is below `mine.positive_threshold`.
+    fn positive(&self, i: usize, q: &dataset::Qa, own: &[usize], qs: &Questions) -> Result<Positive> {
+        let (chunks, chunk_emb, dim) = (self.chunks, self.chunk_emb, self.dim);
+        let pv = &qs.picker_emb[i * dim..(i + 1) * dim];
+        let best = own
+            .iter()
+            .map(|&c| (c, dot(pv, &chunk_emb[c * dim..(c + 1) * dim])))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+        let has_answer = qs.answer_row.contains_key(&i);
+        let from_chunk = |c: usize| {
+            (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, dim, c))
+        };
+        Ok(match (best, has_answer) {
+            (Some((c, sim)), true) if sim as f64 >= self.s.positive_threshold => from_chunk(c),
+            (_, true) => (qs.answers[i].to_string(), None, "answer", row(&qs.answer_emb, dim, qs.answer_row[&i])),
+            (Some((c, _)), false) => from_chunk(c),
+            (None, false) => {
+                return Err(Error::data(
+                    "ingest/qa.parquet",
+                    format!("qa {}", q.qa_id),
+                    format!("project {:?} has no chunks and the Q&A has no answer to use as positive", q.project_id),
+                ))
+            }
+        })
+    }
+
+    /// How well the base model already finds each question's project and positive chunk (by its query).
+    fn base_ranks(&self, ds: &dataset::Dataset, query_emb: &[f32], pairs: &[Pair]) -> Vec<Ranks> {
+        let (chunks, chunk_emb, dim) = (self.chunks, self.chunk_emb, self.dim);
+        let chunk_row: HashMap<&str, usize> =
+            chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
+        ds.qa
+            .par_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let qv = &query_emb[i * dim..(i + 1) * dim];
+                let mut scores: Vec<(f32, usize)> =
+                    (0..chunks.len()).map(|c| (dot(qv, &chunk_emb[c * dim..(c + 1) * dim]), c)).collect();
+                scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let project_rank = scores.iter().position(|(_, c)| chunks[*c].project_id == q.project_id);
+                let chunk_rank = pairs[i]
+                    .positive_chunk_id
+                    .as_deref()
+                    .and_then(|id| chunk_row.get(id))
+                    .map(|pos| scores.iter().position(|(_, c)| c == pos));
+                (project_rank, chunk_rank)
+            })
+            .collect()
+    }
+}
+
+/// Records `v` as the count `k`.
+fn count(stats: &mut Stats, k: &str, v: usize) {
+    stats.insert(k.to_string(), serde_json::Value::from(v as u64));
+}
+
+/// Records and logs each split's pairs and projects (`<split>_pairs`, `<split>_projects`).
+fn record_splits(stats: &mut Stats, pairs: &[Pair]) {
     let mut by_split: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
-    for p in &pairs {
+    for p in pairs {
         let e = by_split.entry(p.split.as_str()).or_default();
         e.0 += 1;
         e.1.insert(p.project_id.as_str());
     }
     for (split, (n, projects)) in &by_split {
-        count(&format!("{split}_pairs"), *n);
-        count(&format!("{split}_projects"), projects.len());
+        count(stats, &format!("{split}_pairs"), *n);
+        count(stats, &format!("{split}_projects"), projects.len());
         tracing::info!(split, pairs = n, projects = projects.len(), "split");
     }
-    let mut pairs = pairs;
-    let synth = synthetic_pairs(chunks, chunk_emb, dim, s, synthetic, embed)?;
+}
+
+/// Records the synthetic pairs of each source that has any (`synthetic_<source>_pairs`).
+fn record_synthetic(stats: &mut Stats, synth: &[Pair]) {
     for src in ["headings", "cloze"] {
         let n = synth.iter().filter(|p| p.source == src).count();
         if n > 0 {
-            count(&format!("synthetic_{src}_pairs"), n);
+            count(stats, &format!("synthetic_{src}_pairs"), n);
         }
     }
-    pairs.extend(synth);
-    count("positives_from_chunks", pairs.iter().filter(|p| p.positive_source == "chunk").count());
-    count("positives_from_answers", pairs.iter().filter(|p| p.positive_source == "answer").count());
-    if !ds.qa.is_empty() {
-        let n = ds.qa.len() as f64;
-        stats.insert("base_query_top1_project".into(), serde_json::json!(top1_project as f64 / n));
-        stats.insert("base_query_mrr_project".into(), serde_json::json!(mrr_project / n));
-        if n_chunk_pos > 0 {
-            stats.insert("base_query_mrr_positive_chunk".into(), serde_json::json!(mrr_chunk / n_chunk_pos as f64));
-        }
+}
+
+/// Records where the positives came from (`positives_from_chunks`, `positives_from_answers`).
+fn record_positives(stats: &mut Stats, pairs: &[Pair]) {
+    count(stats, "positives_from_chunks", pairs.iter().filter(|p| p.positive_source == "chunk").count());
+    count(stats, "positives_from_answers", pairs.iter().filter(|p| p.positive_source == "answer").count());
+}
+
+/// Records how well the base model already finds the right project for each query (used to choose the
+/// template), and its positive chunk.
+fn record_base_ranks(stats: &mut Stats, ranks: &[Ranks]) {
+    if ranks.is_empty() {
+        return;
     }
-    Ok(Mined { pairs, stats })
+    let n = ranks.len() as f64;
+    let top1_project = ranks.iter().filter(|r| r.0 == Some(0)).count();
+    let mrr_project: f64 = ranks.iter().filter_map(|r| r.0).map(|k| 1.0 / (k as f64 + 1.0)).sum();
+    let n_chunk_pos = ranks.iter().filter(|r| r.1.is_some()).count();
+    let mrr_chunk: f64 = ranks.iter().filter_map(|r| r.1.flatten()).map(|k| 1.0 / (k as f64 + 1.0)).sum();
+    stats.insert("base_query_top1_project".into(), serde_json::json!(top1_project as f64 / n));
+    stats.insert("base_query_mrr_project".into(), serde_json::json!(mrr_project / n));
+    if n_chunk_pos > 0 {
+        stats.insert("base_query_mrr_positive_chunk".into(), serde_json::json!(mrr_chunk / n_chunk_pos as f64));
+    }
 }
 
 /// The `num_negatives` chunks of other documents most similar to the query `qv`, skipping likely false
@@ -403,7 +518,6 @@ fn synthetic_pairs(
         })
         .collect()
 }
-
 
 /// The mine stage's cache key: everything of `[mine]` but `batch_size` (speed only).
 #[derive(Debug, serde::Serialize)]
@@ -655,17 +769,19 @@ mod tests {
     #[test]
     fn synthetic_queries_become_pairs_with_their_own_split_and_source() {
         let (ds, chunks, emb) = dataset();
-        let syn = |id: &str, q: &str, chunk: &str, project: &str, split: Split| crate::artifacts::synthetic::Synthetic {
-            query_id: id.into(),
-            query: q.into(),
-            chunk_id: chunk.into(),
-            project_id: project.into(),
-            source: crate::settings::SyntheticSource::Cloze,
-            split,
-            positive_text: "trading without the sentence".into(),
-            base_rank: 1,
-        };
-        let synthetic = vec![syn("s1", "which trading", "c4", "rl", Split::Train), syn("s2", "trading?", "c4", "rl", Split::Val)];
+        let syn =
+            |id: &str, q: &str, chunk: &str, project: &str, split: Split| crate::artifacts::synthetic::Synthetic {
+                query_id: id.into(),
+                query: q.into(),
+                chunk_id: chunk.into(),
+                project_id: project.into(),
+                source: crate::settings::SyntheticSource::Cloze,
+                split,
+                positive_text: "trading without the sentence".into(),
+                base_rank: 1,
+            };
+        let synthetic =
+            vec![syn("s1", "which trading", "c4", "rl", Split::Train), syn("s2", "trading?", "c4", "rl", Split::Val)];
         let m = mine(&ds, &chunks, &emb, 4, &settings(), &synthetic, &mut fake_embed).unwrap();
         let labelled = m.pairs.iter().filter(|p| p.is_labelled()).count();
         assert_eq!(labelled, ds.qa.len());
