@@ -4,7 +4,6 @@
 //! int8 export must stay within 0.005 nDCG@10 of float32.
 //! Skips when ../shared (BoolQ) is absent.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -12,7 +11,7 @@ use std::sync::OnceLock;
 use coltrast::metrics::{docs_from_chunks, QueryMetrics};
 use coltrast::onnx::{ExportOptions, Quantize};
 use coltrast::stages::ingest::Dataset;
-use common::*;
+use coltrast_testkit::*;
 
 /// BoolQ as the ingest stage reads it (kept alive with its project dir).
 struct Boolq {

@@ -1,11 +1,10 @@
 //! The real binary end to end on the ingest stage: caching, status, crash safety, locking, bad input.
 
-mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use coltrast_testkit::*;
 
 const TOML: &str = "[ingest]\npath = \"data.json\"\n";
 

@@ -2,14 +2,13 @@
 //! reruns cached, shows, diffs, plots, applies and protects its artifacts from gc; an interrupted sweep
 //! (Ctrl-C, kill -9) finishes on rerun without duplicates; a bad value fails before anything runs.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 
-use common::tiny::*;
-use common::*;
+use coltrast_testkit::tiny::*;
+use coltrast_testkit::*;
 use polars::prelude::*;
 
 const SWEEP: [&str; 6] = ["exp", "run", "--set", "mine.num_negatives=1,2", "--set", "train.learning_rate=0.001,0.002"];

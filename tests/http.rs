@@ -2,17 +2,13 @@
 //! route, every error, auth, batching parity, a hot swap under a looping client, graceful shutdown, timeouts,
 //! and a fuzz of the JSON routes.
 
-mod common;
-#[path = "common/server.rs"]
-mod server;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::tiny::*;
-use common::*;
+use coltrast_testkit::server::{self, Server};
+use coltrast_testkit::tiny::*;
+use coltrast_testkit::*;
 use serde_json::{json, Value};
-use server::Server;
 
 /// The tiny pipeline, every sentence its own chunk, serving the base model (so the model stays the same when
 /// the data changes).

@@ -10,13 +10,12 @@
 //! Skips, saying why, where Ray is not installed (`make setup RAY=1`), without root (network namespaces) or
 //! without ../shared. One test function: the cluster and the upstream stages are shared by every check.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use coltrast_testkit::*;
 
 const PORT: &str = "6392";
 const SHARD_TEXTS: usize = 40;

@@ -1,14 +1,11 @@
 //! export → index → eval and the query commands: on a tiny random model (seconds) for the mechanics, and on
 //! the real MiniLM with the sample dataset for the answers the pipeline must give.
 
-mod common;
-#[path = "common/server.rs"]
-mod server;
-
 use std::path::Path;
 
-use common::tiny::*;
-use common::*;
+use coltrast_testkit::server;
+use coltrast_testkit::tiny::*;
+use coltrast_testkit::*;
 
 fn manifest_of(p: &Project, stage: &str) -> serde_json::Value {
     let arts = p.path().join("artifacts");
@@ -415,12 +412,9 @@ fn the_default_teacher_missing_is_one_line_and_training_goes_on() {
 #[test]
 fn a_teacher_scores_the_pairs_once_and_changes_training() {
     let p = tiny_project("epochs = 1\nbase_mix = 0.0");
-    {
-        // another tiny model as the teacher (a teacher that is the student's own base would agree with it at
-        // the first step)
-        let _rng = rng_lock();
-        write_tiny_mpnet_model(&p.path().join("tiny-teacher"));
-    }
+    // another tiny model as the teacher (a teacher that is the student's own base would agree with it at the
+    // first step)
+    write_tiny_mpnet_model(&p.path().join("tiny-teacher"));
     p.run(&["run", "train"]).ok();
     let plain = manifest_of(&p, "train");
     assert!(plain["stats"].get("teacher").is_none(), "{plain}");
