@@ -1,6 +1,5 @@
 //! The real binary end to end on the ingest stage: caching, status, crash safety, locking, bad input.
 
-
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -7,7 +7,6 @@
 //!   line, not a quiet CPU fallback.
 //! - With it, on a GPU machine: CUDA and CPU sessions of the same model agree (cosine > 0.9999 per text).
 
-
 use coltrast::embed::{cosine, EncoderOptions, OrtEncoder};
 use coltrast::settings::{ModelDevice, Settings};
 

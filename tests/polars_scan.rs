@@ -1,7 +1,6 @@
 //! The Parquet artifacts are a public interface: they must open in polars (lazy scan) with the documented
 //! schema, as a user's own analytics would.
 
-
 use coltrast_testkit::*;
 use polars::prelude::*;
 

@@ -18,6 +18,20 @@ pub fn bin() -> PathBuf {
         .expect("CARGO_BIN_EXE_coltrast or CARGO_BIN_EXE_coltrast-torch: run the integration tests with `cargo test`")
 }
 
+/// The `coltrast` binary (no libtorch) when the binary under test is coltrast-torch: the one cargo built next to
+/// it (`cargo test --workspace` and `make test` build both; `cargo test -p coltrast-torch` alone does not build
+/// it). Panics, saying so, when it is missing. In coltrast's own tests it is [`bin`].
+pub fn coltrast_bin() -> PathBuf {
+    let b = bin().with_file_name("coltrast");
+    assert!(
+        b.is_file(),
+        "{}: missing; this test runs the coltrast binary beside coltrast-torch: build both \
+         (`cargo build --release -p coltrast`, or `cargo test --workspace`)",
+        b.display()
+    );
+    b
+}
+
 /// A project dir with a pipeline.toml; commands run inside it.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -38,8 +52,13 @@ impl Project {
         std::fs::write(&p, contents).unwrap();
         p
     }
+    /// `bin() args` in the project dir, without the caller's COLTRAST_LOG and setting overrides.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_of(&bin(), args)
+    }
+    /// [`Self::cmd`] with another binary (e.g. [`coltrast_bin`]).
+    pub fn cmd_of(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(binary);
         c.current_dir(self.path()).args(args);
         c.env_remove("COLTRAST_LOG");
         for (k, _) in std::env::vars() {

@@ -3,7 +3,6 @@
 //! when built with the `cuda` feature (`make build GPU=1`). `make test GPU=1` runs these same tests on the CUDA
 //! build, where the other branch of each assertion is taken.
 
-
 use std::process::Command;
 
 use coltrast_testkit::tiny::*;

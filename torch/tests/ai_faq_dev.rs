@@ -3,7 +3,6 @@
 //! passage that fits whole (embedded as sentence-transformers embeds it) while splitting the long ones without
 //! truncating them. Skips with a message when `../shared` is absent.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use coltrast_testkit::*;
