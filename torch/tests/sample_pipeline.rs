@@ -2,7 +2,6 @@
 //! properties of mined pairs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use coltrast_testkit::*;
 
