@@ -318,7 +318,11 @@ impl TinyModel {
     fn layout(&self) -> Vec<(String, Vec<usize>, Role)> {
         let (h, v, p) = (HIDDEN, self.vocab_size(), self.max_position_embeddings);
         let mut t = vec![
-            ("embeddings.word_embeddings.weight".to_string(), vec![v, h], Role::Embedding { scale: 1.0, pad_row: true }),
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                vec![v, h],
+                Role::Embedding { scale: 1.0, pad_row: true },
+            ),
             (
                 "embeddings.position_embeddings.weight".into(),
                 vec![p, h],

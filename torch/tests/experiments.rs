@@ -241,4 +241,3 @@ fn an_interrupted_sweep_finishes_on_rerun_without_duplicates() {
     assert_eq!(n_unique(&df, "experiment_id"), 4);
     assert_eq!(as_set(&shown_settings(&p)), product());
 }
-

@@ -329,4 +329,3 @@ fn tiny_int8_export_quantises_every_encoder_matmul_and_stays_close_to_tch() {
     assert!(min_tok >= 0.95, "int8 token cos {min_tok}");
     assert!(worst > 1e-6, "the int8 graph must actually differ from float32");
 }
-

@@ -40,7 +40,11 @@ fn check(model: TinyModel) {
     let b = random.var_store().variables();
     let mut names: Vec<&String> = a.keys().collect();
     names.sort();
-    assert_eq!(names, { let mut n: Vec<&String> = b.keys().collect(); n.sort(); n });
+    assert_eq!(names, {
+        let mut n: Vec<&String> = b.keys().collect();
+        n.sort();
+        n
+    });
     for name in names {
         let (x, y) = (&a[name], &b[name]);
         assert_eq!(x.size(), y.size(), "{name}");
