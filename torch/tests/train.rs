@@ -3,17 +3,23 @@
 //! so the whole pipeline runs in seconds), and the sample dataset with the real MiniLM, checked against
 //! sentence-transformers when Python has it.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use coltrast_testkit::tiny::*;
+use coltrast_testkit::*;
 use coltrast_torch::encoder::{Encoder, TransformerModel};
 use coltrast_torch::train::{self, export, ColTrastModel, Example, TrainConfig};
-use common::tiny::*;
-use common::*;
 use tch::Device;
+
+/// libtorch's dropout (and tch's initialisation of fresh variables, even before they are overwritten) draw
+/// from one process-wide generator: every in-process use of libtorch in these tests takes this lock, so that a
+/// training run that must be reproducible never shares the generator with another test's thread.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn train_dir(p: &Project) -> PathBuf {
     let dirs = trusted_dirs(&p.path().join("artifacts"), "train");

@@ -1,15 +1,12 @@
 //! End to end on the real MiniLM and the sample dataset: ingest → chunk → mine, the embedding cache, and the
 //! properties of mined pairs.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use common::*;
+use coltrast_testkit::*;
 
 fn sample_toml() -> String {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
+    let data = repo_root().join("data/ai_projects_dataset.json");
     format!("[ingest]\npath = \"{}\"\n", data.display())
 }
 

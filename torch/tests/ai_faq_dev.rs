@@ -3,11 +3,9 @@
 //! passage that fits whole (embedded as sentence-transformers embeds it) while splitting the long ones without
 //! truncating them. Skips with a message when `../shared` is absent.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use coltrast_testkit::*;
 
 /// `../shared/data/ai_faq_dev`, or None (with the reason on stderr) when it is absent.
 fn ai_faq_dev() -> Option<std::path::PathBuf> {
