@@ -714,7 +714,6 @@ impl GuardQueries {
     }
 }
 
-/// `[export]`: ONNX export.
 /// Precision of the encoder layers' weight MatMuls (`export.quantize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -735,6 +734,7 @@ impl Quantize {
     }
 }
 
+/// `[export]`: ONNX export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportSettings {
@@ -823,9 +823,13 @@ pub enum EvalSplit {
     Auto,
     /// Every pair.
     All,
+    /// The training questions.
     Train,
+    /// Validation carved out by the mine stage (`mine.val_split`).
     Val,
+    /// The dataset's own dev split (BEIR `qrels/dev.tsv`).
     Dev,
+    /// The dataset's test split (BEIR `qrels/test.tsv`).
     Test,
 }
 

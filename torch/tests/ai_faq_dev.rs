@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use coltrast::artifacts::Split;
 use coltrast_testkit::*;
 
 /// `../shared/data/ai_faq_dev`, or None (with the reason on stderr) when it is absent.
@@ -110,12 +111,12 @@ fn synthetic_queries_cover_the_corpus_and_pass_the_consistency_filter() {
             assert!(!q.positive_text.contains(&q.query), "{q:?}");
         }
     }
-    let val = qs.iter().filter(|q| q.split == "val").count();
+    let val = qs.iter().filter(|q| q.split == Split::Val).count();
     assert!(val > 0 && val < qs.len() / 2, "{val} of {}", qs.len());
     let pairs = coltrast::artifacts::pairs::read_pairs(&trusted_dirs(&arts, "mine")[0]).unwrap();
     let synthetic: Vec<_> = pairs.iter().filter(|p| !p.is_labelled()).collect();
     assert_eq!(synthetic.len(), qs.len());
-    assert!(synthetic.iter().all(|p| p.split == "train" || p.split == "val"));
-    let test = pairs.iter().filter(|p| p.split == "test").count();
-    assert_eq!(test, pairs.iter().filter(|p| p.is_labelled() && p.split == "test").count());
+    assert!(synthetic.iter().all(|p| p.split == Split::Train || p.split == Split::Val));
+    let test = pairs.iter().filter(|p| p.split == Split::Test).count();
+    assert_eq!(test, pairs.iter().filter(|p| p.is_labelled() && p.split == Split::Test).count());
 }

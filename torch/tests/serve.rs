@@ -368,7 +368,7 @@ fn the_guard_decides_on_labelled_validation_questions() {
     p.run(&[&["run"][..], &gen].concat()).ok();
     let mine = p.path().join("artifacts/mine").join(manifest_of(&p, "mine")["fingerprint"].as_str().unwrap());
     let pairs = coltrast::artifacts::pairs::read_pairs(&mine).unwrap();
-    let val: Vec<_> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
+    let val: Vec<_> = pairs.iter().filter(|p| p.split.is_validation()).collect();
     let labelled = val.iter().filter(|p| p.is_labelled()).count();
     assert!(labelled > 0 && val.len() > labelled, "labelled and synthetic validation queries: {}", val.len());
     let s = index_info(&p)["served"].clone();

@@ -422,7 +422,6 @@ pub fn read_log(dir: &Path) -> Result<Vec<LogRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coltrast::engine::Stage;
 
     fn pair(qa: &str, split: &str) -> pairs::Pair {
         pairs::Pair {
