@@ -11,7 +11,7 @@ use std::io::BufRead;
 use std::time::Instant;
 
 use coltrast::embed::OrtEncoder;
-use coltrast::embed_cache::{EmbeddingCache, TokenCache};
+use coltrast::embed::cache::{EmbeddingCache, TokenCache};
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();

@@ -10,8 +10,8 @@ use std::io::BufRead;
 use std::time::Instant;
 
 use coltrast::embed::OrtEncoder;
-use coltrast::embed_cache::{EmbeddingCache, TokenCache};
-use coltrast::stages::index::embed_cached;
+use coltrast::embed::cache::{EmbeddingCache, TokenCache};
+use coltrast::embed::cache::embed_cached;
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();

@@ -2,11 +2,11 @@
 # scripts/gpu_check.sh: CUDA against CPU, on a machine with an NVIDIA GPU, in one go (meant to take under 10
 # minutes there). Writes bench/results/gpu.md.
 #
-#   1. make setup GPU=1, make build GPU=1, and the helper example torch/examples/gpu_check.rs;
+#   1. make setup GPU=1, make build GPU=1, and the helper example torch/examples/gpu_check/;
 #      checks that libtorch now sees the GPU (else the link dropped libtorch_cuda: stop);
 #   2. the sample dataset through mine once, then the train stage twice on the same mined pairs:
 #      train.device = "cpu" and "cuda" (train.epochs = EPOCHS, patience 0, so both run every epoch);
-#      per-epoch losses side by side with coltrast::devcheck's tolerances (epoch 0, the untrained model: float
+#      per-epoch losses side by side with the gpu_check example's devcheck module's tolerances (epoch 0, the untrained model: float
 #      rounding, 1e-3; later epochs: 15%, since the two devices draw different dropout masks), and the step
 #      time of each device (the train manifest's steps_per_s; includes the first step's warm-up);
 #   3. the rest of the pipeline after the CUDA training with model.device = "cuda" (index and eval on ONNX
@@ -176,7 +176,7 @@ mkdir -p "$(dirname "$OUT")"
   echo "The same mined pairs (the sample dataset, default settings), train.epochs = $EPOCHS, patience 0, seed 42,"
   echo "on each device. Epoch 0 is the untrained model's validation pass (forward only): tolerance 1e-3, float"
   echo "rounding. Later epochs: 15% relative, because libtorch's CPU and CUDA generators give different dropout"
-  echo "masks for the same seed, so the runs take different paths (coltrast::devcheck)."
+  echo "masks for the same seed, so the runs take different paths (the gpu_check example's devcheck module)."
   echo
   cat "$WORK/losses.md"
   echo

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use crate::engine::{human_duration, Freshness, Outcome, Pipeline, RunOptions, StageReport};
 use crate::error::{Error, Result};
 use crate::settings::{self, Resolved, Sources};
-use crate::stages;
 
 /// Settings sources common to every command.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +26,7 @@ fn short(fp: &str) -> &str {
 pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
     let resolved = resolve(common)?;
     let s = &resolved.settings;
-    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let pipeline = Pipeline::of(s)?;
     let started = std::time::Instant::now();
     let reports = pipeline.run(opts, |r| eprintln!("{}", r.line()))?;
     let ran = reports.iter().filter(|r| r.outcome == Outcome::Ran).count();
@@ -38,9 +37,9 @@ pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
         reports.len() - ran,
         human_duration(started.elapsed())
     );
-    if let Some(eval) = reports.iter().find(|r| r.stage == "eval") {
+    if let Some(eval) = reports.iter().find(|r| r.stage == crate::artifacts::StageId::Eval.as_str()) {
         // eval.md ends with the best system and the served one: printed once, here
-        if let Ok(md) = std::fs::read_to_string(eval.dir.join(crate::stages::eval::REPORT)) {
+        if let Ok(md) = std::fs::read_to_string(eval.dir.join(crate::artifacts::eval::REPORT)) {
             println!("{}", md.trim_end());
         }
     }
@@ -51,7 +50,7 @@ pub fn run(common: &Common, opts: &RunOptions) -> Result<Vec<StageReport>> {
 pub fn status(common: &Common, out: &mut dyn Write) -> Result<bool> {
     let resolved = resolve(common)?;
     let s = &resolved.settings;
-    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let pipeline = Pipeline::of(s)?;
     let mut all_fresh = true;
     for st in pipeline.status()? {
         match st.freshness {
@@ -74,7 +73,7 @@ pub fn status(common: &Common, out: &mut dyn Write) -> Result<bool> {
 pub fn show(common: &Common, stage: &str, out: &mut dyn Write) -> Result<()> {
     let resolved = resolve(common)?;
     let s = &resolved.settings;
-    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let pipeline = Pipeline::of(s)?;
     let (dir, m, current) = pipeline.show(stage)?;
     writeln!(out, "stage:       {}", m.stage).map_err(pipe)?;
     writeln!(out, "artifact:    {}", dir.display()).map_err(pipe)?;
@@ -103,7 +102,7 @@ pub fn show(common: &Common, stage: &str, out: &mut dyn Write) -> Result<()> {
 pub fn gc(common: &Common, keep: usize, dry_run: bool, keep_experiments: bool, out: &mut dyn Write) -> Result<usize> {
     let resolved = resolve(common)?;
     let s = &resolved.settings;
-    let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+    let pipeline = Pipeline::of(s)?;
     let pinned = if keep_experiments { crate::exp::pinned(s)? } else { Default::default() };
     let removed = pipeline.gc_pinned(keep, dry_run, &pinned)?;
     for p in &removed {

@@ -166,3 +166,65 @@ pub fn exec_torch_binary() -> Error {
     let err = std::process::Command::new(&torch).args(std::env::args_os().skip(1)).exec();
     Error::internal(format!("{}: cannot start: {err}", torch.display()))
 }
+
+/// The base model as an external input: its files' content is part of the fingerprint.
+pub fn base_model_input(s: &crate::settings::Settings) -> crate::engine::ExternalInput {
+    crate::engine::ExternalInput { name: "base_model".into(), path: s.base_model_dir() }
+}
+
+/// Load the base model named by the settings in libtorch (see [`crate::backend`]), with a clear error when it
+/// is missing.
+pub fn load_base_encoder(s: &crate::settings::Settings) -> Result<Box<dyn SentenceEncoder>> {
+    backend()?.base_encoder(s)
+}
+
+/// What `train.device` resolves to on this machine: `"cpu"` or `"cuda"` (hashed into the fingerprint, since CPU
+/// and GPU runs give different bytes). `"auto"` needs libtorch's answer where an NVIDIA driver is loaded.
+pub fn resolved_device(d: crate::settings::TrainDevice) -> Result<&'static str> {
+    Ok(match d {
+        crate::settings::TrainDevice::Cpu => "cpu",
+        crate::settings::TrainDevice::Cuda => "cuda",
+        crate::settings::TrainDevice::Auto => {
+            if resolve_auto_cuda()? {
+                "cuda"
+            } else {
+                "cpu"
+            }
+        }
+    })
+}
+
+/// Whether `train.device` can work on this machine and build: `Ok` for `"cpu"` and `"auto"` always; for
+/// `"cuda"` an error whose one line says which is missing, the CUDA build or the GPU.
+pub fn check_device(d: crate::settings::TrainDevice, cuda_built: bool, cuda_available: bool) -> Result<()> {
+    match d {
+        crate::settings::TrainDevice::Cuda if !cuda_built => Err(crate::error::Error::Usage(
+            "train.device = \"cuda\": this coltrast-torch was built without CUDA (run `make setup GPU=1` and \
+             `make build GPU=1`), or set train.device = \"auto\" or \"cpu\""
+                .into(),
+        )),
+        crate::settings::TrainDevice::Cuda if !cuda_available => Err(crate::error::Error::Usage(
+            "train.device = \"cuda\": libtorch sees no CUDA device on this machine (no NVIDIA GPU or driver); set \
+             train.device = \"auto\" or \"cpu\""
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The line a run logs for the device `train.device` resolved to, and why.
+pub fn device_choice(d: crate::settings::TrainDevice, cuda_built: bool, cuda_available: bool) -> String {
+    let why = match (d, cuda_built, cuda_available) {
+        (crate::settings::TrainDevice::Cpu, ..) => "train.device = \"cpu\"",
+        (crate::settings::TrainDevice::Cuda, ..) => "train.device = \"cuda\"",
+        (crate::settings::TrainDevice::Auto, false, _) => "train.device = \"auto\"; this build has no CUDA (make build GPU=1)",
+        (crate::settings::TrainDevice::Auto, true, false) => "train.device = \"auto\"; libtorch sees no CUDA device",
+        (crate::settings::TrainDevice::Auto, true, true) => "train.device = \"auto\"; libtorch sees a CUDA device",
+    };
+    let on = match (d, cuda_available) {
+        (crate::settings::TrainDevice::Cpu, _) | (crate::settings::TrainDevice::Auto, false) => "cpu",
+        _ => "cuda:0",
+    };
+    format!("train: on {on} ({why})")
+}
+

@@ -30,6 +30,24 @@ use crate::hash::{HashCache, StableHasher};
 pub const MANIFEST: &str = "manifest.json";
 const MANIFEST_FORMAT: u32 = 1;
 
+/// A stage's identity. The pipeline's is the closed enum [`crate::artifacts::StageId`]; the engine's own
+/// tests name stages by plain strings.
+pub trait StageKey: Copy + Eq + Ord + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static {
+    /// The name: the directory under `artifacts/`.
+    fn as_str(self) -> &'static str;
+}
+
+impl StageKey for &'static str {
+    fn as_str(self) -> &'static str {
+        self
+    }
+}
+
+/// A configuration the engine runs stages over; it names the type of its stage ids.
+pub trait PipelineConfig {
+    type Id: StageKey;
+}
+
 /// A file or folder outside `artifacts/` that a stage reads.
 #[derive(Debug, Clone)]
 pub struct ExternalInput {
@@ -40,11 +58,15 @@ pub struct ExternalInput {
 
 /// The one contract every stage implements. `C` is the resolved configuration (the real pipeline uses
 /// [`crate::settings::Settings`]; engine tests use their own).
-pub trait Stage<C>: Sync {
+pub trait Stage<C: PipelineConfig>: Sync {
+    /// Which stage this is; its name is also the directory name under `artifacts/`.
+    fn id(&self) -> C::Id;
     /// Unique, lowercase; also the directory name under `artifacts/`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.id().as_str()
+    }
     /// Stages whose outputs this one reads. They must come earlier in the stage list.
-    fn upstream(&self) -> &'static [&'static str];
+    fn upstream(&self) -> &'static [C::Id];
     /// Bump when the code changes what the stage writes; old artifacts then stop matching.
     fn code_version(&self) -> u32;
     /// The settings that determine the output: hashed into the fingerprint and stored in the manifest.
@@ -139,7 +161,7 @@ pub struct StageContext<'a, C> {
     stats: BTreeMap<String, serde_json::Value>,
 }
 
-impl<'a, C> StageContext<'a, C> {
+impl<'a, C: PipelineConfig> StageContext<'a, C> {
     /// The (temporary) directory to write outputs into.
     pub fn out_dir(&self) -> &Path {
         &self.out_dir
@@ -154,17 +176,19 @@ impl<'a, C> StageContext<'a, C> {
         Ok(&self.work_dir)
     }
     /// The artifact dir of an upstream stage.
-    pub fn upstream_dir(&self, stage: &str) -> Result<&Path> {
+    pub fn upstream_dir(&self, stage: C::Id) -> Result<&Path> {
+        let stage = stage.as_str();
         self.upstream
             .get(stage)
             .map(|(d, _)| d.as_path())
             .ok_or_else(|| Error::internal(format!("stage {} did not declare upstream {stage}", self.stage)))
     }
     /// Path of a file in an upstream artifact.
-    pub fn upstream_file(&self, stage: &str, name: &str) -> Result<PathBuf> {
+    pub fn upstream_file(&self, stage: C::Id, name: &str) -> Result<PathBuf> {
         Ok(self.upstream_dir(stage)?.join(name))
     }
-    pub fn upstream_manifest(&self, stage: &str) -> Result<&Manifest> {
+    pub fn upstream_manifest(&self, stage: C::Id) -> Result<&Manifest> {
+        let stage = stage.as_str();
         self.upstream
             .get(stage)
             .map(|(_, m)| m)
@@ -284,18 +308,25 @@ pub struct StageStatus {
 }
 
 /// A closed list of stages over one configuration and one artifacts dir.
-pub struct Pipeline<'a, C> {
+pub struct Pipeline<'a, C: PipelineConfig> {
     stages: Vec<&'a dyn Stage<C>>,
     config: &'a C,
     artifacts: PathBuf,
 }
 
-impl<'a, C> Pipeline<'a, C> {
+impl<'a> Pipeline<'a, crate::settings::Settings> {
+    /// The pipeline of [`crate::stages`] over resolved settings and their artifacts dir.
+    pub fn of(settings: &'a crate::settings::Settings) -> Result<Self> {
+        Pipeline::new(crate::stages::all(), settings, settings.artifacts_path())
+    }
+}
+
+impl<'a, C: PipelineConfig> Pipeline<'a, C> {
     /// Checks that names are unique and every upstream comes earlier in the list.
     pub fn new(stages: Vec<&'a dyn Stage<C>>, config: &'a C, artifacts: PathBuf) -> Result<Self> {
         let mut seen = BTreeSet::new();
         for s in &stages {
-            for up in s.upstream() {
+            for up in s.upstream().iter().map(|u| u.as_str()) {
                 if !seen.contains(up) {
                     return Err(Error::internal(format!("stage {} needs {up}, which is not before it", s.name())));
                 }
@@ -333,7 +364,7 @@ impl<'a, C> Pipeline<'a, C> {
         }
         while let Some(n) = stack.pop() {
             if need.insert(n) {
-                stack.extend(self.find(n)?.upstream().iter().copied());
+                stack.extend(self.find(n)?.upstream().iter().map(|u| u.as_str()));
             }
         }
         Ok(self.stages.iter().copied().filter(|s| need.contains(s.name())).collect())
@@ -385,7 +416,7 @@ impl<'a, C> Pipeline<'a, C> {
                 size,
             });
         }
-        for up in stage.upstream() {
+        for up in stage.upstream().iter().map(|u| u.as_str()) {
             let (dir, m) = upstream.get(up).ok_or_else(|| Error::internal(format!("upstream {up} not resolved")))?;
             h.str("stage").str(up).str(&m.content_hash);
             inputs.push(InputRecord {
@@ -508,7 +539,8 @@ impl<'a, C> Pipeline<'a, C> {
         let mut reports = Vec::new();
         for stage in plan {
             let started = Instant::now();
-            let upstream: BTreeMap<_, _> = stage.upstream().iter().map(|u| (*u, done[u].clone())).collect();
+            let upstream: BTreeMap<_, _> =
+                stage.upstream().iter().map(|u| (u.as_str(), done[u.as_str()].clone())).collect();
             let (fp, settings, inputs) = self.fingerprint(stage, &upstream, &mut hashes)?;
             hashes.save();
             let sdir = self.stage_dir(stage.name());
@@ -618,7 +650,8 @@ impl<'a, C> Pipeline<'a, C> {
         let mut current: BTreeMap<&'static str, (PathBuf, Manifest)> = BTreeMap::new();
         let mut out = Vec::new();
         for stage in &self.stages {
-            let stale_up: Vec<&str> = stage.upstream().iter().copied().filter(|u| !current.contains_key(u)).collect();
+            let stale_up: Vec<&str> =
+                stage.upstream().iter().map(|u| u.as_str()).filter(|u| !current.contains_key(u)).collect();
             let previous = self.latest(stage.name());
             if !stale_up.is_empty() {
                 let mut reasons: Vec<String> =
@@ -629,7 +662,8 @@ impl<'a, C> Pipeline<'a, C> {
                 out.push(StageStatus { stage: stage.name(), freshness: Freshness::Stale { reasons } });
                 continue;
             }
-            let upstream: BTreeMap<_, _> = stage.upstream().iter().map(|u| (*u, current[u].clone())).collect();
+            let upstream: BTreeMap<_, _> =
+                stage.upstream().iter().map(|u| (u.as_str(), current[u.as_str()].clone())).collect();
             let (fp, settings, inputs) = match self.fingerprint(*stage, &upstream, &mut hashes) {
                 Ok(x) => x,
                 // Only libtorch can fingerprint this stage here: the command goes to coltrast-torch.

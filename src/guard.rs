@@ -23,6 +23,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::export::ExportedModel;
+use crate::artifacts::{chunks, pairs, StageId};
+use crate::engine::StageContext;
 use crate::error::{Error, Result};
 use crate::metrics::{docs_from_chunks, QueryMetrics};
 use crate::settings::{ServedModel, Settings};
@@ -228,6 +231,79 @@ pub fn read(index_dir: &Path, s: &Settings) -> Result<Served> {
     })
 }
 
+/// The validation pairs (split `val` or `dev`) the guard decides on: under `"labelled"` the dataset's own
+/// questions, or the synthetic ones when there are none; under `"all"` every one.
+pub fn guard_queries(pairs: &[pairs::Pair], which: crate::settings::GuardQueries) -> Vec<&pairs::Pair> {
+    let val: Vec<&pairs::Pair> = pairs.iter().filter(|p| p.split.is_validation()).collect();
+    if which == crate::settings::GuardQueries::All || !val.iter().any(|p| p.is_labelled()) {
+        return val;
+    }
+    val.into_iter().filter(|p| p.is_labelled()).collect()
+}
+
+/// The guard's choice ([`crate::guard`]): under `export.model = "auto"` with validation queries, both models
+/// rank every chunk for them (through the same embedding caches eval uses, so nothing is embedded twice).
+/// Needs the upstreams `mine` and `export` (eval calls it too, and gets the same answer).
+/// The chunks are embedded on the stage's executor (Ray too); returned with the choice is the executor's
+/// summary for the served model.
+pub fn choose_served(
+    ctx: &StageContext<'_, Settings>,
+    chunks: &[chunks::Chunk],
+    texts: &[&str],
+    what: &str,
+) -> Result<(Served, Option<crate::executor::Prefill>)> {
+    let s = ctx.config;
+    let w = s.index.lexical_weight as f32;
+    let hybrid = w > 0.0;
+    if s.export.model != ServedModel::Auto {
+        return Ok((choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
+    }
+    let pairs = pairs::read_pairs(ctx.upstream_dir(StageId::Mine)?)?;
+    let val = guard_queries(&pairs, s.export.guard_queries);
+    if val.is_empty() || chunks.is_empty() {
+        return Ok((choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
+    }
+    let row_of = rows_by_id(chunks.iter().map(|c| c.chunk_id.as_str()));
+    let document_of: Vec<&str> = chunks.iter().map(|c| c.project_id.as_str()).collect();
+    let judged: Vec<Judged<'_>> = val
+        .iter()
+        .map(|p| Judged {
+            document: p.project_id.as_str(),
+            positive_row: p.positive_chunk_id.as_deref().and_then(|id| row_of.get(id)).copied(),
+        })
+        .collect();
+    let queries: Vec<&str> = val.iter().map(|p| p.query.as_str()).collect();
+    let k = chunks.len().min(100);
+    let lexical = if hybrid {
+        let l = crate::lexical::LexicalIndex::build(None, texts)?;
+        queries.iter().map(|q| l.search(q, k)).collect::<Result<Vec<_>>>()?
+    } else {
+        vec![]
+    };
+    let mut scores = Vec::new();
+    let mut prefills = Vec::new();
+    for name in [BASE, FINETUNED] {
+        let mut m = ExportedModel::open(ctx, name)?;
+        prefills.push(m.prefill(s, texts, &format!("{what}, {name}"))?);
+        let (emb, _, _) = m.embed(texts, &format!("embedding chunks ({name}, validation guard)"))?;
+        let idx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &emb, None)?;
+        let q = m.encoder.embed(&queries)?;
+        let mut hits = idx.search(&q.data, k)?;
+        if hybrid {
+            hits = hits.iter().zip(&lexical).map(|(d, l)| crate::lexical::fuse(d, l, w)).collect();
+        }
+        scores.push(score(&hits, &judged, &document_of));
+    }
+    tracing::info!(queries = val.len(), base = ?scores[0].0, coltrast = ?scores[1].0, "validation guard");
+    let (base, coltrast) = (scores.swap_remove(0), scores.swap_remove(0));
+    let diffs = coltrast.1.iter().zip(&base.1).map(|(c, b)| c - b).collect();
+    let synthetic = val.iter().filter(|p| !p.is_labelled()).count();
+    let v = Validation { base: base.0, coltrast: coltrast.0, diffs, synthetic };
+    let choice = choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, Some(&v));
+    let pre = prefills.swap_remove(if choice.model == BASE { 0 } else { 1 });
+    Ok((choice, Some(pre)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +394,49 @@ mod tests {
         std::fs::write(dir.path().join("index.json"), serde_json::json!({ "served": bad }).to_string()).unwrap();
         let e = read(dir.path(), &Settings::default()).unwrap_err().to_string();
         assert!(e.contains("index.json") && e.contains("served.model"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod guard_query_tests {
+    use super::*;
+    use crate::settings::GuardQueries;
+
+    fn pair(id: &str, split: &str, source: &str) -> pairs::Pair {
+        pairs::Pair {
+            qa_id: id.into(),
+            project_id: "p".into(),
+            split: split.parse().unwrap(),
+            query: id.into(),
+            positive_text: "t".into(),
+            positive_chunk_id: None,
+            positive_source: "chunk".into(),
+            positive_score: 0.5,
+            negative_chunk_ids: vec![],
+            negative_texts: vec![],
+            negative_scores: vec![],
+            source: source.into(),
+        }
+    }
+
+    fn ids(v: Vec<&pairs::Pair>) -> Vec<&str> {
+        v.into_iter().map(|p| p.qa_id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_guard_decides_on_labelled_validation_questions_unless_there_are_none() {
+        let pairs = vec![
+            pair("q1", "val", pairs::LABELLED),
+            pair("g1", "val", "cloze"),
+            pair("q2", "dev", pairs::LABELLED),
+            pair("q3", "train", pairs::LABELLED),
+            pair("q4", "test", pairs::LABELLED),
+            pair("g2", "val", "llm"),
+        ];
+        assert_eq!(ids(guard_queries(&pairs, GuardQueries::Labelled)), ["q1", "q2"]);
+        assert_eq!(ids(guard_queries(&pairs, GuardQueries::All)), ["q1", "g1", "q2", "g2"]);
+        // only synthetic validation queries: better than none
+        let synthetic_only: Vec<pairs::Pair> = pairs.into_iter().filter(|p| p.source != pairs::LABELLED).collect();
+        assert_eq!(ids(guard_queries(&synthetic_only, GuardQueries::Labelled)), ["g1", "g2"]);
     }
 }

@@ -11,11 +11,10 @@
 //! the recorded experiments.
 
 pub mod app;
+pub mod artifacts;
 pub mod backend;
 pub mod cli;
-pub mod devcheck;
 pub mod embed;
-pub mod embed_cache;
 pub mod engine;
 pub mod error;
 pub mod executor;

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::index::VectorIndex;
 use crate::late::TokenStore;
 use crate::settings::Settings;
-use crate::stages::{self, chunk, index};
+use crate::artifacts::{self, chunks};
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Hit {
@@ -154,7 +154,7 @@ pub struct Searcher {
     index: VectorIndex,
     tokens: TokenStore,
     lexical: Option<crate::lexical::LexicalIndex>,
-    chunks: Vec<chunk::Chunk>,
+    chunks: Vec<chunks::Chunk>,
     located: Located,
     rerank_depth: usize,
     rerank_weight: f32,
@@ -166,7 +166,7 @@ pub struct Searcher {
 impl Searcher {
     /// Find the artifacts that match the current settings (or, with a warning, the last run of each stage).
     pub fn locate(settings: &Settings) -> Result<Located> {
-        let pipeline = Pipeline::new(stages::all(), settings, settings.artifacts_path())?;
+        let pipeline = Pipeline::of(settings)?;
         let mut current = true;
         let mut locate = |stage: &str| -> Result<(std::path::PathBuf, String)> {
             let (dir, m, up_to_date) = pipeline.show(stage).map_err(|_| {
@@ -199,7 +199,7 @@ impl Searcher {
     pub fn open_located_with(settings: &Settings, located: Located, spin: bool) -> Result<Searcher> {
         let index_dir = located.index.0.clone();
         let opts = crate::embed::EncoderOptions {
-            intra_threads: usize::try_from(settings.model.threads).unwrap_or(0),
+            intra_threads: settings.model.threads.map_or(0, |n| n.get()),
             device: settings.model.device,
             engine: crate::embed::Engine::from_settings(settings, settings.model.device),
             spin,
@@ -207,15 +207,15 @@ impl Searcher {
         };
         let served = crate::guard::read(&index_dir, settings)?;
         let enc = OrtEncoder::load_with(&located.export.0.join(&served.model), &settings.ort_library_path(), opts)?;
-        let vindex = VectorIndex::read(&index_dir.join(index::FAISS))?;
-        let tokens = TokenStore::read(&index_dir.join(index::TOKENS))?;
-        let (chunks, _, _) = chunk::read_chunks(&located.chunk.0)?;
+        let vindex = VectorIndex::read(&index_dir.join(artifacts::index::FAISS))?;
+        let tokens = TokenStore::read(&index_dir.join(artifacts::index::TOKENS))?;
+        let (chunks, _, _) = chunks::read_chunks(&located.chunk.0)?;
         let lexical_weight = settings.index.lexical_weight as f32;
         let lexical = if lexical_weight > 0.0 {
-            let l = crate::lexical::LexicalIndex::open(&index_dir.join(index::BM25))?;
+            let l = crate::lexical::LexicalIndex::open(&index_dir.join(artifacts::index::BM25))?;
             if l.len() != chunks.len() {
                 return Err(Error::Corrupt {
-                    path: index_dir.join(index::BM25),
+                    path: index_dir.join(artifacts::index::BM25),
                     stage: "index".into(),
                     message: format!("{} BM25 documents but chunks.parquet has {} rows", l.len(), chunks.len()),
                 });
@@ -226,7 +226,7 @@ impl Searcher {
         };
         if chunks.len() != vindex.len() {
             return Err(Error::Corrupt {
-                path: index_dir.join(index::FAISS),
+                path: index_dir.join(artifacts::index::FAISS),
                 stage: "index".into(),
                 message: format!("{} vectors but chunks.parquet has {} rows", vindex.len(), chunks.len()),
             });

@@ -14,7 +14,7 @@ use polars::prelude::*;
 use crate::engine::Pipeline;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
-use crate::stages;
+use crate::artifacts::{self, StageId};
 
 fn scan(path: &Path) -> Result<LazyFrame> {
     let s = path.to_str().ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 path", path.display())))?;
@@ -34,8 +34,8 @@ fn collect(lf: LazyFrame, path: &Path) -> Result<DataFrame> {
 }
 
 /// The artifact dir of a stage for the current settings (or its last run), if any.
-fn dir(p: &Pipeline<'_, Settings>, stage: &str) -> Option<PathBuf> {
-    p.show(stage).ok().map(|(d, _, _)| d)
+fn dir(p: &Pipeline<'_, Settings>, stage: StageId) -> Option<PathBuf> {
+    p.show(stage.as_str()).ok().map(|(d, _, _)| d)
 }
 
 /// The report as text (Markdown-ish tables from polars' formatter).
@@ -44,13 +44,13 @@ pub fn report(settings: &Settings) -> Result<String> {
         // Show whole tables (the eval table has up to 30 rows).
         std::env::set_var("POLARS_FMT_MAX_ROWS", "60");
     }
-    let p = Pipeline::new(stages::all(), settings, settings.artifacts_path())?;
+    let p = Pipeline::of(settings)?;
     let mut out = String::new();
     let fmt = |out: &mut String, title: &str, df: &DataFrame| {
         let _ = writeln!(out, "## {title}\n{df}\n");
     };
-    if let Some(d) = dir(&p, "chunk") {
-        let f = d.join(stages::chunk::CHUNKS);
+    if let Some(d) = dir(&p, StageId::Chunk) {
+        let f = d.join(crate::artifacts::chunks::CHUNKS);
         let per = collect(
             scan(&f)?
                 .group_by([col("project_id")])
@@ -74,8 +74,8 @@ pub fn report(settings: &Settings) -> Result<String> {
     } else {
         out.push_str("(no chunk artifact yet)\n\n");
     }
-    if let Some(d) = dir(&p, "mine") {
-        let f = d.join(stages::mine::PAIRS);
+    if let Some(d) = dir(&p, StageId::Mine) {
+        let f = d.join(crate::artifacts::pairs::PAIRS);
         let share = collect(
             scan(&f)?
                 .group_by([col("positive_source")])
@@ -97,8 +97,8 @@ pub fn report(settings: &Settings) -> Result<String> {
         )?;
         fmt(&mut out, "Negatives per query", &negs);
     }
-    if let Some(d) = dir(&p, "train") {
-        let f = d.join(stages::train::LOG);
+    if let Some(d) = dir(&p, StageId::Train) {
+        let f = d.join(crate::artifacts::train::LOG);
         let best = collect(
             scan(&f)?
                 .filter(col("split").eq(lit("val")))
@@ -110,8 +110,8 @@ pub fn report(settings: &Settings) -> Result<String> {
         )?;
         fmt(&mut out, "Training: best epoch (lowest validation loss)", &best);
     }
-    if let Some(d) = dir(&p, "eval") {
-        let f = d.join(stages::eval::EVAL);
+    if let Some(d) = dir(&p, StageId::Eval) {
+        let f = d.join(artifacts::eval::EVAL);
         let ev = collect(
             scan(&f)?
                 .filter(
@@ -127,7 +127,7 @@ pub fn report(settings: &Settings) -> Result<String> {
         fmt(&mut out, "Eval by system and level", &ev);
         // Each system's document-level nDCG@10 against the untuned whole-document baseline.
         let doc_ndcg = scan(&f)?.filter(col("level").eq(lit("document")).and(col("metric").eq(lit("ndcg@10"))));
-        let base = collect(doc_ndcg.clone().filter(col("system").eq(lit(stages::eval::BASELINE))), &f)?;
+        let base = collect(doc_ndcg.clone().filter(col("system").eq(lit(artifacts::eval::BASELINE))), &f)?;
         let baseline = base.column("value").ok().and_then(|c| c.f64().ok().and_then(|v| v.get(0)));
         if let Some(b) = baseline {
             let gains = collect(

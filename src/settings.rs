@@ -113,6 +113,40 @@ impl Default for Settings {
     }
 }
 
+/// An optional path or name: absent in the file, or `""` (what a file may say for "the default"), reads as
+/// `None`; `None` is written as `""`, so the file format is unchanged.
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(x) => x.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<Option<T>, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok((!s.trim().is_empty()).then(|| T::from(s)))
+    }
+}
+
+/// `model.threads` in the file: a count, where 0 (what a file may say for "all") reads as `None`.
+mod threads_setting {
+    use std::num::NonZeroUsize;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<NonZeroUsize>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.map_or(0, |n| n.get() as u64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonZeroUsize>, D::Error> {
+        let n = u64::deserialize(d)?;
+        Ok(usize::try_from(n).ok().and_then(NonZeroUsize::new))
+    }
+}
+
 /// `[model]`: the base model and the native runtimes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -120,11 +154,14 @@ pub struct ModelSettings {
     /// The base sentence-transformers model: a local directory, or the name of a model that `make setup`
     /// installs under `$COLTRAST_CACHE/models` (`all-MiniLM-L6-v2`; `all-mpnet-base-v2` with
     /// `MODELS="all-MiniLM-L6-v2 all-mpnet-base-v2"`). Empty (default) means `all-MiniLM-L6-v2`.
-    pub base: String,
+    #[serde(with = "empty_is_none")]
+    pub base: Option<String>,
     /// Path of libonnxruntime.so. Empty (default) means `$COLTRAST_CACHE/onnxruntime/libonnxruntime.so`.
-    pub ort_library: String,
-    /// Threads for the native engines; 0 (default) means one per core.
-    pub threads: i64,
+    #[serde(with = "empty_is_none")]
+    pub ort_library: Option<PathBuf>,
+    /// Threads for the native engines; absent or 0 (default) means one per core.
+    #[serde(with = "threads_setting")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Where ONNX Runtime embeds for index, eval and the query commands: `"cpu"` (default) or `"cuda"` (its CUDA
     /// execution provider; `make setup GPU=1` installs it). A missing provider is an error, never a quiet
     /// fallback to the CPU. Speed only: not part of any cache key (see [`ModelDevice`]).
@@ -141,19 +178,20 @@ pub struct ModelSettings {
     /// `engine = "openvino"` or `"auto"`. Speed only, like `engine`.
     pub precision: Precision,
     /// Path of libopenvino_c.so. Empty (default) means `$COLTRAST_CACHE/openvino/libopenvino_c.so`.
-    pub openvino_library: String,
+    #[serde(with = "empty_is_none")]
+    pub openvino_library: Option<PathBuf>,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
         ModelSettings {
-            base: String::new(),
-            ort_library: String::new(),
-            threads: 0,
+            base: None,
+            ort_library: None,
+            threads: None,
             device: ModelDevice::Cpu,
             engine: ModelEngine::Onnxruntime,
             precision: Precision::Auto,
-            openvino_library: String::new(),
+            openvino_library: None,
         }
     }
 }
@@ -264,7 +302,8 @@ pub struct IngestSettings {
     pub format: IngestFormat,
     /// Markdown format only: the Q&A file (JSONL or CSV with project_id, question, answer[, context]).
     /// Empty (default) means `qa.jsonl` or `qa.csv` inside the folder.
-    pub qa_path: String,
+    #[serde(with = "empty_is_none")]
+    pub qa_path: Option<PathBuf>,
 }
 
 impl Default for IngestSettings {
@@ -272,7 +311,7 @@ impl Default for IngestSettings {
         IngestSettings {
             path: "data/ai_projects_dataset.json".into(),
             format: IngestFormat::Auto,
-            qa_path: String::new(),
+            qa_path: None,
         }
     }
 }
@@ -311,7 +350,7 @@ pub struct ChunkSettings {
     /// `"sections"`: a heading starts a new chunk only once the current chunk holds at least this many tokens
     /// of text, so short sections merge with the next. Default 64 (0 measured 0.846 against 0.845 for 64
     /// on ai_faq_dev: a tie).
-    pub min_tokens: i64,
+    pub min_tokens: u64,
     /// `"semantic"`: consecutive sentences merge while their cosine similarity stays >= this. In [-1, 1].
     /// Default 0.7.
     pub similarity_threshold: f64,
@@ -321,9 +360,9 @@ pub struct ChunkSettings {
     pub compare: ChunkCompare,
     /// A chunk never exceeds this many tokens ([CLS] and [SEP] included). At most the model's
     /// max_seq_length (256 for MiniLM). Default 256.
-    pub max_tokens: i64,
+    pub max_tokens: u64,
     /// Sentences per encoder batch (speed only; not part of the cache key). Default 64.
-    pub batch_size: i64,
+    pub batch_size: u64,
 }
 
 impl Default for ChunkSettings {
@@ -371,32 +410,32 @@ pub struct GenerateSettings {
     /// an empty table and training sees only the labelled questions.
     pub sources: Vec<SyntheticSource>,
     /// Inverse-cloze queries per chunk (sentences of 6 to 48 words, drawn by a seeded hash). Default 1.
-    pub cloze_per_chunk: i64,
+    pub cloze_per_chunk: u64,
     /// Consistency filter (as Promptagator): a query is kept only when the base model ranks its own chunk
     /// within the top this many of all chunks. 0 = keep every query. Default 3.
-    pub filter_top_k: i64,
+    pub filter_top_k: u64,
     /// Share of the kept queries held out as validation (a seeded hash of the query id), so that the
     /// validation guard and early stopping see more than a handful of labelled questions. In [0, 1).
     /// Default 0.2.
     pub val_share: f64,
     /// At most this many synthetic queries (a seeded sample of the kept ones); 0 = all. Default 0.
-    pub max_queries: i64,
+    pub max_queries: u64,
     /// Seed of the cloze draw, the validation share and the sample (and of the language model's sampling
     /// when `llm_temperature` > 0). Default 42.
-    pub seed: i64,
+    pub seed: u64,
     /// Texts per encoder batch (speed only; not part of the cache key). Default 64.
-    pub batch_size: i64,
+    pub batch_size: u64,
     /// `"llm"`: the GGUF language model: a file name under `$COLTRAST_CACHE/models` or a path. Default
     /// `SmolLM2-135M-Instruct.Q4_1.gguf` (`MODELS=SmolLM2-135M-Instruct make setup`).
     pub llm_model: String,
     /// `"llm"`: the chunk text shown to the model is cut to this many of its tokens. Default 192.
-    pub llm_passage_tokens: i64,
+    pub llm_passage_tokens: u64,
     /// `"llm"`: most tokens of a reply. Default 40.
-    pub llm_max_new_tokens: i64,
+    pub llm_max_new_tokens: u64,
     /// `"llm"`: 0 = greedy decoding (default); above 0, seeded sampling at this temperature.
     pub llm_temperature: f64,
     /// `"llm"`: prompts per forward pass (speed only; not part of the cache key). Default 8.
-    pub llm_batch: i64,
+    pub llm_batch: u64,
 }
 
 impl Default for GenerateSettings {
@@ -426,7 +465,7 @@ pub struct MineSettings {
     /// below this; then the answer text itself is the positive. In [-1, 1]. Default 0.6.
     pub positive_threshold: f64,
     /// Hard negatives per pair: the most similar chunks of *other* projects. Default 3.
-    pub num_negatives: i64,
+    pub num_negatives: u64,
     /// Skip a candidate negative whose similarity to the query exceeds the positive's by more than this
     /// (probably a false negative). Default 0.1.
     pub false_negative_margin: f64,
@@ -438,9 +477,9 @@ pub struct MineSettings {
     /// Default 0.2.
     pub val_split: f64,
     /// Seed of the split. Default 42.
-    pub seed: i64,
+    pub seed: u64,
     /// Texts per encoder batch (speed only; not part of the cache key). Default 64.
-    pub batch_size: i64,
+    pub batch_size: u64,
 }
 
 impl Default for MineSettings {
@@ -541,9 +580,9 @@ impl<'de> Deserialize<'de> for BaseMix {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSettings {
     /// Passes over the training pairs (at most; early stopping may end sooner). Default 10.
-    pub epochs: i64,
+    pub epochs: u64,
     /// Training pairs per step (each brings its positive and its hard negatives). Default 8.
-    pub batch_size: i64,
+    pub batch_size: u64,
     /// Peak learning rate of AdamW. Default 2e-5.
     pub learning_rate: f64,
     /// AdamW's decoupled weight decay (not applied to biases, LayerNorms and the MaxSim scale/shift).
@@ -562,14 +601,14 @@ pub struct TrainSettings {
     pub late_interaction_weight: f64,
     /// Width of the pooled embedding (the Dense head's output). 0 (default) = the model's hidden size, where
     /// the head starts as the identity; smaller widths start from the base embeddings' principal directions.
-    pub embedding_dim: i64,
+    pub embedding_dim: u64,
     /// Width of the per-token embeddings of the late-interaction head. Default 128 (as ColBERT).
-    pub token_dim: i64,
+    pub token_dim: u64,
     /// Stop after this many epochs in a row without a lower validation loss; 0 = never stop early. The best
     /// epoch's weights are the output either way. Default 2.
-    pub patience: i64,
+    pub patience: u64,
     /// Seed of the shuffling, dropout and the token head's initial weights. Default 42.
-    pub seed: i64,
+    pub seed: u64,
     /// `"auto"` (default: CUDA when libtorch sees a GPU), `"cpu"` or `"cuda"`. Hashed as the device it
     /// resolves to: CPU and GPU runs end in different weights (bench/results/gpu.md compares their losses).
     pub device: TrainDevice,
@@ -582,15 +621,15 @@ pub struct TrainSettings {
     /// batch whose queries and documents would need more is encoded in micro-batches that fit, and the loss
     /// gradient is pushed back through each in turn (GradCache): the same loss and gradients, with peak memory
     /// independent of `batch_size`. 0 = no bound (the whole batch in one pass). Default 512.
-    pub max_activation_mb: i64,
+    pub max_activation_mb: u64,
     /// Texts per forward pass when micro-batching; 0 (default) = as many as `max_activation_mb` allows for
     /// their padded length.
-    pub micro_batch_size: i64,
+    pub micro_batch_size: u64,
     /// Memory the train stage may take, in MiB, on top of what the process holds when training starts. Before
     /// the first step the stage estimates its need (optimizer state, gradients, weight copies, the largest
     /// forward pass) and stops with one line saying what to lower if it does not fit. 0 (default) = the memory
     /// the machine (or its cgroup) has available. Not part of the cache key: it never changes the result.
-    pub max_memory_mb: i64,
+    pub max_memory_mb: u64,
     /// A stronger model whose judgement the fine-tuned model learns by distillation: `"auto"` (default:
     /// all-mpnet-base-v2, which `make setup` installs, ~440 MB; without it, no teacher and one line saying
     /// so), `"none"`, or a model as `model.base` takes it (a local sentence-transformers dir or a name under
@@ -675,6 +714,26 @@ impl GuardQueries {
     }
 }
 
+/// Precision of the encoder layers' weight MatMuls (`export.quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// float32 throughout: matches libtorch within 1e-4.
+    #[default]
+    None,
+    /// Dynamically quantised int8 MatMuls in the encoder layers (see the module docs).
+    Int8,
+}
+
+impl Quantize {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantize::None => "none",
+            Quantize::Int8 => "int8",
+        }
+    }
+}
+
 /// `[export]`: ONNX export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -700,7 +759,7 @@ pub struct ExportSettings {
     pub guard_queries: GuardQueries,
     /// `"none"` (default, float32) or `"int8"`: dynamically quantised MatMuls in the encoder layers of both
     /// exported models (faster on CPU; parity is then checked by cosine, see the export stage).
-    pub quantize: crate::onnx::Quantize,
+    pub quantize: Quantize,
 }
 
 impl Default for ExportSettings {
@@ -710,7 +769,7 @@ impl Default for ExportSettings {
             guard_margin: 0.0,
             guard_noise: 1.0,
             guard_queries: GuardQueries::Labelled,
-            quantize: crate::onnx::Quantize::None,
+            quantize: Quantize::None,
         }
     }
 }
@@ -722,7 +781,7 @@ pub struct IndexSettings {
     /// FAISS factory string, inner-product metric: "Flat" (default, exact), "HNSW32", "IVF{n},Flat", ...
     pub factory: String,
     /// `--rerank` and eval's coltrast+rerank re-score this many top hits by MaxSim. Default 50.
-    pub rerank_depth: i64,
+    pub rerank_depth: u64,
     /// Rerank score = (1 - w) * pooled cosine + w * MaxSim, over the top `rerank_depth`. 1 = MaxSim alone
     /// (the seed's rerank), 0 = no change. In [0, 1]. eval.md lists the value that is best on validation.
     /// Default 0.3: on ai_faq_dev test (3 seeds), coltrast+rerank at 0.3: 0.857 (coltrast 0.851); at 1 (the
@@ -745,13 +804,57 @@ impl Default for IndexSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalSettings {
-    /// Which pairs to evaluate: "auto" (default: BEIR test, else val, else dev), "all", or a split name.
-    pub split: String,
+    /// Which pairs to evaluate: "auto" (default: BEIR test, else val, else dev), "all", or a split name
+    /// ("train", "val", "dev", "test").
+    pub split: EvalSplit,
 }
 
 impl Default for EvalSettings {
     fn default() -> Self {
-        EvalSettings { split: "auto".into() }
+        EvalSettings { split: EvalSplit::Auto }
+    }
+}
+
+/// `eval.split`: which mined pairs eval scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    /// The BEIR `test` split if present, else `val`, else `dev`, else `train`.
+    Auto,
+    /// Every pair.
+    All,
+    /// The training questions.
+    Train,
+    /// Validation carved out by the mine stage (`mine.val_split`).
+    Val,
+    /// The dataset's own dev split (BEIR `qrels/dev.tsv`).
+    Dev,
+    /// The dataset's test split (BEIR `qrels/test.tsv`).
+    Test,
+}
+
+impl EvalSplit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalSplit::Auto => "auto",
+            EvalSplit::All => "all",
+            EvalSplit::Train => "train",
+            EvalSplit::Val => "val",
+            EvalSplit::Dev => "dev",
+            EvalSplit::Test => "test",
+        }
+    }
+
+    /// The one split it names, if it names one.
+    pub fn split(self) -> Option<crate::artifacts::Split> {
+        use crate::artifacts::Split;
+        match self {
+            EvalSplit::Auto | EvalSplit::All => None,
+            EvalSplit::Train => Some(Split::Train),
+            EvalSplit::Val => Some(Split::Val),
+            EvalSplit::Dev => Some(Split::Dev),
+            EvalSplit::Test => Some(Split::Test),
+        }
     }
 }
 
@@ -784,25 +887,28 @@ pub struct ExecutorSettings {
     pub kind: ExecutorKind,
     /// Texts per shard: the texts not in the embedding cache, sorted by length, are cut into contiguous runs
     /// of this many. Default 1024 (bench/results/ray.md: Ray's per-shard overhead stays under 5%).
-    pub shard_texts: i64,
+    pub shard_texts: u64,
     /// `"ray"`: the address of a running Ray cluster (`host:port` of its head, as `ray start --head` prints).
     pub ray_address: String,
     /// `"ray"`: a directory every node reads and writes at the same path (a local dir on one machine, NFS or a
     /// mounted bucket on a cluster), for the model, the shards and their outputs. Empty (default) means
     /// `<artifacts_dir>/.cache/shards`, which only works when every node is this machine.
-    pub shared_dir: String,
+    #[serde(with = "empty_is_none")]
+    pub shared_dir: Option<PathBuf>,
     /// `"ray"`: CPUs each task asks Ray for; the worker runs that many ONNX Runtime threads. Default 1.
     pub task_cpus: f64,
     /// `"ray"`: GPUs each task asks Ray for (0 = none). Default 0.
     pub task_gpus: f64,
     /// `"ray"`: times Ray retries a shard whose worker died or failed, before the stage fails. Default 3.
-    pub max_retries: i64,
+    pub max_retries: u64,
     /// `"ray"`: the Python with ray and the driver installed. Empty (default) means the venv of
     /// `make setup RAY=1`: `$COLTRAST_CACHE/ray-venv/bin/python`.
-    pub python: String,
+    #[serde(with = "empty_is_none")]
+    pub python: Option<PathBuf>,
     /// `"ray"`: the `coltrast` binary the tasks run, at a path valid on every node. Empty (default) means the
     /// `coltrast` binary of this run (next to the running executable).
-    pub worker_bin: String,
+    #[serde(with = "empty_is_none")]
+    pub worker_bin: Option<PathBuf>,
 }
 
 impl Default for ExecutorSettings {
@@ -811,20 +917,20 @@ impl Default for ExecutorSettings {
             kind: ExecutorKind::Local,
             shard_texts: 1024,
             ray_address: String::new(),
-            shared_dir: String::new(),
+            shared_dir: None,
             task_cpus: 1.0,
             task_gpus: 0.0,
             max_retries: 3,
-            python: String::new(),
-            worker_bin: String::new(),
+            python: None,
+            worker_bin: None,
         }
     }
 }
 
 impl Settings {
     /// A path setting resolved against the config file's directory.
-    pub fn resolve_path(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
+    pub fn resolve_path(&self, p: impl AsRef<Path>) -> PathBuf {
+        let p = p.as_ref();
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -849,17 +955,17 @@ impl Settings {
     /// [`Settings::base_model_dir`] with the setup cache and the hub cache given.
     pub fn base_model_dir_in(&self, cache: &Path, hub: Option<&Path>) -> PathBuf {
         let models = cache.join("models");
-        if self.model.base.is_empty() {
+        let Some(base) = self.model.base.as_deref() else {
             return models.join(DEFAULT_BASE_MODEL);
-        }
-        let local = self.resolve_path(&self.model.base);
+        };
+        let local = self.resolve_path(base);
         if local.exists() {
             return local;
         }
-        if is_model_name(&self.model.base) {
-            return models.join(&self.model.base);
+        if is_model_name(base) {
+            return models.join(base);
         }
-        hub.and_then(|hub| hf_snapshot(hub, &self.model.base)).unwrap_or(local)
+        hub.and_then(|hub| hf_snapshot(hub, base)).unwrap_or(local)
     }
 
     /// The GGUF file of `generate.llm_model`: a bare file name is looked up under `$COLTRAST_CACHE/models`
@@ -898,23 +1004,23 @@ impl Settings {
     /// (`$COLTRAST_CACHE/onnxruntime/`) or, for `"cuda"`, the onnxruntime-gpu build with its CUDA execution
     /// provider (`$COLTRAST_CACHE/onnxruntime-gpu/`, from `make setup GPU=1`).
     pub fn ort_library_path(&self) -> PathBuf {
-        if self.model.ort_library.is_empty() {
-            let dir = match self.model.device {
-                ModelDevice::Cpu => "onnxruntime",
-                ModelDevice::Cuda => "onnxruntime-gpu",
-            };
-            cache_dir().join(dir).join("libonnxruntime.so")
-        } else {
-            self.resolve_path(&self.model.ort_library)
+        match &self.model.ort_library {
+            Some(p) => self.resolve_path(p),
+            None => {
+                let dir = match self.model.device {
+                    ModelDevice::Cpu => "onnxruntime",
+                    ModelDevice::Cuda => "onnxruntime-gpu",
+                };
+                cache_dir().join(dir).join("libonnxruntime.so")
+            }
         }
     }
 
     /// Path of libopenvino_c.so: `model.openvino_library`, or the one `make setup` installs.
     pub fn openvino_library_path(&self) -> PathBuf {
-        if self.model.openvino_library.is_empty() {
-            cache_dir().join("openvino").join("libopenvino_c.so")
-        } else {
-            self.resolve_path(&self.model.openvino_library)
+        match &self.model.openvino_library {
+            Some(p) => self.resolve_path(p),
+            None => cache_dir().join("openvino").join("libopenvino_c.so"),
         }
     }
 
@@ -935,35 +1041,20 @@ impl Settings {
         if self.artifacts_dir.trim().is_empty() {
             return Err(("artifacts_dir", "a non-empty path".into()));
         }
-        if self.model.threads < 0 {
-            return Err(("model.threads", "an integer >= 0 (0 = one per core)".into()));
-        }
         if self.ingest.path.trim().is_empty() {
             return Err(("ingest.path", "a non-empty path".into()));
         }
         if !(-1.0..=1.0).contains(&self.chunk.similarity_threshold) {
             return Err(("chunk.similarity_threshold", "a number in [-1, 1]".into()));
         }
-        if self.chunk.min_tokens < 0 {
-            return Err(("chunk.min_tokens", "an integer >= 0".into()));
-        }
         if self.chunk.max_tokens < 8 {
             return Err(("chunk.max_tokens", "an integer >= 8 (and <= the model's max_seq_length)".into()));
-        }
-        if self.generate.cloze_per_chunk < 0 {
-            return Err(("generate.cloze_per_chunk", "an integer >= 0".into()));
-        }
-        if self.generate.filter_top_k < 0 {
-            return Err(("generate.filter_top_k", "an integer >= 0 (0 = no filter)".into()));
         }
         if !(self.train.distill_weight >= 0.0) {
             return Err(("train.distill_weight", "a number >= 0".into()));
         }
         if !(0.0..1.0).contains(&self.generate.val_share) {
             return Err(("generate.val_share", "a number in [0, 1)".into()));
-        }
-        if self.generate.max_queries < 0 {
-            return Err(("generate.max_queries", "an integer >= 0 (0 = all)".into()));
         }
         if self.generate.llm_passage_tokens < 8 {
             return Err(("generate.llm_passage_tokens", "an integer >= 8".into()));
@@ -982,9 +1073,6 @@ impl Settings {
         }
         if !(-1.0..=1.0).contains(&self.mine.positive_threshold) {
             return Err(("mine.positive_threshold", "a number in [-1, 1]".into()));
-        }
-        if self.mine.num_negatives < 0 {
-            return Err(("mine.num_negatives", "an integer >= 0".into()));
         }
         if !(0.0..=2.0).contains(&self.mine.false_negative_margin) {
             return Err(("mine.false_negative_margin", "a number in [0, 2]".into()));
@@ -1016,9 +1104,6 @@ impl Settings {
         if !(0.0..=10.0).contains(&self.export.guard_noise) {
             return Err(("export.guard_noise", "a number in [0, 10] (standard errors)".into()));
         }
-        if self.eval.split.trim().is_empty() {
-            return Err(("eval.split", "\"auto\", \"all\" or a split name".into()));
-        }
         if self.chunk.batch_size < 1 {
             return Err(("chunk.batch_size", "an integer >= 1".into()));
         }
@@ -1036,9 +1121,6 @@ impl Settings {
         }
         if !(x.task_gpus.is_finite() && x.task_gpus >= 0.0) {
             return Err(("executor.task_gpus", "a number >= 0".into()));
-        }
-        if x.max_retries < 0 {
-            return Err(("executor.max_retries", "an integer >= 0".into()));
         }
         if x.kind == ExecutorKind::Ray && x.ray_address.trim().is_empty() {
             return Err((
@@ -1085,26 +1167,8 @@ impl Settings {
                 "a positive weight for at least one of the two losses".into(),
             ));
         }
-        if t.embedding_dim < 0 {
-            return Err(("train.embedding_dim", "an integer >= 0 (0 = the model's hidden size)".into()));
-        }
         if t.token_dim < 1 {
             return Err(("train.token_dim", "an integer >= 1".into()));
-        }
-        if t.patience < 0 {
-            return Err(("train.patience", "an integer >= 0 (0 = no early stopping)".into()));
-        }
-        if t.seed < 0 {
-            return Err(("train.seed", "an integer >= 0".into()));
-        }
-        if t.max_activation_mb < 0 {
-            return Err(("train.max_activation_mb", "an integer >= 0 (MiB; 0 = no bound)".into()));
-        }
-        if t.max_memory_mb < 0 {
-            return Err(("train.max_memory_mb", "an integer >= 0 (MiB; 0 = what the machine has available)".into()));
-        }
-        if t.micro_batch_size < 0 {
-            return Err(("train.micro_batch_size", "an integer >= 0 (0 = from train.max_activation_mb)".into()));
         }
         if let BaseMix::Fixed(x) = t.base_mix {
             if !(0.0..=1.0).contains(&x) {
@@ -1114,16 +1178,9 @@ impl Settings {
         Ok(())
     }
 
-    /// One section without the keys that only change how fast a stage runs (e.g. an encoder batch size),
-    /// never what it writes: what the stage hashes into its fingerprint.
-    pub fn section_without(&self, name: &str, speed_only: &[&str]) -> Result<toml::Value> {
-        let mut t = self.section(name)?;
-        if let Some(t) = t.as_table_mut() {
-            for k in speed_only {
-                t.remove(*k);
-            }
-        }
-        Ok(t)
+    /// A stage's typed cache key as the `toml::Value` the engine hashes and records in the manifest.
+    pub fn key_value(key: &impl Serialize) -> Result<toml::Value> {
+        toml::Value::try_from(key).map_err(Error::internal)
     }
 
     /// One section as a `toml::Value`, for hashing and for manifests.
@@ -1272,7 +1329,12 @@ fn check_layer(layer: &str, table: &toml::Table) -> Result<()> {
 
 /// serde's type names in words a user of pipeline.toml knows.
 fn humanize(msg: &str) -> String {
+    // a negative count: `invalid value: integer `-3`, expected u64`
+    if let Some(n) = msg.strip_prefix("invalid value: integer `").and_then(|r| r.strip_suffix("`, expected u64")) {
+        return format!("expected an integer >= 0, got {n}");
+    }
     msg.replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected an integer >= 0")
         .replace("expected f64", "expected a number")
         .replace("expected a boolean", "expected true or false")
         .replace("expected a string", "expected a string (in quotes)")
@@ -1422,7 +1484,7 @@ mod tests {
         let settings = resolve(&sources(Some(cfg), &[], &[])).unwrap().settings;
         let with_base = |base: &str| {
             let mut s = settings.clone();
-            s.model.base = base.to_string();
+            s.model.base = (!base.is_empty()).then(|| base.to_string());
             s.base_model_dir_in(&cache, Some(&hub))
         };
         assert_eq!(with_base(""), cache.join("models/all-MiniLM-L6-v2"));

@@ -4,15 +4,13 @@
 //! int8 export must stay within 0.005 nDCG@10 of float32.
 //! Skips when ../shared (BoolQ) is absent.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use coltrast::metrics::{docs_from_chunks, QueryMetrics};
 use coltrast::onnx::{ExportOptions, Quantize};
-use coltrast::stages::ingest::Dataset;
-use common::*;
+use coltrast::artifacts::dataset::Dataset;
+use coltrast_testkit::*;
 
 /// BoolQ as the ingest stage reads it (kept alive with its project dir).
 struct Boolq {
@@ -27,7 +25,7 @@ fn boolq() -> Option<&'static Boolq> {
         let project =
             Project::new(&format!("[ingest]\npath = \"{}\"\n[chunk]\nstrategy = \"none\"\n", boolq.display()));
         project.run(&["run", "ingest"]).ok();
-        let ds = coltrast::stages::ingest::read(&trusted_dirs(&project.path().join("artifacts"), "ingest")[0]).unwrap();
+        let ds = coltrast::artifacts::dataset::read(&trusted_dirs(&project.path().join("artifacts"), "ingest")[0]).unwrap();
         Some(Boolq { project, ds })
     })
     .as_ref()
@@ -35,7 +33,8 @@ fn boolq() -> Option<&'static Boolq> {
 
 /// Document-level (nDCG@10, R@1, MRR@10) of the base model exported with `quantize`, through ONNX Runtime,
 /// a Flat FAISS index and coltrast's metrics. Each document is embedded as the chunk stage embeds it with
-/// strategy "none" (title + " " + text; checked against the stage itself in the last test).
+/// strategy "none" (title + " " + text; checked against the stage itself in
+/// torch/tests/boolq_reproduction.rs).
 fn doc_metrics(b: &Boolq, quantize: Quantize) -> (f64, f64, f64) {
     let ds = &b.ds;
     let texts: Vec<String> = ds.projects.iter().map(|d| format!("{} {}", d.title, d.text)).collect();
@@ -101,32 +100,4 @@ fn int8_export_keeps_boolq_ndcg_within_0_005_of_float32() {
     let (ndcg, _, _) = float32_metrics(b);
     eprintln!("int8 nDCG@10 {ndcg8:.4} vs float32 {ndcg:.4}: delta {:+.4}", ndcg8 - ndcg);
     assert!((ndcg8 - ndcg).abs() <= 0.005, "int8 nDCG@10 {ndcg8} vs float32 {ndcg}");
-}
-
-/// chunk.strategy = "none" keeps each BEIR document whole and embeds exactly `title + " " + text`.
-#[test]
-fn strategy_none_embeds_title_space_text() {
-    let Some(shared) = shared_dir() else {
-        eprintln!("skipping: ../shared is absent (BoolQ lives there)");
-        return;
-    };
-    let src = shared.join("data/boolq");
-    let p = Project::new("[ingest]\npath = \"beir\"\n[chunk]\nstrategy = \"none\"\n");
-    let corpus: Vec<String> =
-        std::fs::read_to_string(src.join("corpus.jsonl")).unwrap().lines().take(3).map(String::from).collect();
-    p.write("beir/corpus.jsonl", corpus.join("\n"));
-    p.write(
-        "beir/queries.jsonl",
-        "{\"_id\": \"q0\", \"text\": \"does ethanol take more energy make that produces\"}\n",
-    );
-    p.write("beir/qrels.tsv", "query-id\tcorpus-id\tscore\nq0\tp0\t1\n");
-    p.run(&["run", "chunk"]).ok();
-    let (chunks, _, _) =
-        coltrast::stages::chunk::read_chunks(&trusted_dirs(&p.path().join("artifacts"), "chunk")[0]).unwrap();
-    assert_eq!(chunks.len(), 3);
-    for (c, line) in chunks.iter().zip(&corpus) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let expected = format!("{} {}", v["title"].as_str().unwrap(), v["text"].as_str().unwrap());
-        assert_eq!(c.embed_text, expected);
-    }
 }

@@ -1,11 +1,9 @@
 //! The real binary end to end on the ingest stage: caching, status, crash safety, locking, bad input.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use coltrast_testkit::*;
 
 const TOML: &str = "[ingest]\npath = \"data.json\"\n";
 
@@ -279,4 +277,27 @@ fn boolq_ingests_when_shared_data_is_present() {
     let show = p.run(&["show", "ingest"]).ok().stdout();
     assert!(show.contains("projects.parquet  (2939 rows"), "{show}");
     assert!(show.contains("qa.parquet  (3270 rows"), "{show}");
+}
+
+/// Without libtorch (what `cargo test -p coltrast` can check; the full hand-over, with coltrast-torch there, is
+/// torch/tests/serve.rs's `coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run`): the coltrast
+/// binary links no libtorch, and a run whose stages need it, with no coltrast-torch to hand it to, fails in one
+/// line naming the missing binary before any stage runs.
+#[test]
+fn a_libtorch_run_without_coltrast_torch_fails_in_one_line_before_anything_runs() {
+    if let Ok(o) = std::process::Command::new("ldd").arg(bin()).output() {
+        let libs = String::from_utf8_lossy(&o.stdout);
+        let torch = libs.lines().map(|l| l.trim()).filter(|l| l.starts_with("libtorch") || l.starts_with("libc10"));
+        assert!(o.status.success() && torch.count() == 0, "coltrast links libtorch:\n{libs}");
+    }
+    let p = tiny::tiny_project("epochs = 1");
+    let o = p.cmd(&["run"]).env("COLTRAST_TORCH_BIN", "/nonexistent/coltrast-torch").output().unwrap();
+    let out = Out(o, "run".into());
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    assert!(out.stderr().contains("/nonexistent/coltrast-torch: missing"), "{}", out.stderr());
+    assert_eq!(out.stderr().lines().count(), 1, "{}", out.stderr());
+    assert!(out.stages().is_empty(), "{:?}", out.stages());
+    for stage in ["ingest", "chunk"] {
+        assert!(trusted_dirs(&p.path().join("artifacts"), stage).is_empty(), "{stage} ran");
+    }
 }

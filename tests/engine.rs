@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use coltrast::engine::{ExternalInput, Freshness, Outcome, Pipeline, RunOptions, Stage, StageContext};
+use coltrast::engine::{
+    ExternalInput, Freshness, Outcome, Pipeline, PipelineConfig, RunOptions, Stage, StageContext,
+};
 use coltrast::Result;
 
 #[derive(Clone)]
@@ -18,6 +20,11 @@ struct Cfg {
     suffix: String,
 }
 
+/// The engine's own tests name their stages by plain strings.
+impl PipelineConfig for Cfg {
+    type Id = &'static str;
+}
+
 fn table(pairs: &[(&str, toml::Value)]) -> toml::Value {
     toml::Value::Table(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
 }
@@ -28,7 +35,7 @@ struct C(AtomicUsize);
 struct D(AtomicUsize);
 
 impl Stage<Cfg> for A {
-    fn name(&self) -> &'static str {
+    fn id(&self) -> &'static str {
         "a"
     }
     fn upstream(&self) -> &'static [&'static str] {
@@ -52,7 +59,7 @@ impl Stage<Cfg> for A {
 }
 
 impl Stage<Cfg> for B {
-    fn name(&self) -> &'static str {
+    fn id(&self) -> &'static str {
         "b"
     }
     fn upstream(&self) -> &'static [&'static str] {
@@ -76,7 +83,7 @@ impl Stage<Cfg> for B {
 }
 
 impl Stage<Cfg> for C {
-    fn name(&self) -> &'static str {
+    fn id(&self) -> &'static str {
         "c"
     }
     fn upstream(&self) -> &'static [&'static str] {
@@ -100,7 +107,7 @@ impl Stage<Cfg> for C {
 }
 
 impl Stage<Cfg> for D {
-    fn name(&self) -> &'static str {
+    fn id(&self) -> &'static str {
         "d"
     }
     fn upstream(&self) -> &'static [&'static str] {
@@ -340,7 +347,7 @@ struct Unavailable<'a> {
 }
 
 impl Stage<Cfg> for Unavailable<'_> {
-    fn name(&self) -> &'static str {
+    fn id(&self) -> &'static str {
         self.inner.name()
     }
     fn upstream(&self) -> &'static [&'static str] {
@@ -407,7 +414,7 @@ struct Refuses<'a> {
 }
 
 impl Stage<Cfg> for Refuses<'_> {
-    fn name(&self) -> &'static str {
+    fn id(&self) -> &'static str {
         self.inner.name()
     }
     fn upstream(&self) -> &'static [&'static str] {

@@ -7,9 +7,6 @@
 //!   line, not a quiet CPU fallback.
 //! - With it, on a GPU machine: CUDA and CPU sessions of the same model agree (cosine > 0.9999 per text).
 
-#[path = "common/mod.rs"]
-mod common;
-
 use coltrast::embed::{cosine, EncoderOptions, OrtEncoder};
 use coltrast::settings::{ModelDevice, Settings};
 
@@ -28,10 +25,7 @@ fn cuda_provider_starts_on_a_gpu_and_says_why_not_elsewhere() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    {
-        let _rng = common::tiny::rng_lock();
-        common::tiny::write_tiny_model(&tmp.path().join("model"));
-    }
+    coltrast_testkit::tiny::write_tiny_model(&tmp.path().join("model"));
     let onnx = tmp.path().join("onnx");
     coltrast::onnx::export_sentence_model(&tmp.path().join("model"), &onnx.join("model.onnx")).unwrap();
     let texts = ["which model reads chest X-rays?", "a", "late interaction over token embeddings"];

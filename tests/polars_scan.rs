@@ -1,9 +1,7 @@
 //! The Parquet artifacts are a public interface: they must open in polars (lazy scan) with the documented
 //! schema, as a user's own analytics would.
 
-mod common;
-
-use common::*;
+use coltrast_testkit::*;
 use polars::prelude::*;
 
 #[test]

@@ -163,6 +163,8 @@ fn value_text(v: &toml::Value) -> String {
 
 /// The last path segment of a type (`crate::onnx::Quantize` → `Quantize`) and its `Vec<…>` element.
 fn type_name(ty: &str) -> (&str, bool) {
+    // an optional value reads as the value (absent, or "" for a path, means the default)
+    let ty = ty.strip_prefix("Option<").and_then(|t| t.strip_suffix('>')).unwrap_or(ty);
     let (inner, list) = match ty.strip_prefix("Vec<").and_then(|t| t.strip_suffix('>')) {
         Some(t) => (t, true),
         None => (ty, false),
@@ -174,7 +176,7 @@ fn kind_words(ty: &str, types: &BTreeMap<String, Type>) -> String {
     let (name, list) = type_name(ty);
     let one = match name {
         "String" | "PathBuf" => "text".to_string(),
-        "i64" | "u64" | "usize" | "u32" => "integer".to_string(),
+        "i64" | "u64" | "usize" | "u32" | "NonZeroUsize" => "integer".to_string(),
         "f64" | "f32" => "number".to_string(),
         "bool" => "true or false".to_string(),
         other => match types.get(other) {
@@ -215,7 +217,7 @@ struct Rendered {
 }
 
 fn render(root: &Path) -> Rendered {
-    let types = types(root, &["src/settings.rs", "src/onnx/export.rs"]);
+    let types = types(root, &["src/settings.rs"]);
     let defaults = toml::Value::try_from(Settings::default()).expect("defaults serialise");
     let defaults = defaults.as_table().expect("a table");
     let top = &types["Settings"];

@@ -233,7 +233,7 @@ impl OrtEncoder {
     /// As [`OrtEncoder::from_settings`], on `device` whatever `model.device` says (export checks parity on the
     /// CPU).
     pub fn from_settings_on(onnx_dir: &Path, settings: &Settings, device: ModelDevice) -> Result<OrtEncoder> {
-        let intra_threads = usize::try_from(settings.model.threads).unwrap_or(0);
+        let intra_threads = settings.model.threads.map_or(0, |n| n.get());
         let engine = Engine::from_settings(settings, device);
         let opts = EncoderOptions { intra_threads, device, engine, ..EncoderOptions::default() };
         Self::load_with(onnx_dir, &settings.ort_library_path(), opts)

@@ -28,6 +28,7 @@
 //! # Ok::<(), coltrast::Error>(())
 //! ```
 
+pub mod cache;
 mod embeddings;
 mod encoder;
 mod openvino;

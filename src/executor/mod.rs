@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::embed::OrtEncoder;
-use crate::embed_cache::{EmbeddingCache, TokenCache};
+use crate::embed::cache::{EmbeddingCache, TokenCache};
 use crate::error::Result;
 use crate::settings::{ExecutorKind, Settings};
 
@@ -128,7 +128,7 @@ fn local(model: Model<'_>, shards: &[shard::Shard<'_>], n_texts: usize, what: &s
         let (emb, toks) = worker::embed_texts(model.encoder, &sh.texts, |n| bar.inc(n as u64))?;
         let dim = model.encoder.dim();
         for (i, t) in sh.texts.iter().enumerate() {
-            let k = crate::embed_cache::key(t);
+            let k = crate::embed::cache::key(t);
             model.embeddings.insert_key(k, &emb[i * dim..(i + 1) * dim])?;
             model.tokens.insert(t, &toks[i]);
         }

@@ -33,27 +33,25 @@ fn absolute(p: PathBuf) -> PathBuf {
 
 /// `executor.shared_dir`, or `<artifacts>/.cache/shards`, absolute.
 pub fn shared_dir(s: &Settings) -> PathBuf {
-    absolute(if s.executor.shared_dir.trim().is_empty() {
-        s.artifacts_path().join(".cache").join("shards")
-    } else {
-        s.resolve_path(&s.executor.shared_dir)
+    absolute(match &s.executor.shared_dir {
+        Some(dir) => s.resolve_path(dir),
+        None => s.artifacts_path().join(".cache").join("shards"),
     })
 }
 
 /// `executor.python`, or the venv of `make setup RAY=1`.
 pub fn python(s: &Settings) -> PathBuf {
-    if s.executor.python.trim().is_empty() {
-        crate::settings::cache_dir().join("ray-venv").join("bin").join("python")
-    } else {
-        s.resolve_path(&s.executor.python)
+    match &s.executor.python {
+        Some(python) => s.resolve_path(python),
+        None => crate::settings::cache_dir().join("ray-venv").join("bin").join("python"),
     }
 }
 
 /// `executor.worker_bin`, or the `coltrast` binary next to this executable (never coltrast-torch: the worker
 /// must not load libtorch).
 pub fn worker_bin(s: &Settings) -> Result<PathBuf> {
-    if !s.executor.worker_bin.trim().is_empty() {
-        return Ok(absolute(s.resolve_path(&s.executor.worker_bin)));
+    if let Some(bin) = &s.executor.worker_bin {
+        return Ok(absolute(s.resolve_path(bin)));
     }
     let exe = std::env::current_exe().map_err(|e| Error::internal(format!("current executable: {e}")))?;
     Ok(exe.with_file_name("coltrast"))

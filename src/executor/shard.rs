@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BinaryArray, FixedSizeBinaryArray, Int32Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::embed_cache::{key, EmbeddingCache, TokenCache};
+use crate::embed::cache::{key, EmbeddingCache, TokenCache};
 use crate::error::{Error, Result};
 use crate::table;
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::embed::OrtEncoder;
-use crate::embed_cache::key;
+use crate::embed::cache::key;
 use crate::error::{Error, Result};
 
 use super::shard;

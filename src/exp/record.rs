@@ -204,7 +204,7 @@ fn column_rank(col: &str) -> (usize, usize, String) {
         if let Some(rest) = col.strip_prefix(prefix) {
             if *prefix == STAGE {
                 let stage = rest.split('.').next().unwrap_or("");
-                let pos = crate::stages::STAGES.iter().position(|s| s.name() == stage).unwrap_or(usize::MAX);
+                let pos = crate::artifacts::StageId::ALL.iter().position(|s| s.as_str() == stage).unwrap_or(usize::MAX);
                 return (1 + f, pos, rest.to_string());
             }
             return (1 + f, 0, rest.to_string());

@@ -9,7 +9,7 @@ use polars::prelude::*;
 
 use super::record::{self, METRIC, SETTINGS};
 use crate::error::{Error, Result};
-use crate::stages::eval::BASELINE;
+use crate::artifacts::eval::BASELINE;
 
 fn polars_err(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
     move |e| Error::Corrupt { path: path.to_path_buf(), stage: "exp".into(), message: e.to_string() }

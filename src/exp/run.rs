@@ -18,7 +18,7 @@ use super::sweep::{self, Planned};
 use crate::engine::{self, Outcome, Pipeline, StageReport};
 use crate::error::{Error, Result};
 use crate::hash::StableHasher;
-use crate::stages::{self, eval, train};
+use crate::artifacts::{eval, train};
 use crate::table;
 
 /// Options of `exp run` besides the `--set` values.
@@ -91,7 +91,7 @@ pub fn run(config: Option<PathBuf>, sets: &[String], opts: &RunOptions) -> Resul
     if !crate::backend::available() {
         for p in &planned {
             let s = &p.resolved.settings;
-            Pipeline::new(stages::all(), s, s.artifacts_path())?.check_available(&run_opts)?;
+            Pipeline::of(s)?.check_available(&run_opts)?;
         }
     }
     let total = planned.len();
@@ -105,7 +105,7 @@ pub fn run(config: Option<PathBuf>, sets: &[String], opts: &RunOptions) -> Resul
     for (i, p) in planned.iter().enumerate() {
         eprintln!("experiment {}/{total}: {}", i + 1, p.name);
         let s = &p.resolved.settings;
-        let pipeline = Pipeline::new(stages::all(), s, s.artifacts_path())?;
+        let pipeline = Pipeline::of(s)?;
         let started = Instant::now();
         let reports = pipeline.run(&run_opts, |r| eprintln!("{}", r.line())).inspect_err(|_| {
             eprintln!("exp: experiment {} ({}) failed; those before it are recorded", i + 1, p.name);
@@ -220,7 +220,7 @@ pub fn build_record(p: &Planned, reports: &[StageReport], elapsed: Duration) -> 
 /// `metric.<system>/<level>/<metric>` from eval.parquet.
 fn add_metrics(r: &mut Record, dir: &Path) -> Result<()> {
     let path = dir.join(eval::EVAL);
-    let batch = table::read_parquet(&path, "eval", &eval::eval_schema())?;
+    let batch = table::read_parquet(&path, crate::artifacts::StageId::Eval.as_str(), &eval::eval_schema())?;
     let (sys, level, metric) =
         (table::str_col(&batch, "system")?, table::str_col(&batch, "level")?, table::str_col(&batch, "metric")?);
     let value = batch

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use super::record::{Cell, Record, METRIC, SETTINGS, STAGE, STAT};
 use crate::error::{Error, Result};
 use crate::metrics::METRIC_NAMES;
-use crate::stages::eval::SYSTEMS;
+use crate::artifacts::eval::SYSTEMS;
 
 /// Which way a column improves (for marking the best value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -500,7 +500,7 @@ pub fn render_diff(a: &Record, b: &Record, json: bool) -> Result<String> {
         let (s, l, m) = metric_parts(k).unwrap_or(("", "", ""));
         (l.to_string(), METRIC_NAMES.iter().position(|x| *x == m), system_rank(s))
     });
-    let stages: Vec<String> = crate::stages::STAGES.iter().map(|s| s.name().to_string()).collect();
+    let stages: Vec<String> = crate::artifacts::StageId::ALL.iter().map(|s| s.as_str().to_string()).collect();
     let fp = |r: &Record, s: &str| text(r, &format!("{STAGE}{s}.fingerprint"));
     let wall = |r: &Record, s: &str| r.number(&format!("{STAGE}{s}.wall_time_s"));
     let stats: Vec<String> = pair

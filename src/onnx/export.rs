@@ -47,8 +47,10 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::graph::{attr_f, attr_i, attr_ints, GraphBuilder};
-use super::model_dir::{mpnet_bucket, DenseActivation, LayerNorm, Linear, SentenceModel};
-use super::proto::{data_type, Dim, ModelProto, OperatorSetIdProto, StringStringEntryProto, ValueInfoProto};
+use super::model_dir::{mpnet_bucket, BertConfig, DenseActivation, EncoderLayer, LayerNorm, Linear, SentenceModel};
+use super::proto::{
+    data_type, Dim, GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, ValueInfoProto,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
 
@@ -78,25 +80,7 @@ const NORM_EPS: f32 = 1e-12;
 /// a pair is at most 2 · 255 · 63 = 32,130 and never saturates, so an export gives the same vectors on every CPU.
 const INT8_MAX: f32 = 63.0;
 
-/// Precision of the encoder layers' weight MatMuls (`export.quantize`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Quantize {
-    /// float32 throughout: matches libtorch within 1e-4.
-    #[default]
-    None,
-    /// Dynamically quantised int8 MatMuls in the encoder layers (see the module docs).
-    Int8,
-}
-
-impl Quantize {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Quantize::None => "none",
-            Quantize::Int8 => "int8",
-        }
-    }
-}
+pub use crate::settings::Quantize;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
@@ -449,53 +433,81 @@ fn l2_normalize_into(g: &mut GraphBuilder, x: &str, out: &str) {
     g.op_into("Div", &[x, &norm], vec![], out);
 }
 
+/// Builds the whole graph: embeddings, attention bias, the encoder layers, then the sentence and token
+/// outputs; returns the model and its node count.
 fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
-    let c = &m.config;
-    let h = c.hidden_size;
-    let nh = c.num_attention_heads as i64;
-    let dh = c.head_dim();
-    let eps = c.layer_norm_eps as f32;
     let mut g = GraphBuilder::new();
     let mut lin = Linears::new(opts.quantize);
     for n in [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS, SENTENCE_EMBEDDING, TOKEN_EMBEDDINGS, LAST_HIDDEN_STATE] {
         g.reserve(n);
     }
+    let (mut x, seq) = embeddings(&mut g, m);
+    let (mask_f, attn_bias) = attention_bias(&mut g, m, &seq);
+    let consts = LayerConsts::new(&mut g, &m.config);
+    for (l, layer) in m.layers.iter().enumerate() {
+        x = encoder_layer(&mut g, &mut lin, &consts, layer, &x, &attn_bias, &format!("l{l}"));
+    }
+    if opts.last_hidden_state {
+        g.op_into("Identity", &[&x], vec![], LAST_HIDDEN_STATE);
+    }
+    sentence_embedding(&mut g, &mut lin, m, &x, &mask_f);
+    token_embeddings(&mut g, &mut lin, m, &x);
+    let node_count = g.node_count();
+    let graph = g.finish("coltrast_sentence_model", graph_inputs(), graph_outputs(m, opts));
+    (model_proto(m, opts, graph), node_count)
+}
 
-    // --- embeddings
-    let word = g.weight("embeddings.word_embeddings.weight", &[c.vocab_size, h], m.word_embeddings.clone());
+/// The embeddings, layer-normalised (BERT: word + token type + position; MPNet: word + position), and the
+/// sequence length `Shape(input_ids)[1]`.
+fn embeddings(g: &mut GraphBuilder, m: &SentenceModel) -> (String, String) {
+    let c = &m.config;
+    let word = g.weight("embeddings.word_embeddings.weight", &[c.vocab_size, c.hidden_size], m.word_embeddings.clone());
     let pos = g.weight(
         "embeddings.position_embeddings.weight",
-        &[c.max_position_embeddings, h],
+        &[c.max_position_embeddings, c.hidden_size],
         m.position_embeddings.clone(),
     );
     let we = g.op("Gather", &[&word, INPUT_IDS], vec![attr_i("axis", 0)], "emb.word");
     let seq = g.op("Shape", &[INPUT_IDS], vec![attr_i("start", 1), attr_i("end", 2)], "emb.seq_len");
-    let s2 = if c.is_mpnet() {
-        // MPNet: no token types; positions as transformers' create_position_ids_from_input_ids,
-        // `cumsum(mask) * mask + pad_token_id`, counted over the attention mask (the same as over
-        // `input_ids != pad` for right padding, and independent of the id a caller pads with).
-        let axis = g.const_i64(&[], &[1]);
-        let counted = g.op("CumSum", &[ATTENTION_MASK, &axis], vec![], "emb.position_count");
-        let counted = g.op("Mul", &[&counted, ATTENTION_MASK], vec![], "emb.position_count_masked");
-        let pad = g.const_i64(&[], &[c.pad_token_id as i64]);
-        let ids = g.op("Add", &[&counted, &pad], vec![], "emb.position_ids");
-        let pe = g.op("Gather", &[&pos, &ids], vec![attr_i("axis", 0)], "emb.position");
-        g.op("Add", &[&we, &pe], vec![], "emb.sum")
-    } else {
-        let ttype = g.weight(
-            "embeddings.token_type_embeddings.weight",
-            &[c.type_vocab_size, h],
-            m.token_type_embeddings.clone(),
-        );
-        let zero = g.const_i64(&[1], &[0]);
-        let pe = g.op("Slice", &[&pos, &zero, &seq, &zero], vec![], "emb.position");
-        let te = g.op("Gather", &[&ttype, TOKEN_TYPE_IDS], vec![attr_i("axis", 0)], "emb.token_type");
-        let s1 = g.op("Add", &[&we, &te], vec![], "emb.sum1");
-        g.op("Add", &[&s1, &pe], vec![], "emb.sum")
-    };
-    let mut x = layer_norm(&mut g, &s2, &m.embeddings_norm, eps, "emb.norm");
+    let sum =
+        if c.is_mpnet() { mpnet_embedding_sum(g, c, &we, &pos) } else { bert_embedding_sum(g, m, &we, &pos, &seq) };
+    let x = layer_norm(g, &sum, &m.embeddings_norm, c.layer_norm_eps as f32, "emb.norm");
+    (x, seq)
+}
 
-    // --- attention mask → additive bias [batch, 1, 1, sequence]; float mask [batch, sequence]
+/// MPNet's embedding sum: word + position, the positions counted over the attention mask from
+/// `pad_token_id + 1` (no token types).
+fn mpnet_embedding_sum(g: &mut GraphBuilder, c: &BertConfig, we: &str, pos: &str) -> String {
+    // MPNet: no token types; positions as transformers' create_position_ids_from_input_ids,
+    // `cumsum(mask) * mask + pad_token_id`, counted over the attention mask (the same as over
+    // `input_ids != pad` for right padding, and independent of the id a caller pads with).
+    let axis = g.const_i64(&[], &[1]);
+    let counted = g.op("CumSum", &[ATTENTION_MASK, &axis], vec![], "emb.position_count");
+    let counted = g.op("Mul", &[&counted, ATTENTION_MASK], vec![], "emb.position_count_masked");
+    let pad = g.const_i64(&[], &[c.pad_token_id as i64]);
+    let ids = g.op("Add", &[&counted, &pad], vec![], "emb.position_ids");
+    let pe = g.op("Gather", &[pos, &ids], vec![attr_i("axis", 0)], "emb.position");
+    g.op("Add", &[we, &pe], vec![], "emb.sum")
+}
+
+/// BERT's embedding sum: word + token type + the first `seq` rows of the position table.
+fn bert_embedding_sum(g: &mut GraphBuilder, m: &SentenceModel, we: &str, pos: &str, seq: &str) -> String {
+    let c = &m.config;
+    let ttype = g.weight(
+        "embeddings.token_type_embeddings.weight",
+        &[c.type_vocab_size, c.hidden_size],
+        m.token_type_embeddings.clone(),
+    );
+    let zero = g.const_i64(&[1], &[0]);
+    let pe = g.op("Slice", &[pos, &zero, seq, &zero], vec![], "emb.position");
+    let te = g.op("Gather", &[&ttype, TOKEN_TYPE_IDS], vec![attr_i("axis", 0)], "emb.token_type");
+    let s1 = g.op("Add", &[we, &te], vec![], "emb.sum1");
+    g.op("Add", &[&s1, &pe], vec![], "emb.sum")
+}
+
+/// The float attention mask `[batch, sequence]` and the additive bias of the attention scores: the mask's
+/// `(1 - mask) * -1e9` `[batch, 1, 1, sequence]`, plus MPNet's relative position bias.
+fn attention_bias(g: &mut GraphBuilder, m: &SentenceModel, seq: &str) -> (String, String) {
     let mask_f = g.op("Cast", &[ATTENTION_MASK], vec![attr_i("to", data_type::FLOAT as i64)], "mask.f");
     let axes12 = g.const_i64(&[2], &[1, 2]);
     let m4 = g.op("Unsqueeze", &[&mask_f, &axes12], vec![], "mask.b11s");
@@ -503,105 +515,185 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
     let inv = g.op("Sub", &[&one, &m4], vec![], "mask.inv");
     let neg = g.scalar(MASK_NEG);
     let mask_bias = g.op("Mul", &[&inv, &neg], vec![], "mask.bias");
-    // MPNet: plus the relative position bias [1, heads, s, s] that all layers share. The bucket of every
-    // (query, key) pair up to max_seq_length is a constant (it depends only on key - query); the learnt table
-    // [buckets, heads] is gathered at run time, so it stays one named initializer.
     let attn_bias = match &m.relative_attention_bias {
-        Some(table) => {
-            let n = m.max_seq_length;
-            let buckets: Vec<i64> =
-                (0..n).flat_map(|i| (0..n).map(move |j| mpnet_bucket(j as i64 - i as i64))).collect();
-            let all = g.const_i64(&[n, n], &buckets);
-            let table = g.weight(
-                "encoder.relative_attention_bias.weight",
-                &[c.relative_attention_num_buckets, c.num_attention_heads],
-                table.clone(),
-            );
-            let starts = g.const_i64(&[2], &[0, 0]);
-            let ends = g.op("Concat", &[&seq, &seq], vec![attr_i("axis", 0)], "relpos.ends");
-            let axes = g.const_i64(&[2], &[0, 1]);
-            let idx = g.op("Slice", &[&all, &starts, &ends, &axes], vec![], "relpos.buckets");
-            let values = g.op("Gather", &[&table, &idx], vec![attr_i("axis", 0)], "relpos.values");
-            let values = g.op("Transpose", &[&values], vec![attr_ints("perm", &[2, 0, 1])], "relpos.heads");
-            let axis0 = g.const_i64(&[1], &[0]);
-            let values = g.op("Unsqueeze", &[&values, &axis0], vec![], "relpos.bias");
-            g.op("Add", &[&values, &mask_bias], vec![], "attn.bias")
-        }
+        Some(table) => relative_position_bias(g, m, table, seq, &mask_bias),
         None => mask_bias.clone(),
     };
+    (mask_f, attn_bias)
+}
 
-    // --- encoder layers
-    let split_heads = g.const_i64(&[4], &[0, 0, nh, dh as i64]);
-    let merge_heads = g.const_i64(&[3], &[0, 0, h as i64]);
-    let scale = 1.0 / (dh as f32).sqrt();
-    let sqrt2 = g.scalar(std::f32::consts::SQRT_2);
-    let half = g.scalar(0.5);
-    for (l, layer) in m.layers.iter().enumerate() {
-        let p = format!("l{l}");
-        let q = lin.apply(&mut g, &x, &layer.query, &format!("{p}.q"), scale, Act::Tensor);
-        let k = lin.apply(&mut g, &x, &layer.key, &format!("{p}.k"), 1.0, Act::Tensor);
-        let v = lin.apply(&mut g, &x, &layer.value, &format!("{p}.v"), 1.0, Act::Tensor);
-        let q = g.op("Reshape", &[&q, &split_heads], vec![], &format!("{p}.q_heads"));
-        let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.q_t"));
-        let k = g.op("Reshape", &[&k, &split_heads], vec![], &format!("{p}.k_heads"));
-        let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 3, 1])], &format!("{p}.k_t"));
-        let v = g.op("Reshape", &[&v, &split_heads], vec![], &format!("{p}.v_heads"));
-        let v = g.op("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.v_t"));
-        let scores = g.op("MatMul", &[&q, &k], vec![], &format!("{p}.scores"));
-        let scores = g.op("Add", &[&scores, &attn_bias], vec![], &format!("{p}.scores_masked"));
-        let probs = g.op("Softmax", &[&scores], vec![attr_i("axis", -1)], &format!("{p}.probs"));
-        let ctx = g.op("MatMul", &[&probs, &v], vec![], &format!("{p}.ctx"));
-        let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.ctx_t"));
-        let ctx = g.op("Reshape", &[&ctx, &merge_heads], vec![], &format!("{p}.ctx_merged"));
-        let a = lin.apply(&mut g, &ctx, &layer.attn_out, &format!("{p}.attn_out"), 1.0, Act::Tensor);
-        let a = g.op("Add", &[&a, &x], vec![], &format!("{p}.attn_residual"));
-        let h1 = layer_norm(&mut g, &a, &layer.attn_norm, eps, &format!("{p}.attn_norm"));
-        let i = lin.apply(&mut g, &h1, &layer.intermediate, &format!("{p}.inter"), 1.0, Act::Tensor);
-        // exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))
-        let d = g.op("Div", &[&i, &sqrt2], vec![], &format!("{p}.gelu_div"));
-        let e = g.op("Erf", &[&d], vec![], &format!("{p}.gelu_erf"));
-        let e1 = g.op("Add", &[&e, &one], vec![], &format!("{p}.gelu_add"));
-        let xe = g.op("Mul", &[&i, &e1], vec![], &format!("{p}.gelu_mul"));
-        let act = g.op("Mul", &[&xe, &half], vec![], &format!("{p}.gelu"));
-        // the GELU output holds the outliers (MPNet: |x| up to ~100 where the mean is 0.1): one scale per token
-        let o = lin.apply(&mut g, &act, &layer.output, &format!("{p}.out"), 1.0, Act::Token);
-        let o = g.op("Add", &[&o, &h1], vec![], &format!("{p}.out_residual"));
-        x = layer_norm(&mut g, &o, &layer.out_norm, eps, &format!("{p}.out_norm"));
-    }
-    if opts.last_hidden_state {
-        g.op_into("Identity", &[&x], vec![], LAST_HIDDEN_STATE);
-    }
+/// MPNet: `mask_bias` plus the relative position bias `[1, heads, s, s]` that all layers share. The bucket of
+/// every (query, key) pair up to max_seq_length is a constant (it depends only on key - query); the learnt
+/// table `[buckets, heads]` is gathered at run time, so it stays one named initializer.
+fn relative_position_bias(
+    g: &mut GraphBuilder,
+    m: &SentenceModel,
+    table: &[f32],
+    seq: &str,
+    mask_bias: &str,
+) -> String {
+    let c = &m.config;
+    let n = m.max_seq_length;
+    let buckets: Vec<i64> = (0..n).flat_map(|i| (0..n).map(move |j| mpnet_bucket(j as i64 - i as i64))).collect();
+    let all = g.const_i64(&[n, n], &buckets);
+    let table = g.weight(
+        "encoder.relative_attention_bias.weight",
+        &[c.relative_attention_num_buckets, c.num_attention_heads],
+        table.to_vec(),
+    );
+    let starts = g.const_i64(&[2], &[0, 0]);
+    let ends = g.op("Concat", &[seq, seq], vec![attr_i("axis", 0)], "relpos.ends");
+    let axes = g.const_i64(&[2], &[0, 1]);
+    let idx = g.op("Slice", &[&all, &starts, &ends, &axes], vec![], "relpos.buckets");
+    let values = g.op("Gather", &[&table, &idx], vec![attr_i("axis", 0)], "relpos.values");
+    let values = g.op("Transpose", &[&values], vec![attr_ints("perm", &[2, 0, 1])], "relpos.heads");
+    let axis0 = g.const_i64(&[1], &[0]);
+    let values = g.op("Unsqueeze", &[&values, &axis0], vec![], "relpos.bias");
+    g.op("Add", &[&values, mask_bias], vec![], "attn.bias")
+}
 
-    // --- mean pooling over the attention mask
-    let axis2 = g.const_i64(&[1], &[2]);
-    let axis1 = g.const_i64(&[1], &[1]);
-    let m3 = g.op("Unsqueeze", &[&mask_f, &axis2], vec![], "pool.mask");
-    let masked = g.op("Mul", &[&x, &m3], vec![], "pool.masked");
-    let summed = g.op("ReduceSum", &[&masked, &axis1], vec![attr_i("keepdims", 0)], "pool.sum");
-    let count = g.op("ReduceSum", &[&m3, &axis1], vec![attr_i("keepdims", 0)], "pool.count");
-    let pool_eps = g.scalar(POOL_EPS);
-    let count = g.op("Max", &[&count, &pool_eps], vec![], "pool.count_clamped");
-    let mut pooled = g.op("Div", &[&summed, &count], vec![], "pool.mean");
+/// What every encoder layer shares: the head reshapes, the attention scale, the GELU constants and the
+/// LayerNorm epsilon.
+struct LayerConsts {
+    /// `[0, 0, heads, head_dim]`: `[b, s, h]` → `[b, s, heads, head_dim]`.
+    split_heads: String,
+    /// `[0, 0, h]`: back to `[b, s, h]`.
+    merge_heads: String,
+    /// 1/√head_dim, folded into the query weights.
+    scale: f32,
+    sqrt2: String,
+    half: String,
+    one: String,
+    eps: f32,
+}
+
+impl LayerConsts {
+    /// Creates the shared constants (before the first layer's weights, so the initializers keep their order).
+    fn new(g: &mut GraphBuilder, c: &BertConfig) -> LayerConsts {
+        let dh = c.head_dim();
+        let split_heads = g.const_i64(&[4], &[0, 0, c.num_attention_heads as i64, dh as i64]);
+        let merge_heads = g.const_i64(&[3], &[0, 0, c.hidden_size as i64]);
+        let sqrt2 = g.scalar(std::f32::consts::SQRT_2);
+        let half = g.scalar(0.5);
+        // made with the attention mask already (constants are shared): this only looks it up
+        let one = g.scalar(1.0);
+        LayerConsts {
+            split_heads,
+            merge_heads,
+            scale: 1.0 / (dh as f32).sqrt(),
+            sqrt2,
+            half,
+            one,
+            eps: c.layer_norm_eps as f32,
+        }
+    }
+}
+
+/// One encoder layer named `p`: self-attention, output dense + residual + LayerNorm, then intermediate dense +
+/// GELU, output dense + residual + LayerNorm; returns its output.
+fn encoder_layer(
+    g: &mut GraphBuilder,
+    lin: &mut Linears,
+    k: &LayerConsts,
+    layer: &EncoderLayer,
+    x: &str,
+    attn_bias: &str,
+    p: &str,
+) -> String {
+    let ctx = self_attention(g, lin, k, layer, x, attn_bias, p);
+    let a = lin.apply(g, &ctx, &layer.attn_out, &format!("{p}.attn_out"), 1.0, Act::Tensor);
+    let a = g.op("Add", &[&a, x], vec![], &format!("{p}.attn_residual"));
+    let h1 = layer_norm(g, &a, &layer.attn_norm, k.eps, &format!("{p}.attn_norm"));
+    let i = lin.apply(g, &h1, &layer.intermediate, &format!("{p}.inter"), 1.0, Act::Tensor);
+    let act = gelu(g, k, &i, p);
+    // the GELU output holds the outliers (MPNet: |x| up to ~100 where the mean is 0.1): one scale per token
+    let o = lin.apply(g, &act, &layer.output, &format!("{p}.out"), 1.0, Act::Token);
+    let o = g.op("Add", &[&o, &h1], vec![], &format!("{p}.out_residual"));
+    layer_norm(g, &o, &layer.out_norm, k.eps, &format!("{p}.out_norm"))
+}
+
+/// Multi-head scaled dot-product attention of layer `p` over `x` (Q/K/V projections, scores + `attn_bias`,
+/// Softmax); returns the context with the heads merged back, `[b, s, h]`.
+fn self_attention(
+    g: &mut GraphBuilder,
+    lin: &mut Linears,
+    k: &LayerConsts,
+    layer: &EncoderLayer,
+    x: &str,
+    attn_bias: &str,
+    p: &str,
+) -> String {
+    let q = lin.apply(g, x, &layer.query, &format!("{p}.q"), k.scale, Act::Tensor);
+    let kk = lin.apply(g, x, &layer.key, &format!("{p}.k"), 1.0, Act::Tensor);
+    let v = lin.apply(g, x, &layer.value, &format!("{p}.v"), 1.0, Act::Tensor);
+    let q = g.op("Reshape", &[&q, &k.split_heads], vec![], &format!("{p}.q_heads"));
+    let q = g.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.q_t"));
+    let kk = g.op("Reshape", &[&kk, &k.split_heads], vec![], &format!("{p}.k_heads"));
+    let kk = g.op("Transpose", &[&kk], vec![attr_ints("perm", &[0, 2, 3, 1])], &format!("{p}.k_t"));
+    let v = g.op("Reshape", &[&v, &k.split_heads], vec![], &format!("{p}.v_heads"));
+    let v = g.op("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.v_t"));
+    let scores = g.op("MatMul", &[&q, &kk], vec![], &format!("{p}.scores"));
+    let scores = g.op("Add", &[&scores, attn_bias], vec![], &format!("{p}.scores_masked"));
+    let probs = g.op("Softmax", &[&scores], vec![attr_i("axis", -1)], &format!("{p}.probs"));
+    let ctx = g.op("MatMul", &[&probs, &v], vec![], &format!("{p}.ctx"));
+    let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])], &format!("{p}.ctx_t"));
+    g.op("Reshape", &[&ctx, &k.merge_heads], vec![], &format!("{p}.ctx_merged"))
+}
+
+/// Exact GELU of layer `p`: `0.5 * x * (1 + erf(x / sqrt(2)))`.
+fn gelu(g: &mut GraphBuilder, k: &LayerConsts, x: &str, p: &str) -> String {
+    let d = g.op("Div", &[x, &k.sqrt2], vec![], &format!("{p}.gelu_div"));
+    let e = g.op("Erf", &[&d], vec![], &format!("{p}.gelu_erf"));
+    let e1 = g.op("Add", &[&e, &k.one], vec![], &format!("{p}.gelu_add"));
+    let xe = g.op("Mul", &[x, &e1], vec![], &format!("{p}.gelu_mul"));
+    g.op("Mul", &[&xe, &k.half], vec![], &format!("{p}.gelu"))
+}
+
+/// `sentence_embedding`: mean pooling over the attention mask, the Dense module (if any), L2-normalised.
+fn sentence_embedding(g: &mut GraphBuilder, lin: &mut Linears, m: &SentenceModel, x: &str, mask_f: &str) {
+    let mut pooled = mean_pool(g, x, mask_f);
     if let Some(dense) = &m.dense {
-        pooled = lin.apply(&mut g, &pooled, &dense.linear, "dense", 1.0, Act::Float);
+        pooled = lin.apply(g, &pooled, &dense.linear, "dense", 1.0, Act::Float);
         if dense.activation == DenseActivation::Tanh {
             pooled = g.op("Tanh", &[&pooled], vec![], "dense.tanh");
         }
     }
-    l2_normalize_into(&mut g, &pooled, SENTENCE_EMBEDDING);
+    l2_normalize_into(g, &pooled, SENTENCE_EMBEDDING);
+}
 
-    // --- token output
+/// Mean of the hidden states `x` over the positions the float mask `[batch, sequence]` keeps.
+fn mean_pool(g: &mut GraphBuilder, x: &str, mask_f: &str) -> String {
+    let axis2 = g.const_i64(&[1], &[2]);
+    let axis1 = g.const_i64(&[1], &[1]);
+    let m3 = g.op("Unsqueeze", &[mask_f, &axis2], vec![], "pool.mask");
+    let masked = g.op("Mul", &[x, &m3], vec![], "pool.masked");
+    let summed = g.op("ReduceSum", &[&masked, &axis1], vec![attr_i("keepdims", 0)], "pool.sum");
+    let count = g.op("ReduceSum", &[&m3, &axis1], vec![attr_i("keepdims", 0)], "pool.count");
+    let pool_eps = g.scalar(POOL_EPS);
+    let count = g.op("Max", &[&count, &pool_eps], vec![], "pool.count_clamped");
+    g.op("Div", &[&summed, &count], vec![], "pool.mean")
+}
+
+/// `token_embeddings`: the token head's output (without one, the hidden state itself), L2-normalised per token.
+fn token_embeddings(g: &mut GraphBuilder, lin: &mut Linears, m: &SentenceModel, x: &str) {
     let tok = match &m.token_head {
-        Some(head) => lin.apply(&mut g, &x, head, "token_head", 1.0, Act::Float),
-        None => x.clone(),
+        Some(head) => lin.apply(g, x, head, "token_head", 1.0, Act::Float),
+        None => x.to_string(),
     };
-    l2_normalize_into(&mut g, &tok, TOKEN_EMBEDDINGS);
+    l2_normalize_into(g, &tok, TOKEN_EMBEDDINGS);
+}
 
+/// The graph inputs: `input_ids`, `attention_mask`, `token_type_ids`, int64 `[batch, sequence]`.
+fn graph_inputs() -> Vec<ValueInfoProto> {
     let bs = || vec![Dim::from("batch"), Dim::from("sequence")];
-    let inputs = [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS]
+    [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS]
         .iter()
         .map(|n| ValueInfoProto::tensor(n, data_type::INT64, &bs()))
-        .collect();
+        .collect()
+}
+
+/// The graph outputs: `sentence_embedding`, `token_embeddings` and, when asked for, `last_hidden_state`.
+fn graph_outputs(m: &SentenceModel, opts: &ExportOptions) -> Vec<ValueInfoProto> {
     let mut outputs = vec![
         ValueInfoProto::tensor(
             SENTENCE_EMBEDDING,
@@ -618,13 +710,17 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
         outputs.push(ValueInfoProto::tensor(
             LAST_HIDDEN_STATE,
             data_type::FLOAT,
-            &["batch".into(), "sequence".into(), (h as i64).into()],
+            &["batch".into(), "sequence".into(), (m.config.hidden_size as i64).into()],
         ));
     }
-    let node_count = g.node_count();
-    let graph = g.finish("coltrast_sentence_model", inputs, outputs);
+    outputs
+}
+
+/// The model around `graph`: IR version, opset, producer and the metadata (dims, pooling, head, quantisation,
+/// model type).
+fn model_proto(m: &SentenceModel, opts: &ExportOptions, graph: GraphProto) -> ModelProto {
     let meta = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
-    let proto = ModelProto {
+    ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
         producer_name: "coltrast".into(),
@@ -640,6 +736,5 @@ fn build_model(m: &SentenceModel, opts: &ExportOptions) -> (ModelProto, usize) {
             meta("model_type", m.config.model_type.clone().unwrap_or_else(|| "bert".into())),
         ],
         ..Default::default()
-    };
-    (proto, node_count)
+    }
 }

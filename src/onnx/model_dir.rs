@@ -318,170 +318,223 @@ struct ColtrastJson {
     token_dim: Option<usize>,
 }
 
+/// Where a model directory's Pooling and Dense modules are, and what its modules.json says.
+struct Modules {
+    pooling_dir: PathBuf,
+    dense_dir: Option<PathBuf>,
+    /// Whether modules.json lists a Normalize module (true without modules.json).
+    declares_normalize: bool,
+    /// Whether there is a modules.json (a Dense module it lists must exist).
+    listed: bool,
+}
+
+/// Reads modules.json: where the Pooling and Dense modules live (without modules.json: 1_Pooling and
+/// 2_Dense when present; with it: only what it lists).
+fn read_modules(dir: &Path) -> Result<Modules> {
+    let mut m = Modules {
+        pooling_dir: dir.join("1_Pooling"),
+        dense_dir: Some(dir.join("2_Dense")),
+        declares_normalize: true,
+        listed: false,
+    };
+    let modules_path = dir.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok(m);
+    }
+    let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
+    m.listed = true;
+    m.declares_normalize = modules.iter().any(|e| e.kind.ends_with("Normalize"));
+    m.dense_dir = None;
+    for e in &modules {
+        if e.kind.ends_with("Pooling") && !e.path.is_empty() {
+            m.pooling_dir = dir.join(&e.path);
+        } else if e.kind.ends_with("Dense") {
+            if e.path.is_empty() {
+                return Err(Error::data(&modules_path, "path", "the Dense module has no path"));
+            }
+            m.dense_dir = Some(dir.join(&e.path));
+        }
+    }
+    Ok(m)
+}
+
+/// Refuses a Pooling config (when there is one) that is not plain mean pooling.
+fn check_pooling(pooling_dir: &Path) -> Result<()> {
+    let pool_cfg = pooling_dir.join("config.json");
+    if pool_cfg.is_file() {
+        let p: PoolingConfig = read_json(&pool_cfg)?;
+        if !p.pooling_mode_mean_tokens
+            || p.pooling_mode_cls_token
+            || p.pooling_mode_max_tokens
+            || p.pooling_mode_mean_sqrt_len_tokens
+        {
+            return Err(Error::data(&pool_cfg, "pooling_mode_mean_tokens", "only mean pooling is supported"));
+        }
+    }
+    Ok(())
+}
+
+/// `max_seq_length` from sentence_bert_config.json (default: the model's positions), checked against them.
+fn read_max_seq_length(dir: &Path, config: &BertConfig) -> Result<usize> {
+    let st_path = dir.join("sentence_bert_config.json");
+    let max_seq_length = if st_path.is_file() {
+        let st: StConfig = read_json(&st_path)?;
+        st.max_seq_length.unwrap_or(config.max_positions())
+    } else {
+        config.max_positions()
+    };
+    if max_seq_length == 0 || max_seq_length > config.max_positions() {
+        return Err(Error::data(
+            &st_path,
+            "max_seq_length",
+            format!("{max_seq_length} must be in 1..={} (the positions of the model)", config.max_positions()),
+        ));
+    }
+    Ok(max_seq_length)
+}
+
+/// The Transformer module's weights, as [`SentenceModel`] holds them.
+struct TransformerWeights {
+    word_embeddings: Vec<f32>,
+    position_embeddings: Vec<f32>,
+    token_type_embeddings: Vec<f32>,
+    relative_attention_bias: Option<Vec<f32>>,
+    embeddings_norm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+}
+
+/// Reads the embeddings and the encoder layers from `model.safetensors` (keys with or without a
+/// `bert.`/`mpnet.` prefix).
+fn load_transformer(dir: &Path, config: &BertConfig) -> Result<TransformerWeights> {
+    let h = config.hidden_size;
+    let st_file = dir.join("model.safetensors");
+    if !st_file.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: missing; the exporter reads safetensors weights only",
+            st_file.display()
+        )));
+    }
+    let w = Weights::open(&st_file)?;
+    let prefixed = |p: &str| w.contains(&format!("{p}embeddings.word_embeddings.weight"));
+    let p = match (prefixed(""), config.is_mpnet()) {
+        (false, false) if prefixed("bert.") => "bert.",
+        (false, true) if prefixed("mpnet.") => "mpnet.",
+        _ => "",
+    };
+    let word_embeddings = w.f32_shaped(&format!("{p}embeddings.word_embeddings.weight"), &[config.vocab_size, h])?;
+    let position_embeddings =
+        w.f32_shaped(&format!("{p}embeddings.position_embeddings.weight"), &[config.max_position_embeddings, h])?;
+    let (token_type_embeddings, relative_attention_bias) = if config.is_mpnet() {
+        let shape = [config.relative_attention_num_buckets, config.num_attention_heads];
+        (Vec::new(), Some(w.f32_shaped(&format!("{p}encoder.relative_attention_bias.weight"), &shape)?))
+    } else {
+        let shape = [config.type_vocab_size, h];
+        (w.f32_shaped(&format!("{p}embeddings.token_type_embeddings.weight"), &shape)?, None)
+    };
+    let embeddings_norm = LayerNorm::load(&w, &format!("{p}embeddings.LayerNorm"), h)?;
+    let layers = (0..config.num_hidden_layers)
+        .map(|l| load_layer(&w, config, &format!("{p}encoder.layer.{l}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TransformerWeights {
+        word_embeddings,
+        position_embeddings,
+        token_type_embeddings,
+        relative_attention_bias,
+        embeddings_norm,
+        layers,
+    })
+}
+
+/// One encoder layer's tensors under `b` (`[prefix]encoder.layer.N`), by BERT's or MPNet's names.
+fn load_layer(w: &Weights, config: &BertConfig, b: &str) -> Result<EncoderLayer> {
+    let (h, inter) = (config.hidden_size, config.intermediate_size);
+    let [q, k, v, ao, an] = if config.is_mpnet() {
+        ["attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "attention.LayerNorm"]
+    } else {
+        [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+        ]
+    };
+    Ok(EncoderLayer {
+        query: Linear::load(w, &format!("{b}.{q}"), h, h)?,
+        key: Linear::load(w, &format!("{b}.{k}"), h, h)?,
+        value: Linear::load(w, &format!("{b}.{v}"), h, h)?,
+        attn_out: Linear::load(w, &format!("{b}.{ao}"), h, h)?,
+        attn_norm: LayerNorm::load(w, &format!("{b}.{an}"), h)?,
+        intermediate: Linear::load(w, &format!("{b}.intermediate.dense"), inter, h)?,
+        output: Linear::load(w, &format!("{b}.output.dense"), h, inter)?,
+        out_norm: LayerNorm::load(w, &format!("{b}.output.LayerNorm"), h)?,
+    })
+}
+
+/// coltrast's token head from `coltrast_token_head.safetensors` (`weight` [T, H], `bias` [T]), if present.
+fn load_token_head(dir: &Path, h: usize) -> Result<Option<Linear>> {
+    let head_path = dir.join("coltrast_token_head.safetensors");
+    if !head_path.is_file() {
+        return Ok(None);
+    }
+    let hw = Weights::open(&head_path)?;
+    let (shape, weight) = hw.f32("weight")?;
+    if shape.len() != 2 || shape[1] != h || shape[0] == 0 {
+        return Err(Error::data(&head_path, "tensor \"weight\"", format!("shape {shape:?}, expected [T, {h}]")));
+    }
+    let t = shape[0];
+    let bias = hw.f32_shaped("bias", &[t])?;
+    Ok(Some(Linear { out_features: t, in_features: h, weight, bias }))
+}
+
+/// Checks the dims coltrast.json states (when present) against the model's weights.
+fn check_coltrast_json(dir: &Path, model: &SentenceModel) -> Result<()> {
+    let cj = dir.join("coltrast.json");
+    if !cj.is_file() {
+        return Ok(());
+    }
+    let c: ColtrastJson = read_json(&cj)?;
+    if let Some(d) = c.embedding_dim.filter(|&d| d != model.embedding_dim()) {
+        return Err(Error::data(&cj, "embedding_dim", format!("{d}, but the weights give {}", model.embedding_dim())));
+    }
+    if let Some(t) = c.token_dim.filter(|&t| t != model.token_dim()) {
+        return Err(Error::data(&cj, "token_dim", format!("{t}, but the weights give {}", model.token_dim())));
+    }
+    Ok(())
+}
+
 impl SentenceModel {
+    /// Reads the model directory `dir` (see the module docs for what it must hold).
     pub fn load(dir: &Path) -> Result<SentenceModel> {
         if !dir.is_dir() {
             return Err(Error::Usage(format!("{}: model directory not found", dir.display())));
         }
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let h = config.hidden_size;
-
-        // modules.json: where the Pooling and Dense modules live
-        // (without modules.json: 1_Pooling and 2_Dense when present; with it: only what it lists)
-        let mut pooling_dir = dir.join("1_Pooling");
-        let mut dense_dir = Some(dir.join("2_Dense"));
-        let mut declares_normalize = true;
-        let modules_path = dir.join("modules.json");
-        if modules_path.is_file() {
-            let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
-            declares_normalize = modules.iter().any(|m| m.kind.ends_with("Normalize"));
-            dense_dir = None;
-            for m in &modules {
-                if m.kind.ends_with("Pooling") && !m.path.is_empty() {
-                    pooling_dir = dir.join(&m.path);
-                } else if m.kind.ends_with("Dense") {
-                    if m.path.is_empty() {
-                        return Err(Error::data(&modules_path, "path", "the Dense module has no path"));
-                    }
-                    dense_dir = Some(dir.join(&m.path));
-                }
-            }
-        }
-
-        let pool_cfg = pooling_dir.join("config.json");
-        if pool_cfg.is_file() {
-            let p: PoolingConfig = read_json(&pool_cfg)?;
-            if !p.pooling_mode_mean_tokens
-                || p.pooling_mode_cls_token
-                || p.pooling_mode_max_tokens
-                || p.pooling_mode_mean_sqrt_len_tokens
-            {
-                return Err(Error::data(&pool_cfg, "pooling_mode_mean_tokens", "only mean pooling is supported"));
-            }
-        }
-
-        let st_path = dir.join("sentence_bert_config.json");
-        let max_seq_length = if st_path.is_file() {
-            let st: StConfig = read_json(&st_path)?;
-            st.max_seq_length.unwrap_or(config.max_positions())
-        } else {
-            config.max_positions()
-        };
-        if max_seq_length == 0 || max_seq_length > config.max_positions() {
-            return Err(Error::data(
-                &st_path,
-                "max_seq_length",
-                format!("{max_seq_length} must be in 1..={} (the positions of the model)", config.max_positions()),
-            ));
-        }
-
-        let st_file = dir.join("model.safetensors");
-        if !st_file.is_file() {
-            return Err(Error::Usage(format!(
-                "{}: missing; the exporter reads safetensors weights only",
-                st_file.display()
-            )));
-        }
-        let w = Weights::open(&st_file)?;
-        let prefixed = |p: &str| w.contains(&format!("{p}embeddings.word_embeddings.weight"));
-        let p = match (prefixed(""), config.is_mpnet()) {
-            (false, false) if prefixed("bert.") => "bert.",
-            (false, true) if prefixed("mpnet.") => "mpnet.",
-            _ => "",
-        };
-        let word_embeddings =
-            w.f32_shaped(&format!("{p}embeddings.word_embeddings.weight"), &[config.vocab_size, h])?;
-        let position_embeddings =
-            w.f32_shaped(&format!("{p}embeddings.position_embeddings.weight"), &[config.max_position_embeddings, h])?;
-        let (token_type_embeddings, relative_attention_bias) = if config.is_mpnet() {
-            let shape = [config.relative_attention_num_buckets, config.num_attention_heads];
-            (Vec::new(), Some(w.f32_shaped(&format!("{p}encoder.relative_attention_bias.weight"), &shape)?))
-        } else {
-            let shape = [config.type_vocab_size, h];
-            (w.f32_shaped(&format!("{p}embeddings.token_type_embeddings.weight"), &shape)?, None)
-        };
-        // Where one layer's tensors are, under encoder.layer.N (BERT / MPNet names).
-        let [q, k, v, ao, an] = if config.is_mpnet() {
-            ["attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "attention.LayerNorm"]
-        } else {
-            [
-                "attention.self.query",
-                "attention.self.key",
-                "attention.self.value",
-                "attention.output.dense",
-                "attention.output.LayerNorm",
-            ]
-        };
-        let embeddings_norm = LayerNorm::load(&w, &format!("{p}embeddings.LayerNorm"), h)?;
-        let inter = config.intermediate_size;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for l in 0..config.num_hidden_layers {
-            let b = format!("{p}encoder.layer.{l}");
-            layers.push(EncoderLayer {
-                query: Linear::load(&w, &format!("{b}.{q}"), h, h)?,
-                key: Linear::load(&w, &format!("{b}.{k}"), h, h)?,
-                value: Linear::load(&w, &format!("{b}.{v}"), h, h)?,
-                attn_out: Linear::load(&w, &format!("{b}.{ao}"), h, h)?,
-                attn_norm: LayerNorm::load(&w, &format!("{b}.{an}"), h)?,
-                intermediate: Linear::load(&w, &format!("{b}.intermediate.dense"), inter, h)?,
-                output: Linear::load(&w, &format!("{b}.output.dense"), h, inter)?,
-                out_norm: LayerNorm::load(&w, &format!("{b}.output.LayerNorm"), h)?,
-            });
-        }
-        drop(w);
-
-        let dense = match &dense_dir {
-            Some(d) => Self::load_dense(d, h, modules_path.is_file())?,
+        let modules = read_modules(dir)?;
+        check_pooling(&modules.pooling_dir)?;
+        let max_seq_length = read_max_seq_length(dir, &config)?;
+        let t = load_transformer(dir, &config)?;
+        let dense = match &modules.dense_dir {
+            Some(d) => Self::load_dense(d, h, modules.listed)?,
             None => None,
         };
-
-        let head_path = dir.join("coltrast_token_head.safetensors");
-        let token_head = if head_path.is_file() {
-            let hw = Weights::open(&head_path)?;
-            let (shape, weight) = hw.f32("weight")?;
-            if shape.len() != 2 || shape[1] != h || shape[0] == 0 {
-                return Err(Error::data(
-                    &head_path,
-                    "tensor \"weight\"",
-                    format!("shape {shape:?}, expected [T, {h}]"),
-                ));
-            }
-            let t = shape[0];
-            let bias = hw.f32_shaped("bias", &[t])?;
-            Some(Linear { out_features: t, in_features: h, weight, bias })
-        } else {
-            None
-        };
-
+        let token_head = load_token_head(dir, h)?;
         let model = SentenceModel {
             dir: dir.to_path_buf(),
             config,
             max_seq_length,
-            word_embeddings,
-            position_embeddings,
-            token_type_embeddings,
-            relative_attention_bias,
-            embeddings_norm,
-            layers,
+            word_embeddings: t.word_embeddings,
+            position_embeddings: t.position_embeddings,
+            token_type_embeddings: t.token_type_embeddings,
+            relative_attention_bias: t.relative_attention_bias,
+            embeddings_norm: t.embeddings_norm,
+            layers: t.layers,
             dense,
             token_head,
-            declares_normalize,
+            declares_normalize: modules.declares_normalize,
         };
-
-        let cj = dir.join("coltrast.json");
-        if cj.is_file() {
-            let c: ColtrastJson = read_json(&cj)?;
-            if let Some(d) = c.embedding_dim.filter(|&d| d != model.embedding_dim()) {
-                return Err(Error::data(
-                    &cj,
-                    "embedding_dim",
-                    format!("{d}, but the weights give {}", model.embedding_dim()),
-                ));
-            }
-            if let Some(t) = c.token_dim.filter(|&t| t != model.token_dim()) {
-                return Err(Error::data(&cj, "token_dim", format!("{t}, but the weights give {}", model.token_dim())));
-            }
-        }
+        check_coltrast_json(dir, &model)?;
         Ok(model)
     }
 

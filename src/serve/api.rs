@@ -350,7 +350,7 @@ async fn embeddings(
         }
     };
     let dimensions = req.dimensions;
-    let model = req.model.unwrap_or_else(|| st.settings.model.base.clone());
+    let model = req.model.unwrap_or_else(|| st.settings.model.base.clone().unwrap_or_default());
     let (g, (vectors, tokens)) = with_generation(&st, move |g| {
         let enc = g.searcher.encoder();
         if let Some(d) = dimensions {
@@ -399,7 +399,7 @@ async fn info(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let body = InfoResponse {
         version: env!("CARGO_PKG_VERSION"),
         model: ModelInfo {
-            base: st.settings.model.base.clone(),
+            base: st.settings.model.base.clone().unwrap_or_default(),
             served: g.searcher.served().model.clone(),
             served_system: g.searcher.served().system.clone(),
             served_reason: g.searcher.served().reason.clone(),

@@ -47,120 +47,47 @@
 //! **Params.** `chunk.strategy`, `chunk.min_tokens`, `chunk.similarity_threshold`, `chunk.compare`, `chunk.max_tokens`
 //! (`chunk.batch_size` is speed only and not in the key).
 //!
-//! **Cache.** Sentence and chunk embeddings go through [`crate::embed_cache`], keyed by (model hash, text
+//! **Cache.** Sentence and chunk embeddings go through [`crate::embed::cache`], keyed by (model hash, text
 //! hash): changing only the threshold re-chunks without re-embedding one sentence. The manifest's stats say
 //! how many texts were embedded and how many came from the cache.
 //!
 //! **Example.** `coltrast run chunk --set chunk.similarity_threshold=0.8`
 
 use std::ops::Range;
-use std::path::Path;
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::backend::{self, SentenceEncoder};
-use crate::embed_cache::EmbeddingCache;
+use crate::embed::cache::EmbeddingCache;
+use crate::artifacts::chunks::{
+    chunk_id, write_chunks, write_sentences, ChunkRecord, SentenceRecord, CHUNKS, SENTENCES,
+};
+use crate::artifacts::dataset::{self, needs_title, titled_text};
+use crate::backend::{base_model_input, load_base_encoder};
+use crate::embed::cache::embed_all;
+use crate::artifacts::StageId;
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{ChunkCompare, ChunkStrategy, Settings};
-use crate::stages::ingest;
-use crate::table;
 use crate::text;
 
-pub const SENTENCES: &str = "sentences.parquet";
 /// `"sections"`: tokens kept free for the heading path when an over-long sentence is cut into windows.
 const PATH_RESERVE: usize = 32;
-pub const CHUNKS: &str = "chunks.parquet";
-
-pub fn sentences_schema(dim: usize) -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("sentence_idx", DataType::Int64, false),
-        Field::new("text", DataType::Utf8, false),
-        Field::new("n_tokens", DataType::Int64, false),
-        Field::new("is_heading", DataType::Boolean, false),
-        Field::new("embedding", table::embedding_type(dim), false),
-    ]))
-}
-
-pub fn chunks_schema(dim: usize) -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("chunk_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("ordinal", DataType::Int64, false),
-        Field::new("text", DataType::Utf8, false),
-        Field::new("n_tokens", DataType::Int64, false),
-        Field::new("first_sentence_idx", DataType::Int64, false),
-        Field::new("last_sentence_idx", DataType::Int64, false),
-        Field::new("embed_text", DataType::Utf8, false),
-        Field::new("embedding", table::embedding_type(dim), false),
-    ]))
-}
-
-/// One chunk as later stages read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    pub chunk_id: String,
-    pub project_id: String,
-    pub ordinal: i64,
-    pub text: String,
-    pub n_tokens: i64,
-    /// The exact text that was embedded (Markdown stripped; for `strategy = "none"` the titled document).
-    pub embed_text: String,
-}
-
-/// Read chunks.parquet: the chunks and their embeddings (flat, row-major) and dim.
-pub fn read_chunks(dir: &Path) -> Result<(Vec<Chunk>, Vec<f32>, usize)> {
-    let path = dir.join(CHUNKS);
-    // The dim is not known before reading: check every column of the schema but the embedding.
-    let full = chunks_schema(0);
-    let expected = Schema::new(full.fields().iter().filter(|f| f.name() != "embedding").cloned().collect::<Vec<_>>());
-    let probe = table::read_parquet(&path, "chunk", &expected)?;
-    let (emb, dim) = table::embedding_values(&probe, "embedding")?;
-    let (ids, pids, texts) =
-        (table::str_col(&probe, "chunk_id")?, table::str_col(&probe, "project_id")?, table::str_col(&probe, "text")?);
-    let (ord, ntok) = (table::i64_col(&probe, "ordinal")?, table::i64_col(&probe, "n_tokens")?);
-    let etext = table::str_col(&probe, "embed_text")?;
-    let chunks = (0..probe.num_rows())
-        .map(|i| Chunk {
-            chunk_id: ids.value(i).to_string(),
-            project_id: pids.value(i).to_string(),
-            ordinal: ord.value(i),
-            text: texts.value(i).to_string(),
-            n_tokens: ntok.value(i),
-            embed_text: etext.value(i).to_string(),
-        })
-        .collect();
-    Ok((chunks, emb, dim))
-}
 
 pub struct ChunkStage;
 
-/// The base model as an external input: its files' content is part of the fingerprint.
-pub fn base_model_input(s: &Settings) -> ExternalInput {
-    ExternalInput { name: "base_model".into(), path: s.base_model_dir() }
-}
-
-/// Load the base model named by the settings in libtorch (see [`crate::backend`]), with a clear error when it
-/// is missing.
-pub fn load_base_encoder(s: &Settings) -> Result<Box<dyn SentenceEncoder>> {
-    backend::backend()?.base_encoder(s)
-}
 
 impl Stage<Settings> for ChunkStage {
-    fn name(&self) -> &'static str {
-        "chunk"
+    fn id(&self) -> StageId {
+        StageId::Chunk
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["ingest"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Ingest]
     }
     fn code_version(&self) -> u32 {
         3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        s.section_without("chunk", &["batch_size"])
+        Settings::key_value(&ChunkKey::of(s))
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![base_model_input(s)])
@@ -170,7 +97,7 @@ impl Stage<Settings> for ChunkStage {
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.chunk.clone();
-        let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
+        let ds = dataset::read(ctx.upstream_dir(StageId::Ingest)?)?;
         let encoder = load_base_encoder(ctx.config)?;
         let max_tokens = s.max_tokens as usize;
         if max_tokens > encoder.max_seq_length() {
@@ -197,7 +124,18 @@ impl Stage<Settings> for ChunkStage {
         ctx.record_stat("sentences", out.sentences.len() as u64);
         ctx.record_stat("chunks", out.chunks.len() as u64);
         tracing::info!(sentences = out.sentences.len(), chunks = out.chunks.len(), embedded = cache.misses, "chunked");
-        let n = write_sentences(&ctx.output(SENTENCES), &out.sentences, out.sentence_emb, dim)?;
+        let records: Vec<SentenceRecord<'_>> = out
+            .sentences
+            .iter()
+            .map(|r| SentenceRecord {
+                project_id: &r.project_id,
+                sentence_idx: r.idx,
+                text: &r.text,
+                n_tokens: r.n_tokens,
+                is_heading: r.heading,
+            })
+            .collect();
+        let n = write_sentences(&ctx.output(SENTENCES), &records, out.sentence_emb, dim)?;
         ctx.record_rows(SENTENCES, n);
         let n = write_chunks(&ctx.output(CHUNKS), &out.chunks, out.chunk_emb, dim)?;
         ctx.record_rows(CHUNKS, n);
@@ -219,23 +157,13 @@ struct SentenceRow {
     list_item: bool,
 }
 
-struct ChunkRow {
-    chunk_id: String,
-    project_id: String,
-    ordinal: i64,
-    text: String,
-    n_tokens: i64,
-    first: i64,
-    last: i64,
-    embed_text: String,
-}
 
 struct Output {
     /// Sentences the model had to embed (not in the cache).
     sentences_embedded: usize,
     sentences: Vec<SentenceRow>,
     sentence_emb: Vec<f32>,
-    chunks: Vec<ChunkRow>,
+    chunks: Vec<ChunkRecord>,
     chunk_emb: Vec<f32>,
 }
 
@@ -274,41 +202,16 @@ impl TokenCounter {
     }
 }
 
-/// Chunk id: stable across runs, derived from the project and the chunk's text.
-pub fn chunk_id(project_id: &str, text: &str) -> String {
-    let mut h = crate::hash::StableHasher::new("coltrast-chunk-id");
-    h.str(project_id).str(text);
-    h.finish()[..16].to_string()
-}
 
-/// Embed `texts` through the cache with the (libtorch) encoder, with a progress bar for the texts not cached.
-pub fn embed_all(
-    encoder: &dyn SentenceEncoder,
-    cache: &mut EmbeddingCache,
-    texts: &[&str],
-    batch: usize,
-    what: &str,
-) -> Result<Vec<f32>> {
-    cache.embed(texts, |missing| {
-        let bar = crate::progress::bar(missing.len() as u64, what);
-        let mut out = Vec::with_capacity(missing.len() * encoder.dim());
-        for group in missing.chunks(1024) {
-            out.extend(encoder.embed(group, batch)?.data);
-            bar.inc(group.len() as u64);
-        }
-        bar.finish_and_clear();
-        Ok(out)
-    })
-}
 
 /// A document's sentences (Markdown-aware), each over `budget` tokens cut into token windows. A document
 /// without a heading of its own (BEIR) gets its title as a level-1 heading first.
-fn split_rows(p: &ingest::Project, counter: &TokenCounter, budget: usize) -> Result<Vec<SentenceRow>> {
+fn split_rows(p: &dataset::Project, counter: &TokenCounter, budget: usize) -> Result<Vec<SentenceRow>> {
     split_rows_windowed(p, counter, budget)
 }
 
 /// [`split_rows`] with over-long sentences cut into windows of `window` tokens.
-fn split_rows_windowed(p: &ingest::Project, counter: &TokenCounter, window: usize) -> Result<Vec<SentenceRow>> {
+fn split_rows_windowed(p: &dataset::Project, counter: &TokenCounter, window: usize) -> Result<Vec<SentenceRow>> {
     let mut rows: Vec<SentenceRow> = Vec::new();
     let mut split = text::split_sentences(&p.text);
     if needs_title(p) {
@@ -365,21 +268,6 @@ fn split_rows_windowed(p: &ingest::Project, counter: &TokenCounter, window: usiz
     Ok(rows)
 }
 
-/// Whether a document has a real title (BEIR) that is not already its first heading: then the title heads it.
-pub fn needs_title(p: &ingest::Project) -> bool {
-    p.title != p.project_id
-        && !p.title.is_empty()
-        && ingest::first_heading(&p.text).as_deref() != Some(p.title.as_str())
-}
-
-/// The document as one text: `title + " " + text` when the title is not already its first heading.
-pub fn titled_text(p: &ingest::Project) -> String {
-    if needs_title(p) {
-        format!("{} {}", p.title, p.text)
-    } else {
-        p.text.clone()
-    }
-}
 
 /// Markdown of consecutive sentences, with the separators their blocks imply.
 fn join_markdown(members: &[SentenceRow]) -> String {
@@ -406,13 +294,13 @@ fn join_markdown(members: &[SentenceRow]) -> String {
 
 /// A chunk of consecutive sentences, embedded as `embed_text`; its id is unique within the document.
 fn sentence_chunk(
-    p: &ingest::Project,
+    p: &dataset::Project,
     ordinal: usize,
     members: &[SentenceRow],
     embed_text: String,
     counter: &TokenCounter,
     seen_ids: &mut std::collections::HashSet<String>,
-) -> Result<ChunkRow> {
+) -> Result<ChunkRecord> {
     let text = join_markdown(members);
     let n_tokens = counter.count(&embed_text)? + 2;
     let mut id = chunk_id(&p.project_id, &text);
@@ -420,7 +308,7 @@ fn sentence_chunk(
         id = chunk_id(&p.project_id, &format!("{text}\u{0}{ordinal}"));
         seen_ids.insert(id.clone());
     }
-    Ok(ChunkRow {
+    Ok(ChunkRecord {
         chunk_id: id,
         project_id: p.project_id.clone(),
         ordinal: ordinal as i64,
@@ -433,7 +321,7 @@ fn sentence_chunk(
 }
 
 fn semantic(
-    projects: &[ingest::Project],
+    projects: &[dataset::Project],
     encoder: &dyn SentenceEncoder,
     counter: &TokenCounter,
     cache: &mut EmbeddingCache,
@@ -483,7 +371,7 @@ fn semantic(
 /// a longer one is cut along its Markdown sections and packed up to the cap, each chunk led by its heading
 /// path. See the module docs.
 fn sections(
-    projects: &[ingest::Project],
+    projects: &[dataset::Project],
     encoder: &dyn SentenceEncoder,
     counter: &TokenCounter,
     cache: &mut EmbeddingCache,
@@ -498,7 +386,7 @@ fn sections(
         let whole = titled_text(p);
         let n = counter.count(&whole)?;
         if n <= budget {
-            chunks.push(ChunkRow {
+            chunks.push(ChunkRecord {
                 chunk_id: chunk_id(&p.project_id, &whole),
                 project_id: p.project_id.clone(),
                 ordinal: 0,
@@ -607,7 +495,7 @@ fn pack_sections(
 }
 
 fn whole_documents(
-    projects: &[ingest::Project],
+    projects: &[dataset::Project],
     encoder: &dyn SentenceEncoder,
     counter: &TokenCounter,
     cache: &mut EmbeddingCache,
@@ -626,7 +514,7 @@ fn whole_documents(
         } else {
             text.clone()
         };
-        chunks.push(ChunkRow {
+        chunks.push(ChunkRecord {
             chunk_id: chunk_id(&p.project_id, &text),
             project_id: p.project_id.clone(),
             ordinal: 0,
@@ -711,31 +599,28 @@ pub fn merge(
     out
 }
 
-fn write_sentences(path: &Path, rows: &[SentenceRow], emb: Vec<f32>, dim: usize) -> Result<u64> {
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.project_id.as_str()))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.idx))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.text.as_str()))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n_tokens))),
-        Arc::new(BooleanArray::from(rows.iter().map(|r| r.heading).collect::<Vec<_>>())),
-        table::embedding_array(emb, dim)?,
-    ];
-    table::write_parquet(path, sentences_schema(dim), cols)
+
+/// The chunk stage's cache key: everything of `[chunk]` but `batch_size` (speed only).
+#[derive(Debug, serde::Serialize)]
+pub struct ChunkKey {
+    pub strategy: ChunkStrategy,
+    pub min_tokens: u64,
+    pub similarity_threshold: f64,
+    pub compare: ChunkCompare,
+    pub max_tokens: u64,
 }
 
-fn write_chunks(path: &Path, rows: &[ChunkRow], emb: Vec<f32>, dim: usize) -> Result<u64> {
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.chunk_id.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.project_id.as_str()))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.ordinal))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.text.as_str()))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n_tokens))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.first))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.last))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.embed_text.as_str()))),
-        table::embedding_array(emb, dim)?,
-    ];
-    table::write_parquet(path, chunks_schema(dim), cols)
+impl ChunkKey {
+    pub fn of(s: &Settings) -> Self {
+        let c = &s.chunk;
+        ChunkKey {
+            strategy: c.strategy,
+            min_tokens: c.min_tokens,
+            similarity_threshold: c.similarity_threshold,
+            compare: c.compare,
+            max_tokens: c.max_tokens,
+        }
+    }
 }
 
 #[cfg(test)]

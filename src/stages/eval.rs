@@ -51,52 +51,30 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 
+use crate::artifacts::eval::{eval_schema, queries_schema, BASELINE, EVAL, QUERIES, REPORT, SYSTEMS};
+use crate::artifacts::export::{self};
+use crate::artifacts::{chunks, dataset, pairs, Split, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
+use crate::guard::Served;
 use crate::metrics::{docs_from_chunks, mean_metrics, QueryMetrics, METRIC_NAMES};
-use crate::settings::Settings;
-use crate::stages::{chunk, export, index, mine};
+use crate::settings::{EvalSplit, Settings};
 use crate::table;
 
-pub const EVAL: &str = "eval.parquet";
-pub const QUERIES: &str = "eval_queries.parquet";
-pub const REPORT: &str = "eval.md";
-pub const BASELINE: &str = "base-whole";
-pub const SYSTEMS: [&str; 6] = [BASELINE, "base", "base+hybrid", "coltrast", "coltrast+rerank", "coltrast+hybrid"];
 /// The values swept on validation.
 pub const LEXICAL_GRID: [f64; 9] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5];
 pub const RERANK_GRID: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
-pub fn eval_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("system", DataType::Utf8, false),
-        Field::new("level", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-        Field::new("queries", DataType::Int64, false),
-    ]))
-}
-
-pub fn queries_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("qa_id", DataType::Utf8, false),
-        Field::new("system", DataType::Utf8, false),
-        Field::new("level", DataType::Utf8, false),
-        Field::new("rank", DataType::Int64, true),
-    ]))
-}
-
 pub struct Eval;
 
 /// Pick the evaluation pairs per `eval.split`.
-pub fn select<'a>(pairs: &'a [mine::Pair], split: &str) -> (String, Vec<&'a mine::Pair>) {
-    let splits: BTreeSet<&str> = pairs.iter().map(|p| p.split.as_str()).collect();
-    let chosen = match split {
-        "all" => return ("all".into(), pairs.iter().collect()),
-        "auto" => ["test", "val", "dev"].into_iter().find(|s| splits.contains(s)).unwrap_or("train"),
-        other => other,
+pub fn select(pairs: &[pairs::Pair], split: EvalSplit) -> (String, Vec<&pairs::Pair>) {
+    let present: BTreeSet<Split> = pairs.iter().map(|p| p.split).collect();
+    let chosen = match (split, split.split()) {
+        (EvalSplit::All, _) => return ("all".into(), pairs.iter().collect()),
+        (_, Some(one)) => one,
+        _ => [Split::Test, Split::Val, Split::Dev].into_iter().find(|s| present.contains(s)).unwrap_or(Split::Train),
     };
     (chosen.to_string(), pairs.iter().filter(|p| p.split == chosen).collect())
 }
@@ -128,7 +106,7 @@ pub fn rerank_rows(
 }
 
 /// Document-level nDCG@10 of rankings over chunk rows.
-fn doc_ndcg(rankings: &[Vec<(i64, f32)>], pairs: &[&mine::Pair], project_of: &[&str]) -> f64 {
+fn doc_ndcg(rankings: &[Vec<(i64, f32)>], pairs: &[&pairs::Pair], project_of: &[&str]) -> f64 {
     let ms: Vec<QueryMetrics> = rankings
         .iter()
         .zip(pairs)
@@ -150,11 +128,11 @@ struct SystemRun {
 }
 
 impl Stage<Settings> for Eval {
-    fn name(&self) -> &'static str {
-        "eval"
+    fn id(&self) -> StageId {
+        StageId::Eval
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["ingest", "chunk", "mine", "export"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Ingest, StageId::Chunk, StageId::Mine, StageId::Export]
     }
     fn code_version(&self) -> u32 {
         // 3: reports the served system (the index stage's validation guard); best system ties broken at chunk
@@ -164,35 +142,81 @@ impl Stage<Settings> for Eval {
         4
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = toml::Table::new();
-        t.insert("split".into(), s.eval.split.clone().into());
-        t.insert("rerank_depth".into(), s.index.rerank_depth.into());
-        t.insert("rerank_weight".into(), s.index.rerank_weight.into());
-        t.insert("lexical_weight".into(), s.index.lexical_weight.into());
-        t.insert("served_model".into(), s.export.model.as_str().into());
-        t.insert("guard_margin".into(), s.export.guard_margin.into());
-        t.insert("guard_noise".into(), s.export.guard_noise.into());
-        t.insert("guard_queries".into(), s.export.guard_queries.as_str().into());
-        Ok(toml::Value::Table(t))
+        Settings::key_value(&EvalKey::of(s))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![])
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
-        let s = ctx.config;
-        let ds = crate::stages::ingest::read(ctx.upstream_dir("ingest")?)?;
-        let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
+        let inputs = Inputs::read(ctx)?;
+        let plan = Plan::new(ctx, &inputs)?;
+        let (runs, sweep) = plan.rank(ctx)?;
+        let (results, per_query) = tabulate(&runs);
+        record_metrics(ctx, &results);
+        write_tables(ctx, &results, &per_query)?;
+        record_best(ctx, &results);
+        let served = plan.record_served(ctx, &results)?;
+        let best_w = record_best_weights(ctx, &sweep);
+        plan.write_report(ctx, &results, &sweep, &best_w, &served)
+    }
+}
+
+/// Rankings of several queries: per query, (chunk or document row, score), best first.
+type Rankings = Vec<Vec<(i64, f32)>>;
+/// A row of eval.parquet: (system, level, metric, value, queries).
+type ResultRow = (String, String, String, f64, i64);
+/// A row of eval_queries.parquet: (qa_id, system, level, rank).
+type QueryRow = (String, String, String, Option<i64>);
+/// One point of a validation sweep: (weight's name, its value, document nDCG@10).
+type SweepPoint = (&'static str, f64, f64);
+
+/// What eval reads: the dataset, the chunks and the labelled pairs.
+struct Inputs {
+    ds: dataset::Dataset,
+    chunks: Vec<chunks::Chunk>,
+    pairs: Vec<pairs::Pair>,
+}
+
+impl Inputs {
+    /// Reads the upstream artifacts, keeping only the dataset's own (labelled) questions.
+    fn read(ctx: &StageContext<'_, Settings>) -> Result<Self> {
+        let ds = crate::artifacts::dataset::read(ctx.upstream_dir(StageId::Ingest)?)?;
+        let (chunks, _, _) = chunks::read_chunks(ctx.upstream_dir(StageId::Chunk)?)?;
         // Only the dataset's own questions are scored: synthetic queries (the generate stage) train and
         // validate, they are not what a user asks.
-        let pairs: Vec<mine::Pair> =
-            mine::read_pairs(ctx.upstream_dir("mine")?)?.into_iter().filter(|p| p.is_labelled()).collect();
-        let (split, queries) = select(&pairs, &s.eval.split);
-        if queries.is_empty() {
-            return Err(Error::Usage(format!("eval: no pairs in split {split:?} (eval.split = {:?})", s.eval.split)));
-        }
-        tracing::info!(split = %split, queries = queries.len(), chunks = chunks.len(), "evaluating");
-        ctx.record_stat("split", split.clone());
-        ctx.record_stat("queries", queries.len() as u64);
+        let pairs: Vec<pairs::Pair> =
+            pairs::read_pairs(ctx.upstream_dir(StageId::Mine)?)?.into_iter().filter(|p| p.is_labelled()).collect();
+        Ok(Inputs { ds, chunks, pairs })
+    }
+}
+
+/// What the system runs share: the evaluated and validation queries, the chunks' rows, BM25's rankings and
+/// the weights.
+struct Plan<'a> {
+    ds: &'a dataset::Dataset,
+    chunks: &'a [chunks::Chunk],
+    split: String,
+    queries: Vec<&'a pairs::Pair>,
+    val_pairs: Vec<&'a pairs::Pair>,
+    row_of: HashMap<&'a str, i64>,
+    project_of: Vec<&'a str>,
+    texts: Vec<&'a str>,
+    qtexts: Vec<&'a str>,
+    vtexts: Vec<&'a str>,
+    depth: usize,
+    k: usize,
+    lw: f32,
+    rw: f32,
+    q_bm25: Rankings,
+    v_bm25: Rankings,
+}
+
+impl<'a> Plan<'a> {
+    /// Chooses the evaluated split (recording it) and its validation queries, and ranks both with BM25.
+    fn new(ctx: &mut StageContext<'_, Settings>, inputs: &'a Inputs) -> Result<Self> {
+        let s = ctx.config;
+        let chunks = inputs.chunks.as_slice();
+        let (split, queries) = choose_queries(ctx, &inputs.pairs, chunks.len())?;
         let row_of: HashMap<&str, i64> =
             chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i as i64)).collect();
         let project_of: Vec<&str> = chunks.iter().map(|c| c.project_id.as_str()).collect();
@@ -200,174 +224,159 @@ impl Stage<Settings> for Eval {
         let qtexts: Vec<&str> = queries.iter().map(|p| p.query.as_str()).collect();
         let depth = s.index.rerank_depth as usize;
         let k = chunks.len().min(depth.max(100));
-
-        let val_pairs: Vec<&mine::Pair> = if split == "val" || split == "dev" {
-            vec![]
-        } else {
-            pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect()
-        };
+        let val_pairs = validation_pairs(&inputs.pairs, &split);
         let vtexts: Vec<&str> = val_pairs.iter().map(|p| p.query.as_str()).collect();
         let (lw, rw) = (s.index.lexical_weight as f32, s.index.rerank_weight as f32);
         let lexical = crate::lexical::LexicalIndex::build(None, &texts)?;
-        let bm25 = |qs: &[&str]| -> Result<Vec<Vec<(i64, f32)>>> { qs.iter().map(|q| lexical.search(q, k)).collect() };
+        let bm25 = |qs: &[&str]| -> Result<Rankings> { qs.iter().map(|q| lexical.search(q, k)).collect() };
         let (q_bm25, v_bm25) = (bm25(&qtexts)?, bm25(&vtexts)?);
+        Ok(Plan {
+            ds: &inputs.ds,
+            chunks,
+            split,
+            queries,
+            val_pairs,
+            row_of,
+            project_of,
+            texts,
+            qtexts,
+            vtexts,
+            depth,
+            k,
+            lw,
+            rw,
+            q_bm25,
+            v_bm25,
+        })
+    }
 
+    /// Ranks the queries with each model's systems, and sweeps the weights on validation with the fine-tuned one.
+    fn rank(&self, ctx: &StageContext<'_, Settings>) -> Result<(Vec<SystemRun>, Vec<SweepPoint>)> {
         let mut runs: Vec<SystemRun> = Vec::new();
-        let mut sweep: Vec<(&'static str, f64, f64)> = Vec::new();
+        let mut sweep: Vec<SweepPoint> = Vec::new();
         for model in [export::BASE, export::FINETUNED] {
-            let mut m = index::ExportedModel::open(ctx, model)?;
-            let (doc_emb, doc_tok, _) = m.embed(&texts, &format!("embedding chunks ({model})"))?;
+            let mut m = export::ExportedModel::open(ctx, model)?;
+            let (doc_emb, doc_tok, _) = m.embed(&self.texts, &format!("embedding chunks ({model})"))?;
             let idx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &doc_emb, None)?;
-            let q = m.encoder.embed_both(&qtexts)?;
-            let hits = idx.search(&q.0.data, k)?;
-            let token_dim = m.info.token_dim;
-            let hybrid = |dense: &[Vec<(i64, f32)>], lex: &[Vec<(i64, f32)>], w: f32| -> Vec<Vec<(i64, f32)>> {
-                dense.iter().zip(lex).map(|(d, l)| crate::lexical::fuse(d, l, w)).collect()
-            };
+            let q = m.encoder.embed_both(&self.qtexts)?;
+            let hits = idx.search(&q.0.data, self.k)?;
             if model == export::BASE {
-                // The baseline: whole documents, one vector each, ranked directly.
-                let whole: Vec<String> = ds.projects.iter().map(chunk::titled_text).collect();
-                let wrefs: Vec<&str> = whole.iter().map(|t| t.as_str()).collect();
-                let (wemb, _, _) = m.embed(&wrefs, "embedding whole documents (base)")?;
-                let widx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &wemb, None)?;
-                let whits = widx.search(&q.0.data, ds.projects.len().min(100))?;
-                let pids: Vec<&str> = ds.projects.iter().map(|p| p.project_id.as_str()).collect();
-                runs.push(score_documents(BASELINE, &whits, &queries, &pids));
-                runs.push(score_system("base", &hits, &queries, &row_of, &project_of));
-                runs.push(score_system("base+hybrid", &hybrid(&hits, &q_bm25, lw), &queries, &row_of, &project_of));
+                runs.extend(self.base_runs(&mut m, &q.0.data, &hits)?);
             } else {
-                let reranked: Vec<Vec<(i64, f32)>> = hits
-                    .iter()
-                    .zip(&q.1)
-                    .map(|(h, t)| rerank_rows(h, &t.data, &doc_tok, token_dim, depth, rw))
-                    .collect();
-                runs.push(score_system("coltrast", &hits, &queries, &row_of, &project_of));
-                runs.push(score_system("coltrast+rerank", &reranked, &queries, &row_of, &project_of));
-                runs.push(score_system("coltrast+hybrid", &hybrid(&hits, &q_bm25, lw), &queries, &row_of, &project_of));
-                if !val_pairs.is_empty() {
-                    let v = m.encoder.embed_both(&vtexts)?;
-                    let vhits = idx.search(&v.0.data, k)?;
-                    for w in LEXICAL_GRID {
-                        sweep.push((
-                            "lexical_weight",
-                            w,
-                            doc_ndcg(&hybrid(&vhits, &v_bm25, w as f32), &val_pairs, &project_of),
-                        ));
-                    }
-                    let heads: Vec<Vec<f32>> = vhits
-                        .iter()
-                        .zip(&v.1)
-                        .map(|(h, t)| maxsim_head(h, &t.data, &doc_tok, token_dim, depth))
-                        .collect();
-                    for w in RERANK_GRID {
-                        let r: Vec<Vec<(i64, f32)>> = vhits
-                            .iter()
-                            .zip(&heads)
-                            .map(|(h, m)| crate::lexical::fuse_maxsim(h, m, w as f32))
-                            .collect();
-                        sweep.push(("rerank_weight", w, doc_ndcg(&r, &val_pairs, &project_of)));
-                    }
+                runs.extend(self.finetuned_runs(&hits, &q.1, &doc_tok, m.info.token_dim));
+                if !self.val_pairs.is_empty() {
+                    sweep = self.sweep(&m, &idx, &doc_tok)?;
                 }
             }
         }
+        Ok((runs, sweep))
+    }
 
-        // Tables.
-        let mut results: Vec<(String, String, String, f64, i64)> = Vec::new();
-        let mut per_query: Vec<(String, String, String, Option<i64>)> = Vec::new();
-        for run in &runs {
-            let chunk_m: Vec<QueryMetrics> = run.chunk_ranks.iter().filter_map(|r| r.2).collect();
-            let doc_m: Vec<QueryMetrics> = run.doc_ranks.iter().map(|r| r.2).collect();
-            for (level, ms) in [("chunk", &chunk_m), ("document", &doc_m)] {
-                if ms.is_empty() {
-                    continue;
-                }
-                let means = mean_metrics(ms);
-                for name in METRIC_NAMES {
-                    results.push((run.name.into(), level.into(), name.to_string(), means[name], ms.len() as i64));
-                }
-            }
-            for (qa, rank, m) in &run.chunk_ranks {
-                if m.is_some() {
-                    per_query.push((qa.clone(), run.name.into(), "chunk".into(), *rank));
-                }
-            }
-            for (qa, rank, _) in &run.doc_ranks {
-                per_query.push((qa.clone(), run.name.into(), "document".into(), *rank));
-            }
+    /// The base model's systems: `base-whole` over whole documents, `base` and `base+hybrid` over the chunks.
+    fn base_runs(&self, m: &mut export::ExportedModel, q_emb: &[f32], hits: &Rankings) -> Result<Vec<SystemRun>> {
+        // The baseline: whole documents, one vector each, ranked directly.
+        let projects = &self.ds.projects;
+        let whole: Vec<String> = projects.iter().map(dataset::titled_text).collect();
+        let wrefs: Vec<&str> = whole.iter().map(|t| t.as_str()).collect();
+        let (wemb, _, _) = m.embed(&wrefs, "embedding whole documents (base)")?;
+        let widx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &wemb, None)?;
+        let whits = widx.search(q_emb, projects.len().min(100))?;
+        let pids: Vec<&str> = projects.iter().map(|p| p.project_id.as_str()).collect();
+        Ok(vec![
+            score_documents(BASELINE, &whits, &self.queries, &pids),
+            self.score("base", hits),
+            self.score("base+hybrid", &hybrid(hits, &self.q_bm25, self.lw)),
+        ])
+    }
+
+    /// The fine-tuned model's systems over the chunks: `coltrast`, `coltrast+rerank` and `coltrast+hybrid`.
+    fn finetuned_runs(
+        &self,
+        hits: &Rankings,
+        q_tok: &[crate::embed::TokenRows],
+        doc_tok: &[Vec<f32>],
+        token_dim: usize,
+    ) -> Vec<SystemRun> {
+        let reranked: Rankings = hits
+            .iter()
+            .zip(q_tok)
+            .map(|(h, t)| rerank_rows(h, &t.data, doc_tok, token_dim, self.depth, self.rw))
+            .collect();
+        vec![
+            self.score("coltrast", hits),
+            self.score("coltrast+rerank", &reranked),
+            self.score("coltrast+hybrid", &hybrid(hits, &self.q_bm25, self.lw)),
+        ]
+    }
+
+    /// The fine-tuned model's document nDCG@10 on validation at each value of the lexical and rerank grids.
+    fn sweep(
+        &self,
+        m: &export::ExportedModel,
+        idx: &crate::index::VectorIndex,
+        doc_tok: &[Vec<f32>],
+    ) -> Result<Vec<SweepPoint>> {
+        let v = m.encoder.embed_both(&self.vtexts)?;
+        let vhits = idx.search(&v.0.data, self.k)?;
+        let mut sweep: Vec<SweepPoint> = Vec::new();
+        for w in LEXICAL_GRID {
+            sweep.push((
+                "lexical_weight",
+                w,
+                doc_ndcg(&hybrid(&vhits, &self.v_bm25, w as f32), &self.val_pairs, &self.project_of),
+            ));
         }
-        for (sys, level, metric, v, _) in &results {
-            if metric == "ndcg@10" || metric == "recall@1" || metric == "mrr@10" {
-                ctx.record_stat(&format!("{sys}/{level}/{metric}"), *v);
-            }
+        let token_dim = m.info.token_dim;
+        let heads: Vec<Vec<f32>> =
+            vhits.iter().zip(&v.1).map(|(h, t)| maxsim_head(h, &t.data, doc_tok, token_dim, self.depth)).collect();
+        for w in RERANK_GRID {
+            let r: Rankings =
+                vhits.iter().zip(&heads).map(|(h, m)| crate::lexical::fuse_maxsim(h, m, w as f32)).collect();
+            sweep.push(("rerank_weight", w, doc_ndcg(&r, &self.val_pairs, &self.project_of)));
         }
-        let col = |f: &dyn Fn(&(String, String, String, f64, i64)) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(results.iter().map(f)))
-        };
-        let n = table::write_parquet(
-            &ctx.output(EVAL),
-            eval_schema(),
-            vec![
-                col(&|r| r.0.clone()),
-                col(&|r| r.1.clone()),
-                col(&|r| r.2.clone()),
-                Arc::new(Float64Array::from_iter_values(results.iter().map(|r| r.3))),
-                Arc::new(Int64Array::from_iter_values(results.iter().map(|r| r.4))),
-            ],
-        )?;
-        ctx.record_rows(EVAL, n);
-        let n = table::write_parquet(
-            &ctx.output(QUERIES),
-            queries_schema(),
-            vec![
-                Arc::new(StringArray::from_iter_values(per_query.iter().map(|r| r.0.as_str()))),
-                Arc::new(StringArray::from_iter_values(per_query.iter().map(|r| r.1.as_str()))),
-                Arc::new(StringArray::from_iter_values(per_query.iter().map(|r| r.2.as_str()))),
-                Arc::new(Int64Array::from(per_query.iter().map(|r| r.3).collect::<Vec<_>>())),
-            ],
-        )?;
-        ctx.record_rows(QUERIES, n);
-        let ndcg = |sys: &str, level: &str| {
-            results.iter().find(|r| r.0 == sys && r.1 == level && r.2 == "ndcg@10").map(|r| r.3)
-        };
-        if let Some(base) = ndcg(BASELINE, "document") {
-            ctx.record_stat("baseline_ndcg@10", base);
-            if let Some(b) = best_system(&results) {
-                ctx.record_stat("best_system", b.system.to_string());
-                ctx.record_stat("best_ndcg@10", b.document);
-                ctx.record_stat("best_gain_ndcg@10", b.document - base);
-            }
-        }
+        Ok(sweep)
+    }
+
+    /// Scores rankings over chunk rows of the evaluated queries as system `name`.
+    fn score(&self, name: &'static str, rankings: &[Vec<(i64, f32)>]) -> SystemRun {
+        score_system(name, rankings, &self.queries, &self.row_of, &self.project_of)
+    }
+
+    /// Makes the index stage's choice of the served system again, and records it with its test figures.
+    fn record_served(&self, ctx: &mut StageContext<'_, Settings>, results: &[ResultRow]) -> Result<Served> {
         // The index stage's choice, made again from the same inputs (so eval need not wait for the index,
         // and a new index.factory leaves eval cached); its chunk embeddings are cache hits by now.
-        let (served, _) = index::choose_served(ctx, &chunks, &texts, "embedding chunks (ort)")?;
+        let (served, _) = crate::guard::choose_served(ctx, self.chunks, &self.texts, "embedding chunks (ort)")?;
         ctx.record_stat("served_system", served.system.clone());
         ctx.record_stat("served_model", served.model.clone());
         ctx.record_stat("served_reason", served.reason.clone());
         if let Some(g) = served.val_gain() {
             ctx.record_stat("served_val_gain_ndcg@10", g);
         }
-        if let Some(v) = ndcg(&served.system, "document") {
+        if let Some(v) = ndcg(results, &served.system, "document") {
             ctx.record_stat("served/document/ndcg@10", v);
-            if let Some(b) = ndcg("base", "document") {
+            if let Some(b) = ndcg(results, "base", "document") {
                 ctx.record_stat("served_gain_vs_base", v - b);
             }
         }
-        let mut best_w: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-        for &(key, w, v) in &sweep {
-            let e = best_w.entry(key).or_insert((w, v));
-            if v > e.1 + 1e-12 {
-                *e = (w, v);
-            }
-        }
-        for (key, (w, _)) in &best_w {
-            ctx.record_stat(&format!("val_best_{key}"), *w);
-        }
-        let mut md = report(&results, &split, queries.len(), chunks.len(), depth);
+        Ok(served)
+    }
+
+    /// Writes eval.md: the table, the validation sweeps, the best system's line and the served line.
+    fn write_report(
+        &self,
+        ctx: &StageContext<'_, Settings>,
+        results: &[ResultRow],
+        sweep: &[SweepPoint],
+        best_w: &BTreeMap<&str, (f64, f64)>,
+        served: &Served,
+    ) -> Result<()> {
+        let mut md = report(results, &self.split, self.queries.len(), self.chunks.len(), self.depth);
         if !sweep.is_empty() {
             let _ = writeln!(
                 md,
                 "\n## Weights on validation ({} val queries, coltrast, document nDCG@10)\n",
-                val_pairs.len()
+                self.val_pairs.len()
             );
             for key in ["lexical_weight", "rerank_weight"] {
                 let row: Vec<String> =
@@ -378,7 +387,7 @@ impl Stage<Settings> for Eval {
         }
         // The last lines: what fine-tuning changed, and what is served.
         let _ = writeln!(md);
-        if let (Some(b), Some(best)) = (ndcg(BASELINE, "document"), best_system(&results)) {
+        if let (Some(b), Some(best)) = (ndcg(results, BASELINE, "document"), best_system(results)) {
             let _ = writeln!(md, "{}", best.line(b));
         }
         let _ = writeln!(md, "{}", served.line());
@@ -386,6 +395,144 @@ impl Stage<Settings> for Eval {
         std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;
         Ok(())
     }
+}
+
+/// Picks the evaluated split and its queries per `eval.split` (an error when there are none), logs and records
+/// them.
+fn choose_queries<'p>(
+    ctx: &mut StageContext<'_, Settings>,
+    pairs: &'p [pairs::Pair],
+    chunks: usize,
+) -> Result<(String, Vec<&'p pairs::Pair>)> {
+    let s = ctx.config;
+    let (split, queries) = select(pairs, s.eval.split);
+    if queries.is_empty() {
+        return Err(Error::Usage(format!(
+            "eval: no pairs in split {split:?} (eval.split = {:?})",
+            s.eval.split.as_str()
+        )));
+    }
+    tracing::info!(split = %split, queries = queries.len(), chunks = chunks, "evaluating");
+    ctx.record_stat("split", split.clone());
+    ctx.record_stat("queries", queries.len() as u64);
+    Ok((split, queries))
+}
+
+/// The validation pairs the weights are swept on: none when the evaluated split is itself validation.
+fn validation_pairs<'p>(pairs: &'p [pairs::Pair], split: &str) -> Vec<&'p pairs::Pair> {
+    if split == "val" || split == "dev" {
+        vec![]
+    } else {
+        pairs.iter().filter(|p| p.split.is_validation()).collect()
+    }
+}
+
+/// Dense rankings fused with BM25's at lexical weight `w`, query by query.
+fn hybrid(dense: &[Vec<(i64, f32)>], lex: &[Vec<(i64, f32)>], w: f32) -> Rankings {
+    dense.iter().zip(lex).map(|(d, l)| crate::lexical::fuse(d, l, w)).collect()
+}
+
+/// The nDCG@10 of `sys` at `level` in `results`, if it was scored there.
+fn ndcg(results: &[ResultRow], sys: &str, level: &str) -> Option<f64> {
+    results.iter().find(|r| r.0 == sys && r.1 == level && r.2 == "ndcg@10").map(|r| r.3)
+}
+
+/// The rows of eval.parquet (mean metrics per system and level) and eval_queries.parquet (rank per query).
+fn tabulate(runs: &[SystemRun]) -> (Vec<ResultRow>, Vec<QueryRow>) {
+    let mut results: Vec<ResultRow> = Vec::new();
+    let mut per_query: Vec<QueryRow> = Vec::new();
+    for run in runs {
+        let chunk_m: Vec<QueryMetrics> = run.chunk_ranks.iter().filter_map(|r| r.2).collect();
+        let doc_m: Vec<QueryMetrics> = run.doc_ranks.iter().map(|r| r.2).collect();
+        for (level, ms) in [("chunk", &chunk_m), ("document", &doc_m)] {
+            if ms.is_empty() {
+                continue;
+            }
+            let means = mean_metrics(ms);
+            for name in METRIC_NAMES {
+                results.push((run.name.into(), level.into(), name.to_string(), means[name], ms.len() as i64));
+            }
+        }
+        for (qa, rank, m) in &run.chunk_ranks {
+            if m.is_some() {
+                per_query.push((qa.clone(), run.name.into(), "chunk".into(), *rank));
+            }
+        }
+        for (qa, rank, _) in &run.doc_ranks {
+            per_query.push((qa.clone(), run.name.into(), "document".into(), *rank));
+        }
+    }
+    (results, per_query)
+}
+
+/// Records each system's nDCG@10, recall@1 and MRR@10 at each level as stats.
+fn record_metrics(ctx: &mut StageContext<'_, Settings>, results: &[ResultRow]) {
+    for (sys, level, metric, v, _) in results {
+        if metric == "ndcg@10" || metric == "recall@1" || metric == "mrr@10" {
+            ctx.record_stat(&format!("{sys}/{level}/{metric}"), *v);
+        }
+    }
+}
+
+/// Writes eval.parquet and eval_queries.parquet, recording their row counts.
+fn write_tables(ctx: &mut StageContext<'_, Settings>, results: &[ResultRow], per_query: &[QueryRow]) -> Result<()> {
+    let col = |f: &dyn Fn(&ResultRow) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(results.iter().map(f)))
+    };
+    let n = table::write_parquet(
+        &ctx.output(EVAL),
+        eval_schema(),
+        vec![
+            col(&|r| r.0.clone()),
+            col(&|r| r.1.clone()),
+            col(&|r| r.2.clone()),
+            Arc::new(Float64Array::from_iter_values(results.iter().map(|r| r.3))),
+            Arc::new(Int64Array::from_iter_values(results.iter().map(|r| r.4))),
+        ],
+    )?;
+    ctx.record_rows(EVAL, n);
+    let n = table::write_parquet(
+        &ctx.output(QUERIES),
+        queries_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(per_query.iter().map(|r| r.0.as_str()))),
+            Arc::new(StringArray::from_iter_values(per_query.iter().map(|r| r.1.as_str()))),
+            Arc::new(StringArray::from_iter_values(per_query.iter().map(|r| r.2.as_str()))),
+            Arc::new(Int64Array::from(per_query.iter().map(|r| r.3).collect::<Vec<_>>())),
+        ],
+    )?;
+    ctx.record_rows(QUERIES, n);
+    Ok(())
+}
+
+/// Records the baseline's document nDCG@10, and the best system with its gain over it.
+fn record_best(ctx: &mut StageContext<'_, Settings>, results: &[ResultRow]) {
+    if let Some(base) = ndcg(results, BASELINE, "document") {
+        ctx.record_stat("baseline_ndcg@10", base);
+        if let Some(b) = best_system(results) {
+            ctx.record_stat("best_system", b.system.to_string());
+            ctx.record_stat("best_ndcg@10", b.document);
+            ctx.record_stat("best_gain_ndcg@10", b.document - base);
+        }
+    }
+}
+
+/// The best value of each swept weight (the first of equals), recorded as `val_best_<weight>`.
+fn record_best_weights(
+    ctx: &mut StageContext<'_, Settings>,
+    sweep: &[SweepPoint],
+) -> BTreeMap<&'static str, (f64, f64)> {
+    let mut best_w: BTreeMap<&'static str, (f64, f64)> = BTreeMap::new();
+    for &(key, w, v) in sweep {
+        let e = best_w.entry(key).or_insert((w, v));
+        if v > e.1 + 1e-12 {
+            *e = (w, v);
+        }
+    }
+    for (key, (w, _)) in &best_w {
+        ctx.record_stat(&format!("val_best_{key}"), *w);
+    }
+    best_w
 }
 
 fn report(
@@ -501,7 +648,7 @@ pub fn summary_line(best: &str, ndcg: f64, baseline: f64) -> String {
 fn score_system(
     name: &'static str,
     rankings: &[Vec<(i64, f32)>],
-    queries: &[&mine::Pair],
+    queries: &[&pairs::Pair],
     row_of: &HashMap<&str, i64>,
     project_of: &[&str],
 ) -> SystemRun {
@@ -530,7 +677,7 @@ fn score_system(
 fn score_documents(
     name: &'static str,
     rankings: &[Vec<(i64, f32)>],
-    queries: &[&mine::Pair],
+    queries: &[&pairs::Pair],
     project_ids: &[&str],
 ) -> SystemRun {
     let mut run = SystemRun { name, chunk_ranks: vec![], doc_ranks: vec![] };
@@ -542,10 +689,39 @@ fn score_documents(
     run
 }
 
-fn doc_rank(pair: &mine::Pair, docs: &[String]) -> (String, Option<i64>, QueryMetrics) {
+fn doc_rank(pair: &pairs::Pair, docs: &[String]) -> (String, Option<i64>, QueryMetrics) {
     let rel: BTreeSet<String> = [pair.project_id.clone()].into();
     let rank = docs.iter().position(|d| *d == pair.project_id).map(|i| i as i64 + 1);
     (pair.qa_id.clone(), rank, QueryMetrics::compute(docs, &rel))
+}
+
+/// The eval stage's cache key: the split, the reranking and fusion weights, and the served model's guard (eval
+/// reports what is served).
+#[derive(Debug, serde::Serialize)]
+pub struct EvalKey {
+    pub split: EvalSplit,
+    pub rerank_depth: u64,
+    pub rerank_weight: f64,
+    pub lexical_weight: f64,
+    pub served_model: crate::settings::ServedModel,
+    pub guard_margin: f64,
+    pub guard_noise: f64,
+    pub guard_queries: crate::settings::GuardQueries,
+}
+
+impl EvalKey {
+    pub fn of(s: &Settings) -> Self {
+        EvalKey {
+            split: s.eval.split,
+            rerank_depth: s.index.rerank_depth,
+            rerank_weight: s.index.rerank_weight,
+            lexical_weight: s.index.lexical_weight,
+            served_model: s.export.model,
+            guard_margin: s.export.guard_margin,
+            guard_noise: s.export.guard_noise,
+            guard_queries: s.export.guard_queries,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -623,10 +799,10 @@ mod tests {
 
     #[test]
     fn split_selection() {
-        let mk = |s: &str| mine::Pair {
+        let mk = |s: &str| pairs::Pair {
             qa_id: s.into(),
             project_id: "p".into(),
-            split: s.into(),
+            split: s.parse().unwrap(),
             query: "q".into(),
             positive_text: "t".into(),
             positive_chunk_id: None,
@@ -635,12 +811,12 @@ mod tests {
             negative_chunk_ids: vec![],
             negative_texts: vec![],
             negative_scores: vec![],
-            source: mine::LABELLED.into(),
+            source: pairs::LABELLED.into(),
         };
         let pairs = vec![mk("train"), mk("val"), mk("val")];
-        assert_eq!(select(&pairs, "auto").1.len(), 2);
-        assert_eq!(select(&pairs, "all").1.len(), 3);
+        assert_eq!(select(&pairs, EvalSplit::Auto).1.len(), 2);
+        assert_eq!(select(&pairs, EvalSplit::All).1.len(), 3);
         let beir = vec![mk("train"), mk("test"), mk("dev")];
-        assert_eq!(select(&beir, "auto").0, "test");
+        assert_eq!(select(&beir, EvalSplit::Auto).0, "test");
     }
 }

@@ -26,27 +26,22 @@
 use std::path::Path;
 
 use crate::embed::{cosine, max_abs_diff, OrtEncoder, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
+use crate::artifacts::export::{BASE, FINETUNED, INT8_MIN_COSINE, INT8_MIN_TOKEN_COSINE, MODEL_FILE};
+use crate::artifacts::{train, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::onnx::{export_sentence_model_with, ExportOptions, Quantize};
 use crate::settings::{ModelDevice, Settings};
-use crate::stages::train;
 
-pub use crate::guard::{BASE, FINETUNED};
-pub const MODEL_FILE: &str = "model.onnx";
-/// int8 exports: the least cosine between an ONNX sentence embedding and libtorch's.
-pub const INT8_MIN_COSINE: f32 = 0.97;
-/// int8 exports: the least cosine between an ONNX token embedding and libtorch's.
-pub const INT8_MIN_TOKEN_COSINE: f32 = 0.90;
 
 pub struct Export;
 
 impl Stage<Settings> for Export {
-    fn name(&self) -> &'static str {
-        "export"
+    fn id(&self) -> StageId {
+        StageId::Export
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["train"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Train]
     }
     fn code_version(&self) -> u32 {
         // 4: onnx_model.json names the model type and its pad id
@@ -55,7 +50,7 @@ impl Stage<Settings> for Export {
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
         // export.model and guard_margin only pick what is served (the index stage); both models are always exported.
-        s.section_without("export", &["model", "guard_margin", "guard_noise", "guard_queries"])
+        Settings::key_value(&ExportKey { quantize: s.export.quantize })
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }])
@@ -65,7 +60,7 @@ impl Stage<Settings> for Export {
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
-        let trained = ctx.upstream_dir("train")?.join(train::MODEL_DIR);
+        let trained = ctx.upstream_dir(StageId::Train)?.join(train::MODEL_DIR);
         let out_ft = ctx.output(FINETUNED);
         let out_base = ctx.output(BASE);
         let opts = ExportOptions { quantize: s.export.quantize, ..Default::default() };
@@ -169,3 +164,10 @@ fn write_parity(
     let bytes = serde_json::to_vec_pretty(&v).map_err(Error::internal)?;
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
+/// The export stage's cache key. `export.model` and the guard's settings only pick what is served (the index
+/// stage); both models are always exported.
+#[derive(Debug, serde::Serialize)]
+pub struct ExportKey {
+    pub quantize: crate::settings::Quantize,
+}
+

@@ -48,64 +48,38 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, StringArray};
+use arrow::array::{Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 
 use crate::backend::{ChatPrompt, Completion, DecodeOptions};
-use crate::embed_cache::EmbeddingCache;
+use crate::embed::cache::EmbeddingCache;
+use crate::artifacts::synthetic::{write_queries, Synthetic, QUERIES};
+use crate::artifacts::{chunks, dataset, Split, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::Result;
 use crate::hash::StableHasher;
 use crate::settings::{GenerateSettings, Settings, SyntheticSource};
-use crate::stages::{chunk, ingest};
 use crate::table;
 
-pub const QUERIES: &str = "queries.parquet";
-
-pub fn queries_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("query_id", DataType::Utf8, false),
-        Field::new("query", DataType::Utf8, false),
-        Field::new("chunk_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("split", DataType::Utf8, false),
-        Field::new("positive_text", DataType::Utf8, false),
-        Field::new("base_rank", DataType::Int64, false),
-    ]))
-}
-
-/// One synthetic query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Synthetic {
-    pub query_id: String,
-    pub query: String,
-    pub chunk_id: String,
-    pub project_id: String,
-    pub source: SyntheticSource,
-    pub split: String,
-    pub positive_text: String,
-    pub base_rank: i64,
-}
 
 pub struct Generate;
 
 impl Stage<Settings> for Generate {
-    fn name(&self) -> &'static str {
-        "generate"
+    fn id(&self) -> StageId {
+        StageId::Generate
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["ingest", "chunk"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Ingest, StageId::Chunk]
     }
     fn code_version(&self) -> u32 {
         1
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        s.section_without("generate", &["batch_size", "llm_batch"])
+        Settings::key_value(&GenerateKey::of(s))
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        let mut inputs = vec![chunk::base_model_input(s)];
+        let mut inputs = vec![crate::backend::base_model_input(s)];
         if s.generate.sources.contains(&SyntheticSource::Llm) {
             inputs.push(ExternalInput { name: "llm".into(), path: s.llm_model_path() });
         }
@@ -117,18 +91,18 @@ impl Stage<Settings> for Generate {
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.generate.clone();
-        let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
-        let (chunks, chunk_emb, dim) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
+        let ds = dataset::read(ctx.upstream_dir(StageId::Ingest)?)?;
+        let (chunks, chunk_emb, dim) = chunks::read_chunks(ctx.upstream_dir(StageId::Chunk)?)?;
         let mut candidates = candidates(&ds, &chunks, &s);
         if s.sources.contains(&SyntheticSource::Llm) {
             candidates.extend(llm_candidates(ctx, &ds, &chunks)?);
         }
         let mut kept = Vec::new();
         if !candidates.is_empty() {
-            let encoder = chunk::load_base_encoder(ctx.config)?;
+            let encoder = crate::backend::load_base_encoder(ctx.config)?;
             let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
             let texts: Vec<&str> = candidates.iter().map(|c| c.query.as_str()).collect();
-            let emb = chunk::embed_all(
+            let emb = crate::embed::cache::embed_all(
                 encoder.as_ref(),
                 &mut cache,
                 &texts,
@@ -148,7 +122,7 @@ impl Stage<Settings> for Generate {
         let mut by_source: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for q in &kept {
             let e = by_source.entry(q.source.as_str().to_string()).or_default();
-            if q.split == "val" {
+            if q.split == Split::Val {
                 e.1 += 1;
             } else {
                 e.0 += 1;
@@ -176,9 +150,9 @@ pub struct Candidate {
     pub positive_text: String,
 }
 
-fn hash_unit(parts: &[&str], seed: i64) -> f64 {
+fn hash_unit(parts: &[&str], seed: u64) -> f64 {
     let mut h = StableHasher::new("coltrast-generate");
-    h.u64(seed as u64);
+    h.u64(seed);
     for p in parts {
         h.str(p);
     }
@@ -197,7 +171,7 @@ fn without(text: &str, sentence: &str) -> Option<String> {
 }
 
 /// Every candidate query of every chunk, in chunk order (deterministic).
-pub fn candidates(ds: &ingest::Dataset, chunks: &[chunk::Chunk], s: &GenerateSettings) -> Vec<Candidate> {
+pub fn candidates(ds: &dataset::Dataset, chunks: &[chunks::Chunk], s: &GenerateSettings) -> Vec<Candidate> {
     let sources: BTreeSet<SyntheticSource> = s.sources.iter().copied().collect();
     if sources.is_empty() {
         return vec![];
@@ -393,8 +367,8 @@ impl CompletionCache {
 /// The `llm` source: one question per chunk from the language model (cached replies are reused).
 fn llm_candidates(
     ctx: &mut StageContext<'_, Settings>,
-    ds: &ingest::Dataset,
-    chunks: &[chunk::Chunk],
+    ds: &dataset::Dataset,
+    chunks: &[chunks::Chunk],
 ) -> Result<Vec<Candidate>> {
     let s = ctx.config.generate.clone();
     let path = ctx.config.llm_model_path();
@@ -502,19 +476,19 @@ pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateS
     let mut kept: Vec<Synthetic> = candidates
         .into_iter()
         .zip(ranks)
-        .filter(|(_, r)| s.filter_top_k == 0 || **r <= s.filter_top_k)
+        .filter(|(_, r)| s.filter_top_k == 0 || u64::try_from(**r).is_ok_and(|r| r <= s.filter_top_k))
         .map(|(c, r)| {
             let mut h = StableHasher::new("coltrast-synthetic-query");
             h.str(c.source.as_str()).str(&c.chunk_id).str(&c.query);
             let query_id = h.finish()[..16].to_string();
-            let split = if hash_unit(&["split", &query_id], s.seed) < s.val_share { "val" } else { "train" };
+            let split = if hash_unit(&["split", &query_id], s.seed) < s.val_share { Split::Val } else { Split::Train };
             Synthetic {
                 query_id,
                 query: c.query,
                 chunk_id: c.chunk_id,
                 project_id: c.project_id,
                 source: c.source,
-                split: split.to_string(),
+                split,
                 positive_text: c.positive_text,
                 base_rank: *r,
             }
@@ -530,71 +504,44 @@ pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateS
     kept
 }
 
-fn write_queries(path: &Path, qs: &[Synthetic]) -> Result<u64> {
-    let s = |f: fn(&Synthetic) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(qs.iter().map(f))) };
-    table::write_parquet(
-        path,
-        queries_schema(),
-        vec![
-            s(|q| &q.query_id),
-            s(|q| &q.query),
-            s(|q| &q.chunk_id),
-            s(|q| &q.project_id),
-            s(|q| q.source.as_str()),
-            s(|q| &q.split),
-            s(|q| &q.positive_text),
-            Arc::new(Int64Array::from_iter_values(qs.iter().map(|q| q.base_rank))),
-        ],
-    )
+
+/// The generate stage's cache key: everything of `[generate]` but `batch_size` and `llm_batch` (speed only).
+#[derive(Debug, serde::Serialize)]
+pub struct GenerateKey<'a> {
+    pub sources: &'a [SyntheticSource],
+    pub cloze_per_chunk: u64,
+    pub filter_top_k: u64,
+    pub val_share: f64,
+    pub max_queries: u64,
+    pub seed: u64,
+    pub llm_model: &'a str,
+    pub llm_passage_tokens: u64,
+    pub llm_max_new_tokens: u64,
+    pub llm_temperature: f64,
 }
 
-/// Read queries.parquet back (for the mine stage).
-pub fn read_queries(dir: &Path) -> Result<Vec<Synthetic>> {
-    let path = dir.join(QUERIES);
-    let b = table::read_parquet(&path, "generate", &queries_schema())?;
-    let col = |n: &str| table::str_col(&b, n);
-    let (id, q, cid, pid, src, split, pos) = (
-        col("query_id")?,
-        col("query")?,
-        col("chunk_id")?,
-        col("project_id")?,
-        col("source")?,
-        col("split")?,
-        col("positive_text")?,
-    );
-    let rank = table::i64_col(&b, "base_rank")?;
-    (0..b.num_rows())
-        .map(|i| {
-            let source = match src.value(i) {
-                "headings" => SyntheticSource::Headings,
-                "cloze" => SyntheticSource::Cloze,
-                "llm" => SyntheticSource::Llm,
-                other => {
-                    return Err(crate::error::Error::data(
-                        &path,
-                        format!("row {}.source", i + 1),
-                        format!("expected \"headings\" or \"cloze\", got {other:?}"),
-                    ))
-                }
-            };
-            Ok(Synthetic {
-                query_id: id.value(i).to_string(),
-                query: q.value(i).to_string(),
-                chunk_id: cid.value(i).to_string(),
-                project_id: pid.value(i).to_string(),
-                source,
-                split: split.value(i).to_string(),
-                positive_text: pos.value(i).to_string(),
-                base_rank: rank.value(i),
-            })
-        })
-        .collect()
+impl<'a> GenerateKey<'a> {
+    pub fn of(s: &'a Settings) -> Self {
+        let g = &s.generate;
+        GenerateKey {
+            sources: &g.sources,
+            cloze_per_chunk: g.cloze_per_chunk,
+            filter_top_k: g.filter_top_k,
+            val_share: g.val_share,
+            max_queries: g.max_queries,
+            seed: g.seed,
+            llm_model: &g.llm_model,
+            llm_passage_tokens: g.llm_passage_tokens,
+            llm_max_new_tokens: g.llm_max_new_tokens,
+            llm_temperature: g.llm_temperature,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ingest::{Dataset, Project};
+    use crate::artifacts::dataset::{Dataset, Project};
 
     #[test]
     fn the_first_question_of_a_reply_is_kept() {
@@ -633,9 +580,9 @@ mod tests {
         Project { project_id: id.into(), title: title.into(), text: String::new(), source: String::new() }
     }
 
-    fn chunk(id: &str, project: &str, ordinal: i64, text: &str) -> chunk::Chunk {
+    fn chunk(id: &str, project: &str, ordinal: i64, text: &str) -> chunks::Chunk {
         let plain = crate::text::strip_markdown(text);
-        chunk::Chunk {
+        chunks::Chunk {
             chunk_id: id.into(),
             project_id: project.into(),
             ordinal,
@@ -645,7 +592,7 @@ mod tests {
         }
     }
 
-    fn data() -> (Dataset, Vec<chunk::Chunk>) {
+    fn data() -> (Dataset, Vec<chunks::Chunk>) {
         let ds = Dataset {
             projects: vec![project("a", "Alpha Scanner"), project("b", "Shared FAQ"), project("c", "Shared FAQ")],
             qa: vec![],
@@ -719,7 +666,7 @@ mod tests {
         assert_eq!(c.len(), 4);
         let kept = filter_and_split(c.clone(), &[1, 2, 1, 1], &s);
         assert_eq!(kept.iter().map(|q| q.chunk_id.as_str()).collect::<Vec<_>>(), ["a0", "b0", "b0"]);
-        assert!(kept.iter().all(|q| q.split == "train" || q.split == "val"));
+        assert!(kept.iter().all(|q| q.split == Split::Train || q.split == Split::Val));
         assert_eq!(filter_and_split(c.clone(), &[1, 2, 1, 1], &s), kept, "deterministic");
         let all = filter_and_split(c.clone(), &[9, 9, 9, 9], &GenerateSettings { filter_top_k: 0, ..s.clone() });
         assert_eq!(all.len(), 4);
@@ -730,7 +677,7 @@ mod tests {
         let many: Vec<Candidate> =
             (0..200).map(|i| Candidate { query: format!("query {i}"), ..c[0].clone() }).collect();
         let split = filter_and_split(many, &[1; 200], &s);
-        let val = split.iter().filter(|q| q.split == "val").count();
+        let val = split.iter().filter(|q| q.split == Split::Val).count();
         assert!((70..=130).contains(&val), "{val}");
     }
 
@@ -751,6 +698,6 @@ mod tests {
         let kept = filter_and_split(c, &ranks, &s);
         let dir = tempfile::tempdir().unwrap();
         write_queries(&dir.path().join(QUERIES), &kept).unwrap();
-        assert_eq!(read_queries(dir.path()).unwrap(), kept);
+        assert_eq!(crate::artifacts::synthetic::read_queries(dir.path()).unwrap(), kept);
     }
 }

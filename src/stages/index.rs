@@ -42,200 +42,27 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::embed::OrtEncoder;
-use crate::embed_cache::{EmbeddingCache, TokenCache};
+use crate::artifacts::export::ExportedModel;
+use crate::artifacts::index::{embeddings_schema, BM25, EMBEDDINGS, FAISS, INFO, TOKENS};
+use crate::artifacts::{chunks, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
-use crate::guard::{self, Judged, Served};
 use crate::settings::ServedModel;
 use crate::settings::Settings;
-use crate::stages::{chunk, export, mine};
 use crate::table;
 
-pub const EMBEDDINGS: &str = "chunk_embeddings.parquet";
-pub const FAISS: &str = "index.faiss";
-pub const TOKENS: &str = "tokens";
-pub const INFO: &str = "index.json";
-pub const BM25: &str = "bm25";
-
-pub fn embeddings_schema(dim: usize) -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("chunk_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("embedding", table::embedding_type(dim), false),
-    ]))
-}
 
 pub struct IndexStage;
 
-/// One exported ONNX model, ready to embed through its (model hash, text hash) caches.
-pub struct ExportedModel {
-    /// `export/<fingerprint>/<name>/`.
-    pub dir: std::path::PathBuf,
-    /// The caches' key: `onnx-<blake3 of model.onnx>`.
-    pub key: String,
-    pub info: crate::onnx::OnnxModelInfo,
-    pub encoder: OrtEncoder,
-    pub embeddings: EmbeddingCache,
-    pub tokens: TokenCache,
-}
 
-impl ExportedModel {
-    /// Open `export/<name>/` (name: [`export::FINETUNED`] or [`export::BASE`]); its cache key is the blake3 of
-    /// its model.onnx as recorded in the export manifest.
-    pub fn open(ctx: &StageContext<'_, Settings>, name: &str) -> Result<ExportedModel> {
-        let dir = ctx.upstream_dir("export")?.join(name);
-        let rel = format!("{name}/{}", export::MODEL_FILE);
-        let hash = ctx
-            .upstream_manifest("export")?
-            .output(&rel)
-            .map(|o| o.blake3.clone())
-            .ok_or_else(|| Error::internal(format!("export manifest has no {rel}")))?;
-        let info = crate::onnx::OnnxModelInfo::read(&dir)?;
-        let encoder = OrtEncoder::from_settings(&dir, ctx.config)?;
-        let key = format!("onnx-{hash}");
-        let embeddings = EmbeddingCache::open(ctx.cache_root(), &key, info.embedding_dim)?;
-        let tokens = TokenCache::open(ctx.cache_root(), &key, info.token_dim)?;
-        Ok(ExportedModel { dir, key, info, encoder, embeddings, tokens })
-    }
-
-    /// Embed what the caches lack on the executor of `s` (see [`crate::executor`]); afterwards every text of
-    /// `texts` is a cache hit.
-    pub fn prefill(&mut self, s: &Settings, texts: &[&str], what: &str) -> Result<crate::executor::Prefill> {
-        let m = crate::executor::Model {
-            dir: &self.dir,
-            key: &self.key,
-            encoder: &self.encoder,
-            embeddings: &mut self.embeddings,
-            tokens: &mut self.tokens,
-        };
-        crate::executor::prefill(s, m, texts, what)
-    }
-
-    /// Sentence and token embeddings of `texts` through the caches (see [`embed_cached`]); caches are flushed.
-    pub fn embed(&mut self, texts: &[&str], what: &str) -> Result<(Vec<f32>, Vec<Vec<f32>>, usize)> {
-        let before = self.embeddings.misses;
-        let out = embed_cached(&self.encoder, &mut self.embeddings, &mut self.tokens, texts, what)?;
-        self.embeddings.flush()?;
-        self.tokens.flush()?;
-        Ok((out.0, out.1, self.embeddings.misses - before))
-    }
-}
-
-/// Embed `texts` with `enc`, through both caches; returns (flat sentence embeddings, per-text token rows).
-pub fn embed_cached(
-    enc: &OrtEncoder,
-    emb_cache: &mut EmbeddingCache,
-    tok_cache: &mut TokenCache,
-    texts: &[&str],
-    what: &str,
-) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    let mut missing: Vec<&str> =
-        texts.iter().copied().filter(|t| !emb_cache.contains(t) || !tok_cache.contains(t)).collect();
-    // by length first, so each group of 256 (and so each padded batch) holds texts of similar length
-    missing.sort_unstable_by_key(|t| (t.len(), *t));
-    missing.dedup();
-    if !missing.is_empty() {
-        let bar = crate::progress::bar(missing.len() as u64, what);
-        for group in missing.chunks(256) {
-            let (e, toks) = enc.embed_both(group)?;
-            emb_cache.embed(group, |_| Ok(e.data.clone()))?;
-            for (t, rows) in group.iter().zip(&toks) {
-                tok_cache.insert(t, &rows.data);
-            }
-            bar.inc(group.len() as u64);
-        }
-        bar.finish_and_clear();
-    }
-    let flat = emb_cache.embed(texts, |m| Err(Error::internal(format!("{} texts missing from the cache", m.len()))))?;
-    let tokens = texts
-        .iter()
-        .map(|t| tok_cache.get(t).ok_or_else(|| Error::internal("token cache miss after embedding")))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((flat, tokens))
-}
-
-/// The validation pairs (split `val` or `dev`) the guard decides on: under `"labelled"` the dataset's own
-/// questions, or the synthetic ones when there are none; under `"all"` every one.
-pub fn guard_queries(pairs: &[mine::Pair], which: crate::settings::GuardQueries) -> Vec<&mine::Pair> {
-    let val: Vec<&mine::Pair> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
-    if which == crate::settings::GuardQueries::All || !val.iter().any(|p| p.is_labelled()) {
-        return val;
-    }
-    val.into_iter().filter(|p| p.is_labelled()).collect()
-}
-
-/// The guard's choice ([`crate::guard`]): under `export.model = "auto"` with validation queries, both models
-/// rank every chunk for them (through the same embedding caches eval uses, so nothing is embedded twice).
-/// Needs the upstreams `mine` and `export` (eval calls it too, and gets the same answer).
-/// The chunks are embedded on the stage's executor (Ray too); returned with the choice is the executor's
-/// summary for the served model.
-pub fn choose_served(
-    ctx: &StageContext<'_, Settings>,
-    chunks: &[chunk::Chunk],
-    texts: &[&str],
-    what: &str,
-) -> Result<(Served, Option<crate::executor::Prefill>)> {
-    let s = ctx.config;
-    let w = s.index.lexical_weight as f32;
-    let hybrid = w > 0.0;
-    if s.export.model != ServedModel::Auto {
-        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
-    }
-    let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
-    let val = guard_queries(&pairs, s.export.guard_queries);
-    if val.is_empty() || chunks.is_empty() {
-        return Ok((guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, None), None));
-    }
-    let row_of = guard::rows_by_id(chunks.iter().map(|c| c.chunk_id.as_str()));
-    let document_of: Vec<&str> = chunks.iter().map(|c| c.project_id.as_str()).collect();
-    let judged: Vec<Judged<'_>> = val
-        .iter()
-        .map(|p| Judged {
-            document: p.project_id.as_str(),
-            positive_row: p.positive_chunk_id.as_deref().and_then(|id| row_of.get(id)).copied(),
-        })
-        .collect();
-    let queries: Vec<&str> = val.iter().map(|p| p.query.as_str()).collect();
-    let k = chunks.len().min(100);
-    let lexical = if hybrid {
-        let l = crate::lexical::LexicalIndex::build(None, texts)?;
-        queries.iter().map(|q| l.search(q, k)).collect::<Result<Vec<_>>>()?
-    } else {
-        vec![]
-    };
-    let mut scores = Vec::new();
-    let mut prefills = Vec::new();
-    for name in [export::BASE, export::FINETUNED] {
-        let mut m = ExportedModel::open(ctx, name)?;
-        prefills.push(m.prefill(s, texts, &format!("{what}, {name}"))?);
-        let (emb, _, _) = m.embed(texts, &format!("embedding chunks ({name}, validation guard)"))?;
-        let idx = crate::index::VectorIndex::build("Flat", m.info.embedding_dim, &emb, None)?;
-        let q = m.encoder.embed(&queries)?;
-        let mut hits = idx.search(&q.data, k)?;
-        if hybrid {
-            hits = hits.iter().zip(&lexical).map(|(d, l)| crate::lexical::fuse(d, l, w)).collect();
-        }
-        scores.push(guard::score(&hits, &judged, &document_of));
-    }
-    tracing::info!(queries = val.len(), base = ?scores[0].0, coltrast = ?scores[1].0, "validation guard");
-    let (base, coltrast) = (scores.swap_remove(0), scores.swap_remove(0));
-    let diffs = coltrast.1.iter().zip(&base.1).map(|(c, b)| c - b).collect();
-    let synthetic = val.iter().filter(|p| !p.is_labelled()).count();
-    let v = guard::Validation { base: base.0, coltrast: coltrast.0, diffs, synthetic };
-    let choice = guard::choose(s.export.model, hybrid, s.export.guard_margin, s.export.guard_noise, Some(&v));
-    let pre = prefills.swap_remove(if choice.model == export::BASE { 0 } else { 1 });
-    Ok((choice, Some(pre)))
-}
 
 impl Stage<Settings> for IndexStage {
-    fn name(&self) -> &'static str {
-        "index"
+    fn id(&self) -> StageId {
+        StageId::Index
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["chunk", "mine", "export"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Chunk, StageId::Mine, StageId::Export]
     }
     fn code_version(&self) -> u32 {
         // 3: the validation guard chooses the served model (index.json `served`)
@@ -244,29 +71,20 @@ impl Stage<Settings> for IndexStage {
         5
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = toml::Table::new();
-        t.insert("factory".into(), s.index.factory.clone().into());
-        t.insert("model".into(), s.export.model.as_str().into());
-        if s.export.model == ServedModel::Auto {
-            t.insert("guard_margin".into(), s.export.guard_margin.into());
-            t.insert("guard_noise".into(), s.export.guard_noise.into());
-            t.insert("guard_queries".into(), s.export.guard_queries.as_str().into());
-            t.insert("lexical_weight".into(), s.index.lexical_weight.into());
-        }
-        Ok(toml::Value::Table(t))
+        Settings::key_value(&IndexKey::of(s))
     }
     fn external_inputs(&self, _s: &Settings) -> Result<Vec<ExternalInput>> {
         Ok(vec![])
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
-        let (chunks, _, _) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
+        let (chunks, _, _) = chunks::read_chunks(ctx.upstream_dir(StageId::Chunk)?)?;
         let texts: Vec<&str> = chunks.iter().map(|c| c.embed_text.as_str()).collect();
         let what = match s.executor.kind {
             crate::settings::ExecutorKind::Local => "embedding chunks (ort)",
             crate::settings::ExecutorKind::Ray => "embedding shards (ray)",
         };
-        let (choice, guard_prefill) = choose_served(ctx, &chunks, &texts, what)?;
+        let (choice, guard_prefill) = crate::guard::choose_served(ctx, &chunks, &texts, what)?;
         eprintln!("index: {}", choice.line());
         ctx.record_stat("served_system", choice.system.clone());
         ctx.record_stat("served_model", choice.model.clone());
@@ -322,47 +140,34 @@ impl Stage<Settings> for IndexStage {
         Ok(())
     }
 }
+/// The index stage's cache key: the FAISS factory and which model is served; under `export.model = "auto"` also
+/// what the guard decides with.
+#[derive(Debug, serde::Serialize)]
+pub struct IndexKey<'a> {
+    pub factory: &'a str,
+    pub model: ServedModel,
+    #[serde(flatten)]
+    pub guard: Option<GuardKey>,
+}
 
-#[cfg(test)]
-mod guard_query_tests {
-    use super::*;
-    use crate::settings::GuardQueries;
+/// The guard's settings (`export.model = "auto"`), and the fusion weight its validation ranks with.
+#[derive(Debug, serde::Serialize)]
+pub struct GuardKey {
+    pub guard_margin: f64,
+    pub guard_noise: f64,
+    pub guard_queries: crate::settings::GuardQueries,
+    pub lexical_weight: f64,
+}
 
-    fn pair(id: &str, split: &str, source: &str) -> mine::Pair {
-        mine::Pair {
-            qa_id: id.into(),
-            project_id: "p".into(),
-            split: split.into(),
-            query: id.into(),
-            positive_text: "t".into(),
-            positive_chunk_id: None,
-            positive_source: "chunk".into(),
-            positive_score: 0.5,
-            negative_chunk_ids: vec![],
-            negative_texts: vec![],
-            negative_scores: vec![],
-            source: source.into(),
-        }
-    }
-
-    fn ids(v: Vec<&mine::Pair>) -> Vec<&str> {
-        v.into_iter().map(|p| p.qa_id.as_str()).collect()
-    }
-
-    #[test]
-    fn the_guard_decides_on_labelled_validation_questions_unless_there_are_none() {
-        let pairs = vec![
-            pair("q1", "val", mine::LABELLED),
-            pair("g1", "val", "cloze"),
-            pair("q2", "dev", mine::LABELLED),
-            pair("q3", "train", mine::LABELLED),
-            pair("q4", "test", mine::LABELLED),
-            pair("g2", "val", "llm"),
-        ];
-        assert_eq!(ids(guard_queries(&pairs, GuardQueries::Labelled)), ["q1", "q2"]);
-        assert_eq!(ids(guard_queries(&pairs, GuardQueries::All)), ["q1", "g1", "q2", "g2"]);
-        // only synthetic validation queries: better than none
-        let synthetic_only: Vec<mine::Pair> = pairs.into_iter().filter(|p| p.source != mine::LABELLED).collect();
-        assert_eq!(ids(guard_queries(&synthetic_only, GuardQueries::Labelled)), ["g1", "g2"]);
+impl<'a> IndexKey<'a> {
+    pub fn of(s: &'a Settings) -> Self {
+        let guard = (s.export.model == ServedModel::Auto).then_some(GuardKey {
+            guard_margin: s.export.guard_margin,
+            guard_noise: s.export.guard_noise,
+            guard_queries: s.export.guard_queries,
+            lexical_weight: s.index.lexical_weight,
+        });
+        IndexKey { factory: &s.index.factory, model: s.export.model, guard }
     }
 }
+

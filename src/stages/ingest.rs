@@ -33,95 +33,46 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::artifacts::dataset::{write_projects, write_qa, Dataset, Project, Qa, PROJECTS, QA};
+use crate::artifacts::{Split, StageId};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, IoContext, Result};
 use crate::settings::{IngestFormat, Settings};
-use crate::table;
+use crate::text::first_heading;
 
-pub const PROJECTS: &str = "projects.parquet";
-pub const QA: &str = "qa.parquet";
-
-pub fn projects_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("title", DataType::Utf8, false),
-        Field::new("text", DataType::Utf8, false),
-        Field::new("n_chars", DataType::Int64, false),
-        Field::new("source", DataType::Utf8, false),
-    ]))
-}
-
-pub fn qa_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("qa_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("question", DataType::Utf8, false),
-        Field::new("answer", DataType::Utf8, true),
-        Field::new("context", DataType::Utf8, true),
-        Field::new("split", DataType::Utf8, true),
-    ]))
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Project {
-    pub project_id: String,
-    pub title: String,
-    pub text: String,
-    pub source: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Qa {
-    pub qa_id: String,
-    pub project_id: String,
-    pub question: String,
-    pub answer: Option<String>,
-    pub context: Option<String>,
-    pub split: Option<String>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct Dataset {
-    pub projects: Vec<Project>,
-    pub qa: Vec<Qa>,
-}
 
 pub struct Ingest;
 
 impl Stage<Settings> for Ingest {
-    fn name(&self) -> &'static str {
-        "ingest"
+    fn id(&self) -> StageId {
+        StageId::Ingest
     }
-    fn upstream(&self) -> &'static [&'static str] {
+    fn upstream(&self) -> &'static [StageId] {
         &[]
     }
     fn code_version(&self) -> u32 {
         1
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        let mut t = toml::Table::new();
-        t.insert("format".into(), toml::Value::String(s.ingest.format.as_str().into()));
-        t.insert("qa_path".into(), toml::Value::String(s.ingest.qa_path.clone()));
-        Ok(toml::Value::Table(t))
+        // the Q&A file as written in the settings ("" without one); its content enters as an input
+        let qa_path = s.ingest.qa_path.as_deref().map(|p| p.to_string_lossy()).unwrap_or_default();
+        Settings::key_value(&IngestKey { format: s.ingest.format, qa_path: &qa_path })
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         let mut v = vec![ExternalInput { name: "dataset".into(), path: s.resolve_path(&s.ingest.path) }];
-        if !s.ingest.qa_path.is_empty() {
-            v.push(ExternalInput { name: "qa".into(), path: s.resolve_path(&s.ingest.qa_path) });
+        if let Some(qa) = &s.ingest.qa_path {
+            v.push(ExternalInput { name: "qa".into(), path: s.resolve_path(qa) });
         }
         Ok(v)
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config;
         let path = s.resolve_path(&s.ingest.path);
-        let qa_path = (!s.ingest.qa_path.is_empty()).then(|| s.resolve_path(&s.ingest.qa_path));
+        let qa_path = s.ingest.qa_path.as_ref().map(|p| s.resolve_path(p));
         let ds = load(&path, s.ingest.format, qa_path.as_deref())?;
         tracing::info!(projects = ds.projects.len(), qa = ds.qa.len(), "ingested");
         let n = write_projects(&ctx.output(PROJECTS), &ds.projects)?;
@@ -135,72 +86,6 @@ impl Stage<Settings> for Ingest {
     }
 }
 
-fn write_projects(path: &Path, projects: &[Project]) -> Result<u64> {
-    let col = |f: fn(&Project) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(projects.iter().map(f))) };
-    table::write_parquet(
-        path,
-        projects_schema(),
-        vec![
-            col(|p| &p.project_id),
-            col(|p| &p.title),
-            col(|p| &p.text),
-            Arc::new(Int64Array::from_iter_values(projects.iter().map(|p| p.text.chars().count() as i64))),
-            col(|p| &p.source),
-        ],
-    )
-}
-
-fn write_qa(path: &Path, qa: &[Qa]) -> Result<u64> {
-    let req = |f: fn(&Qa) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(qa.iter().map(f))) };
-    let opt = |f: fn(&Qa) -> Option<&str>| -> ArrayRef { Arc::new(StringArray::from_iter(qa.iter().map(f))) };
-    table::write_parquet(
-        path,
-        qa_schema(),
-        vec![
-            req(|q| &q.qa_id),
-            req(|q| &q.project_id),
-            req(|q| &q.question),
-            opt(|q| q.answer.as_deref()),
-            opt(|q| q.context.as_deref()),
-            opt(|q| q.split.as_deref()),
-        ],
-    )
-}
-
-/// Read projects.parquet and qa.parquet back (used by later stages).
-pub fn read(dir: &Path) -> Result<Dataset> {
-    let pb = table::read_parquet(&dir.join(PROJECTS), "ingest", &projects_schema())?;
-    let (id, title, text, source) = (
-        table::str_col(&pb, "project_id")?,
-        table::str_col(&pb, "title")?,
-        table::str_col(&pb, "text")?,
-        table::str_col(&pb, "source")?,
-    );
-    let projects = (0..pb.num_rows())
-        .map(|i| Project {
-            project_id: id.value(i).to_string(),
-            title: title.value(i).to_string(),
-            text: text.value(i).to_string(),
-            source: source.value(i).to_string(),
-        })
-        .collect();
-    let qb = table::read_parquet(&dir.join(QA), "ingest", &qa_schema())?;
-    let cols: Vec<&StringArray> = ["qa_id", "project_id", "question", "answer", "context", "split"]
-        .iter()
-        .map(|c| table::str_col(&qb, c))
-        .collect::<Result<_>>()?;
-    let qa = (0..qb.num_rows())
-        .map(|i| Qa {
-            qa_id: cols[0].value(i).to_string(),
-            project_id: cols[1].value(i).to_string(),
-            question: cols[2].value(i).to_string(),
-            answer: table::opt_str(cols[3], i).map(String::from),
-            context: table::opt_str(cols[4], i).map(String::from),
-            split: table::opt_str(cols[5], i).map(String::from),
-        })
-        .collect();
-    Ok(Dataset { projects, qa })
-}
 
 // ------------------------------------------------------------------------------------------------------------
 // Loading
@@ -270,40 +155,6 @@ fn read_text(path: &Path) -> Result<String> {
 pub fn normalize(s: &str) -> String {
     let unified = s.replace("\r\n", "\n").replace('\r', "\n");
     unified.nfc().collect()
-}
-
-/// The first Markdown heading (ATX `#` or setext), without its markers.
-pub fn first_heading(text: &str) -> Option<String> {
-    let mut in_fence = false;
-    let mut prev: Option<&str> = None;
-    for line in text.lines() {
-        let t = line.trim_start();
-        if t.starts_with("```") || t.starts_with("~~~") {
-            in_fence = !in_fence;
-            prev = None;
-            continue;
-        }
-        if in_fence {
-            continue;
-        }
-        if let Some(rest) = t.strip_prefix('#') {
-            let rest = rest.trim_start_matches('#');
-            if rest.is_empty() || rest.starts_with(' ') {
-                let h = rest.trim().trim_end_matches('#').trim();
-                if !h.is_empty() {
-                    return Some(h.to_string());
-                }
-            }
-        }
-        let u = t.trim_end();
-        if let Some(p) = prev {
-            if !u.is_empty() && (u.chars().all(|c| c == '=') || (u.len() >= 2 && u.chars().all(|c| c == '-'))) {
-                return Some(p.trim().to_string());
-            }
-        }
-        prev = if t.trim().is_empty() { None } else { Some(line) };
-    }
-    None
 }
 
 fn title_or_id(text: &str, id: &str) -> String {
@@ -561,13 +412,13 @@ fn load_beir(dir: &Path) -> Result<Dataset> {
             return Err(Error::data(&queries_path, format!("{rec}._id"), format!("duplicate _id {id:?}")));
         }
     }
-    let mut qrels: Vec<(PathBuf, Option<String>)> = Vec::new();
+    let mut qrels: Vec<(PathBuf, Option<Split>)> = Vec::new();
     let qdir = dir.join("qrels");
     if qdir.is_dir() {
-        for split in ["train", "dev", "test"] {
+        for split in [Split::Train, Split::Dev, Split::Test] {
             let p = qdir.join(format!("{split}.tsv"));
             if p.is_file() {
-                qrels.push((p, Some(split.to_string())));
+                qrels.push((p, Some(split)));
             }
         }
     }
@@ -618,7 +469,7 @@ fn load_beir(dir: &Path) -> Result<Dataset> {
                 question: question.clone(),
                 answer: None,
                 context: None,
-                split: split.clone(),
+                split,
             });
         }
     }
@@ -661,6 +512,13 @@ fn check(path: &Path, ds: &Dataset) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ingest stage's cache key: the format and the Q&A file as configured (their content enters as inputs).
+#[derive(Debug, serde::Serialize)]
+pub struct IngestKey<'a> {
+    pub format: IngestFormat,
+    pub qa_path: &'a str,
 }
 
 #[cfg(test)]
@@ -748,7 +606,7 @@ mod tests {
         assert_eq!(ds.projects[1].title, "d2");
         let ids: Vec<&str> = ds.qa.iter().map(|q| q.qa_id.as_str()).collect();
         assert_eq!(ids, ["q1", "q1#1"]);
-        assert_eq!(ds.qa[0].split.as_deref(), Some("test"));
+        assert_eq!(ds.qa[0].split, Some(Split::Test));
         std::fs::write(d.join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\nq9\td1\t1\n").unwrap();
         let e = load(d, IngestFormat::Auto, None).unwrap_err().to_string();
         assert!(e.contains("test.tsv: line 2.query-id: unknown query \"q9\""), "{e}");

@@ -33,105 +33,52 @@
 //! **Example.** `coltrast run mine --set mine.num_negatives=5`
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float32Array, Float32Builder, ListArray, ListBuilder, StringArray, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 
-use crate::embed_cache::EmbeddingCache;
+use crate::artifacts::pairs::{write_pairs, Pair, LABELLED, PAIRS};
+use crate::artifacts::{chunks, dataset, Split, StageId};
+use crate::embed::cache::EmbeddingCache;
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{MineSettings, Settings};
-use crate::stages::{chunk, ingest};
-use crate::table;
-
-pub const PAIRS: &str = "pairs.parquet";
-
-pub fn pairs_schema() -> Arc<Schema> {
-    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
-    Arc::new(Schema::new(vec![
-        Field::new("qa_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Utf8, false),
-        Field::new("split", DataType::Utf8, false),
-        Field::new("query", DataType::Utf8, false),
-        Field::new("positive_text", DataType::Utf8, false),
-        Field::new("positive_chunk_id", DataType::Utf8, true),
-        Field::new("positive_source", DataType::Utf8, false),
-        Field::new("positive_score", DataType::Float32, false),
-        Field::new("negative_chunk_ids", list(DataType::Utf8), false),
-        Field::new("negative_texts", list(DataType::Utf8), false),
-        Field::new("negative_scores", list(DataType::Float32), false),
-        Field::new("source", DataType::Utf8, false),
-    ]))
-}
-
-/// One mined pair.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pair {
-    pub qa_id: String,
-    pub project_id: String,
-    pub split: String,
-    pub query: String,
-    pub positive_text: String,
-    pub positive_chunk_id: Option<String>,
-    pub positive_source: String,
-    pub positive_score: f32,
-    pub negative_chunk_ids: Vec<String>,
-    pub negative_texts: Vec<String>,
-    pub negative_scores: Vec<f32>,
-    /// Where the query comes from: [`LABELLED`] (the dataset's Q&A), or a synthetic source of the generate
-    /// stage (`headings`, `cloze`).
-    pub source: String,
-}
-
-/// The `source` of a pair made from the dataset's own Q&A.
-pub const LABELLED: &str = "qa";
-
-impl Pair {
-    /// Whether the query is one of the dataset's questions (eval scores only these).
-    pub fn is_labelled(&self) -> bool {
-        self.source == LABELLED
-    }
-}
 
 pub struct Mine;
 
 impl Stage<Settings> for Mine {
-    fn name(&self) -> &'static str {
-        "mine"
+    fn id(&self) -> StageId {
+        StageId::Mine
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["ingest", "chunk", "generate"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Ingest, StageId::Chunk, StageId::Generate]
     }
     fn code_version(&self) -> u32 {
         // 3: synthetic queries from the generate stage; the `source` column
         3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        s.section_without("mine", &["batch_size"])
+        Settings::key_value(&MineKey::of(s))
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
-        Ok(vec![chunk::base_model_input(s)])
+        Ok(vec![crate::backend::base_model_input(s)])
     }
     fn available(&self) -> bool {
         crate::backend::available()
     }
     fn run(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let s = ctx.config.mine.clone();
-        let ds = ingest::read(ctx.upstream_dir("ingest")?)?;
-        let (chunks, chunk_emb, dim) = chunk::read_chunks(ctx.upstream_dir("chunk")?)?;
-        let encoder = chunk::load_base_encoder(ctx.config)?;
+        let ds = dataset::read(ctx.upstream_dir(StageId::Ingest)?)?;
+        let (chunks, chunk_emb, dim) = chunks::read_chunks(ctx.upstream_dir(StageId::Chunk)?)?;
+        let encoder = crate::backend::load_base_encoder(ctx.config)?;
         if encoder.dim() != dim {
             return Err(Error::internal(format!("chunk embeddings have dim {dim}, the model {}", encoder.dim())));
         }
         let mut cache = EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("base_model")?, dim)?;
         let batch = s.batch_size as usize;
         let mut embed = |texts: &[&str], what: &str| -> Result<Vec<f32>> {
-            chunk::embed_all(encoder.as_ref(), &mut cache, texts, batch, what)
+            crate::embed::cache::embed_all(encoder.as_ref(), &mut cache, texts, batch, what)
         };
-        let synthetic = crate::stages::generate::read_queries(ctx.upstream_dir("generate")?)?;
+        let synthetic = crate::artifacts::synthetic::read_queries(ctx.upstream_dir(StageId::Generate)?)?;
         let mined = mine(&ds, &chunks, &chunk_emb, dim, &s, &synthetic, &mut embed)?;
         cache.flush()?;
         for (k, v) in &mined.stats {
@@ -204,184 +151,298 @@ pub fn is_val_query(qa_id: &str, frac: f64, seed: u64) -> bool {
 
 /// The mining itself, on embeddings from `embed` (texts → flat unit vectors).
 pub fn mine(
-    ds: &ingest::Dataset,
-    chunks: &[chunk::Chunk],
+    ds: &dataset::Dataset,
+    chunks: &[chunks::Chunk],
     chunk_emb: &[f32],
     dim: usize,
     s: &MineSettings,
-    synthetic: &[crate::stages::generate::Synthetic],
+    synthetic: &[crate::artifacts::synthetic::Synthetic],
     embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
 ) -> Result<Mined> {
-    let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
-    let mut by_project: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, c) in chunks.iter().enumerate() {
-        by_project.entry(c.project_id.as_str()).or_default().push(i);
+    let questions = Questions::embed(ds, s, embed)?;
+    let splits = SplitRule::of(ds, s);
+    let miner = Miner { chunks, chunk_emb, dim, s };
+    let mut pairs = miner.labelled_pairs(ds, &questions, &splits)?;
+    let ranks = miner.base_ranks(ds, &questions.query_emb, &pairs);
+    let mut stats = Stats::new();
+    record_splits(&mut stats, &pairs);
+    let synth = synthetic_pairs(chunks, chunk_emb, dim, s, synthetic, embed)?;
+    record_synthetic(&mut stats, &synth);
+    pairs.extend(synth);
+    record_positives(&mut stats, &pairs);
+    record_base_ranks(&mut stats, &ranks);
+    Ok(Mined { pairs, stats })
+}
+
+/// The manifest's stats, by name.
+type Stats = BTreeMap<String, serde_json::Value>;
+/// A positive: (text, chunk id if a chunk, `"chunk"` or `"answer"`, embedding).
+type Positive = (String, Option<String>, &'static str, Vec<f32>);
+/// Per query: (rank of the first chunk of its project, rank of its positive chunk if it has one).
+type Ranks = (Option<usize>, Option<Option<usize>>);
+
+/// The labelled questions' texts and embeddings: rendered queries, the texts that pick positives, answers.
+struct Questions<'a> {
+    queries: Vec<String>,
+    answers: Vec<&'a str>,
+    query_emb: Vec<f32>,
+    picker_emb: Vec<f32>,
+    answer_emb: Vec<f32>,
+    /// Question index → its row in `answer_emb` (questions with a non-blank answer only).
+    answer_row: HashMap<usize, usize>,
+}
+
+impl<'a> Questions<'a> {
+    /// Renders the queries, then embeds them, the positive pickers and the non-blank answers, in that order.
+    fn embed(
+        ds: &'a dataset::Dataset,
+        s: &MineSettings,
+        embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
+    ) -> Result<Self> {
+        let queries = render_queries(ds, &s.query_template);
+        let pickers = pickers(ds);
+        let answers: Vec<&str> = ds.qa.iter().map(|q| q.answer.as_deref().unwrap_or("")).collect();
+        let qrefs: Vec<&str> = queries.iter().map(|s| s.as_str()).collect();
+        let prefs: Vec<&str> = pickers.iter().map(|s| s.as_str()).collect();
+        let query_emb = embed(&qrefs, "embedding queries")?;
+        let picker_emb = embed(&prefs, "embedding question+answer")?;
+        let with_answer: Vec<usize> = (0..ds.qa.len()).filter(|&i| !answers[i].trim().is_empty()).collect();
+        let arefs: Vec<&str> = with_answer.iter().map(|&i| answers[i]).collect();
+        let answer_emb = if arefs.is_empty() { vec![] } else { embed(&arefs, "embedding answers")? };
+        let answer_row: HashMap<usize, usize> = with_answer.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+        Ok(Questions { queries, answers, query_emb, picker_emb, answer_emb, answer_row })
     }
-    let queries: Vec<String> = ds
-        .qa
+}
+
+/// Each question's query: `mine.query_template` with its question, its project's title and its project id.
+fn render_queries(ds: &dataset::Dataset, template: &str) -> Vec<String> {
+    let titles: HashMap<&str, &str> = ds.projects.iter().map(|p| (p.project_id.as_str(), p.title.as_str())).collect();
+    ds.qa
         .iter()
         .map(|q| {
-            render_query(
-                &s.query_template,
-                &q.question,
-                titles.get(q.project_id.as_str()).copied().unwrap_or(""),
-                &q.project_id,
-            )
+            render_query(template, &q.question, titles.get(q.project_id.as_str()).copied().unwrap_or(""), &q.project_id)
         })
-        .collect();
-    // Texts that pick the positive: question + answer, or the question alone without an answer.
-    let pickers: Vec<String> = ds
-        .qa
+        .collect()
+}
+
+/// Texts that pick the positive: question + answer, or the question alone without an answer.
+fn pickers(ds: &dataset::Dataset) -> Vec<String> {
+    ds.qa
         .iter()
         .map(|q| match &q.answer {
             Some(a) if !a.trim().is_empty() => format!("{} {}", q.question, a),
             _ => q.question.clone(),
         })
-        .collect();
-    let answers: Vec<&str> = ds.qa.iter().map(|q| q.answer.as_deref().unwrap_or("")).collect();
-    let qrefs: Vec<&str> = queries.iter().map(|s| s.as_str()).collect();
-    let prefs: Vec<&str> = pickers.iter().map(|s| s.as_str()).collect();
-    let query_emb = embed(&qrefs, "embedding queries")?;
-    let picker_emb = embed(&prefs, "embedding question+answer")?;
-    let with_answer: Vec<usize> = (0..ds.qa.len()).filter(|&i| !answers[i].trim().is_empty()).collect();
-    let arefs: Vec<&str> = with_answer.iter().map(|&i| answers[i]).collect();
-    let answer_emb_flat = if arefs.is_empty() { vec![] } else { embed(&arefs, "embedding answers")? };
-    let answer_row: HashMap<usize, usize> = with_answer.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+        .collect()
+}
 
-    let has_qrels_split = !ds.qa.is_empty() && ds.qa.iter().all(|q| q.split.is_some());
-    // With qrels splits but no dev split of their own, validation is carved out of the train queries.
-    let carve = has_qrels_split && !ds.qa.iter().any(|q| matches!(q.split.as_deref(), Some("dev" | "val")));
-    let project_ids: BTreeSet<String> = ds.projects.iter().map(|p| p.project_id.clone()).collect();
-    let val = if has_qrels_split { BTreeSet::new() } else { val_projects(&project_ids, s.val_split, s.seed as u64) };
+/// How labelled questions are split: qrels splits are kept (validation carved out of the train queries when
+/// there is no dev split), else the split is project-wise.
+struct SplitRule {
+    has_qrels_split: bool,
+    carve: bool,
+    val: BTreeSet<String>,
+    val_split: f64,
+    seed: u64,
+}
 
-    let row = |flat: &[f32], i: usize| -> Vec<f32> { flat[i * dim..(i + 1) * dim].to_vec() };
-    let pairs: Vec<Result<Pair>> = ds
-        .qa
-        .par_iter()
-        .enumerate()
-        .map(|(i, q)| {
-            let qv = &query_emb[i * dim..(i + 1) * dim];
-            let pv = &picker_emb[i * dim..(i + 1) * dim];
-            let own = by_project.get(q.project_id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
-            let best = own
-                .iter()
-                .map(|&c| (c, dot(pv, &chunk_emb[c * dim..(c + 1) * dim])))
-                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
-            let has_answer = answer_row.contains_key(&i);
-            let (positive_text, positive_chunk_id, source, pos_vec) = match (best, has_answer) {
-                (Some((c, sim)), true) if sim as f64 >= s.positive_threshold => {
-                    (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
-                }
-                (_, true) => (answers[i].to_string(), None, "answer", row(&answer_emb_flat, answer_row[&i])),
-                (Some((c, _)), false) => {
-                    (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, c))
-                }
-                (None, false) => {
-                    return Err(Error::data(
-                        "ingest/qa.parquet",
-                        format!("qa {}", q.qa_id),
-                        format!(
-                            "project {:?} has no chunks and the Q&A has no answer to use as positive",
-                            q.project_id
-                        ),
-                    ))
-                }
-            };
-            let positive_score = dot(qv, &pos_vec);
-            let neg = hard_negatives(chunks, chunk_emb, dim, s, qv, &q.project_id, &positive_text, positive_score);
-            let split = match &q.split {
-                Some(sp) if carve && sp == "train" && is_val_query(&q.qa_id, s.val_split, s.seed as u64) => {
-                    "val".to_string()
-                }
-                Some(sp) if has_qrels_split => sp.clone(),
-                _ if val.contains(&q.project_id) => "val".to_string(),
-                _ => "train".to_string(),
-            };
-            Ok(Pair {
-                qa_id: q.qa_id.clone(),
-                project_id: q.project_id.clone(),
-                split,
-                query: queries[i].clone(),
-                positive_text,
-                positive_chunk_id,
-                positive_source: source.to_string(),
-                positive_score,
-                negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
-                negative_texts: neg.iter().map(|(c, _)| chunks[*c].embed_text.clone()).collect(),
-                negative_scores: neg.iter().map(|(_, s)| *s).collect(),
-                source: LABELLED.to_string(),
+impl SplitRule {
+    /// The rule for `ds` under `mine.val_split` and `mine.seed`.
+    fn of(ds: &dataset::Dataset, s: &MineSettings) -> Self {
+        let has_qrels_split = !ds.qa.is_empty() && ds.qa.iter().all(|q| q.split.is_some());
+        // With qrels splits but no dev split of their own, validation is carved out of the train queries.
+        let carve = has_qrels_split && !ds.qa.iter().any(|q| q.split.is_some_and(Split::is_validation));
+        let project_ids: BTreeSet<String> = ds.projects.iter().map(|p| p.project_id.clone()).collect();
+        let val =
+            if has_qrels_split { BTreeSet::new() } else { val_projects(&project_ids, s.val_split, s.seed as u64) };
+        SplitRule { has_qrels_split, carve, val, val_split: s.val_split, seed: s.seed as u64 }
+    }
+
+    /// The split of question `q`.
+    fn split(&self, q: &dataset::Qa) -> Split {
+        match q.split {
+            Some(Split::Train) if self.carve && is_val_query(&q.qa_id, self.val_split, self.seed) => Split::Val,
+            Some(sp) if self.has_qrels_split => sp,
+            _ if self.val.contains(&q.project_id) => Split::Val,
+            _ => Split::Train,
+        }
+    }
+}
+
+/// Row `i` of flat `dim`-wide embeddings, copied.
+fn row(flat: &[f32], dim: usize, i: usize) -> Vec<f32> {
+    flat[i * dim..(i + 1) * dim].to_vec()
+}
+
+/// What mining a question draws on: the chunks, their base-model embeddings and `[mine]`.
+struct Miner<'a> {
+    chunks: &'a [chunks::Chunk],
+    chunk_emb: &'a [f32],
+    dim: usize,
+    s: &'a MineSettings,
+}
+
+impl Miner<'_> {
+    /// One pair per labelled question, in order; the first failing question's error if any fails.
+    fn labelled_pairs(&self, ds: &dataset::Dataset, qs: &Questions, splits: &SplitRule) -> Result<Vec<Pair>> {
+        let mut by_project: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, c) in self.chunks.iter().enumerate() {
+            by_project.entry(c.project_id.as_str()).or_default().push(i);
+        }
+        let pairs: Vec<Result<Pair>> = ds
+            .qa
+            .par_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let own = by_project.get(q.project_id.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
+                self.labelled_pair(i, q, own, qs, splits)
             })
-        })
-        .collect();
-    let pairs: Vec<Pair> = pairs.into_iter().collect::<Result<_>>()?;
+            .collect();
+        pairs.into_iter().collect::<Result<_>>()
+    }
 
-    // How well the base model already finds the right project for each query (used to choose the template).
-    let chunk_row: HashMap<&str, usize> = chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
-    // Per query: (rank of the first chunk of its project, rank of its positive chunk if it has one).
-    let ranks: Vec<(Option<usize>, Option<Option<usize>>)> = ds
-        .qa
-        .par_iter()
-        .enumerate()
-        .map(|(i, q)| {
-            let qv = &query_emb[i * dim..(i + 1) * dim];
-            let mut scores: Vec<(f32, usize)> =
-                (0..chunks.len()).map(|c| (dot(qv, &chunk_emb[c * dim..(c + 1) * dim]), c)).collect();
-            scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let project_rank = scores.iter().position(|(_, c)| chunks[*c].project_id == q.project_id);
-            let chunk_rank = pairs[i]
-                .positive_chunk_id
-                .as_deref()
-                .and_then(|id| chunk_row.get(id))
-                .map(|pos| scores.iter().position(|(_, c)| c == pos));
-            (project_rank, chunk_rank)
+    /// The pair of question `i` (chunk rows of its project: `own`): its query, positive, hard negatives, split.
+    fn labelled_pair(
+        &self,
+        i: usize,
+        q: &dataset::Qa,
+        own: &[usize],
+        qs: &Questions,
+        splits: &SplitRule,
+    ) -> Result<Pair> {
+        let (chunks, dim) = (self.chunks, self.dim);
+        let qv = &qs.query_emb[i * dim..(i + 1) * dim];
+        let (positive_text, positive_chunk_id, source, pos_vec) = self.positive(i, q, own, qs)?;
+        let positive_score = dot(qv, &pos_vec);
+        let neg =
+            hard_negatives(chunks, self.chunk_emb, dim, self.s, qv, &q.project_id, &positive_text, positive_score);
+        Ok(Pair {
+            qa_id: q.qa_id.clone(),
+            project_id: q.project_id.clone(),
+            split: splits.split(q),
+            query: qs.queries[i].clone(),
+            positive_text,
+            positive_chunk_id,
+            positive_source: source.to_string(),
+            positive_score,
+            negative_chunk_ids: neg.iter().map(|(c, _)| chunks[*c].chunk_id.clone()).collect(),
+            negative_texts: neg.iter().map(|(c, _)| chunks[*c].embed_text.clone()).collect(),
+            negative_scores: neg.iter().map(|(_, s)| *s).collect(),
+            source: LABELLED.to_string(),
         })
-        .collect();
-    let top1_project = ranks.iter().filter(|r| r.0 == Some(0)).count();
-    let mrr_project: f64 = ranks.iter().filter_map(|r| r.0).map(|k| 1.0 / (k as f64 + 1.0)).sum();
-    let n_chunk_pos = ranks.iter().filter(|r| r.1.is_some()).count();
-    let mrr_chunk: f64 = ranks.iter().filter_map(|r| r.1.flatten()).map(|k| 1.0 / (k as f64 + 1.0)).sum();
-    let mut stats = BTreeMap::new();
-    let mut count = |k: &str, v: usize| {
-        stats.insert(k.to_string(), serde_json::Value::from(v as u64));
-    };
+    }
+
+    /// The positive of question `i`: its project's chunk most similar to its picker text, or its answer when
+    /// it has one and that chunk is below `mine.positive_threshold`.
+    fn positive(&self, i: usize, q: &dataset::Qa, own: &[usize], qs: &Questions) -> Result<Positive> {
+        let (chunks, chunk_emb, dim) = (self.chunks, self.chunk_emb, self.dim);
+        let pv = &qs.picker_emb[i * dim..(i + 1) * dim];
+        let best = own
+            .iter()
+            .map(|&c| (c, dot(pv, &chunk_emb[c * dim..(c + 1) * dim])))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+        let has_answer = qs.answer_row.contains_key(&i);
+        let from_chunk = |c: usize| {
+            (chunks[c].embed_text.clone(), Some(chunks[c].chunk_id.clone()), "chunk", row(chunk_emb, dim, c))
+        };
+        Ok(match (best, has_answer) {
+            (Some((c, sim)), true) if sim as f64 >= self.s.positive_threshold => from_chunk(c),
+            (_, true) => (qs.answers[i].to_string(), None, "answer", row(&qs.answer_emb, dim, qs.answer_row[&i])),
+            (Some((c, _)), false) => from_chunk(c),
+            (None, false) => {
+                return Err(Error::data(
+                    "ingest/qa.parquet",
+                    format!("qa {}", q.qa_id),
+                    format!("project {:?} has no chunks and the Q&A has no answer to use as positive", q.project_id),
+                ))
+            }
+        })
+    }
+
+    /// How well the base model already finds each question's project and positive chunk (by its query).
+    fn base_ranks(&self, ds: &dataset::Dataset, query_emb: &[f32], pairs: &[Pair]) -> Vec<Ranks> {
+        let (chunks, chunk_emb, dim) = (self.chunks, self.chunk_emb, self.dim);
+        let chunk_row: HashMap<&str, usize> =
+            chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
+        ds.qa
+            .par_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let qv = &query_emb[i * dim..(i + 1) * dim];
+                let mut scores: Vec<(f32, usize)> =
+                    (0..chunks.len()).map(|c| (dot(qv, &chunk_emb[c * dim..(c + 1) * dim]), c)).collect();
+                scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let project_rank = scores.iter().position(|(_, c)| chunks[*c].project_id == q.project_id);
+                let chunk_rank = pairs[i]
+                    .positive_chunk_id
+                    .as_deref()
+                    .and_then(|id| chunk_row.get(id))
+                    .map(|pos| scores.iter().position(|(_, c)| c == pos));
+                (project_rank, chunk_rank)
+            })
+            .collect()
+    }
+}
+
+/// Records `v` as the count `k`.
+fn count(stats: &mut Stats, k: &str, v: usize) {
+    stats.insert(k.to_string(), serde_json::Value::from(v as u64));
+}
+
+/// Records and logs each split's pairs and projects (`<split>_pairs`, `<split>_projects`).
+fn record_splits(stats: &mut Stats, pairs: &[Pair]) {
     let mut by_split: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
-    for p in &pairs {
+    for p in pairs {
         let e = by_split.entry(p.split.as_str()).or_default();
         e.0 += 1;
         e.1.insert(p.project_id.as_str());
     }
     for (split, (n, projects)) in &by_split {
-        count(&format!("{split}_pairs"), *n);
-        count(&format!("{split}_projects"), projects.len());
+        count(stats, &format!("{split}_pairs"), *n);
+        count(stats, &format!("{split}_projects"), projects.len());
         tracing::info!(split, pairs = n, projects = projects.len(), "split");
     }
-    let mut pairs = pairs;
-    let synth = synthetic_pairs(chunks, chunk_emb, dim, s, synthetic, embed)?;
+}
+
+/// Records the synthetic pairs of each source that has any (`synthetic_<source>_pairs`).
+fn record_synthetic(stats: &mut Stats, synth: &[Pair]) {
     for src in ["headings", "cloze"] {
         let n = synth.iter().filter(|p| p.source == src).count();
         if n > 0 {
-            count(&format!("synthetic_{src}_pairs"), n);
+            count(stats, &format!("synthetic_{src}_pairs"), n);
         }
     }
-    pairs.extend(synth);
-    count("positives_from_chunks", pairs.iter().filter(|p| p.positive_source == "chunk").count());
-    count("positives_from_answers", pairs.iter().filter(|p| p.positive_source == "answer").count());
-    if !ds.qa.is_empty() {
-        let n = ds.qa.len() as f64;
-        stats.insert("base_query_top1_project".into(), serde_json::json!(top1_project as f64 / n));
-        stats.insert("base_query_mrr_project".into(), serde_json::json!(mrr_project / n));
-        if n_chunk_pos > 0 {
-            stats.insert("base_query_mrr_positive_chunk".into(), serde_json::json!(mrr_chunk / n_chunk_pos as f64));
-        }
+}
+
+/// Records where the positives came from (`positives_from_chunks`, `positives_from_answers`).
+fn record_positives(stats: &mut Stats, pairs: &[Pair]) {
+    count(stats, "positives_from_chunks", pairs.iter().filter(|p| p.positive_source == "chunk").count());
+    count(stats, "positives_from_answers", pairs.iter().filter(|p| p.positive_source == "answer").count());
+}
+
+/// Records how well the base model already finds the right project for each query (used to choose the
+/// template), and its positive chunk.
+fn record_base_ranks(stats: &mut Stats, ranks: &[Ranks]) {
+    if ranks.is_empty() {
+        return;
     }
-    Ok(Mined { pairs, stats })
+    let n = ranks.len() as f64;
+    let top1_project = ranks.iter().filter(|r| r.0 == Some(0)).count();
+    let mrr_project: f64 = ranks.iter().filter_map(|r| r.0).map(|k| 1.0 / (k as f64 + 1.0)).sum();
+    let n_chunk_pos = ranks.iter().filter(|r| r.1.is_some()).count();
+    let mrr_chunk: f64 = ranks.iter().filter_map(|r| r.1.flatten()).map(|k| 1.0 / (k as f64 + 1.0)).sum();
+    stats.insert("base_query_top1_project".into(), serde_json::json!(top1_project as f64 / n));
+    stats.insert("base_query_mrr_project".into(), serde_json::json!(mrr_project / n));
+    if n_chunk_pos > 0 {
+        stats.insert("base_query_mrr_positive_chunk".into(), serde_json::json!(mrr_chunk / n_chunk_pos as f64));
+    }
 }
 
 /// The `num_negatives` chunks of other documents most similar to the query `qv`, skipping likely false
 /// negatives (more similar than the positive by over `false_negative_margin`) and the positive's own text.
 #[allow(clippy::too_many_arguments)]
 fn hard_negatives(
-    chunks: &[chunk::Chunk],
+    chunks: &[chunks::Chunk],
     chunk_emb: &[f32],
     dim: usize,
     s: &MineSettings,
@@ -413,11 +474,11 @@ fn hard_negatives(
 /// Pairs for the generate stage's queries: the positive is the query's own chunk (its text as the generate
 /// stage gave it), the negatives are mined as for labelled questions, and the split is the generate stage's.
 fn synthetic_pairs(
-    chunks: &[chunk::Chunk],
+    chunks: &[chunks::Chunk],
     chunk_emb: &[f32],
     dim: usize,
     s: &MineSettings,
-    synthetic: &[crate::stages::generate::Synthetic],
+    synthetic: &[crate::artifacts::synthetic::Synthetic],
     embed: &mut dyn FnMut(&[&str], &str) -> Result<Vec<f32>>,
 ) -> Result<Vec<Pair>> {
     if synthetic.is_empty() {
@@ -443,7 +504,7 @@ fn synthetic_pairs(
             Ok(Pair {
                 qa_id: format!("gen:{}", q.query_id),
                 project_id: q.project_id.clone(),
-                split: q.split.clone(),
+                split: q.split,
                 query: q.query.clone(),
                 positive_text: q.positive_text.clone(),
                 positive_chunk_id: Some(q.chunk_id.clone()),
@@ -458,104 +519,35 @@ fn synthetic_pairs(
         .collect()
 }
 
-fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<u64> {
-    let s = |f: fn(&Pair) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(pairs.iter().map(f))) };
-    let mut ids = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
-    let mut texts =
-        ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
-    let mut scores =
-        ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new("item", DataType::Float32, true)));
-    for p in pairs {
-        for v in &p.negative_chunk_ids {
-            ids.values().append_value(v);
-        }
-        ids.append(true);
-        for v in &p.negative_texts {
-            texts.values().append_value(v);
-        }
-        texts.append(true);
-        for v in &p.negative_scores {
-            scores.values().append_value(*v);
-        }
-        scores.append(true);
-    }
-    table::write_parquet(
-        path,
-        pairs_schema(),
-        vec![
-            s(|p| &p.qa_id),
-            s(|p| &p.project_id),
-            s(|p| &p.split),
-            s(|p| &p.query),
-            s(|p| &p.positive_text),
-            Arc::new(StringArray::from_iter(pairs.iter().map(|p| p.positive_chunk_id.as_deref()))),
-            s(|p| &p.positive_source),
-            Arc::new(Float32Array::from_iter_values(pairs.iter().map(|p| p.positive_score))),
-            Arc::new(ids.finish()),
-            Arc::new(texts.finish()),
-            Arc::new(scores.finish()),
-            s(|p| &p.source),
-        ],
-    )
+/// The mine stage's cache key: everything of `[mine]` but `batch_size` (speed only).
+#[derive(Debug, serde::Serialize)]
+pub struct MineKey<'a> {
+    pub positive_threshold: f64,
+    pub num_negatives: u64,
+    pub false_negative_margin: f64,
+    pub query_template: &'a str,
+    pub val_split: f64,
+    pub seed: u64,
 }
 
-/// Read pairs.parquet back (for training and evaluation).
-pub fn read_pairs(dir: &Path) -> Result<Vec<Pair>> {
-    let path = dir.join(PAIRS);
-    let b = table::read_parquet(&path, "mine", &pairs_schema())?;
-    let col = |n: &str| table::str_col(&b, n);
-    let source = col("source")?;
-    let (qa, pid, split, query, ptext, pcid, psrc) = (
-        col("qa_id")?,
-        col("project_id")?,
-        col("split")?,
-        col("query")?,
-        col("positive_text")?,
-        col("positive_chunk_id")?,
-        col("positive_source")?,
-    );
-    let pscore = b
-        .column_by_name("positive_score")
-        .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
-        .ok_or_else(|| Error::internal("positive_score"))?;
-    let list = |n: &str| {
-        b.column_by_name(n)
-            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-            .ok_or_else(|| Error::internal(format!("{n} is not a list")))
-    };
-    let (nid, ntext, nscore) = (list("negative_chunk_ids")?, list("negative_texts")?, list("negative_scores")?);
-    let strings = |l: &ListArray, i: usize| -> Vec<String> {
-        let v = l.value(i);
-        let a =
-            v.as_any().downcast_ref::<StringArray>().map(|a| (0..a.len()).map(|k| a.value(k).to_string()).collect());
-        a.unwrap_or_default()
-    };
-    let mut out = Vec::with_capacity(b.num_rows());
-    for i in 0..b.num_rows() {
-        let sv = nscore.value(i);
-        let scores = sv.as_any().downcast_ref::<Float32Array>().map(|a| a.values().to_vec()).unwrap_or_default();
-        out.push(Pair {
-            qa_id: qa.value(i).to_string(),
-            project_id: pid.value(i).to_string(),
-            split: split.value(i).to_string(),
-            query: query.value(i).to_string(),
-            positive_text: ptext.value(i).to_string(),
-            positive_chunk_id: table::opt_str(pcid, i).map(String::from),
-            positive_source: psrc.value(i).to_string(),
-            positive_score: pscore.value(i),
-            negative_chunk_ids: strings(nid, i),
-            negative_texts: strings(ntext, i),
-            negative_scores: scores,
-            source: source.value(i).to_string(),
-        });
+impl<'a> MineKey<'a> {
+    pub fn of(s: &'a Settings) -> Self {
+        let m = &s.mine;
+        MineKey {
+            positive_threshold: m.positive_threshold,
+            num_negatives: m.num_negatives,
+            false_negative_margin: m.false_negative_margin,
+            query_template: &m.query_template,
+            val_split: m.val_split,
+            seed: m.seed,
+        }
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ingest::{Dataset, Project, Qa};
+    use crate::artifacts::dataset::{Dataset, Project, Qa};
 
     fn unit(v: &[f32]) -> Vec<f32> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -586,7 +578,7 @@ mod tests {
             .collect())
     }
 
-    fn dataset() -> (Dataset, Vec<chunk::Chunk>, Vec<f32>) {
+    fn dataset() -> (Dataset, Vec<chunks::Chunk>, Vec<f32>) {
         let projects = ["med", "nlp", "rl"]
             .iter()
             .map(|id| Project {
@@ -639,10 +631,10 @@ mod tests {
             ("rl", "trading chunk"),
             ("rl", "xray chunk"), // same text as med's positive: never a negative for it
         ];
-        let chunks: Vec<chunk::Chunk> = texts
+        let chunks: Vec<chunks::Chunk> = texts
             .iter()
             .enumerate()
-            .map(|(i, (p, t))| chunk::Chunk {
+            .map(|(i, (p, t))| chunks::Chunk {
                 chunk_id: format!("c{i}"),
                 project_id: p.to_string(),
                 ordinal: i as i64,
@@ -717,7 +709,7 @@ mod tests {
             sides.entry(p.project_id.as_str()).or_default().insert(p.split.as_str());
         }
         assert!(sides.values().all(|s| s.len() == 1), "{sides:?}");
-        assert!(m.pairs.iter().any(|p| p.split == "val") && m.pairs.iter().any(|p| p.split == "train"));
+        assert!(m.pairs.iter().any(|p| p.split == Split::Val) && m.pairs.iter().any(|p| p.split == Split::Train));
     }
 
     #[test]
@@ -733,7 +725,7 @@ mod tests {
                     question: format!("xray question {i}"),
                     answer: None,
                     context: None,
-                    split: Some("train".into()),
+                    split: Some(Split::Train),
                 })
             })
             .collect();
@@ -743,20 +735,20 @@ mod tests {
             question: "xray test".into(),
             answer: None,
             context: None,
-            split: Some("test".into()),
+            split: Some(Split::Test),
         });
         let mut s = settings();
         s.val_split = 0.25;
         let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
-        let split_of: BTreeMap<&str, &str> = m.pairs.iter().map(|p| (p.qa_id.as_str(), p.split.as_str())).collect();
-        assert_eq!(split_of["t0"], "test");
-        let val: Vec<&&str> = split_of.iter().filter(|(_, s)| **s == "val").map(|(q, _)| q).collect();
+        let split_of: BTreeMap<&str, Split> = m.pairs.iter().map(|p| (p.qa_id.as_str(), p.split)).collect();
+        assert_eq!(split_of["t0"], Split::Test);
+        let val: Vec<&&str> = split_of.iter().filter(|(_, s)| **s == Split::Val).map(|(q, _)| q).collect();
         assert!((4..=18).contains(&val.len()), "{val:?}");
         // one query's pairs stay together, and the choice is the hash's
         for p in &m.pairs {
             assert_eq!(p.split, split_of[query_id(&p.qa_id)], "{}", p.qa_id);
-            if p.split != "test" {
-                assert_eq!(p.split == "val", is_val_query(&p.qa_id, 0.25, s.seed as u64));
+            if p.split != Split::Test {
+                assert_eq!(p.split == Split::Val, is_val_query(&p.qa_id, 0.25, s.seed as u64));
             }
         }
         // another seed draws other queries; 0 carves nothing
@@ -765,36 +757,38 @@ mod tests {
         assert_ne!(other, this);
         s.val_split = 0.0;
         let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
-        assert!(m.pairs.iter().all(|p| p.split != "val"));
+        assert!(m.pairs.iter().all(|p| p.split != Split::Val));
         // a BEIR dev split is kept as it is: nothing carved
-        ds.qa[0].split = Some("dev".into());
+        ds.qa[0].split = Some(Split::Dev);
         s.val_split = 0.25;
         let m = mine(&ds, &chunks, &emb, 4, &s, &[], &mut fake_embed).unwrap();
-        assert_eq!(m.pairs.iter().filter(|p| p.split == "val").count(), 0);
-        assert_eq!(m.pairs.iter().filter(|p| p.split == "dev").count(), 1);
+        assert_eq!(m.pairs.iter().filter(|p| p.split == Split::Val).count(), 0);
+        assert_eq!(m.pairs.iter().filter(|p| p.split == Split::Dev).count(), 1);
     }
 
     #[test]
     fn synthetic_queries_become_pairs_with_their_own_split_and_source() {
         let (ds, chunks, emb) = dataset();
-        let syn = |id: &str, q: &str, chunk: &str, project: &str, split: &str| crate::stages::generate::Synthetic {
-            query_id: id.into(),
-            query: q.into(),
-            chunk_id: chunk.into(),
-            project_id: project.into(),
-            source: crate::settings::SyntheticSource::Cloze,
-            split: split.into(),
-            positive_text: "trading without the sentence".into(),
-            base_rank: 1,
-        };
-        let synthetic = vec![syn("s1", "which trading", "c4", "rl", "train"), syn("s2", "trading?", "c4", "rl", "val")];
+        let syn =
+            |id: &str, q: &str, chunk: &str, project: &str, split: Split| crate::artifacts::synthetic::Synthetic {
+                query_id: id.into(),
+                query: q.into(),
+                chunk_id: chunk.into(),
+                project_id: project.into(),
+                source: crate::settings::SyntheticSource::Cloze,
+                split,
+                positive_text: "trading without the sentence".into(),
+                base_rank: 1,
+            };
+        let synthetic =
+            vec![syn("s1", "which trading", "c4", "rl", Split::Train), syn("s2", "trading?", "c4", "rl", Split::Val)];
         let m = mine(&ds, &chunks, &emb, 4, &settings(), &synthetic, &mut fake_embed).unwrap();
         let labelled = m.pairs.iter().filter(|p| p.is_labelled()).count();
         assert_eq!(labelled, ds.qa.len());
         let s: Vec<&Pair> = m.pairs.iter().filter(|p| !p.is_labelled()).collect();
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].qa_id.as_str(), s[0].split.as_str(), s[0].source.as_str()), ("gen:s1", "train", "cloze"));
-        assert_eq!(s[1].split, "val");
+        assert_eq!((s[0].qa_id.as_str(), s[0].split, s[0].source.as_str()), ("gen:s1", Split::Train, "cloze"));
+        assert_eq!(s[1].split, Split::Val);
         assert_eq!(s[0].positive_chunk_id.as_deref(), Some("c4"));
         assert_eq!(s[0].positive_text, "trading without the sentence");
         for p in &s {
@@ -805,13 +799,13 @@ mod tests {
         }
         assert_eq!(m.stats["synthetic_cloze_pairs"], 2);
         // a query whose chunk is gone is a data error naming the file and the query
-        let bad = vec![syn("s3", "q", "nope", "rl", "train")];
+        let bad = vec![syn("s3", "q", "nope", "rl", Split::Train)];
         let e = mine(&ds, &chunks, &emb, 4, &settings(), &bad, &mut fake_embed).unwrap_err().to_string();
         assert!(e.contains("generate/queries.parquet") && e.contains("s3"), "{e}");
         // round trip, source included
         let dir = tempfile::tempdir().unwrap();
         write_pairs(&dir.path().join(PAIRS), &m.pairs).unwrap();
-        assert_eq!(read_pairs(dir.path()).unwrap(), m.pairs);
+        assert_eq!(crate::artifacts::pairs::read_pairs(dir.path()).unwrap(), m.pairs);
     }
 
     #[test]

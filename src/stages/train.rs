@@ -70,135 +70,31 @@
 //! **Where.** This module declares the stage (settings, inputs, outputs); its body needs libtorch and lives in
 //! the `coltrast-torch` crate (`coltrast_torch::stages::train`), reached through [`crate::backend`].
 
-use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::backend;
+use crate::backend::{self, check_device, resolved_device};
+use crate::artifacts::StageId;
+pub use crate::artifacts::train::{epoch_losses, EpochLoss};
 use crate::engine::{ExternalInput, Stage, StageContext};
-use crate::error::{Error, Result};
-use crate::settings::{Settings, TrainDevice};
+use crate::error::Result;
+use crate::settings::Settings;
 
-pub const MODEL_DIR: &str = "model";
-pub const LOG: &str = "train_log.parquet";
-pub const CURVES: &str = "training_curves.png";
-
-pub fn log_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("epoch", DataType::Int64, false),
-        Field::new("step", DataType::Int64, false),
-        Field::new("split", DataType::Utf8, false),
-        Field::new("lr", DataType::Float64, true),
-        Field::new("loss", DataType::Float64, false),
-        Field::new("loss_contrastive", DataType::Float64, false),
-        Field::new("loss_late", DataType::Float64, false),
-        Field::new("grad_norm", DataType::Float64, true),
-    ]))
-}
-
-/// The mean loss of one split ("train": over the epoch's steps; "val": the pass at the epoch's end).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpochLoss {
-    pub split: String,
-    pub epoch: i64,
-    pub loss: f64,
-}
-
-/// Per split and epoch (in that order), the mean `loss` of a train artifact dir's [`LOG`].
-pub fn epoch_losses(train_dir: &std::path::Path) -> Result<Vec<EpochLoss>> {
-    use arrow::array::Float64Array;
-    let path = train_dir.join(LOG);
-    let batch = crate::table::read_parquet(&path, "train", &log_schema())?;
-    let epoch = crate::table::i64_col(&batch, "epoch")?;
-    let split = crate::table::str_col(&batch, "split")?;
-    let loss = batch
-        .column_by_name("loss")
-        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-        .ok_or_else(|| Error::data(&path, "loss", "not a Float64 column"))?;
-    let mut per: std::collections::BTreeMap<(String, i64), (f64, usize)> = Default::default();
-    for i in 0..batch.num_rows() {
-        let e = per.entry((split.value(i).to_string(), epoch.value(i))).or_insert((0.0, 0));
-        e.0 += loss.value(i);
-        e.1 += 1;
-    }
-    Ok(per.into_iter().map(|((split, epoch), (sum, n))| EpochLoss { split, epoch, loss: sum / n as f64 }).collect())
-}
-
-/// What `train.device` resolves to on this machine: `"cpu"` or `"cuda"` (hashed into the fingerprint, since CPU
-/// and GPU runs give different bytes). `"auto"` needs libtorch's answer where an NVIDIA driver is loaded.
-pub fn resolved_device(d: TrainDevice) -> Result<&'static str> {
-    Ok(match d {
-        TrainDevice::Cpu => "cpu",
-        TrainDevice::Cuda => "cuda",
-        TrainDevice::Auto => {
-            if backend::resolve_auto_cuda()? {
-                "cuda"
-            } else {
-                "cpu"
-            }
-        }
-    })
-}
-
-/// Whether `train.device` can work on this machine and build: `Ok` for `"cpu"` and `"auto"` always; for
-/// `"cuda"` an error whose one line says which is missing, the CUDA build or the GPU.
-pub fn check_device(d: TrainDevice, cuda_built: bool, cuda_available: bool) -> Result<()> {
-    match d {
-        TrainDevice::Cuda if !cuda_built => Err(Error::Usage(
-            "train.device = \"cuda\": this coltrast-torch was built without CUDA (run `make setup GPU=1` and \
-             `make build GPU=1`), or set train.device = \"auto\" or \"cpu\""
-                .into(),
-        )),
-        TrainDevice::Cuda if !cuda_available => Err(Error::Usage(
-            "train.device = \"cuda\": libtorch sees no CUDA device on this machine (no NVIDIA GPU or driver); set \
-             train.device = \"auto\" or \"cpu\""
-                .into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The line a run logs for the device `train.device` resolved to, and why.
-pub fn device_choice(d: TrainDevice, cuda_built: bool, cuda_available: bool) -> String {
-    let why = match (d, cuda_built, cuda_available) {
-        (TrainDevice::Cpu, ..) => "train.device = \"cpu\"",
-        (TrainDevice::Cuda, ..) => "train.device = \"cuda\"",
-        (TrainDevice::Auto, false, _) => "train.device = \"auto\"; this build has no CUDA (make build GPU=1)",
-        (TrainDevice::Auto, true, false) => "train.device = \"auto\"; libtorch sees no CUDA device",
-        (TrainDevice::Auto, true, true) => "train.device = \"auto\"; libtorch sees a CUDA device",
-    };
-    let on = match (d, cuda_available) {
-        (TrainDevice::Cpu, _) | (TrainDevice::Auto, false) => "cpu",
-        _ => "cuda:0",
-    };
-    format!("train: on {on} ({why})")
-}
 
 pub struct Train;
 
 impl Stage<Settings> for Train {
-    fn name(&self) -> &'static str {
-        "train"
+    fn id(&self) -> StageId {
+        StageId::Train
     }
-    fn upstream(&self) -> &'static [&'static str] {
-        &["mine"]
+    fn upstream(&self) -> &'static [StageId] {
+        &[StageId::Mine]
     }
     fn code_version(&self) -> u32 {
         // 3: batches beyond train.max_activation_mb are encoded in micro-batches (GradCache).
         3
     }
     fn settings(&self, s: &Settings) -> Result<toml::Value> {
-        // max_memory_mb only decides whether a run may start.
-        let mut t = s.section_without("train", &["max_memory_mb"])?;
-        if let Some(t) = t.as_table_mut() {
-            t.insert("device".into(), toml::Value::String(resolved_device(s.train.device)?.into()));
-            // The teacher enters as an input (its content hash); without one, neither key changes anything.
-            t.remove("teacher");
-            if s.teacher_dir().is_none() {
-                t.remove("distill_weight");
-            }
-        }
-        Ok(t)
+        Settings::key_value(&TrainKey::of(s)?)
     }
     fn external_inputs(&self, s: &Settings) -> Result<Vec<ExternalInput>> {
         let mut v = vec![ExternalInput { name: "base_model".into(), path: s.base_model_dir() }];
@@ -222,9 +118,63 @@ impl Stage<Settings> for Train {
     }
 }
 
+/// The train stage's cache key: `[train]` with `device` as what it resolves to on this machine (CPU and GPU runs
+/// give different bytes). Not in it: `max_memory_mb` (it only decides whether a run may start) and `teacher`
+/// (it enters as an input, by its content hash); `distill_weight` only with a teacher.
+#[derive(Debug, serde::Serialize)]
+pub struct TrainKey {
+    pub epochs: u64,
+    pub batch_size: u64,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub max_grad_norm: f64,
+    pub temperature: f64,
+    pub contrastive_weight: f64,
+    pub late_interaction_weight: f64,
+    pub embedding_dim: u64,
+    pub token_dim: u64,
+    pub patience: u64,
+    pub seed: u64,
+    pub device: &'static str,
+    pub base_mix: crate::settings::BaseMix,
+    pub max_activation_mb: u64,
+    pub micro_batch_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill_weight: Option<f64>,
+}
+
+impl TrainKey {
+    pub fn of(s: &Settings) -> Result<Self> {
+        let t = &s.train;
+        Ok(TrainKey {
+            epochs: t.epochs,
+            batch_size: t.batch_size,
+            learning_rate: t.learning_rate,
+            weight_decay: t.weight_decay,
+            warmup_ratio: t.warmup_ratio,
+            max_grad_norm: t.max_grad_norm,
+            temperature: t.temperature,
+            contrastive_weight: t.contrastive_weight,
+            late_interaction_weight: t.late_interaction_weight,
+            embedding_dim: t.embedding_dim,
+            token_dim: t.token_dim,
+            patience: t.patience,
+            seed: t.seed,
+            device: resolved_device(t.device)?,
+            base_mix: t.base_mix,
+            max_activation_mb: t.max_activation_mb,
+            micro_batch_size: t.micro_batch_size,
+            distill_weight: s.teacher_dir().map(|_| t.distill_weight),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::device_choice;
+    use crate::settings::TrainDevice;
 
     #[test]
     fn cuda_without_the_build_or_the_gpu_says_which() {

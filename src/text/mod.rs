@@ -66,6 +66,40 @@
 mod block;
 mod inline;
 mod segment;
+/// The first Markdown heading (ATX `#` or setext), without its markers.
+pub fn first_heading(text: &str) -> Option<String> {
+    let mut in_fence = false;
+    let mut prev: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            in_fence = !in_fence;
+            prev = None;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix('#') {
+            let rest = rest.trim_start_matches('#');
+            if rest.is_empty() || rest.starts_with(' ') {
+                let h = rest.trim().trim_end_matches('#').trim();
+                if !h.is_empty() {
+                    return Some(h.to_string());
+                }
+            }
+        }
+        let u = t.trim_end();
+        if let Some(p) = prev {
+            if !u.is_empty() && (u.chars().all(|c| c == '=') || (u.len() >= 2 && u.chars().all(|c| c == '-'))) {
+                return Some(p.trim().to_string());
+            }
+        }
+        prev = if t.trim().is_empty() { None } else { Some(line) };
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests;
 

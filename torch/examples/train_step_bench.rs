@@ -27,8 +27,8 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = args[4].parse()?;
     let warmup: usize = args[5].parse()?;
     std::fs::create_dir_all(dump)?;
-    let pairs = coltrast::stages::mine::read_pairs(std::path::Path::new(mine_dir))?;
-    let (train_set, _, _) = coltrast_torch::stages::train::split_pairs(&pairs);
+    let pairs = coltrast::artifacts::pairs::read_pairs(std::path::Path::new(mine_dir))?;
+    let (train_set, _, _) = coltrast_torch::train::stage::split_pairs(&pairs);
     anyhow::ensure!(!train_set.is_empty(), "no training pairs in {mine_dir}");
     let settings = TrainSettings::default();
     let cfg = TrainConfig::from(&settings);

@@ -1,5 +1,5 @@
 //! coltrast-torch: the libtorch half of coltrast. It holds the tch BERT [`encoder`] (chunking and mining embed
-//! with it), ColTrast training ([`train`], and the train stage's body in [`stages::train`]), and implements
+//! with it), ColTrast training ([`train`], and the train stage's body in [`train::stage`]), and implements
 //! [`coltrast::backend::TorchBackend`] with them. The `coltrast-torch` binary is coltrast's CLI with this
 //! backend registered; the `coltrast` binary (no libtorch, so it starts in milliseconds) hands it every run
 //! that must execute a libtorch stage.
@@ -20,7 +20,6 @@ use coltrast::settings::Settings;
 
 pub mod encoder;
 pub mod generate;
-pub mod stages;
 pub mod train;
 
 use encoder::{Encoder, EncoderError};
@@ -60,14 +59,14 @@ impl TorchBackend for Torch {
     }
 
     fn base_encoder(&self, s: &Settings) -> Result<Box<dyn SentenceEncoder>> {
-        if s.model.threads > 0 {
-            encoder::set_num_threads(s.model.threads as usize);
+        if let Some(n) = s.model.threads {
+            encoder::set_num_threads(n.get());
         }
         Ok(Box::new(Encoder::load(&s.base_model_dir(), tch::Device::cuda_if_available())?))
     }
 
     fn train(&self, ctx: &mut StageContext<'_, Settings>) -> Result<()> {
-        stages::train::run(ctx)
+        train::stage::run(ctx)
     }
 
     fn export_reference(&self, trained: &Path, base: &Path, texts: &[&str]) -> Result<ExportReference> {
@@ -89,8 +88,8 @@ impl TorchBackend for Torch {
     }
 
     fn text_generator(&self, gguf: &Path, s: &Settings) -> Result<Box<dyn coltrast::backend::TextGenerator>> {
-        if s.model.threads > 0 {
-            encoder::set_num_threads(s.model.threads as usize);
+        if let Some(n) = s.model.threads {
+            encoder::set_num_threads(n.get());
         }
         Ok(Box::new(generate::Generator::load(gguf)?))
     }

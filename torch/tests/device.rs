@@ -3,13 +3,10 @@
 //! when built with the `cuda` feature (`make build GPU=1`). `make test GPU=1` runs these same tests on the CUDA
 //! build, where the other branch of each assertion is taken.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::process::Command;
 
-use common::tiny::*;
-use common::*;
+use coltrast_testkit::tiny::*;
+use coltrast_testkit::*;
 
 fn gpu_here() -> bool {
     tch::Cuda::is_available()

@@ -3,17 +3,23 @@
 //! so the whole pipeline runs in seconds), and the sample dataset with the real MiniLM, checked against
 //! sentence-transformers when Python has it.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use coltrast_testkit::tiny::*;
+use coltrast_testkit::*;
 use coltrast_torch::encoder::{Encoder, TransformerModel};
 use coltrast_torch::train::{self, export, ColTrastModel, Example, TrainConfig};
-use common::tiny::*;
-use common::*;
 use tch::Device;
+
+/// libtorch's dropout (and tch's initialisation of fresh variables, even before they are overwritten) draw
+/// from one process-wide generator: every in-process use of libtorch in these tests takes this lock, so that a
+/// training run that must be reproducible never shares the generator with another test's thread.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn train_dir(p: &Project) -> PathBuf {
     let dirs = trusted_dirs(&p.path().join("artifacts"), "train");
@@ -383,7 +389,7 @@ fn early_stopping_outputs_the_best_epoch() {
     p.run(&["run", "train"]).ok();
     let dir = train_dir(&p);
     let m = manifest(&dir);
-    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::train::stage::read_log(&dir).unwrap();
     let val: Vec<&train::LogRow> = log.iter().filter(|r| r.split == "val" && r.epoch > 0).collect();
     let best = val.iter().min_by(|a, b| a.loss.total_cmp(&b.loss)).unwrap();
     assert_eq!(m["stats"]["best_epoch"], best.epoch, "{m}");
@@ -396,8 +402,8 @@ fn early_stopping_outputs_the_best_epoch() {
     let _rng = rng_lock();
     let (model, meta) = export::load_model_dir(&dir.join("model"), Device::Cpu).unwrap();
     assert_eq!(meta.maxsim_scale, 10.0);
-    let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&p.path().join("artifacts"), "mine")[0]).unwrap();
-    let (tr, va, _) = coltrast_torch::stages::train::split_pairs(&pairs);
+    let pairs = coltrast::artifacts::pairs::read_pairs(&trusted_dirs(&p.path().join("artifacts"), "mine")[0]).unwrap();
+    let (tr, va, _) = coltrast_torch::train::stage::split_pairs(&pairs);
     let settings = coltrast::settings::TrainSettings { batch_size: 2, ..Default::default() };
     let cfg = TrainConfig::from(&settings);
     let texts = train::Texts::new(&model, &[&tr, &va]).unwrap();
@@ -452,7 +458,7 @@ fn tiny_mpnet_trains_through_chunk_mine_and_train() {
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("model/config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model_type"], "mpnet", "{cfg}");
-    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::train::stage::read_log(&dir).unwrap();
     let train_rows: Vec<_> = log.iter().filter(|r| r.split == "train").collect();
     assert_eq!(train_rows.len(), 8, "2 epochs x 4 steps");
     assert!(log.iter().all(|r| r.loss.is_finite() && r.loss_contrastive.is_finite() && r.loss_late.is_finite()));
@@ -523,7 +529,7 @@ fn outputs_and_log_schema() {
     ] {
         assert!(meta.get(k).is_some(), "coltrast.json lacks {k}: {meta}");
     }
-    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::train::stage::read_log(&dir).unwrap();
     let steps = log.iter().filter(|r| r.split == "train").count();
     assert_eq!(steps, 8, "2 epochs x 4 steps");
     assert_eq!(log.iter().filter(|r| r.split == "val").count(), 3, "epochs 0, 1, 2");
@@ -592,7 +598,7 @@ fn sample_trains_and_sentence_transformers_loads_the_model_dir() {
     for k in ["val_pairwise_acc_base", "val_pairwise_acc_trained", "val_top1_base", "val_top1_trained"] {
         assert!(m["stats"][k].is_number(), "{k} missing: {m}");
     }
-    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::train::stage::read_log(&dir).unwrap();
     let mean = |e: u64| {
         let v: Vec<f64> = log.iter().filter(|r| r.split == "train" && r.epoch == e).map(|r| r.loss).collect();
         v.iter().sum::<f64>() / v.len() as f64
@@ -671,7 +677,7 @@ fn without_validation_pairs_the_last_epoch_is_the_output() {
     assert_eq!(m["stats"]["val_pairs"], 0);
     assert_eq!(m["stats"]["best_epoch"], 2);
     assert_eq!(m["stats"]["stopped_early"], false);
-    let log = coltrast_torch::stages::train::read_log(&dir).unwrap();
+    let log = coltrast_torch::train::stage::read_log(&dir).unwrap();
     assert!(log.iter().all(|r| r.split == "train"));
     assert_eq!(log.len(), 12, "12 training pairs, batch 2, 2 epochs");
 }

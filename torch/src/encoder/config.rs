@@ -16,6 +16,10 @@ use super::EncoderError;
 /// The `model_type`s this encoder builds, as config.json spells them.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "mpnet"];
 
+/// Buckets of MPNet's relative position bias: transformers' `MPNetEncoder.compute_position_bias` always uses 32
+/// (its default argument), whatever `relative_attention_num_buckets` says; that many rows are required.
+pub const MPNET_NUM_BUCKETS: i64 = 32;
+
 /// Activation of the feed-forward block (`hidden_act` in config.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HiddenAct {
@@ -42,7 +46,7 @@ pub enum Architecture {
     /// and a bucketed relative position bias shared by all layers.
     MPNet {
         /// Rows of `encoder.relative_attention_bias`. Default 32. transformers always buckets relative
-        /// positions into 32 ([`super::mpnet::NUM_BUCKETS`]), so at least 32 are needed.
+        /// positions into 32 ([`MPNET_NUM_BUCKETS`]), so at least 32 are needed.
         relative_attention_num_buckets: i64,
     },
 }
@@ -323,7 +327,7 @@ impl ModelConfig {
             ));
         }
         if let Architecture::MPNet { relative_attention_num_buckets } = self.arch {
-            let needed = super::mpnet::NUM_BUCKETS;
+            let needed = MPNET_NUM_BUCKETS;
             if relative_attention_num_buckets < needed {
                 return Err((
                     "relative_attention_num_buckets".to_string(),

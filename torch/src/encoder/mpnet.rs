@@ -26,9 +26,9 @@ pub const MPNET_LAYER: LayerNames = LayerNames {
     attention_layer_norm: &["attention", "LayerNorm"],
 };
 
-/// Buckets of the relative position bias: transformers' `MPNetEncoder.compute_position_bias` always uses 32
-/// (its default argument), whatever `relative_attention_num_buckets` says.
-pub const NUM_BUCKETS: i64 = 32;
+/// Buckets of the relative position bias (32, whatever `relative_attention_num_buckets` says); defined with the
+/// config, which requires at least that many rows.
+pub use super::config::MPNET_NUM_BUCKETS as NUM_BUCKETS;
 /// Distances from this on share the last bucket of their direction (`relative_position_bucket`'s default).
 pub const MAX_DISTANCE: i64 = 128;
 

@@ -12,11 +12,13 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod stage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -451,15 +453,58 @@ pub fn train(
     let texts = Texts::new(model, &[train, val])?;
     mem.rss_texts = memory::rss().now.saturating_sub(mem.rss_entry);
     let act = memory::ActivationModel::new(model.encoder().config(), model.token_dim());
+    check_memory(cfg, model, train, &texts, &act, &mut mem)?;
+    let mut opt = AdamW::new(model.named_parameters(), cfg.weight_decay);
+    mem.optimizer = opt.state_bytes();
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
+    let run = Run {
+        cfg,
+        model,
+        train,
+        val,
+        key: checkpoint_key(cfg, train, val, model),
+        schedule: Schedule::new(cfg.learning_rate, cfg.warmup_ratio, steps_per_epoch * cfg.epochs),
+        params: opt.parameters(),
+        texts,
+        act,
+        work_dir,
+        hooks,
+    };
+    let mut state = run.resume_or_start(&mut opt)?;
+    let bar = if hooks.progress {
+        let b = coltrast::progress::train_bar(steps_per_epoch * cfg.epochs);
+        b.set_position(state.global_step);
+        Some(b)
+    } else {
+        None
+    };
+    mem.rss_before_steps = memory::rss().now;
+    mem.phase_peaks = memory::reset_peak();
+    while state.epoch <= cfg.epochs && !state.stopped {
+        run.epoch(&mut state, &mut opt, &mut mem, bar.as_ref())?;
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    run.finish(state, mem)
+}
+
+/// Records the size of the weights and the largest step's activations and MaxSim tensor over all epochs,
+/// and refuses a run whose memory plan does not fit.
+fn check_memory(
+    cfg: &TrainConfig,
+    model: &ColTrastModel,
+    train: &[Example],
+    texts: &Texts,
+    act: &memory::ActivationModel,
+    mem: &mut MemoryReport,
+) -> Result<()> {
     mem.weights =
         model.named_parameters().iter().map(|(_, t)| t.numel() as u64 * t.kind().elt_size_in_bytes() as u64).sum();
-    let steps_per_epoch = train.len().div_ceil(cfg.batch_size) as u64;
-    let schedule = Schedule::new(cfg.learning_rate, cfg.warmup_ratio, steps_per_epoch * cfg.epochs);
-    let key = checkpoint_key(cfg, train, val, model);
     for e in 1..=cfg.epochs {
         for idx in rng::epoch_order(cfg.seed, e as usize, train.len()).chunks(cfg.batch_size) {
             let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
-            note_shapes(&mut mem, &texts, &batch, cfg, &act);
+            note_shapes(mem, texts, &batch, cfg, act);
         }
     }
     let limits = memory::Limits {
@@ -476,161 +521,230 @@ pub fn train(
         copies: 5.0 * w,
         activations: mem.activation_estimate as f64,
     };
-    memory::check_fits(&plan, memory::allowance(&limits, memory::available()), &limits)?;
-    let mut opt = AdamW::new(model.named_parameters(), cfg.weight_decay);
-    mem.optimizer = opt.state_bytes();
-    let params = opt.parameters();
-    let mut early = EarlyStopping::new(cfg.patience);
-    let mut log: Vec<LogRow> = Vec::new();
-    let mut start_epoch = 1u64;
-    let mut global_step = 0u64;
-    let mut stopped = false;
-    let mut resumed_after = None;
+    memory::check_fits(&plan, memory::allowance(&limits, memory::available()), &limits)
+}
 
-    if let Some((ck, state_path)) = checkpoint::load(work_dir, &key) {
-        let state = checkpoint::read_tensors(&state_path)?;
-        let origin = state_path.display().to_string();
-        model.load_parameters(&state, &origin)?;
-        opt.load_state(&state, ck.global_step, &origin)?;
-        tracing::info!(epoch = ck.epoch, step = ck.global_step, "resuming from checkpoint");
-        eprintln!("train: resuming after epoch {} from {}", ck.epoch, state_path.display());
-        start_epoch = ck.epoch + 1;
-        global_step = ck.global_step;
-        early = ck.early.clone();
-        stopped = ck.stopped;
-        log = ck.log.clone();
-        resumed_after = Some(ck.epoch);
-    } else if !val.is_empty() {
-        let (t, c, l) = evaluate(model, &texts, val, cfg)?;
-        tracing::info!(loss = t, contrastive = c, late = l, "validation before training");
-        log.push(LogRow::validation(0, 0, (t, c, l)));
+/// Ends a memory phase: raises `peak` to the peak RSS since the last reset (and the growth to its rise over
+/// the RSS the phase started from), then starts a fresh peak.
+fn end_phase(peak: &mut u64, growth: Option<(&mut u64, u64)>) {
+    let p = memory::rss().peak;
+    *peak = (*peak).max(p);
+    if let Some((g, start)) = growth {
+        *g = (*g).max(p.saturating_sub(start));
+    }
+    memory::reset_peak();
+}
+
+/// What every phase of one [`train`] call reads.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    model: &'a ColTrastModel,
+    train: &'a [Example],
+    val: &'a [Example],
+    /// What a checkpoint must agree with ([`checkpoint_key`]).
+    key: String,
+    schedule: Schedule,
+    /// The trainable tensors, in AdamW's order.
+    params: Vec<Tensor>,
+    texts: Texts,
+    act: memory::ActivationModel,
+    work_dir: &'a Path,
+    hooks: &'a Hooks<'a>,
+}
+
+/// Where a run stands: what a checkpoint carries, and the steps this process timed.
+struct RunState {
+    /// The next epoch to train (1-based).
+    epoch: u64,
+    global_step: u64,
+    early: EarlyStopping,
+    stopped: bool,
+    log: Vec<LogRow>,
+    /// The epoch a checkpoint let this run start after, if any.
+    resumed_after: Option<u64>,
+    steps_here: u64,
+    step_time: f64,
+}
+
+impl Run<'_> {
+    /// The state to start from: a matching checkpoint's (its weights and AdamW moments loaded into the model
+    /// and `opt`), else a fresh one with the untrained model's validation pass logged.
+    fn resume_or_start(&self, opt: &mut AdamW) -> Result<RunState> {
+        let mut s = RunState {
+            epoch: 1,
+            global_step: 0,
+            early: EarlyStopping::new(self.cfg.patience),
+            stopped: false,
+            log: Vec::new(),
+            resumed_after: None,
+            steps_here: 0,
+            step_time: 0.0,
+        };
+        if let Some((ck, state_path)) = checkpoint::load(self.work_dir, &self.key) {
+            let state = checkpoint::read_tensors(&state_path)?;
+            let origin = state_path.display().to_string();
+            self.model.load_parameters(&state, &origin)?;
+            opt.load_state(&state, ck.global_step, &origin)?;
+            tracing::info!(epoch = ck.epoch, step = ck.global_step, "resuming from checkpoint");
+            eprintln!("train: resuming after epoch {} from {}", ck.epoch, state_path.display());
+            s.epoch = ck.epoch + 1;
+            s.global_step = ck.global_step;
+            s.early = ck.early.clone();
+            s.stopped = ck.stopped;
+            s.log = ck.log.clone();
+            s.resumed_after = Some(ck.epoch);
+        } else if !self.val.is_empty() {
+            let (t, c, l) = evaluate(self.model, &self.texts, self.val, self.cfg)?;
+            tracing::info!(loss = t, contrastive = c, late = l, "validation before training");
+            s.log.push(LogRow::validation(0, 0, (t, c, l)));
+        }
+        Ok(s)
     }
 
-    let bar = if hooks.progress {
-        let b = coltrast::progress::train_bar(steps_per_epoch * cfg.epochs);
-        b.set_position(global_step);
-        Some(b)
-    } else {
-        None
-    };
-    let mut steps_here = 0u64;
-    let mut step_time = 0f64;
-    let mut epoch = start_epoch;
-    mem.rss_before_steps = memory::rss().now;
-    mem.phase_peaks = memory::reset_peak();
-    // Each phase: its peak (absolute) and its growth over the RSS it started from; then a fresh peak.
-    let peak_of = |peak: &mut u64, growth: Option<(&mut u64, u64)>| {
-        let p = memory::rss().peak;
-        *peak = (*peak).max(p);
-        if let Some((g, start)) = growth {
-            *g = (*g).max(p.saturating_sub(start));
-        }
-        memory::reset_peak();
-    };
-    while epoch <= cfg.epochs && !stopped {
-        tch::manual_seed(rng::torch_seed(cfg.seed, epoch as usize));
-        let order = rng::epoch_order(cfg.seed, epoch as usize, train.len());
-        for idx in order.chunks(cfg.batch_size) {
-            (hooks.fault_point)(&format!("step-{}", global_step + 1));
-            let t0 = Instant::now();
-            let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
-            let lr = schedule.lr(global_step);
-            let step = gradcache::step_gradients(model, &texts, &batch, cfg, &act, &params, global_step + 1)?;
-            let grad_norm = optim::global_norm(&step.grads);
-            opt.apply(&step.grads, optim::clip_coef(grad_norm, cfg.max_grad_norm), lr);
-            drop(step.grads);
-            mem.max_passes = mem.max_passes.max(step.groups);
-            global_step += 1;
-            let (loss, loss_contrastive, loss_late) = step.losses;
-            let row = LogRow {
-                epoch,
-                step: global_step,
-                split: "train".into(),
-                lr: Some(lr),
-                loss,
-                loss_contrastive,
-                loss_late,
-                grad_norm: Some(grad_norm),
-            };
-            step_time += t0.elapsed().as_secs_f64();
-            steps_here += 1;
-            if !row.loss.is_finite() {
-                return Err(Error::internal(format!(
-                    "training diverged: loss {} at epoch {epoch}, step {global_step}; try a lower train.learning_rate",
-                    row.loss
-                )));
-            }
-            tracing::info!(
-                epoch,
-                step = global_step,
-                lr,
-                loss = row.loss,
-                contrastive = row.loss_contrastive,
-                late = row.loss_late,
-                grad_norm,
-                "step"
-            );
-            if let Some(bar) = &bar {
-                bar.set_prefix(format!("epoch {epoch}/{}", cfg.epochs));
+    /// One epoch: its steps in the epoch's shuffled order, validation, the checkpoint; then the next epoch.
+    fn epoch(
+        &self,
+        s: &mut RunState,
+        opt: &mut AdamW,
+        mem: &mut MemoryReport,
+        bar: Option<&ProgressBar>,
+    ) -> Result<()> {
+        let epoch = s.epoch;
+        tch::manual_seed(rng::torch_seed(self.cfg.seed, epoch as usize));
+        let order = rng::epoch_order(self.cfg.seed, epoch as usize, self.train.len());
+        for idx in order.chunks(self.cfg.batch_size) {
+            let row = self.step(s, opt, mem, idx)?;
+            if let Some(bar) = bar {
+                bar.set_prefix(format!("epoch {epoch}/{}", self.cfg.epochs));
                 bar.set_message(format!(
                     "loss {:.4} (c {:.4}, li {:.4})",
                     row.loss, row.loss_contrastive, row.loss_late
                 ));
-                bar.set_position(global_step);
+                bar.set_position(s.global_step);
             }
-            log.push(row);
+            s.log.push(row);
         }
-        peak_of(&mut mem.peak_steps, None);
+        end_phase(&mut mem.peak_steps, None);
+        self.validate(s, mem)?;
+        self.checkpoint(s, opt, mem)?;
+        (self.hooks.fault_point)(&format!("epoch-{epoch}"));
+        if s.stopped {
+            tracing::info!(epoch, best = ?s.early.best_epoch, "early stopping");
+        }
+        s.epoch += 1;
+        Ok(())
+    }
+
+    /// One update on the training examples `idx`: gradients, clipping, AdamW at the scheduled rate; returns
+    /// its log row (an error once the loss is not finite).
+    fn step(&self, s: &mut RunState, opt: &mut AdamW, mem: &mut MemoryReport, idx: &[usize]) -> Result<LogRow> {
+        (self.hooks.fault_point)(&format!("step-{}", s.global_step + 1));
+        let t0 = Instant::now();
+        let batch: Vec<&Example> = idx.iter().map(|&i| &self.train[i]).collect();
+        let lr = self.schedule.lr(s.global_step);
+        let step = gradcache::step_gradients(
+            self.model,
+            &self.texts,
+            &batch,
+            self.cfg,
+            &self.act,
+            &self.params,
+            s.global_step + 1,
+        )?;
+        let grad_norm = optim::global_norm(&step.grads);
+        opt.apply(&step.grads, optim::clip_coef(grad_norm, self.cfg.max_grad_norm), lr);
+        drop(step.grads);
+        mem.max_passes = mem.max_passes.max(step.groups);
+        s.global_step += 1;
+        let (epoch, global_step) = (s.epoch, s.global_step);
+        let (loss, loss_contrastive, loss_late) = step.losses;
+        let row = LogRow {
+            epoch,
+            step: global_step,
+            split: "train".into(),
+            lr: Some(lr),
+            loss,
+            loss_contrastive,
+            loss_late,
+            grad_norm: Some(grad_norm),
+        };
+        s.step_time += t0.elapsed().as_secs_f64();
+        s.steps_here += 1;
+        if !row.loss.is_finite() {
+            return Err(Error::internal(format!(
+                "training diverged: loss {} at epoch {epoch}, step {global_step}; try a lower train.learning_rate",
+                row.loss
+            )));
+        }
+        tracing::info!(
+            epoch,
+            step = global_step,
+            lr,
+            loss = row.loss,
+            contrastive = row.loss_contrastive,
+            late = row.loss_late,
+            grad_norm,
+            "step"
+        );
+        Ok(row)
+    }
+
+    /// The validation pass after an epoch (when there is validation data): logs its losses and updates early
+    /// stopping.
+    fn validate(&self, s: &mut RunState, mem: &mut MemoryReport) -> Result<()> {
         let rss_val = memory::rss().now;
-        if !val.is_empty() {
-            let (t, c, l) = evaluate(model, &texts, val, cfg)?;
-            let improved = early.observe(epoch, t);
+        if !self.val.is_empty() {
+            let epoch = s.epoch;
+            let (t, c, l) = evaluate(self.model, &self.texts, self.val, self.cfg)?;
+            let improved = s.early.observe(epoch, t);
             tracing::info!(epoch, loss = t, contrastive = c, late = l, improved, "validation");
-            log.push(LogRow::validation(epoch, global_step, (t, c, l)));
-            stopped = early.should_stop() && epoch < cfg.epochs;
-            peak_of(&mut mem.peak_validation, Some((&mut mem.growth_validation, rss_val)));
+            s.log.push(LogRow::validation(epoch, s.global_step, (t, c, l)));
+            s.stopped = s.early.should_stop() && epoch < self.cfg.epochs;
+            end_phase(&mut mem.peak_validation, Some((&mut mem.growth_validation, rss_val)));
         }
+        Ok(())
+    }
+
+    /// Writes and commits the epoch's checkpoint: weights, AdamW moments, step, early stopping, log.
+    fn checkpoint(&self, s: &RunState, opt: &AdamW, mem: &mut MemoryReport) -> Result<()> {
         let rss_ck = memory::rss().now;
-        let mut state = model.named_parameters();
+        let mut state = self.model.named_parameters();
         state.extend(opt.state());
-        let name = checkpoint::state_file_name(epoch);
-        let hash = checkpoint::write_tensors(&work_dir.join(&name), &state)?;
-        let mut ck = checkpoint::Checkpoint::new(&key, epoch, global_step, name, hash);
-        ck.early = early.clone();
-        ck.stopped = stopped;
-        ck.log = log.clone();
-        checkpoint::commit(work_dir, &ck)?;
-        peak_of(&mut mem.peak_checkpoint, Some((&mut mem.growth_checkpoint, rss_ck)));
-        (hooks.fault_point)(&format!("epoch-{epoch}"));
-        if stopped {
-            tracing::info!(epoch, best = ?early.best_epoch, "early stopping");
+        let name = checkpoint::state_file_name(s.epoch);
+        let hash = checkpoint::write_tensors(&self.work_dir.join(&name), &state)?;
+        let mut ck = checkpoint::Checkpoint::new(&self.key, s.epoch, s.global_step, name, hash);
+        ck.early = s.early.clone();
+        ck.stopped = s.stopped;
+        ck.log = s.log.clone();
+        checkpoint::commit(self.work_dir, &ck)?;
+        end_phase(&mut mem.peak_checkpoint, Some((&mut mem.growth_checkpoint, rss_ck)));
+        Ok(())
+    }
+
+    /// Leaves the best epoch's weights in the model and sums the run up.
+    fn finish(&self, s: RunState, mem: MemoryReport) -> Result<TrainOutcome> {
+        let epochs_run = s.log.iter().filter(|r| r.split == "train").map(|r| r.epoch).max().unwrap_or(0);
+        let best_epoch = s.early.best_epoch.unwrap_or(epochs_run);
+        // The model holds the last committed epoch's weights; the best epoch's replace them (its state file is
+        // kept by every commit).
+        let last = s.epoch - 1;
+        if best_epoch != last {
+            let path = self.work_dir.join(checkpoint::state_file_name(best_epoch));
+            let state = checkpoint::read_tensors(&path)?;
+            self.model.load_parameters(&state, &path.display().to_string())?;
         }
-        epoch += 1;
+        Ok(TrainOutcome {
+            best_val_loss: s.early.best_loss,
+            best_epoch,
+            epochs_run,
+            stopped_early: s.stopped,
+            steps: s.global_step,
+            resumed_after: s.resumed_after,
+            steps_per_s: if s.step_time > 0.0 { s.steps_here as f64 / s.step_time } else { 0.0 },
+            log: s.log,
+            memory: mem,
+        })
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let epochs_run = log.iter().filter(|r| r.split == "train").map(|r| r.epoch).max().unwrap_or(0);
-    let best_epoch = early.best_epoch.unwrap_or(epochs_run);
-    // The model holds the last committed epoch's weights; the best epoch's replace them (its state file is
-    // kept by every commit).
-    let last = epoch - 1;
-    if best_epoch != last {
-        let path = work_dir.join(checkpoint::state_file_name(best_epoch));
-        let state = checkpoint::read_tensors(&path)?;
-        model.load_parameters(&state, &path.display().to_string())?;
-    }
-    Ok(TrainOutcome {
-        best_val_loss: early.best_loss,
-        best_epoch,
-        epochs_run,
-        stopped_early: stopped,
-        steps: global_step,
-        resumed_after,
-        steps_per_s: if step_time > 0.0 { steps_here as f64 / step_time } else { 0.0 },
-        log,
-        memory: mem,
-    })
 }
 
 /// Records the largest forward pass (estimate) and the largest MaxSim tensor of a batch.

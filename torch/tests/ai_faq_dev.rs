@@ -3,11 +3,10 @@
 //! passage that fits whole (embedded as sentence-transformers embeds it) while splitting the long ones without
 //! truncating them. Skips with a message when `../shared` is absent.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use coltrast::artifacts::Split;
+use coltrast_testkit::*;
 
 /// `../shared/data/ai_faq_dev`, or None (with the reason on stderr) when it is absent.
 fn ai_faq_dev() -> Option<std::path::PathBuf> {
@@ -29,7 +28,7 @@ fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
     let p = Project::new(&format!("[ingest]\npath = \"{}\"\n", dev.display()));
     p.run(&["run", "mine"]).ok();
     let arts = p.path().join("artifacts");
-    let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&arts, "mine")[0]).unwrap();
+    let pairs = coltrast::artifacts::pairs::read_pairs(&trusted_dirs(&arts, "mine")[0]).unwrap();
     let mut by_split: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for pair in &pairs {
         by_split.entry(pair.split.as_str()).or_default().insert(pair.qa_id.as_str());
@@ -53,8 +52,8 @@ fn validation_comes_from_train_queries_and_short_passages_stay_whole() {
         assert!(coltrast::stages::mine::is_val_query(q, 0.2, 42), "{q}");
     }
 
-    let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
-    let ds = coltrast::stages::ingest::read(&trusted_dirs(&arts, "ingest")[0]).unwrap();
+    let (chunks, _, _) = coltrast::artifacts::chunks::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
+    let ds = coltrast::artifacts::dataset::read(&trusted_dirs(&arts, "ingest")[0]).unwrap();
     let (mut whole, mut split) = (0, 0);
     for proj in &ds.projects {
         let mine: Vec<_> = chunks.iter().filter(|c| c.project_id == proj.project_id).collect();
@@ -94,8 +93,8 @@ fn synthetic_queries_cover_the_corpus_and_pass_the_consistency_filter() {
     ));
     p.run(&["run", "mine"]).ok();
     let arts = p.path().join("artifacts");
-    let qs = coltrast::stages::generate::read_queries(&trusted_dirs(&arts, "generate")[0]).unwrap();
-    let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
+    let qs = coltrast::artifacts::synthetic::read_queries(&trusted_dirs(&arts, "generate")[0]).unwrap();
+    let (chunks, _, _) = coltrast::artifacts::chunks::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
     let by_source = |s: &str| qs.iter().filter(|q| q.source.as_str() == s).count();
     assert!(
         by_source("headings") > 20 && by_source("cloze") > 50,
@@ -112,12 +111,12 @@ fn synthetic_queries_cover_the_corpus_and_pass_the_consistency_filter() {
             assert!(!q.positive_text.contains(&q.query), "{q:?}");
         }
     }
-    let val = qs.iter().filter(|q| q.split == "val").count();
+    let val = qs.iter().filter(|q| q.split == Split::Val).count();
     assert!(val > 0 && val < qs.len() / 2, "{val} of {}", qs.len());
-    let pairs = coltrast::stages::mine::read_pairs(&trusted_dirs(&arts, "mine")[0]).unwrap();
+    let pairs = coltrast::artifacts::pairs::read_pairs(&trusted_dirs(&arts, "mine")[0]).unwrap();
     let synthetic: Vec<_> = pairs.iter().filter(|p| !p.is_labelled()).collect();
     assert_eq!(synthetic.len(), qs.len());
-    assert!(synthetic.iter().all(|p| p.split == "train" || p.split == "val"));
-    let test = pairs.iter().filter(|p| p.split == "test").count();
-    assert_eq!(test, pairs.iter().filter(|p| p.is_labelled() && p.split == "test").count());
+    assert!(synthetic.iter().all(|p| p.split == Split::Train || p.split == Split::Val));
+    let test = pairs.iter().filter(|p| p.split == Split::Test).count();
+    assert_eq!(test, pairs.iter().filter(|p| p.is_labelled() && p.split == Split::Test).count());
 }

@@ -1,4 +1,4 @@
-//! CPU against CUDA: the comparisons `scripts/gpu_check.sh` reports (through `torch/examples/gpu_check.rs`).
+//! CPU against CUDA: the comparisons `scripts/gpu_check.sh` reports (through this example, `gpu_check`).
 //!
 //! What: per-epoch losses of two train artifacts ([`epoch_losses`], [`compare_losses`]) and the cosine between
 //! two sets of embeddings of the same texts ([`CosineStats`]).
@@ -11,22 +11,15 @@
 //!   to [`TRAJECTORY_TOL`] (15%) per epoch passes; a CUDA path that is broken (a loss that does not fall, NaN)
 //!   does not.
 //!
-//! Example:
-//! ```
-//! use coltrast::devcheck::{compare_losses, EpochLoss};
-//! let a = vec![EpochLoss { split: "val".into(), epoch: 0, loss: 2.0 }];
-//! let b = vec![EpochLoss { split: "val".into(), epoch: 0, loss: 2.0005 }];
-//! assert!(compare_losses(&a, &b).unwrap().iter().all(|c| c.ok));
-//! ```
 
-use crate::error::{Error, Result};
+use coltrast::error::{Error, Result};
 
 /// Epoch 0 (no training yet): rounding only.
 pub const ROUNDING_TOL: f64 = 1e-3;
 /// Epochs after training started: different dropout masks per device.
 pub const TRAJECTORY_TOL: f64 = 0.15;
 
-pub use crate::stages::train::{epoch_losses, EpochLoss};
+pub use coltrast::artifacts::train::{epoch_losses, EpochLoss};
 
 /// One row of the comparison.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,11 +74,11 @@ pub struct CosineStats {
 }
 
 impl CosineStats {
-    pub fn of(a: &crate::embed::Embeddings, b: &crate::embed::Embeddings) -> Result<CosineStats> {
+    pub fn of(a: &coltrast::embed::Embeddings, b: &coltrast::embed::Embeddings) -> Result<CosineStats> {
         if a.len() != b.len() || a.dim != b.dim {
             return Err(Error::internal(format!("{}x{} vs {}x{} embeddings", a.len(), a.dim, b.len(), b.dim)));
         }
-        let cos: Vec<f64> = a.rows().zip(b.rows()).map(|(x, y)| crate::embed::cosine(x, y) as f64).collect();
+        let cos: Vec<f64> = a.rows().zip(b.rows()).map(|(x, y)| coltrast::embed::cosine(x, y) as f64).collect();
         let n = cos.len();
         let mean = if n == 0 { f64::NAN } else { cos.iter().sum::<f64>() / n as f64 };
         let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
@@ -121,7 +114,7 @@ mod tests {
 
     #[test]
     fn cosine_stats() {
-        use crate::embed::Embeddings;
+        use coltrast::embed::Embeddings;
         let a = Embeddings { dim: 2, data: vec![1.0, 0.0, 0.0, 1.0] };
         let b = Embeddings {
             dim: 2,

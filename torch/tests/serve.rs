@@ -1,14 +1,11 @@
 //! export → index → eval and the query commands: on a tiny random model (seconds) for the mechanics, and on
 //! the real MiniLM with the sample dataset for the answers the pipeline must give.
 
-mod common;
-#[path = "common/server.rs"]
-mod server;
-
 use std::path::Path;
 
-use common::tiny::*;
-use common::*;
+use coltrast_testkit::server;
+use coltrast_testkit::tiny::*;
+use coltrast_testkit::*;
 
 fn manifest_of(p: &Project, stage: &str) -> serde_json::Value {
     let arts = p.path().join("artifacts");
@@ -196,7 +193,7 @@ fn int8_export_reruns_only_export_and_downstream() {
     let stats = &m["stats"];
     for key in ["parity_min_cosine_coltrast", "parity_min_cosine_base"] {
         let cos = stats[key].as_f64().unwrap();
-        assert!(cos >= coltrast::stages::export::INT8_MIN_COSINE as f64 && cos < 1.0, "{key} {cos}");
+        assert!(cos >= coltrast::artifacts::export::INT8_MIN_COSINE as f64 && cos < 1.0, "{key} {cos}");
     }
     assert!(stats["parity_max_abs_diff_coltrast"].as_f64().unwrap() > 1e-6, "int8 must differ from float32");
     assert!(
@@ -219,15 +216,18 @@ fn int8_export_reruns_only_export_and_downstream() {
 /// to coltrast-torch, and fails cleanly (exit 1, nothing new trusted) when that binary is missing.
 #[test]
 fn coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run() {
-    if let Ok(o) = std::process::Command::new("ldd").arg(bin()).output() {
+    // the coltrast binary beside coltrast-torch (this package's binary), as `make build` puts them
+    let coltrast = coltrast_bin();
+    if let Ok(o) = std::process::Command::new("ldd").arg(&coltrast).output() {
         let libs = String::from_utf8_lossy(&o.stdout);
         let torch = libs.lines().map(|l| l.trim()).filter(|l| l.starts_with("libtorch") || l.starts_with("libc10"));
         assert!(o.status.success() && torch.count() == 0, "coltrast links libtorch:\n{libs}");
     }
     let p = tiny_project("epochs = 1");
-    p.run(&["run"]).ok();
+    let run = |args: &[&str]| Out(p.cmd_of(&coltrast, args).output().unwrap(), args.join(" "));
+    run(&["run"]).ok();
     let without = |args: &[&str]| {
-        let o = p.cmd(args).env("COLTRAST_TORCH_BIN", "/nonexistent/coltrast-torch").output().unwrap();
+        let o = p.cmd_of(&coltrast, args).env("COLTRAST_TORCH_BIN", "/nonexistent/coltrast-torch").output().unwrap();
         Out(o, args.join(" "))
     };
     let out = without(&["run"]).ok();
@@ -264,7 +264,7 @@ fn coltrast_runs_without_libtorch_until_a_libtorch_stage_must_run() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // with coltrast-torch next to coltrast: handed over, and the output is one run's (no line twice)
-    let out = p.run(&["run", "--set", "train.epochs=2"]).ok();
+    let out = run(&["run", "--set", "train.epochs=2"]).ok();
     assert_eq!(
         out.stages(),
         [
@@ -367,8 +367,8 @@ fn the_guard_decides_on_labelled_validation_questions() {
     ];
     p.run(&[&["run"][..], &gen].concat()).ok();
     let mine = p.path().join("artifacts/mine").join(manifest_of(&p, "mine")["fingerprint"].as_str().unwrap());
-    let pairs = coltrast::stages::mine::read_pairs(&mine).unwrap();
-    let val: Vec<_> = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").collect();
+    let pairs = coltrast::artifacts::pairs::read_pairs(&mine).unwrap();
+    let val: Vec<_> = pairs.iter().filter(|p| p.split.is_validation()).collect();
     let labelled = val.iter().filter(|p| p.is_labelled()).count();
     assert!(labelled > 0 && val.len() > labelled, "labelled and synthetic validation queries: {}", val.len());
     let s = index_info(&p)["served"].clone();
@@ -415,12 +415,9 @@ fn the_default_teacher_missing_is_one_line_and_training_goes_on() {
 #[test]
 fn a_teacher_scores_the_pairs_once_and_changes_training() {
     let p = tiny_project("epochs = 1\nbase_mix = 0.0");
-    {
-        // another tiny model as the teacher (a teacher that is the student's own base would agree with it at
-        // the first step)
-        let _rng = rng_lock();
-        write_tiny_mpnet_model(&p.path().join("tiny-teacher"));
-    }
+    // another tiny model as the teacher (a teacher that is the student's own base would agree with it at the
+    // first step)
+    write_tiny_mpnet_model(&p.path().join("tiny-teacher"));
     p.run(&["run", "train"]).ok();
     let plain = manifest_of(&p, "train");
     assert!(plain["stats"].get("teacher").is_none(), "{plain}");
@@ -471,7 +468,7 @@ fn a_missing_language_model_is_one_line_saying_how_to_get_it() {
 /// The full pipeline on the real MiniLM and the sample: the four example questions get the right project.
 #[test]
 fn sample_answers_the_four_example_questions() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
+    let data = repo_root().join("data/ai_projects_dataset.json");
     let p = Project::new(&format!("[ingest]\npath = \"{}\"\n", data.display()));
     let out = p.run(&["run"]).ok();
     let stdout = out.stdout();

@@ -305,6 +305,59 @@ impl TokenCache {
     }
 }
 
+/// Embed `texts` through the cache with the (libtorch) encoder, with a progress bar for the texts not cached.
+pub fn embed_all(
+    encoder: &dyn crate::backend::SentenceEncoder,
+    cache: &mut EmbeddingCache,
+    texts: &[&str],
+    batch: usize,
+    what: &str,
+) -> Result<Vec<f32>> {
+    cache.embed(texts, |missing| {
+        let bar = crate::progress::bar(missing.len() as u64, what);
+        let mut out = Vec::with_capacity(missing.len() * encoder.dim());
+        for group in missing.chunks(1024) {
+            out.extend(encoder.embed(group, batch)?.data);
+            bar.inc(group.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    })
+}
+
+/// Embed `texts` with `enc`, through both caches; returns (flat sentence embeddings, per-text token rows).
+pub fn embed_cached(
+    enc: &crate::embed::OrtEncoder,
+    emb_cache: &mut EmbeddingCache,
+    tok_cache: &mut TokenCache,
+    texts: &[&str],
+    what: &str,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let mut missing: Vec<&str> =
+        texts.iter().copied().filter(|t| !emb_cache.contains(t) || !tok_cache.contains(t)).collect();
+    // by length first, so each group of 256 (and so each padded batch) holds texts of similar length
+    missing.sort_unstable_by_key(|t| (t.len(), *t));
+    missing.dedup();
+    if !missing.is_empty() {
+        let bar = crate::progress::bar(missing.len() as u64, what);
+        for group in missing.chunks(256) {
+            let (e, toks) = enc.embed_both(group)?;
+            emb_cache.embed(group, |_| Ok(e.data.clone()))?;
+            for (t, rows) in group.iter().zip(&toks) {
+                tok_cache.insert(t, &rows.data);
+            }
+            bar.inc(group.len() as u64);
+        }
+        bar.finish_and_clear();
+    }
+    let flat = emb_cache.embed(texts, |m| Err(Error::internal(format!("{} texts missing from the cache", m.len()))))?;
+    let tokens = texts
+        .iter()
+        .map(|t| tok_cache.get(t).ok_or_else(|| Error::internal("token cache miss after embedding")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((flat, tokens))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,3 +397,4 @@ mod tests {
         assert!(c.get("b").is_none());
     }
 }
+

@@ -10,13 +10,11 @@
 //! Skips, saying why, where Ray is not installed (`make setup RAY=1`), without root (network namespaces) or
 //! without ../shared. One test function: the cluster and the upstream stages are shared by every check.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use coltrast_testkit::*;
 
 const PORT: &str = "6392";
 const SHARD_TEXTS: usize = 40;
@@ -61,7 +59,8 @@ impl Cluster {
 
     /// `coltrast <args>` inside the namespace, in the project, with the Ray executor.
     fn coltrast(&self, p: &Project, args: &[&str]) -> Command {
-        let mut c = self.exec(&bin().display().to_string(), args);
+        // the coltrast binary (no libtorch; it hands a libtorch stage to coltrast-torch), whose workers Ray runs
+        let mut c = self.exec(&coltrast_bin().display().to_string(), args);
         c.current_dir(p.path())
             .env_remove("COLTRAST_LOG")
             .env("COLTRAST_EXECUTOR__KIND", "ray")
@@ -94,7 +93,7 @@ fn latest_index(p: &Project) -> (String, serde_json::Value, Vec<f32>) {
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let d = &dirs[0];
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
-    let schema = coltrast::stages::index::embeddings_schema(384);
+    let schema = coltrast::artifacts::index::embeddings_schema(384);
     let b = coltrast::table::read_parquet(&d.join("chunk_embeddings.parquet"), "index", &schema).unwrap();
     let (emb, _) = coltrast::table::embedding_values(&b, "embedding").unwrap();
     (d.file_name().unwrap().to_string_lossy().to_string(), manifest, emb)

@@ -14,7 +14,9 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Instant;
 
-use coltrast::devcheck::{compare_losses, epoch_losses, CosineStats};
+mod devcheck;
+
+use devcheck::{compare_losses, epoch_losses, CosineStats};
 use coltrast::embed::{EncoderOptions, OrtEncoder};
 use coltrast::settings::ModelDevice;
 

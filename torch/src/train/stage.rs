@@ -10,8 +10,9 @@ use tch::Device;
 use coltrast::engine::StageContext;
 use coltrast::error::{Error, Result};
 use coltrast::settings::{BaseMix, Settings, TrainDevice};
-use coltrast::stages::mine;
-use coltrast::stages::train::{self as train_stage, log_schema, CURVES, LOG, MODEL_DIR};
+use coltrast::artifacts::{pairs, Split, StageId};
+use coltrast::artifacts::train::{log_schema, CURVES, LOG, MODEL_DIR};
+use coltrast::backend::{check_device, device_choice};
 use coltrast::table;
 
 use crate::encoder::Encoder;
@@ -22,8 +23,8 @@ use crate::train::{self, memory, ColTrastModel, Example, Hooks, LogRow, TrainCon
 /// or without a GPU is an error saying which (the engine's preflight asks the same before anything runs).
 pub fn resolve_device(d: TrainDevice) -> Result<Device> {
     let available = tch::Cuda::is_available();
-    train_stage::check_device(d, crate::CUDA_BUILT, available)?;
-    eprintln!("{}", train_stage::device_choice(d, crate::CUDA_BUILT, available));
+    check_device(d, crate::CUDA_BUILT, available)?;
+    eprintln!("{}", device_choice(d, crate::CUDA_BUILT, available));
     Ok(match d {
         TrainDevice::Cpu => Device::Cpu,
         TrainDevice::Auto if !available => Device::Cpu,
@@ -32,17 +33,17 @@ pub fn resolve_device(d: TrainDevice) -> Result<Device> {
 }
 
 /// Mined pairs by split: (`train`, `val` + `dev`, count of others such as `test`).
-pub fn split_pairs(pairs: &[mine::Pair]) -> (Vec<Example>, Vec<Example>, usize) {
-    let ex = |p: &mine::Pair| Example {
+pub fn split_pairs(pairs: &[pairs::Pair]) -> (Vec<Example>, Vec<Example>, usize) {
+    let ex = |p: &pairs::Pair| Example {
         qa_id: p.qa_id.clone(),
         query: p.query.clone(),
         positive: p.positive_text.clone(),
         negatives: p.negative_texts.clone(),
         teacher: vec![],
     };
-    let train = pairs.iter().filter(|p| p.split == "train").map(ex).collect();
-    let val = pairs.iter().filter(|p| p.split == "val" || p.split == "dev").map(ex).collect();
-    let other = pairs.iter().filter(|p| !matches!(p.split.as_str(), "train" | "val" | "dev")).count();
+    let train = pairs.iter().filter(|p| p.split == Split::Train).map(ex).collect();
+    let val = pairs.iter().filter(|p| p.split.is_validation()).map(ex).collect();
+    let other = pairs.iter().filter(|p| p.split != Split::Train && !p.split.is_validation()).count();
     (train, val, other)
 }
 
@@ -52,7 +53,7 @@ pub fn split_pairs(pairs: &[mine::Pair]) -> (Vec<Example>, Vec<Example>, usize) 
 pub fn score_with_teacher(
     train: &mut [Example],
     val: &mut [Example],
-    cache: &mut coltrast::embed_cache::EmbeddingCache,
+    cache: &mut coltrast::embed::cache::EmbeddingCache,
     dim: usize,
     embed: &mut dyn FnMut(&[&str]) -> Result<Vec<f32>>,
 ) -> Result<usize> {
@@ -84,10 +85,10 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
     memory::reset_peak();
     let s = ctx.config.train.clone();
     let device = resolve_device(s.device)?;
-    if ctx.config.model.threads > 0 {
-        crate::encoder::set_num_threads(ctx.config.model.threads as usize);
+    if let Some(n) = ctx.config.model.threads {
+        crate::encoder::set_num_threads(n.get());
     }
-    let pairs = mine::read_pairs(ctx.upstream_dir("mine")?)?;
+    let pairs = pairs::read_pairs(ctx.upstream_dir(StageId::Mine)?)?;
     let rss_pairs = memory::rss().now;
     let (mut train_set, mut val_set, ignored) = split_pairs(&pairs);
     tracing::info!(train = train_set.len(), val = val_set.len(), ignored, "pairs");
@@ -101,7 +102,7 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
         let started = std::time::Instant::now();
         let teacher = Encoder::load(&dir, device).map_err(Error::from)?;
         let mut cache =
-            coltrast::embed_cache::EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("teacher")?, teacher.dim())?;
+            coltrast::embed::cache::EmbeddingCache::open(ctx.cache_root(), ctx.input_hash("teacher")?, teacher.dim())?;
         let mut embed = |texts: &[&str]| -> Result<Vec<f32>> {
             let bar = coltrast::progress::bar(texts.len() as u64, "teacher: embedding");
             let mut out = Vec::with_capacity(texts.len() * teacher.dim());
@@ -124,7 +125,7 @@ pub fn run(ctx: &mut StageContext<'_, Settings>) -> Result<()> {
     if train_set.is_empty() {
         return Err(Error::Usage(format!(
             "{}: no pairs with split \"train\" (splits found: {:?}); nothing to train on",
-            ctx.upstream_file("mine", mine::PAIRS)?.display(),
+            ctx.upstream_file(StageId::Mine, pairs::PAIRS)?.display(),
             pairs.iter().map(|p| p.split.as_str()).collect::<std::collections::BTreeSet<_>>()
         )));
     }
@@ -421,13 +422,12 @@ pub fn read_log(dir: &Path) -> Result<Vec<LogRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coltrast::engine::Stage;
 
-    fn pair(qa: &str, split: &str) -> mine::Pair {
-        mine::Pair {
+    fn pair(qa: &str, split: &str) -> pairs::Pair {
+        pairs::Pair {
             qa_id: qa.into(),
             project_id: "p".into(),
-            split: split.into(),
+            split: split.parse().unwrap(),
             query: format!("q {qa}"),
             positive_text: format!("pos {qa}"),
             positive_chunk_id: None,
@@ -436,7 +436,7 @@ mod tests {
             negative_chunk_ids: vec!["c".into()],
             negative_texts: vec!["neg".into()],
             negative_scores: vec![0.1],
-            source: mine::LABELLED.into(),
+            source: pairs::LABELLED.into(),
         }
     }
 
@@ -455,7 +455,7 @@ mod tests {
         let pairs = [pair("a", "train"), pair("b", "val")];
         let (mut train, mut val, _) = split_pairs(&pairs);
         let dir = tempfile::tempdir().unwrap();
-        let mut cache = coltrast::embed_cache::EmbeddingCache::open(dir.path(), "teacher-test", 2).unwrap();
+        let mut cache = coltrast::embed::cache::EmbeddingCache::open(dir.path(), "teacher-test", 2).unwrap();
         // "q ..." texts point along x, "pos ..." at 60 degrees, "neg" along y
         let vec_of = |t: &str| -> [f32; 2] {
             if t.starts_with("q ") {
@@ -486,7 +486,7 @@ mod tests {
     fn device_setting_is_hashed_as_what_libtorch_resolves() {
         crate::register();
         let s = Settings::default();
-        let t = coltrast::stages::train::Train.settings(&s).unwrap();
+        let t = coltrast::stages::STAGES.iter().find(|st| st.id() == coltrast::artifacts::StageId::Train).unwrap().settings(&s).unwrap();
         let want = if tch::Cuda::is_available() { "cuda" } else { "cpu" };
         assert_eq!(t.get("device").and_then(|v| v.as_str()), Some(want));
     }

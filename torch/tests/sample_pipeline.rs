@@ -1,15 +1,12 @@
 //! End to end on the real MiniLM and the sample dataset: ingest → chunk → mine, the embedding cache, and the
 //! properties of mined pairs.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use common::*;
+use coltrast_testkit::*;
 
 fn sample_toml() -> String {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ai_projects_dataset.json");
+    let data = repo_root().join("data/ai_projects_dataset.json");
     format!("[ingest]\npath = \"{}\"\n", data.display())
 }
 
@@ -42,10 +39,10 @@ fn sample_runs_through_mine_and_threshold_change_reembeds_no_sentence() {
 
     // Mined pairs: negatives from other projects only; no project on both sides of the split.
     let dir = trusted_dirs(&p.path().join("artifacts"), "mine");
-    let pairs = coltrast::stages::mine::read_pairs(&dir[0]).unwrap();
+    let pairs = coltrast::artifacts::pairs::read_pairs(&dir[0]).unwrap();
     assert_eq!(pairs.len(), 18);
     let (chunks, _, dim) =
-        coltrast::stages::chunk::read_chunks(trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap())
+        coltrast::artifacts::chunks::read_chunks(trusted_dirs(&p.path().join("artifacts"), "chunk").first().unwrap())
             .unwrap();
     assert_eq!(dim, 384);
     let project_of: BTreeMap<&str, &str> =
@@ -78,8 +75,8 @@ fn default_sections_split_long_readmes_and_keep_every_sentence() {
     let p = Project::new(&sample_toml());
     p.run(&["run", "chunk"]).ok();
     let arts = p.path().join("artifacts");
-    let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
-    let ds = coltrast::stages::ingest::read(&trusted_dirs(&arts, "ingest")[0]).unwrap();
+    let (chunks, _, _) = coltrast::artifacts::chunks::read_chunks(&trusted_dirs(&arts, "chunk")[0]).unwrap();
+    let ds = coltrast::artifacts::dataset::read(&trusted_dirs(&arts, "ingest")[0]).unwrap();
     assert_eq!(ds.projects.len(), 3);
     for proj in &ds.projects {
         let mine: Vec<_> = chunks.iter().filter(|c| c.project_id == proj.project_id).collect();
@@ -114,7 +111,7 @@ fn token_cap_setting_is_respected() {
             .unwrap()
             .to_string();
         // the printed artifact dir is relative to the project
-        let (chunks, _, _) = coltrast::stages::chunk::read_chunks(&p.path().join(&dir)).unwrap();
+        let (chunks, _, _) = coltrast::artifacts::chunks::read_chunks(&p.path().join(&dir)).unwrap();
         assert!(chunks.len() > 20);
         for c in &chunks {
             assert!(c.n_tokens <= 48, "{strategy}: {} tokens: {}", c.n_tokens, c.text);
@@ -155,7 +152,7 @@ fn llm_questions_are_written_once_and_filtered() {
     assert!(m["stats"]["llm_new_tokens_per_s"].as_f64().unwrap() > 0.0, "{m}");
     let asked = m["stats"]["llm_replies_with_question"].as_u64().unwrap();
     let read =
-        || coltrast::stages::generate::read_queries(&trusted_dirs(&p.path().join("artifacts"), "generate")[0]).unwrap();
+        || coltrast::artifacts::synthetic::read_queries(&trusted_dirs(&p.path().join("artifacts"), "generate")[0]).unwrap();
     let strict = read();
     assert!(asked * 2 > chunks, "{asked} of {chunks} replies hold a question: {m}");
     assert!(!strict.is_empty() && strict.iter().all(|q| q.base_rank == 1 && q.query.ends_with('?')), "{strict:?}");
@@ -170,7 +167,7 @@ fn llm_questions_are_written_once_and_filtered() {
     assert!(strict.iter().all(|q| all.iter().any(|a| a.query == q.query && a.chunk_id == q.chunk_id)));
 }
 
-fn read_all(p: &Project) -> Vec<coltrast::stages::generate::Synthetic> {
+fn read_all(p: &Project) -> Vec<coltrast::artifacts::synthetic::Synthetic> {
     let latest = std::fs::read_to_string(p.path().join("artifacts/generate/latest")).unwrap();
-    coltrast::stages::generate::read_queries(&p.path().join("artifacts/generate").join(latest.trim())).unwrap()
+    coltrast::artifacts::synthetic::read_queries(&p.path().join("artifacts/generate").join(latest.trim())).unwrap()
 }

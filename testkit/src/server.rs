@@ -1,13 +1,11 @@
-//! A real `coltrast serve` on a free loopback port, and a small HTTP client for it. Not in `common/mod.rs`
-//! (torch/'s tests share that and have no HTTP client): include it with `#[path = "common/server.rs"] mod server;`.
-#![allow(dead_code)]
+//! A real `coltrast serve` on a free loopback port, and a small HTTP client for it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::Project;
+use crate::Project;
 
 pub struct Server {
     pub child: Child,

@@ -1,16 +1,35 @@
-//! Helpers for integration tests that run the real `coltrast` binary, each in its own temp dir.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests of `coltrast` (tests/) and `coltrast-torch` (torch/tests/): a
+//! [`Project`] in its own temp dir run through the real binary, a served project ([`server`]), and a tiny random
+//! BERT/MPNet with a small dataset ([`tiny`]), written in pure Rust so that tests without libtorch can use it.
 
+pub mod server;
 pub mod tiny;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test: `coltrast` in the coltrast package's tests, `coltrast-torch` in torch/'s. cargo sets
+/// `CARGO_BIN_EXE_<name>` for an integration test of the package that has the binary, when it builds the test
+/// and when it runs it (this library is built once for both packages, so it reads the run-time variable).
 pub fn bin() -> PathBuf {
-    // the coltrast binary in this package's tests, coltrast-torch in torch/'s
-    PathBuf::from(
-        option_env!("CARGO_BIN_EXE_coltrast").or(option_env!("CARGO_BIN_EXE_coltrast-torch")).expect("a binary"),
-    )
+    std::env::var_os("CARGO_BIN_EXE_coltrast")
+        .or_else(|| std::env::var_os("CARGO_BIN_EXE_coltrast-torch"))
+        .map(PathBuf::from)
+        .expect("CARGO_BIN_EXE_coltrast or CARGO_BIN_EXE_coltrast-torch: run the integration tests with `cargo test`")
+}
+
+/// The `coltrast` binary (no libtorch) when the binary under test is coltrast-torch: the one cargo built next to
+/// it (`cargo test --workspace` and `make test` build both; `cargo test -p coltrast-torch` alone does not build
+/// it). Panics, saying so, when it is missing. In coltrast's own tests it is [`bin`].
+pub fn coltrast_bin() -> PathBuf {
+    let b = bin().with_file_name("coltrast");
+    assert!(
+        b.is_file(),
+        "{}: missing; this test runs the coltrast binary beside coltrast-torch: build both \
+         (`cargo build --release -p coltrast`, or `cargo test --workspace`)",
+        b.display()
+    );
+    b
 }
 
 /// A project dir with a pipeline.toml; commands run inside it.
@@ -33,8 +52,13 @@ impl Project {
         std::fs::write(&p, contents).unwrap();
         p
     }
+    /// `bin() args` in the project dir, without the caller's COLTRAST_LOG and setting overrides.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_of(&bin(), args)
+    }
+    /// [`Self::cmd`] with another binary (e.g. [`coltrast_bin`]).
+    pub fn cmd_of(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(binary);
         c.current_dir(self.path()).args(args);
         c.env_remove("COLTRAST_LOG");
         for (k, _) in std::env::vars() {
@@ -124,13 +148,9 @@ pub fn seed_json(n: usize) -> String {
     format!("{{\"projects\":[{}]}}", projects.join(","))
 }
 
-/// The repository root (the workspace's; torch/'s tests share this module).
+/// The repository root (the workspace's; this crate is its testkit/).
 pub fn repo_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match here.parent() {
-        Some(up) if here.ends_with("torch") && up.join("torch/Cargo.toml").is_file() => up.to_path_buf(),
-        _ => here.to_path_buf(),
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit/ is inside the repository").to_path_buf()
 }
 
 /// Path to ../shared (beside the repository), if this checkout has one.
