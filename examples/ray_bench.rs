@@ -10,8 +10,8 @@
 use std::io::BufRead;
 use std::time::Instant;
 
-use coltrast::embed::OrtEncoder;
 use coltrast::embed::cache::{EmbeddingCache, TokenCache};
+use coltrast::embed::OrtEncoder;
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();

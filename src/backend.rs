@@ -217,7 +217,9 @@ pub fn device_choice(d: crate::settings::TrainDevice, cuda_built: bool, cuda_ava
     let why = match (d, cuda_built, cuda_available) {
         (crate::settings::TrainDevice::Cpu, ..) => "train.device = \"cpu\"",
         (crate::settings::TrainDevice::Cuda, ..) => "train.device = \"cuda\"",
-        (crate::settings::TrainDevice::Auto, false, _) => "train.device = \"auto\"; this build has no CUDA (make build GPU=1)",
+        (crate::settings::TrainDevice::Auto, false, _) => {
+            "train.device = \"auto\"; this build has no CUDA (make build GPU=1)"
+        }
         (crate::settings::TrainDevice::Auto, true, false) => "train.device = \"auto\"; libtorch sees no CUDA device",
         (crate::settings::TrainDevice::Auto, true, true) => "train.device = \"auto\"; libtorch sees a CUDA device",
     };
@@ -227,4 +229,3 @@ pub fn device_choice(d: crate::settings::TrainDevice, cuda_built: bool, cuda_ava
     };
     format!("train: on {on} ({why})")
 }
-

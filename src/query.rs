@@ -18,13 +18,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::artifacts::{self, chunks};
 use crate::embed::OrtEncoder;
 use crate::engine::Pipeline;
 use crate::error::{Error, Result};
 use crate::index::VectorIndex;
 use crate::late::TokenStore;
 use crate::settings::Settings;
-use crate::artifacts::{self, chunks};
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Hit {

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use crate::artifacts::{self, StageId};
 use crate::engine::Pipeline;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
-use crate::artifacts::{self, StageId};
 
 fn scan(path: &Path) -> Result<LazyFrame> {
     let s = path.to_str().ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 path", path.display())))?;

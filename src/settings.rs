@@ -308,11 +308,7 @@ pub struct IngestSettings {
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        IngestSettings {
-            path: "data/ai_projects_dataset.json".into(),
-            format: IngestFormat::Auto,
-            qa_path: None,
-        }
+        IngestSettings { path: "data/ai_projects_dataset.json".into(), format: IngestFormat::Auto, qa_path: None }
     }
 }
 

@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
+use coltrast::artifacts::dataset::Dataset;
 use coltrast::metrics::{docs_from_chunks, QueryMetrics};
 use coltrast::onnx::{ExportOptions, Quantize};
-use coltrast::artifacts::dataset::Dataset;
 use coltrast_testkit::*;
 
 /// BoolQ as the ingest stage reads it (kept alive with its project dir).
@@ -25,7 +25,8 @@ fn boolq() -> Option<&'static Boolq> {
         let project =
             Project::new(&format!("[ingest]\npath = \"{}\"\n[chunk]\nstrategy = \"none\"\n", boolq.display()));
         project.run(&["run", "ingest"]).ok();
-        let ds = coltrast::artifacts::dataset::read(&trusted_dirs(&project.path().join("artifacts"), "ingest")[0]).unwrap();
+        let ds =
+            coltrast::artifacts::dataset::read(&trusted_dirs(&project.path().join("artifacts"), "ingest")[0]).unwrap();
         Some(Boolq { project, ds })
     })
     .as_ref()

@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use coltrast::engine::{
-    ExternalInput, Freshness, Outcome, Pipeline, PipelineConfig, RunOptions, Stage, StageContext,
-};
+use coltrast::engine::{ExternalInput, Freshness, Outcome, Pipeline, PipelineConfig, RunOptions, Stage, StageContext};
 use coltrast::Result;
 
 #[derive(Clone)]

@@ -136,12 +136,12 @@ pub fn read(dir: &Path) -> Result<Dataset> {
     let qa = (0..qb.num_rows())
         .map(|i| -> Result<Qa> {
             Ok(Qa {
-            qa_id: cols[0].value(i).to_string(),
-            project_id: cols[1].value(i).to_string(),
-            question: cols[2].value(i).to_string(),
-            answer: table::opt_str(cols[3], i).map(String::from),
-            context: table::opt_str(cols[4], i).map(String::from),
-            split: table::opt_str(cols[5], i).map(|v| super::split_at(&qa_path, i, v)).transpose()?,
+                qa_id: cols[0].value(i).to_string(),
+                project_id: cols[1].value(i).to_string(),
+                question: cols[2].value(i).to_string(),
+                answer: table::opt_str(cols[3], i).map(String::from),
+                context: table::opt_str(cols[4], i).map(String::from),
+                split: table::opt_str(cols[5], i).map(|v| super::split_at(&qa_path, i, v)).transpose()?,
             })
         })
         .collect::<Result<_>>()?;

@@ -7,8 +7,8 @@ use crate::embed::cache::{EmbeddingCache, TokenCache};
 use crate::embed::OrtEncoder;
 use crate::engine::StageContext;
 use crate::error::{Error, Result};
-use crate::settings::Settings;
 pub use crate::guard::{BASE, FINETUNED};
+use crate::settings::Settings;
 pub const MODEL_FILE: &str = "model.onnx";
 /// int8 exports: the least cosine between an ONNX sentence embedding and libtorch's.
 pub const INT8_MIN_COSINE: f32 = 0.97;
@@ -62,7 +62,8 @@ impl ExportedModel {
     /// Sentence and token embeddings of `texts` through the caches (see [`crate::embed::cache::embed_cached`]); caches are flushed.
     pub fn embed(&mut self, texts: &[&str], what: &str) -> Result<(Vec<f32>, Vec<Vec<f32>>, usize)> {
         let before = self.embeddings.misses;
-        let out = crate::embed::cache::embed_cached(&self.encoder, &mut self.embeddings, &mut self.tokens, texts, what)?;
+        let out =
+            crate::embed::cache::embed_cached(&self.encoder, &mut self.embeddings, &mut self.tokens, texts, what)?;
         self.embeddings.flush()?;
         self.tokens.flush()?;
         Ok((out.0, out.1, self.embeddings.misses - before))

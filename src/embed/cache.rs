@@ -397,4 +397,3 @@ mod tests {
         assert!(c.get("b").is_none());
     }
 }
-

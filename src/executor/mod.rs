@@ -31,8 +31,8 @@ pub mod worker;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::embed::OrtEncoder;
 use crate::embed::cache::{EmbeddingCache, TokenCache};
+use crate::embed::OrtEncoder;
 use crate::error::Result;
 use crate::settings::{ExecutorKind, Settings};
 

@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::embed::OrtEncoder;
 use crate::embed::cache::key;
+use crate::embed::OrtEncoder;
 use crate::error::{Error, Result};
 
 use super::shard;

@@ -8,8 +8,8 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::record::{self, METRIC, SETTINGS};
-use crate::error::{Error, Result};
 use crate::artifacts::eval::BASELINE;
+use crate::error::{Error, Result};
 
 fn polars_err(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
     move |e| Error::Corrupt { path: path.to_path_buf(), stage: "exp".into(), message: e.to_string() }

@@ -15,10 +15,10 @@ use arrow::array::Float64Array;
 
 use super::record::{self, Appended, Cell, Record};
 use super::sweep::{self, Planned};
+use crate::artifacts::{eval, train};
 use crate::engine::{self, Outcome, Pipeline, StageReport};
 use crate::error::{Error, Result};
 use crate::hash::StableHasher;
-use crate::artifacts::{eval, train};
 use crate::table;
 
 /// Options of `exp run` besides the `--set` values.

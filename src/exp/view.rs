@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::record::{Cell, Record, METRIC, SETTINGS, STAGE, STAT};
+use crate::artifacts::eval::SYSTEMS;
 use crate::error::{Error, Result};
 use crate::metrics::METRIC_NAMES;
-use crate::artifacts::eval::SYSTEMS;
 
 /// Which way a column improves (for marking the best value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

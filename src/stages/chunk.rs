@@ -55,16 +55,15 @@
 
 use std::ops::Range;
 
-
-use crate::backend::{self, SentenceEncoder};
-use crate::embed::cache::EmbeddingCache;
 use crate::artifacts::chunks::{
     chunk_id, write_chunks, write_sentences, ChunkRecord, SentenceRecord, CHUNKS, SENTENCES,
 };
 use crate::artifacts::dataset::{self, needs_title, titled_text};
+use crate::artifacts::StageId;
+use crate::backend::{self, SentenceEncoder};
 use crate::backend::{base_model_input, load_base_encoder};
 use crate::embed::cache::embed_all;
-use crate::artifacts::StageId;
+use crate::embed::cache::EmbeddingCache;
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::settings::{ChunkCompare, ChunkStrategy, Settings};
@@ -74,7 +73,6 @@ use crate::text;
 const PATH_RESERVE: usize = 32;
 
 pub struct ChunkStage;
-
 
 impl Stage<Settings> for ChunkStage {
     fn id(&self) -> StageId {
@@ -157,7 +155,6 @@ struct SentenceRow {
     list_item: bool,
 }
 
-
 struct Output {
     /// Sentences the model had to embed (not in the cache).
     sentences_embedded: usize,
@@ -201,8 +198,6 @@ impl TokenCounter {
         Ok(out)
     }
 }
-
-
 
 /// A document's sentences (Markdown-aware), each over `budget` tokens cut into token windows. A document
 /// without a heading of its own (BEIR) gets its title as a level-1 heading first.
@@ -267,7 +262,6 @@ fn split_rows_windowed(p: &dataset::Project, counter: &TokenCounter, window: usi
     }
     Ok(rows)
 }
-
 
 /// Markdown of consecutive sentences, with the separators their blocks imply.
 fn join_markdown(members: &[SentenceRow]) -> String {
@@ -598,7 +592,6 @@ pub fn merge(
     out.push(start..sents.len());
     out
 }
-
 
 /// The chunk stage's cache key: everything of `[chunk]` but `batch_size` (speed only).
 #[derive(Debug, serde::Serialize)]

@@ -25,14 +25,13 @@
 
 use std::path::Path;
 
-use crate::embed::{cosine, max_abs_diff, OrtEncoder, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
 use crate::artifacts::export::{BASE, FINETUNED, INT8_MIN_COSINE, INT8_MIN_TOKEN_COSINE, MODEL_FILE};
 use crate::artifacts::{train, StageId};
+use crate::embed::{cosine, max_abs_diff, OrtEncoder, ParityReport, PARITY_SENTENCES, PARITY_TOLERANCE};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::{Error, Result};
 use crate::onnx::{export_sentence_model_with, ExportOptions, Quantize};
 use crate::settings::{ModelDevice, Settings};
-
 
 pub struct Export;
 
@@ -170,4 +169,3 @@ fn write_parity(
 pub struct ExportKey {
     pub quantize: crate::settings::Quantize,
 }
-

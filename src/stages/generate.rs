@@ -52,16 +52,15 @@ use arrow::array::{Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 
-use crate::backend::{ChatPrompt, Completion, DecodeOptions};
-use crate::embed::cache::EmbeddingCache;
 use crate::artifacts::synthetic::{write_queries, Synthetic, QUERIES};
 use crate::artifacts::{chunks, dataset, Split, StageId};
+use crate::backend::{ChatPrompt, Completion, DecodeOptions};
+use crate::embed::cache::EmbeddingCache;
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::Result;
 use crate::hash::StableHasher;
 use crate::settings::{GenerateSettings, Settings, SyntheticSource};
 use crate::table;
-
 
 pub struct Generate;
 
@@ -503,7 +502,6 @@ pub fn filter_and_split(candidates: Vec<Candidate>, ranks: &[i64], s: &GenerateS
     }
     kept
 }
-
 
 /// The generate stage's cache key: everything of `[generate]` but `batch_size` and `llm_batch` (speed only).
 #[derive(Debug, serde::Serialize)]

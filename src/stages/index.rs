@@ -52,10 +52,7 @@ use crate::settings::ServedModel;
 use crate::settings::Settings;
 use crate::table;
 
-
 pub struct IndexStage;
-
-
 
 impl Stage<Settings> for IndexStage {
     fn id(&self) -> StageId {
@@ -170,4 +167,3 @@ impl<'a> IndexKey<'a> {
         IndexKey { factory: &s.index.factory, model: s.export.model, guard }
     }
 }
-

@@ -44,7 +44,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::settings::{IngestFormat, Settings};
 use crate::text::first_heading;
 
-
 pub struct Ingest;
 
 impl Stage<Settings> for Ingest {
@@ -85,7 +84,6 @@ impl Stage<Settings> for Ingest {
         Ok(())
     }
 }
-
 
 // ------------------------------------------------------------------------------------------------------------
 // Loading

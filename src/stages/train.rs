@@ -70,15 +70,12 @@
 //! **Where.** This module declares the stage (settings, inputs, outputs); its body needs libtorch and lives in
 //! the `coltrast-torch` crate (`coltrast_torch::stages::train`), reached through [`crate::backend`].
 
-
-
-use crate::backend::{self, check_device, resolved_device};
-use crate::artifacts::StageId;
 pub use crate::artifacts::train::{epoch_losses, EpochLoss};
+use crate::artifacts::StageId;
+use crate::backend::{self, check_device, resolved_device};
 use crate::engine::{ExternalInput, Stage, StageContext};
 use crate::error::Result;
 use crate::settings::Settings;
-
 
 pub struct Train;
 

@@ -151,8 +151,9 @@ fn llm_questions_are_written_once_and_filtered() {
     assert_eq!(m["stats"]["llm_prompts_generated"].as_u64(), Some(chunks), "{m}");
     assert!(m["stats"]["llm_new_tokens_per_s"].as_f64().unwrap() > 0.0, "{m}");
     let asked = m["stats"]["llm_replies_with_question"].as_u64().unwrap();
-    let read =
-        || coltrast::artifacts::synthetic::read_queries(&trusted_dirs(&p.path().join("artifacts"), "generate")[0]).unwrap();
+    let read = || {
+        coltrast::artifacts::synthetic::read_queries(&trusted_dirs(&p.path().join("artifacts"), "generate")[0]).unwrap()
+    };
     let strict = read();
     assert!(asked * 2 > chunks, "{asked} of {chunks} replies hold a question: {m}");
     assert!(!strict.is_empty() && strict.iter().all(|q| q.base_rank == 1 && q.query.ends_with('?')), "{strict:?}");

@@ -16,9 +16,9 @@ use std::time::Instant;
 
 mod devcheck;
 
-use devcheck::{compare_losses, epoch_losses, CosineStats};
 use coltrast::embed::{EncoderOptions, OrtEncoder};
 use coltrast::settings::ModelDevice;
+use devcheck::{compare_losses, epoch_losses, CosineStats};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use tch::Device;
 
+use coltrast::artifacts::train::{log_schema, CURVES, LOG, MODEL_DIR};
+use coltrast::artifacts::{pairs, Split, StageId};
+use coltrast::backend::{check_device, device_choice};
 use coltrast::engine::StageContext;
 use coltrast::error::{Error, Result};
 use coltrast::settings::{BaseMix, Settings, TrainDevice};
-use coltrast::artifacts::{pairs, Split, StageId};
-use coltrast::artifacts::train::{log_schema, CURVES, LOG, MODEL_DIR};
-use coltrast::backend::{check_device, device_choice};
 use coltrast::table;
 
 use crate::encoder::Encoder;
@@ -486,7 +486,12 @@ mod tests {
     fn device_setting_is_hashed_as_what_libtorch_resolves() {
         crate::register();
         let s = Settings::default();
-        let t = coltrast::stages::STAGES.iter().find(|st| st.id() == coltrast::artifacts::StageId::Train).unwrap().settings(&s).unwrap();
+        let t = coltrast::stages::STAGES
+            .iter()
+            .find(|st| st.id() == coltrast::artifacts::StageId::Train)
+            .unwrap()
+            .settings(&s)
+            .unwrap();
         let want = if tch::Cuda::is_available() { "cuda" } else { "cpu" };
         assert_eq!(t.get("device").and_then(|v| v.as_str()), Some(want));
     }
